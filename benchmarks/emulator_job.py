@@ -1,0 +1,85 @@
+"""How fast the emulator runs one big batch inference job: is it fit to be a benchmark backend?
+
+Uploads N users (default 1,000,000) as one JSON-lines object, runs one user-personalization job
+with numResults 25 on it, and prints a table: upload time, the job's compute time (time in
+CREATE IN_PROGRESS; job_seconds is 0 so the state floor adds nothing), records/s, output bytes,
+and the training time. Two catalogs: every user known to the model (the worst case: each gets a
+personalised list), and the default synthetic catalog (most users cold: popular items).
+
+    .venv/bin/python benchmarks/emulator_job.py [--users N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+
+import boto3
+import orjson
+
+from fanout.emulator import Emulator, EmulatorSettings
+
+TARGET_SECONDS = 60.0
+
+
+def run(users: int, catalog_users: int) -> dict[str, Any]:
+    settings = EmulatorSettings(job_seconds=0.0, synthetic_users=catalog_users, seed=1)
+    with Emulator(settings) as emulator:
+        info = emulator.info
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=info.region
+        )
+        s3 = session.client("s3", endpoint_url=info.s3_endpoint)
+        personalize = session.client("personalize", endpoint_url=info.personalize_endpoint)
+        body = b"".join(orjson.dumps({"userId": str(i)}) + b"\n" for i in range(1, users + 1))
+        started = time.perf_counter()
+        s3.put_object(Bucket=info.bucket, Key="bench/in/users.jsonl", Body=body)
+        uploaded = time.perf_counter() - started
+        arn = personalize.create_batch_inference_job(
+            jobName=f"bench-{catalog_users}",
+            solutionVersionArn=info.solution_versions["user-personalization"],
+            numResults=25,
+            roleArn=info.role_arn,
+            jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/bench/in/"}},
+            jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/bench/out/"}},
+        )["batchInferenceJobArn"]
+        while True:
+            job = personalize.describe_batch_inference_job(batchInferenceJobArn=arn)
+            status = job["batchInferenceJob"]["status"]
+            if status in {"ACTIVE", "CREATE FAILED"}:
+                break
+            time.sleep(0.1)
+        if status != "ACTIVE":
+            raise SystemExit(f"job failed: {job['batchInferenceJob'].get('failureReason')}")
+        history = dict(
+            (state, at) for at, state in emulator.service.job_history()[0][1]
+        )  # state -> first time
+        compute = history["ACTIVE"] - history["IN_PROGRESS"]
+        head = s3.head_object(Bucket=info.bucket, Key="bench/out/users.jsonl.out")
+        return {
+            "catalog users": catalog_users,
+            "job users": users,
+            "training s": round(emulator.training_seconds, 2),
+            "upload s": round(uploaded, 2),
+            "compute s": round(compute, 2),
+            "records/s": int(users / compute),
+            "output MB": round(head["ContentLength"] / 1e6, 1),
+            "target <= 60 s": "met" if compute <= TARGET_SECONDS else "MISSED",
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    args = parser.parse_args()
+    rows = [run(args.users, args.users), run(args.users, 20_000)]
+    columns = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in columns}
+    print("  ".join(c.ljust(widths[c]) for c in columns))
+    for row in rows:
+        print("  ".join(str(row[c]).ljust(widths[c]) for c in columns))
+
+
+if __name__ == "__main__":
+    main()

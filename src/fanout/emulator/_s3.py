@@ -1,0 +1,224 @@
+"""S3 (with KMS, IAM and STS) for the emulator: moto's server behind a thin fault-and-KMS front.
+
+moto is the ecosystem's standard S3 double; this module adds what the emulator needs on top:
+
+- `throttle_rate` answers that fraction of S3 requests with 503 `SlowDown`, as S3 does under load;
+- an SSE-KMS write naming a key that does not exist or is disabled is refused with the errors S3
+  returns (`KMS.NotFoundException`, `KMS.DisabledException`); moto alone stores any key ID;
+- the emulator's own job traffic carries an internal header and is never faulted.
+
+moto keeps its state in module globals, so every emulator in one process shares one S3 world;
+seeding is idempotent for that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from urllib.parse import parse_qs
+
+import boto3
+from botocore.config import Config
+from moto.kms.models import kms_backends
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server
+
+from ._serving import ServerThread
+from ._settings import DEFAULT_ACCOUNT_ID, EmulatorSettings
+
+INTERNAL_HEADER = "x-fanout-emulator-internal"
+CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+SERVICE_ROLE_NAME = "fanout-personalize-batch"
+KMS_ALIAS = "alias/fanout-emulator"
+
+_StartResponse = Callable[..., Any]
+
+
+def _s3_error(code: str, message: str, status: str) -> tuple[str, bytes]:
+    body = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        f"<Error><Code>{code}</Code><Message>{message}</Message>"
+        "<RequestId>0000000000000000</RequestId></Error>"
+    ).encode()
+    return status, body
+
+
+def kms_key_state(region: str, key_id: str) -> str | None:
+    """The KeyState of a KMS key (ID, ARN or alias) in moto's KMS; None if there is none."""
+    backend = kms_backends[DEFAULT_ACCOUNT_ID][region]
+    try:
+        key = backend.describe_key(key_id)
+    except Exception:  # moto raises its own NotFoundException family; any failure means "no key"
+        return None
+    return str(getattr(key, "key_state", "Enabled"))
+
+
+class _Front:
+    """WSGI middleware in front of moto: fault injection and KMS key checks for S3 requests."""
+
+    def __init__(self, app: Any, settings: EmulatorSettings, rng: random.Random) -> None:
+        self._app = app
+        self._settings = settings
+        self._rng = rng
+        self._lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
+        if _service_of(environ) == "s3" and not environ.get("HTTP_X_FANOUT_EMULATOR_INTERNAL"):
+            refusal = self._refusal(environ)
+            if refusal is not None:
+                status, body = refusal
+                # Drain the request body so keep-alive connections stay usable.
+                stream = environ.get("wsgi.input")
+                length = int(environ.get("CONTENT_LENGTH") or 0)
+                if stream is not None and length:
+                    stream.read(length)
+                start_response(
+                    status,
+                    [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
+                )
+                return [body]
+        return self._app(environ, start_response)  # type: ignore[no-any-return]
+
+    def _refusal(self, environ: dict[str, Any]) -> tuple[str, bytes] | None:
+        rate = self._settings.throttle_rate
+        if rate > 0:
+            with self._lock:
+                throttled = self._rng.random() < rate
+            if throttled:
+                return _s3_error("SlowDown", "Please reduce your request rate.", "503 Slow Down")
+        if environ.get("REQUEST_METHOD") in {"PUT", "POST"}:
+            sse = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION")
+            key_id = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID")
+            if sse == "aws:kms" and key_id:
+                state = kms_key_state(self._settings.region, key_id)
+                if state is None:
+                    return _s3_error(
+                        "KMS.NotFoundException", f"Invalid keyId '{key_id}'", "400 Bad Request"
+                    )
+                if state != "Enabled":
+                    return _s3_error(
+                        "KMS.DisabledException", f"{key_id} is {state}.", "400 Bad Request"
+                    )
+        return None
+
+
+def _service_of(environ: dict[str, Any]) -> str | None:
+    """The SigV4 signing service of a request (`s3`, `kms`, …), from its Authorization header."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    start = auth.find(marker)
+    if start >= 0:
+        credential = auth[start + len(marker) :].split(",", 1)[0]
+    else:
+        # Presigned URLs carry the scope in the query string; unsigned requests go to S3.
+        query = parse_qs(environ.get("QUERY_STRING", ""))
+        if "X-Amz-Credential" not in query:
+            return None if auth else "s3"
+        credential = query["X-Amz-Credential"][0]
+    scope = credential.split("/")
+    return scope[3] if len(scope) > 3 else None
+
+
+class _QuietHandler(MotoRequestHandler):
+    """moto's request handler without werkzeug's line per request."""
+
+    def log_request(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+class S3Server(ServerThread):
+    """moto's server (S3, KMS, IAM, STS) on a loopback port, in a daemon thread."""
+
+    def __init__(self, settings: EmulatorSettings) -> None:
+        self._settings = settings
+        app = _Front(
+            DomainDispatcherApplication(create_backend_app), settings, random.Random(settings.seed)
+        )
+        server = make_server(
+            settings.host, settings.s3_port, app, threaded=True, request_handler=_QuietHandler
+        )
+        super().__init__(server, settings.host, "fanout-emulator-s3")
+        self._clients: dict[str, Any] = {}
+        self._clients_lock = threading.Lock()
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the emulator's own traffic (never faulted); one per service."""
+        with self._clients_lock:
+            if service not in self._clients:
+                self._clients[service] = self._new_client(service)
+            return self._clients[service]
+
+    def _new_client(self, service: str) -> Any:
+        client = boto3.session.Session().client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=self._settings.region,
+            config=Config(
+                retries={"max_attempts": 5, "mode": "standard"},
+                s3={"addressing_style": "path"},
+                max_pool_connections=16,
+            ),
+            **CREDENTIALS,
+        )
+        client.meta.events.register("before-sign", _mark_internal)
+        return client
+
+    def seed(self) -> tuple[str, str]:
+        """Create (or find) the bucket, KMS key and service role; return (key ARN, role ARN)."""
+        s3 = self.client("s3")
+        try:
+            s3.head_bucket(Bucket=self._settings.bucket)
+        except Exception:
+            kwargs: dict[str, Any] = {"Bucket": self._settings.bucket}
+            if self._settings.region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": self._settings.region}
+            s3.create_bucket(**kwargs)
+
+        kms = self.client("kms")
+        aliases = {a["AliasName"]: a.get("TargetKeyId") for a in kms.list_aliases()["Aliases"]}
+        if aliases.get(KMS_ALIAS):
+            key_id = aliases[KMS_ALIAS]
+        else:
+            key_id = kms.create_key(Description="fanout emulator key for batch inputs and outputs")[
+                "KeyMetadata"
+            ]["KeyId"]
+            kms.create_alias(AliasName=KMS_ALIAS, TargetKeyId=key_id)
+        key_arn = str(kms.describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+
+        iam = self.client("iam")
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "personalize.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        try:
+            role_arn = iam.get_role(RoleName=SERVICE_ROLE_NAME)["Role"]["Arn"]
+        except Exception:
+            role_arn = iam.create_role(
+                RoleName=SERVICE_ROLE_NAME, AssumeRolePolicyDocument=json.dumps(trust)
+            )["Role"]["Arn"]
+        return key_arn, str(role_arn)
+
+    def role_exists(self, role_arn: str) -> bool:
+        name = role_arn.rsplit("/", 1)[-1]
+        try:
+            self.client("iam").get_role(RoleName=name)
+        except Exception:
+            return False
+        return True
+
+
+def _mark_internal(request: Any, **_: Any) -> None:
+    request.headers[INTERNAL_HEADER] = "1"

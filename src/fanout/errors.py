@@ -1,0 +1,61 @@
+"""Every error fanout raises on purpose, so callers can catch one base class.
+
+    FanoutError
+     ├── ConfigError      bad options, settings or files given to fanout (usage error)
+     ├── InputError       an input the user gave cannot be read at all
+     ├── UploadError      writing shards to S3 failed
+     ├── SubmitError      creating or tracking a batch job failed
+     ├── JobFailed        a batch job ended CREATE FAILED
+     └── MergeError       reading or merging outputs failed
+
+Misuse of an object (closed, started twice) is a RuntimeError, not a FanoutError.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "FanoutError",
+    "InputError",
+    "JobFailed",
+    "MergeError",
+    "SubmitError",
+    "UploadError",
+]
+
+
+class FanoutError(Exception):
+    """Base class of fanout's own errors; the CLI prints `TypeName: message`."""
+
+    exit_code = 1
+
+
+class ConfigError(FanoutError):
+    """Options, settings or files given to fanout are invalid."""
+
+    exit_code = 2
+
+
+class InputError(FanoutError):
+    """An input the user gave cannot be read."""
+
+
+class UploadError(FanoutError):
+    """Writing shards to S3 failed."""
+
+
+class SubmitError(FanoutError):
+    """Creating or tracking a batch job failed."""
+
+
+class JobFailed(FanoutError):
+    """A batch job ended CREATE FAILED."""
+
+    def __init__(self, job_arn: str, reason: str) -> None:
+        self.job_arn = job_arn
+        self.reason = reason
+        super().__init__(f"batch job {job_arn} failed: {reason}")
+
+
+class MergeError(FanoutError):
+    """Reading or merging batch outputs failed."""

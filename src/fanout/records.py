@@ -1,0 +1,98 @@
+"""Small frozen values handed between the pipeline's stages, and the enums they use."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+class InputKind(enum.Enum):
+    """The shape of one input line, which the recipe decides (reference §1)."""
+
+    USER = "userId"  # {"userId": "…"}: user-personalization, popularity-count
+    ITEM = "itemId"  # {"itemId": "…"}: related items, themes, item-affinity segments
+    RANKING = "itemList"  # {"userId": "…", "itemList": […]}: personalized ranking
+    ITEM_ATTRIBUTES = "itemAttributes"  # {"itemAttributes": "…"}: item-attribute-affinity
+
+    @property
+    def id_field(self) -> str:
+        """The key that identifies a line in the service's output."""
+        return {
+            InputKind.USER: "userId",
+            InputKind.ITEM: "itemId",
+            InputKind.RANKING: "userId",
+            InputKind.ITEM_ATTRIBUTES: "itemAttributes",
+        }[self]
+
+
+class RejectReason(enum.Enum):
+    """Why an input line was not sent (each one counted in the summary)."""
+
+    INVALID_UTF8 = "invalid-utf8"
+    TOO_LONG = "too-long"
+    CONTROL_CHARACTER = "control-character"
+    MALFORMED_JSON = "malformed-json"
+    WRONG_SHAPE = "wrong-shape"
+    MISSING_COLUMN = "missing-column"
+
+
+class JobStatus(enum.Enum):
+    """A batch job's status as fanout reasons about it; any unknown string counts as running."""
+
+    PENDING = "PENDING"
+    IN_PROGRESS = "IN_PROGRESS"
+    ACTIVE = "ACTIVE"
+    FAILED = "FAILED"
+
+    @classmethod
+    def parse(cls, text: str) -> JobStatus:
+        """Map the service's spellings (`CREATE PENDING`, `IN PROGRESS`, …) to a status."""
+        normal = text.upper().replace("_", " ").removeprefix("CREATE ").strip()
+        if normal == "ACTIVE":
+            return cls.ACTIVE
+        if normal == "FAILED":
+            return cls.FAILED
+        if normal == "PENDING":
+            return cls.PENDING
+        return cls.IN_PROGRESS
+
+    @property
+    def terminal(self) -> bool:
+        return self in {JobStatus.ACTIVE, JobStatus.FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """A run of encoded input records: JSON lines, ready to be cut into part files.
+
+    `data` holds the lines, each ending in `\\n`; `ends[i]` is the offset just past line `i`, so
+    line `i` is `data[ends[i-1]:ends[i]]` and a byte budget is cut with `np.searchsorted`.
+    """
+
+    data: bytes
+    ends: npt.NDArray[np.int64]
+
+    def __post_init__(self) -> None:
+        if len(self.ends) and int(self.ends[-1]) != len(self.data):
+            raise ValueError("RecordBatch.ends must end at len(data)")
+
+    @property
+    def records(self) -> int:
+        return len(self.ends)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """One input line that was not sent, and why."""
+
+    line_number: int  # 1-based, in the input as read (after decompression)
+    raw: bytes  # the line as read, without its line ending (may be truncated for huge lines)
+    reason: RejectReason
+    detail: str  # what exactly was wrong, for the rejects file
