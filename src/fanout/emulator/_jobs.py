@@ -340,7 +340,9 @@ class _LineShaper:
         self.model = model
         self.settings = settings
         self._masks: dict[tuple[tuple[str, tuple[str, ...]], ...], np.ndarray | None] = {}
-        self._popular: dict[bytes, bytes] = {}
+        self._cold: dict[int, bytes] = {}  # output of cold users, by id() of the filter mask
+        self._id_field = self.recipe.id_field
+        self._required = self.recipe.required_fields
         algorithm = self.recipe.algorithm
         self._segment_key = settings.segment_output_key if self.recipe.segment else None
         if spec.theme_name_field:
@@ -375,13 +377,13 @@ class _LineShaper:
             return None, self._error(obj, "User error: Input record must be a JSON object.")
         if "context" in obj and self.settings.context_field == "error-line":
             return None, self._error(obj, "User error: context is not supported in batch jobs.")
-        for field in self.recipe.required_fields:
+        for field in self._required:
             if field not in obj:
-                fields = ", ".join(self.recipe.required_fields)
+                fields = ", ".join(self._required)
                 return None, self._error(
                     obj, f"User error: Required fields for the provided recipe are {fields}"
                 )
-        id_field = self.recipe.id_field
+        id_field = self._id_field
         value = obj[id_field]
         if not isinstance(value, str):
             if self.settings.non_string_ids == "accept" and isinstance(value, int | float):
@@ -499,16 +501,36 @@ class _LineShaper:
     def _personalize(
         self, records: list[dict[str, Any]], mask: np.ndarray | None, n: int
     ) -> list[bytes]:
-        results = self.model.recommend([r["userId"] for r in records], n, mask)
         reasons = self.recipe.reasons and self.settings.v2_reasons
+        is_known = [self.model.knows_user(r["userId"]) for r in records]
+        known = [r["userId"] for r, k in zip(records, is_known, strict=True) if k]
+        personal = iter(self.model.recommend(known, n, mask))
         lines = []
-        for record, (items, scores) in zip(records, results, strict=True):
+        for record, k in zip(records, is_known, strict=True):
+            if k:
+                items, scores = next(personal)
+                output = self._personal_output(items, scores, reasons)
+            else:
+                output = self._cold_output(mask, n, reasons)
+            lines.append(self._line(record, output))
+        return lines
+
+    def _personal_output(self, items: list[str], scores: list[float], reasons: bool) -> bytes:
+        body: dict[str, Any] = {"recommendedItems": items, "scores": scores}
+        if reasons:
+            body["reasons"] = [[] for _ in items]
+        return self._numbers(orjson.dumps(body))
+
+    def _cold_output(self, mask: np.ndarray | None, n: int, reasons: bool) -> bytes:
+        """Cold users all get the same popular items: serialise that output once per filter."""
+        key = id(mask)
+        if key not in self._cold:
+            ((items, scores),) = self.model.recommend([""], n, mask)
             body: dict[str, Any] = {"recommendedItems": items, "scores": scores}
             if reasons:
-                why = [] if self.model.knows_user(record["userId"]) else ["Popular item"]
-                body["reasons"] = [why for _ in items]
-            lines.append(self._line(record, self._numbers(orjson.dumps(body))))
-        return lines
+                body["reasons"] = [["Popular item"] for _ in items]
+            self._cold[key] = self._numbers(orjson.dumps(body))
+        return self._cold[key]
 
     def _related(self, record: dict[str, Any], mask: np.ndarray | None, n: int) -> bytes:
         item = record["itemId"]

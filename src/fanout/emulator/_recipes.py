@@ -18,6 +18,13 @@ class Algorithm(enum.Enum):
     UNSUPPORTED = "unsupported"  # recipes that batch jobs refuse
 
 
+_ID_FIELDS = {
+    Algorithm.RELATED: "itemId",
+    Algorithm.ITEM_AFFINITY: "itemId",
+    Algorithm.ATTRIBUTE_AFFINITY: "itemAttributes",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class Recipe:
     """One Amazon Personalize recipe as the emulator models it."""
@@ -41,11 +48,7 @@ class Recipe:
     @property
     def id_field(self) -> str:
         """The key every input line must carry."""
-        return {
-            Algorithm.RELATED: "itemId",
-            Algorithm.ITEM_AFFINITY: "itemId",
-            Algorithm.ATTRIBUTE_AFFINITY: "itemAttributes",
-        }.get(self.algorithm, "userId")
+        return _ID_FIELDS.get(self.algorithm, "userId")
 
     @property
     def required_fields(self) -> tuple[str, ...]:
