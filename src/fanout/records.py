@@ -96,3 +96,19 @@ class Rejected:
     raw: bytes  # the line as read, without its line ending (may be truncated for huge lines)
     reason: RejectReason
     detail: str  # what exactly was wrong, for the rejects file
+
+
+def input_kind_for_recipe(recipe_arn: str, recipe_type: str) -> InputKind | None:
+    """The input line shape a recipe takes, or None if batch jobs cannot use it."""
+    name = recipe_arn.rsplit("/", 1)[-1]
+    if name in {"aws-trending-now", "aws-next-best-action"}:
+        return None
+    if recipe_type == "USER_PERSONALIZATION":
+        return InputKind.USER
+    if recipe_type == "PERSONALIZED_RANKING":
+        return InputKind.RANKING
+    if recipe_type == "RELATED_ITEMS":
+        return InputKind.ITEM
+    if recipe_type == "USER_SEGMENTATION":
+        return InputKind.ITEM_ATTRIBUTES if "attribute" in name else InputKind.ITEM
+    return None

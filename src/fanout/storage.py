@@ -1,0 +1,62 @@
+"""The object-store seam: what the stages need from S3, as a Protocol.
+
+The AWS adapter (`aws.py`) implements it with aioboto3; tests use in-memory fakes. S3 URIs are
+parsed here so every stage reads them the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class S3Uri:
+    """`s3://bucket/key`; `key` may be empty (the bucket's root) or a prefix ending in `/`."""
+
+    bucket: str
+    key: str
+
+    @classmethod
+    def parse(cls, text: str, *, what: str = "S3 location") -> S3Uri:
+        if not text.startswith("s3://"):
+            raise ConfigError(f"{what} {text!r} must start with s3://")
+        bucket, _, key = text[5:].partition("/")
+        if not bucket:
+            raise ConfigError(f"{what} {text!r} has no bucket name: use s3://BUCKET/PREFIX/")
+        return cls(bucket, key)
+
+    def __str__(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+    def child(self, name: str) -> S3Uri:
+        """The URI of `name` under this one, treating this one as a folder."""
+        base = self.key if not self.key or self.key.endswith("/") else self.key + "/"
+        return S3Uri(self.bucket, base + name)
+
+    def as_prefix(self) -> S3Uri:
+        """This URI with a trailing `/`, so that it matches one folder only."""
+        return (
+            self if not self.key or self.key.endswith("/") else S3Uri(self.bucket, self.key + "/")
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class ObjectReader(Protocol):
+    """Reading objects: what sources and the merge need."""
+
+    def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        """Every object under `prefix`, in key order, paginating as needed."""
+        ...
+
+    def read_chunks(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """The object's bytes as a stream of chunks of about `chunk_size` bytes."""
+        ...

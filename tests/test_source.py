@@ -1,0 +1,946 @@
+"""The source stage: formats, normalisation, rejects, dedupe, determinism, the stats invariant."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fanout import source as source_module
+from fanout.errors import ConfigError, InputError
+from fanout.records import InputKind, RecordBatch
+from fanout.source import (
+    InputFile,
+    Source,
+    SourceOptions,
+    SourceStats,
+    _encode_lines,
+    _Encoder,
+    _fingerprints,
+    _fingerprints_fixed,
+    _fingerprints_of,
+    _FingerprintSet,
+    _fixed_prints,
+    _Piece,
+    _Template,
+    open_input,
+)
+from fanout.storage import ObjectInfo
+
+FAST = settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+class ListSink:
+    """A LineSink that keeps what it is given."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    async def write(self, data: bytes) -> None:
+        assert data.endswith(b"\n")
+        self.parts.append(data)
+
+    @property
+    def lines(self) -> list[bytes]:
+        return b"".join(self.parts).splitlines()
+
+
+@dataclass
+class Result:
+    batches: list[RecordBatch]
+    rejects: list[dict[str, Any]]
+    duplicates: list[bytes]
+    stats: SourceStats
+
+    @property
+    def data(self) -> bytes:
+        return b"".join(batch.data for batch in self.batches)
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.data.splitlines()]
+
+    def ids(self, key: str = "userId") -> list[str]:
+        return [record[key] for record in self.records]
+
+    def reasons(self) -> list[tuple[int, str]]:
+        return [(entry["line"], entry["reason"]) for entry in self.rejects]
+
+
+async def _chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+    for at in range(0, len(data), size):
+        yield data[at : at + size]
+
+
+async def memory_files(
+    inputs: Sequence[tuple[str, bytes]], raw_chunk: int
+) -> AsyncIterator[InputFile]:
+    for name, data in inputs:
+        yield InputFile(name, _chunks(data, raw_chunk), len(data))
+
+
+async def collect(source: Source, rejects: ListSink, duplicates: ListSink) -> Result:
+    batches = [batch async for batch in source.batches()]
+    return Result(
+        batches,
+        [json.loads(line) for line in rejects.lines],
+        duplicates.lines,
+        source.stats,
+    )
+
+
+async def read(
+    inputs: bytes | Sequence[tuple[str, bytes]], *, raw_chunk: int = 97, **options: Any
+) -> Result:
+    """Run a Source over in-memory files (one called in.txt if `inputs` is bytes)."""
+    files = [("in.txt", inputs)] if isinstance(inputs, bytes) else inputs
+    rejects, duplicates = ListSink(), ListSink()
+    source = Source(
+        memory_files(files, raw_chunk),
+        SourceOptions(**options),
+        rejects=rejects,
+        duplicates=duplicates,
+    )
+    return await collect(source, rejects, duplicates)
+
+
+async def read_spec(spec: str, store: Any = None, **options: Any) -> Result:
+    rejects, duplicates = ListSink(), ListSink()
+    source = Source(
+        open_input(spec, store, chunk_bytes=50),
+        SourceOptions(**options),
+        rejects=rejects,
+        duplicates=duplicates,
+    )
+    return await collect(source, rejects, duplicates)
+
+
+def check_consistent(result: Result) -> None:
+    """Every batch non-empty with consistent ends, and the stats invariant holds."""
+    for batch in result.batches:
+        assert batch.records > 0
+        assert batch.ends.dtype == np.int64
+        assert bool(np.all(np.diff(batch.ends) > 0))
+        assert int(batch.ends[-1]) == len(batch.data)
+        starts = np.concatenate(([0], batch.ends[:-1]))
+        for lo, hi in zip(starts.tolist(), batch.ends.tolist(), strict=True):
+            assert batch.data[hi - 1 : hi] == b"\n"
+            assert b"\n" not in batch.data[lo : hi - 1]
+    stats = result.stats
+    assert stats.lines == stats.blank + stats.records + stats.duplicates + stats.rejected_total
+    assert stats.records == sum(batch.records for batch in result.batches)
+    assert stats.duplicates == len(result.duplicates)
+    assert stats.rejected_total == len(result.rejects)
+
+
+class FakeStore:
+    """An in-memory ObjectReader."""
+
+    def __init__(self, objects: dict[str, bytes], bucket: str = "b") -> None:
+        self.bucket = bucket
+        self.objects = objects
+
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        assert bucket == self.bucket
+        for key in sorted(self.objects):
+            if key.startswith(prefix):
+                yield ObjectInfo(key, len(self.objects[key]))
+
+    async def read_chunks(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        data = self.objects[key]
+        for at in range(0, len(data), 3):  # tiny chunks: boundaries everywhere
+            yield data[at : at + 3]
+
+
+# -- text --------------------------------------------------------------------------------------
+
+
+async def test_text_ids_become_user_records_in_order() -> None:
+    """One ID per line becomes one {"userId": …} line each, in input order."""
+    result = await read(b"u1\nu2\nu3\n")
+    assert result.data == b'{"userId":"u1"}\n{"userId":"u2"}\n{"userId":"u3"}\n'
+    assert result.stats.lines == 3
+    check_consistent(result)
+
+
+async def test_last_line_without_newline_is_read() -> None:
+    """A final line without a line end is still a record."""
+    result = await read(b"u1\nu2")
+    assert result.ids() == ["u1", "u2"]
+
+
+async def test_bom_cr_whitespace_and_blank_lines_are_normalised() -> None:
+    """A BOM, CRLF line ends, surrounding whitespace and blank lines are stripped or skipped."""
+    result = await read(b"\xef\xbb\xbfu1\r\n  u2 \t\r\n\r\n   \n\t\nu3\n\xe3\x80\x80u4\xc2\xa0\n")
+    assert result.ids() == ["u1", "u2", "u3", "u4"]
+    assert result.stats.blank == 3
+    assert result.stats.lines == 7
+    check_consistent(result)
+
+
+async def test_item_kind_writes_item_ids() -> None:
+    """Kind ITEM writes itemId records."""
+    result = await read(b"i1\n", kind=InputKind.ITEM)
+    assert result.data == b'{"itemId":"i1"}\n'
+
+
+async def test_quotes_backslashes_and_unicode_are_escaped_and_round_trip() -> None:
+    """IDs with quotes, backslashes, emoji and other Unicode are valid JSON and round-trip."""
+    ids = ['say "hi"', "back\\slash", "emoji 🎉", "日本語", 'mixed\\"', "a\u2028sep"]
+    result = await read("\n".join(ids).encode() + b"\n")
+    assert result.ids() == ids
+    assert "🎉".encode() in result.data  # non-ASCII stays raw UTF-8
+
+
+async def test_filter_values_are_encoded_the_service_way() -> None:
+    """filter_values is added to every record as a map of quoted, comma-separated values."""
+    result = await read(b"u1\n", filter_values={"GENRE": ["a", "b"], "AGE": ['1"']})
+    assert result.data == (
+        b'{"userId":"u1","filterValues":{"AGE":"\\"1\\\\\\"\\"","GENRE":"\\"a\\",\\"b\\""}}\n'
+    )
+    assert json.loads(result.data)["filterValues"]["GENRE"] == '"a","b"'
+
+
+async def test_each_reject_reason_of_text_has_its_line_number() -> None:
+    """Invalid UTF-8, too long and control characters are rejected with line numbers."""
+    data = b"ok1\n\xff\xfe\n" + b"x" * 11 + b"\nbad\x01id\nok2\n\x7f\n"
+    result = await read(data, max_id_length=10)
+    assert result.ids() == ["ok1", "ok2"]
+    assert result.reasons() == [
+        (2, "invalid-utf8"),
+        (3, "too-long"),
+        (4, "control-character"),
+        (6, "control-character"),
+    ]
+    assert result.rejects[0] == {
+        "source": "in.txt",
+        "line": 2,
+        "reason": "invalid-utf8",
+        "detail": "invalid UTF-8 at byte 1: invalid start byte",
+        "raw": "\\xff\\xfe",
+    }
+    check_consistent(result)
+
+
+async def test_length_limit_counts_characters_not_bytes() -> None:
+    """max_id_length counts characters: 4 two-byte characters fit a limit of 4."""
+    result = await read("éééé\néééééé\n".encode(), max_id_length=4)
+    assert result.ids() == ["éééé"]
+    assert result.reasons() == [(2, "too-long")]
+
+
+async def test_reject_raw_is_cut_to_1000_characters() -> None:
+    """The raw line in a reject is cut to 1000 characters."""
+    result = await read(b"y" * 5000 + b"\n")
+    assert result.reasons() == [(1, "too-long")]
+    assert result.rejects[0]["raw"] == "y" * 1000
+
+
+async def test_line_longer_than_the_hard_limit_is_rejected_without_buffering(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A line past the hard line limit is rejected TOO_LONG and the lines after it still count."""
+    monkeypatch.setattr(source_module, "_MAX_LINE_BYTES", 200)
+    result = await read(b"u1\n" + b"z" * 1000 + b"\nu2\n", chunk_bytes=64, raw_chunk=50)
+    assert result.ids() == ["u1", "u2"]
+    assert result.reasons() == [(2, "too-long")]
+    check_consistent(result)
+
+
+async def test_stats_count_files_and_stored_bytes() -> None:
+    """stats counts files and the bytes read as stored."""
+    result = await read([("a.txt", b"u1\n"), ("b.txt", b"u2\nu3\n")])
+    assert result.stats.files == 2
+    assert result.stats.bytes_in == 9
+    assert result.ids() == ["u1", "u2", "u3"]
+
+
+async def test_line_numbers_restart_in_each_file() -> None:
+    """Line numbers are 1-based per file."""
+    result = await read([("a.txt", b"u1\n\x00\n"), ("b.txt", b"\x00\n")])
+    assert [(entry["source"], entry["line"]) for entry in result.rejects] == [
+        ("a.txt", 2),
+        ("b.txt", 1),
+    ]
+
+
+# -- dedupe ------------------------------------------------------------------------------------
+
+
+async def test_dedupe_keeps_the_first_and_lists_later_ones() -> None:
+    """The first occurrence is sent; later ones go to the duplicates sink with file:line."""
+    data = b'u1\nu2\nu1\n\na"b\nu2\na"b\n'
+    result = await read(data, chunk_bytes=4)
+    assert result.ids() == ["u1", "u2", 'a"b']
+    assert result.duplicates == [b'"u1"\tin.txt:3', b'"u2"\tin.txt:6', b'"a\\"b"\tin.txt:7']
+    assert result.stats.duplicates == 3
+    check_consistent(result)
+
+
+async def test_dedupe_spans_files() -> None:
+    """An ID seen in an earlier file is a duplicate in a later one."""
+    result = await read([("a.txt", b"u1\n"), ("b.txt", b"u2\nu1\n")])
+    assert result.ids() == ["u1", "u2"]
+    assert result.duplicates == [b'"u1"\tb.txt:2']
+
+
+async def test_keep_duplicates_mode_sends_every_line() -> None:
+    """With dedupe off every valid line is sent and nothing is counted as a duplicate."""
+    result = await read(b"u1\nu1\nu1\n", dedupe=False)
+    assert result.ids() == ["u1", "u1", "u1"]
+    assert result.stats.duplicates == 0
+    assert result.duplicates == []
+
+
+async def test_normalised_ids_are_compared() -> None:
+    """IDs equal after stripping are duplicates."""
+    result = await read(b"u1\n  u1  \r\nu1\t\n")
+    assert result.ids() == ["u1"]
+    assert result.stats.duplicates == 2
+
+
+def test_fingerprint_set_finds_duplicates_across_runs_merges_and_growth() -> None:
+    """The set reports exactly the repeats, through run merges, segments and filter growth."""
+    seen = _FingerprintSet()
+    seen.RUN_CAP = 1 << 12
+    seen.SEGMENT = 1 << 6
+    seen.BLOCK = 1 << 9
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 2**64 - 1, 40_000, dtype=np.uint64, endpoint=True)
+    known: set[int] = set()
+    for step in range(40):
+        picks = pool[rng.integers(0, min(len(pool), 1000 * (step + 1)), 700)]
+        dup = seen.add(picks)
+        expected = []
+        for value in picks.tolist():
+            expected.append(value in known)
+            known.add(value)
+        assert dup.tolist() == expected
+    assert len(seen) == len(known)
+    assert len(seen._runs) > 1
+
+
+def test_fingerprint_set_memory_per_id_is_about_eleven_bytes() -> None:
+    """A million distinct IDs take 10 to 12.5 bytes each in the set."""
+    seen = _FingerprintSet()
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        seen.add(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True))
+    assert 10 <= seen.nbytes / len(seen) <= 12.5
+
+
+def test_fingerprints_are_the_same_on_every_path() -> None:
+    """Fixed-stride, gathered and separate fingerprints of the same IDs agree, and are stable."""
+    ids = [b"abcdefgh%02d" % i for i in range(50)]
+    buf = b"\n".join(ids) + b"\n"
+    starts = np.arange(0, len(buf), 11, dtype=np.int64)
+    lens = np.full(50, 10, np.int64)
+    strided = _fingerprints(buf, starts, lens, 11)
+    gathered = _fingerprints(buf, starts, lens)
+    separate = _fingerprints_of(ids)
+    assert strided.tolist() == gathered.tolist() == separate.tolist()
+    assert len(set(strided.tolist())) == 50
+    assert _fingerprints_of([b"u1"]).tolist() == [_fingerprints_of([b"u1", b"x"])[0]]
+    assert int(_fingerprints_of([b"user-1"])[0]) == 0x2FA477FF4FEE90D2
+
+
+def test_fixed_width_fingerprints_match_for_every_width() -> None:
+    """Fingerprints read in place from fixed-width lines equal those of the separate IDs."""
+    for size in range(1, 40):
+        ids = [bytes(97 + (i * 7 + k) % 26 for k in range(size)) for i in range(9)]
+        buf = b"\n".join(ids) + b"\n"
+        assert _fingerprints_fixed(buf, 0, size + 1, size, 9).tolist() == (
+            _fingerprints_of(ids).tolist()
+        )
+
+
+def test_deferred_fingerprints_are_taken_or_made() -> None:
+    """Fixed-width text fingerprinted beside its encoding gets the same fingerprints, and an
+    encoding whose lines did not match the side result makes its own."""
+    buf = b"".join(b"%08d\n" % i for i in range(1000))
+    encoder = _Encoder(SourceOptions())
+    plain = encoder.encode(_Piece(0, "in.txt", "text", buf))
+    deferred = encoder.encode(_Piece(0, "in.txt", "text", buf), defer=True)
+    assert deferred.fixed and not len(deferred.fps)
+    prints = _fixed_prints(buf)
+    assert prints is not None
+    deferred.take(prints)
+    assert deferred.fps.tolist() == plain.fps.tolist()
+    assert deferred.ordered is not None and deferred.ordered.tolist() == sorted(plain.fps.tolist())
+    other = encoder.encode(_Piece(0, "in.txt", "text", buf), defer=True)
+    other.take(_fixed_prints(buf[:90]))  # not these lines: left for stage 2
+    assert other.fixed
+    other.take(None)
+    assert other.fps.tolist() == plain.fps.tolist()
+    assert _fixed_prints(b"a\nbb\n") is None
+    assert _fixed_prints(b"ab\r\ncd\r\n") is None
+
+
+async def test_large_fixed_width_input_dedupes_through_the_parallel_path() -> None:
+    """Pieces big enough to be fingerprinted in their own thread dedupe exactly as small ones."""
+    ids = [b"%036d" % (i * 7919 % 40_000) for i in range(60_000)]  # 20,000 repeats
+    data = b"\n".join(ids) + b"\n"
+    big = await read(data, chunk_bytes=1 << 21, raw_chunk=1 << 20)
+    small = await read(data, chunk_bytes=1 << 14, raw_chunk=1 << 13)
+    assert big.data == small.data
+    assert big.duplicates == small.duplicates
+    assert big.stats.records == 40_000 and big.stats.duplicates == 20_000
+    check_consistent(big)
+
+
+def test_fingerprints_of_many_similar_ids_do_not_collide() -> None:
+    """Sequential numeric IDs and prefixes of each other get distinct fingerprints."""
+    ids = [str(i).encode() for i in range(200_000)] + [b"a" * n for n in range(1, 300)]
+    assert len(np.unique(_fingerprints_of(ids))) == len(ids)
+
+
+# -- the vectorised path equals the per-line path -----------------------------------------------
+
+LINE_PARTS = [
+    b"u1",
+    b"abc",
+    b" ",
+    b"\t",
+    b"\r",
+    b"\x00",
+    b"\x7f",
+    b'"',
+    b"\\",
+    b"\xff",
+    b"\xc3\xa9",
+    "🎉".encode(),
+    "\u3000".encode(),
+    "\u00a0".encode(),
+    b"\xe2\x80",
+    b"x" * 20,
+]
+
+
+@FAST
+@given(st.lists(st.lists(st.sampled_from(LINE_PARTS), max_size=5).map(b"".join), max_size=30))
+def test_vectorised_and_per_line_encoding_agree(lines: list[bytes]) -> None:
+    """Any lines encode to the same records, fingerprints and rejects on both paths."""
+    buf = b"\n".join(lines) + b"\n"
+    tpl = _Template.make("userId", None)
+    fast = _encode_lines(buf, tpl, 24)
+    slow = _encode_lines(buf, tpl, 24, slow=True)
+    assert fast.data == slow.data
+    assert fast.ends.tolist() == slow.ends.tolist()
+    assert fast.fps.tolist() == slow.fps.tolist()
+    fast_rec = list(range(len(fast.ends))) if fast.rec is None else fast.rec.tolist()
+    assert slow.rec is not None
+    assert fast_rec == slow.rec.tolist()
+    assert fast.blank == slow.blank
+    assert fast.rejects == slow.rejects
+
+
+# -- hypothesis over whole sources -------------------------------------------------------------
+
+ID_TEXT = st.text(
+    alphabet=st.characters(
+        exclude_categories=["Cs"],
+        exclude_characters="".join(map(chr, range(32))) + "\x7f\ufeff",
+    ),
+    min_size=1,
+    max_size=256,
+).map(str.strip)
+
+
+@FAST
+@given(st.lists(ID_TEXT.filter(bool), max_size=40), st.sampled_from([1, 64, 1 << 20]))
+def test_any_text_id_round_trips_in_order(ids: list[str], chunk: int) -> None:
+    """Arbitrary IDs without control characters decode back from the batches, in order."""
+    data = "\n".join(ids).encode() + b"\n"
+    result = anyio.run(lambda: read(data, dedupe=False, chunk_bytes=chunk))
+    assert result.ids() == ids
+    check_consistent(result)
+
+
+GARBAGE_PARTS = [
+    *LINE_PARTS,
+    b"\n",
+    b"\n",
+    b"\n",
+    b"\r\n",
+    b",",
+    b"{",
+    b'{"userId":"u"}',
+    b'{"userId":1}',
+    b'{"x":"y"}',
+    b"[]",
+    b"\xef\xbb\xbf",
+    b"y" * 300,
+]
+GARBAGE = st.one_of(
+    st.lists(st.sampled_from(GARBAGE_PARTS), max_size=80).map(b"".join),
+    st.binary(max_size=400),
+)
+
+
+@FAST
+@given(GARBAGE, st.sampled_from(["auto", "text", "jsonl", "csv", "tsv"]), st.booleans())
+def test_any_bytes_keep_the_invariant_and_never_raise(data: bytes, fmt: str, dedupe: bool) -> None:
+    """Any bytes, in any format, give consistent stats, never-empty batches and no exception."""
+
+    async def run() -> Result | None:
+        try:
+            return await read(data, format=fmt, dedupe=dedupe, chunk_bytes=64, raw_chunk=33)
+        except InputError:
+            assert data.startswith(b"\x1f\x8b")  # only gzip can be unreadable
+            return None
+        except ConfigError as exc:  # CSV header without a usable column
+            assert fmt in ("csv", "tsv")
+            assert "column" in str(exc)
+            return None
+
+    result = anyio.run(run)
+    if result is not None:
+        check_consistent(result)
+        lines = data.removeprefix(b"\xef\xbb\xbf").count(b"\n") + 1
+        assert all(1 <= entry["line"] <= lines for entry in result.rejects)
+
+
+@FAST
+@given(GARBAGE, st.sampled_from(["text", "jsonl", "csv"]))
+def test_output_does_not_depend_on_chunk_bytes(data: bytes, fmt: str) -> None:
+    """The same input gives the same records, rejects and duplicates whatever chunk_bytes is."""
+    header = b"userId,x\n" if fmt == "csv" else b""
+    whole = header + data.replace(b"\x1f\x8b", b"")
+
+    async def run(chunk: int) -> Result:
+        return await read(whole, format=fmt, chunk_bytes=chunk, raw_chunk=chunk + 3)
+
+    small, large = anyio.run(run, 64), anyio.run(run, 1 << 20)
+    assert small.data == large.data
+    assert small.rejects == large.rejects
+    assert small.duplicates == large.duplicates
+    assert small.stats == large.stats
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(st.text(alphabet='ab ,"\n', max_size=8), st.text(alphabet='cd ,"\n', max_size=8)),
+        max_size=20,
+    )
+)
+def test_quoted_csv_does_not_depend_on_chunk_bytes(rows: list[tuple[str, str]]) -> None:
+    """Properly quoted CSV (commas, quotes, line ends in fields) reads the same in any chunks."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["userId", "note"])
+    writer.writerows(rows)
+    data = buf.getvalue().encode()
+
+    async def run(chunk: int) -> Result:
+        return await read([("in.csv", data)], chunk_bytes=chunk, raw_chunk=5)
+
+    small, large = anyio.run(run, 1), anyio.run(run, 1 << 20)
+    assert small.data == large.data
+    assert small.rejects == large.rejects
+    assert small.stats == large.stats
+    expected = [row[0].strip() for row in rows if row[0].strip() and "\n" not in row[0].strip()]
+    assert list(dict.fromkeys(expected)) == small.ids()
+
+
+# -- CSV / TSV ---------------------------------------------------------------------------------
+
+
+async def test_csv_reads_the_user_id_column_with_quoting() -> None:
+    """CSV: the header names the column; quoted commas, quotes and line ends work."""
+    data = b'name,userId\n"Smith, J",u1\n"say ""x""","u,2"\n"multi\nline",u3\nplain,"u ""4"""\n'
+    result = await read([("users.csv", data)])
+    assert result.ids() == ["u1", "u,2", "u3", 'u "4"']
+    assert result.stats.lines == 4
+    check_consistent(result)
+
+
+async def test_csv_column_is_found_by_common_names() -> None:
+    """user_id, id and any-case userId are recognised; a lone column is used as is."""
+    for header in (b"USERID", b"user_id", b"Id"):
+        result = await read([("a.csv", header + b",x\nu1,q\n")])
+        assert result.ids() == ["u1"]
+    result = await read([("a.csv", b"customer\nu1\n")])
+    assert result.ids() == ["u1"]
+    result = await read([("a.csv", b"x,itemId\nq,i1\n")], kind=InputKind.ITEM)
+    assert result.ids("itemId") == ["i1"]
+
+
+async def test_csv_id_column_option_and_errors_list_the_columns() -> None:
+    """id_column picks the column; a missing or ambiguous one is a ConfigError naming columns."""
+    result = await read([("a.csv", b"a,b\n1,2\n")], id_column="b")
+    assert result.ids() == ["2"]
+    with pytest.raises(ConfigError, match=r"a\.csv: no column 'c'.*'a', 'b'"):
+        await read([("a.csv", b"a,b\n1,2\n")], id_column="c")
+    with pytest.raises(ConfigError, match=r"a\.csv: cannot tell which column.*'a', 'b'"):
+        await read([("a.csv", b"a,b\n1,2\n")])
+
+
+async def test_csv_rows_without_the_column_are_rejected_with_line_numbers() -> None:
+    """A row too short for the ID column, or with it empty, is MISSING_COLUMN; a row of empty
+    fields is blank; the header is line 1."""
+    data = b"x,userId\n\nq,u1\nlonely\n,\nq, \nq,\xff\n"
+    result = await read([("a.csv", data)])
+    assert result.ids() == ["u1"]
+    assert result.reasons() == [
+        (4, "missing-column"),
+        (6, "missing-column"),
+        (7, "invalid-utf8"),
+    ]
+    assert result.stats.blank == 2
+    assert result.stats.lines == 6  # the header is not counted
+    check_consistent(result)
+
+
+async def test_tsv_reads_tab_separated_columns() -> None:
+    """TSV: tab-separated with a header (.tsv and .tab)."""
+    for name in ("a.tsv", "a.tab"):
+        result = await read([(name, b"userId\tscore\nu1\t3\nu2\t4\n")])
+        assert result.ids() == ["u1", "u2"]
+
+
+async def test_csv_header_after_blank_lines_and_bom() -> None:
+    """Blank lines before the header are counted as blank; a BOM before it is removed."""
+    result = await read([("a.csv", b"\xef\xbb\xbf\n\nuserId\nu1\n\x01\n")])
+    assert result.ids() == ["u1"]
+    assert result.stats.blank == 2
+    assert result.reasons() == [(5, "control-character")]
+
+
+# -- JSON lines --------------------------------------------------------------------------------
+
+
+async def test_jsonl_user_records_are_normalised_and_merged_with_filter_values() -> None:
+    """JSON lines are re-encoded compactly, key order fixed, the line's filterValues winning."""
+    data = b'{ "filterValues": {"B": "\\"x\\""}, "userId": " u1 " }\n{"userId": "u2"}\n'
+    result = await read([("in.jsonl", data)], filter_values={"A": ["1"], "B": ["y"]})
+    assert result.data == (
+        b'{"userId":"u1","filterValues":{"A":"\\"1\\"","B":"\\"x\\""}}\n'
+        b'{"userId":"u2","filterValues":{"A":"\\"1\\"","B":"\\"y\\""}}\n'
+    )
+
+
+async def test_jsonl_shape_rules_for_users() -> None:
+    """Unknown keys, itemList, a missing or non-string ID, bad JSON and non-objects are
+    rejected."""
+    lines = [
+        b'{"userId": "ok"}',
+        b'{"userId": "u", "extra": 1}',
+        b'{"userId": "u", "itemList": ["a"]}',
+        b'{"filterValues": {}}',
+        b'{"userId": 7}',
+        b"[1, 2]",
+        b"{bad",
+        b'{"userId": "u", "filterValues": {"G": "a"}}',
+        b'{"userId": "  "}',
+        b'{"userId": "a\\u0000b"}',
+        b'{"userId": "\xff"}',
+        b"",
+    ]
+    result = await read([("in.ndjson", b"\n".join(lines) + b"\n")])
+    assert result.ids() == ["ok"]
+    assert result.reasons() == [
+        (2, "wrong-shape"),
+        (3, "wrong-shape"),
+        (4, "wrong-shape"),
+        (5, "wrong-shape"),
+        (6, "malformed-json"),
+        (7, "malformed-json"),
+        (8, "wrong-shape"),
+        (9, "wrong-shape"),
+        (10, "control-character"),
+        (11, "invalid-utf8"),
+    ]
+    details = [entry["detail"] for entry in result.rejects]
+    assert details[0] == "unexpected key 'extra'; allowed keys: userId, filterValues"
+    assert "itemList" in details[1]
+    assert details[2] == "missing key 'userId'"
+    check_consistent(result)
+
+
+async def test_jsonl_ranking_needs_an_item_list_and_dedupes_by_user() -> None:
+    """RANKING: itemList of non-empty strings is required; output is keyed (deduped) by userId."""
+    lines = [
+        b'{"userId": "u1", "itemList": ["a", " b "]}',
+        b'{"userId": "u2"}',
+        b'{"userId": "u3", "itemList": []}',
+        b'{"userId": "u4", "itemList": ["a", ""]}',
+        b'{"userId": "u1", "itemList": ["c"]}',
+        b'{"userId": "u5", "itemList": "a"}',
+    ]
+    result = await read([("r.json", b"\n".join(lines))], kind=InputKind.RANKING)
+    assert result.data == b'{"userId":"u1","itemList":["a","b"]}\n'
+    assert result.reasons() == [
+        (2, "wrong-shape"),
+        (3, "wrong-shape"),
+        (4, "wrong-shape"),
+        (6, "wrong-shape"),
+    ]
+    assert result.duplicates == [b'"u1"\tr.json:5']
+
+
+async def test_item_attributes_records() -> None:
+    """Kind ITEM_ATTRIBUTES reads itemAttributes queries, from text or JSON lines."""
+    query = 'ITEMS.genre = "comedy"'
+    result = await read(query.encode() + b"\n", kind=InputKind.ITEM_ATTRIBUTES)
+    assert result.records == [{"itemAttributes": query}]
+    line = json.dumps({"itemAttributes": query}).encode()
+    result = await read([("q.jsonl", line)], kind=InputKind.ITEM_ATTRIBUTES)
+    assert result.records == [{"itemAttributes": query}]
+
+
+async def test_ranking_rejects_formats_that_cannot_carry_item_lists() -> None:
+    """RANKING with text, CSV or Parquet input is a ConfigError."""
+    with pytest.raises(ConfigError, match="itemList"):
+        SourceOptions(kind=InputKind.RANKING, format="csv")
+    with pytest.raises(ConfigError, match=r"in\.txt: .*itemList"):
+        await read(b"u1\n", kind=InputKind.RANKING)
+
+
+async def test_unknown_extension_is_sniffed() -> None:
+    """Without a known extension, a first non-blank line starting with { means JSON lines."""
+    result = await read([("data", b'\n  {"userId": "u1"}\n')])
+    assert result.ids() == ["u1"]
+    result = await read([("data.gz.bak", b'\n  u1\n{"userId": "u1"}\n')])
+    assert result.ids() == ["u1", '{"userId": "u1"}']
+
+
+# -- gzip --------------------------------------------------------------------------------------
+
+
+async def test_gzip_is_detected_by_magic_bytes_and_streamed() -> None:
+    """gzip input is decompressed whatever its name, multi-member included."""
+    data = gzip.compress(b"u1\nu2\n") + gzip.compress(b"u3\n") + b"\0\0\0"
+    result = await read([("plain-name.txt", data)], raw_chunk=1)
+    assert result.ids() == ["u1", "u2", "u3"]
+    assert result.stats.bytes_in == len(data)
+    result = await read([("users.csv.gz", gzip.compress(b"userId\nu9\n"))])
+    assert result.ids() == ["u9"]
+
+
+async def test_truncated_gzip_is_an_input_error_saying_how_far_it_got() -> None:
+    """A gzip stream cut short raises InputError naming the file and the bytes read."""
+    data = gzip.compress(b"u1\n" * 1000)
+    with pytest.raises(InputError, match=r"cut\.gz: gzip data is truncated .*decompressed"):
+        await read([("cut.gz", data[:-10])])
+
+
+async def test_corrupt_gzip_is_an_input_error() -> None:
+    """Corrupt gzip data, or garbage after a member, raises InputError naming the file."""
+    data = bytearray(gzip.compress(b"".join(b"u%d\n" % i for i in range(5000))))
+    data[len(data) // 2 : len(data) // 2 + 20] = b"\xff" * 20
+    with pytest.raises(InputError, match=r"bad\.gz: gzip data is corrupt"):
+        await read([("bad.gz", bytes(data))])
+    with pytest.raises(InputError, match=r"bad\.gz: unexpected data after a gzip member"):
+        await read([("bad.gz", gzip.compress(b"u1\n") + b"junk")])
+
+
+# -- Parquet -----------------------------------------------------------------------------------
+
+
+def write_parquet(path: Path, columns: dict[str, list[Any]]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table(columns), path, row_group_size=3)
+    return path.read_bytes()
+
+
+async def test_parquet_file_reads_the_id_column_in_batches(tmp_path: Path) -> None:
+    """Parquet: the ID column is read in record batches; nulls are MISSING_COLUMN by row."""
+    path = tmp_path / "users.parquet"
+    write_parquet(path, {"x": [1, 2, 3, 4, 5], "user_id": ["u1", None, " u3 ", "u1", "a\nb"]})
+    result = await read_spec(str(path), chunk_bytes=64)
+    assert result.ids() == ["u1", "u3"]
+    assert result.reasons() == [(2, "missing-column"), (5, "control-character")]
+    assert result.duplicates == [f'"u1"\t{path}:4'.encode()]
+    assert result.stats.bytes_in == path.stat().st_size
+    check_consistent(result)
+
+
+async def test_parquet_integer_ids_and_bad_columns(tmp_path: Path) -> None:
+    """Integer ID columns are read as text; a float column is a ConfigError."""
+    path = tmp_path / "i.pq"
+    write_parquet(path, {"itemId": [10, 20], "score": [0.5, 0.1]})
+    result = await read_spec(str(path), kind=InputKind.ITEM)
+    assert result.ids("itemId") == ["10", "20"]
+    with pytest.raises(ConfigError, match="has type double"):
+        await read_spec(str(path), id_column="score")
+
+
+async def test_parquet_from_stdin_and_s3_is_spooled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet from stdin (sniffed by its magic bytes) or S3 (gzipped too) is spooled and read."""
+    data = write_parquet(tmp_path / "u.parquet", {"userId": ["u1", "u2"]})
+    monkeypatch.setattr(sys, "stdin", _Stdin(data))
+    result = await read_spec("-")
+    assert result.ids() == ["u1", "u2"]
+    store = FakeStore({"in/u.parquet.gz": gzip.compress(data)})
+    result = await read_spec("s3://b/in/u.parquet.gz", store)
+    assert result.ids() == ["u1", "u2"]
+
+
+async def test_parquet_without_pyarrow_says_how_to_install_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parquet input without pyarrow is a ConfigError with the install command."""
+    path = tmp_path / "u.parquet"
+    write_parquet(path, {"userId": ["u1"]})
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(ConfigError, match=r"pip install 'fanout\[parquet\]'"):
+        await read_spec(str(path))
+
+
+# -- inputs: local, stdin, S3 ------------------------------------------------------------------
+
+
+class _Stdin:
+    def __init__(self, data: bytes) -> None:
+        self.buffer = io.BytesIO(data)
+
+
+async def test_local_file_is_read_through_open_input(tmp_path: Path) -> None:
+    """A local path is read in chunks; rejects and duplicates name the path."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(100)) + b"user-1\n")
+    result = await read_spec(str(path))
+    assert len(result.ids()) == 100
+    assert result.duplicates == [f'"user-1"\t{path}:101'.encode()]
+    assert result.stats.bytes_in == path.stat().st_size
+
+
+async def test_missing_local_file_or_directory_is_an_input_error(tmp_path: Path) -> None:
+    """A missing path or a directory is an InputError saying what to do."""
+    with pytest.raises(InputError, match="does not exist: check the path"):
+        await read_spec(str(tmp_path / "nope.txt"))
+    with pytest.raises(InputError, match="is a directory"):
+        await read_spec(str(tmp_path))
+
+
+async def test_stdin_is_read_as_binary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`-` reads stdin's bytes; JSON lines there are sniffed."""
+    monkeypatch.setattr(sys, "stdin", _Stdin(b"u1\n\xffx\nu2\n"))
+    result = await read_spec("-")
+    assert result.ids() == ["u1", "u2"]
+    assert result.rejects[0]["source"] == "<stdin>"
+    monkeypatch.setattr(sys, "stdin", _Stdin(b'{"userId": "j1"}\n'))
+    assert (await read_spec("-")).ids() == ["j1"]
+
+
+async def test_s3_object_and_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One S3 object, or every object under a prefix in key order, skipping folder markers."""
+    store = FakeStore(
+        {
+            "in/": b"",
+            "in/b.txt": b"u2\nu1\n",
+            "in/a.txt": b"u1\n",
+            "in/sub/": b"",
+            "in/sub/c.txt.gz": gzip.compress(b"u3\n"),
+            "inx/d.txt": b"u4\n",
+        }
+    )
+    result = await read_spec("s3://b/in/", store)
+    assert result.ids() == ["u1", "u2", "u3"]
+    assert result.duplicates == [b'"u1"\ts3://b/in/b.txt:2']
+    assert result.stats.files == 3
+    result = await read_spec("s3://b/in/b.txt", store)
+    assert result.ids() == ["u2", "u1"]
+
+
+async def test_s3_errors_say_what_to_do() -> None:
+    """No store, an empty prefix or a missing key are clear errors."""
+    store = FakeStore({"in/a.txt": b"u1\n"})
+    with pytest.raises(ConfigError, match="no object store"):
+        await read_spec("s3://b/in/")
+    with pytest.raises(InputError, match=r"no objects under s3://b/out/"):
+        await read_spec("s3://b/out/", store)
+    with pytest.raises(InputError, match=r"no object s3://b/in: .*use s3://b/in/"):
+        await read_spec("s3://b/in", store)
+
+
+# -- the Source object -------------------------------------------------------------------------
+
+
+async def test_batches_cover_about_chunk_bytes_and_are_never_empty() -> None:
+    """Each batch holds the records of about chunk_bytes of input; blank pieces make none."""
+    data = b"\n" * 100 + b"".join(b"id-%03d\n" % i for i in range(100)) + b"\n" * 100
+    result = await read(data, chunk_bytes=70)
+    assert result.stats.records == 100
+    assert 8 <= len(result.batches) <= 12
+    check_consistent(result)
+
+
+async def test_batches_can_be_iterated_once_and_stats_are_live() -> None:
+    """A second batches() call is a RuntimeError; stats grow while iterating."""
+    rejects, duplicates = ListSink(), ListSink()
+    data = b"".join(b"u%d\n" % i for i in range(50))
+    source = Source(
+        memory_files([("in.txt", data)], 16),
+        SourceOptions(chunk_bytes=32),
+        rejects=rejects,
+        duplicates=duplicates,
+    )
+    seen = []
+    async for batch in source.batches():
+        seen.append(source.stats.records)
+        assert batch.records
+    assert seen == sorted(seen) and seen[0] < seen[-1] == 50
+    with pytest.raises(RuntimeError, match="only once"):
+        source.batches()
+
+
+async def test_stopping_early_closes_the_inputs() -> None:
+    """Breaking out of batches() closes the file iterators."""
+    closed: list[str] = []
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            for _ in range(1000):
+                yield b"u1\nu2\n" * 10
+        finally:
+            closed.append("chunks")
+
+    async def files() -> AsyncIterator[InputFile]:
+        yield InputFile("in.txt", chunks(), None)
+
+    source = Source(
+        files(), SourceOptions(chunk_bytes=16), rejects=ListSink(), duplicates=ListSink()
+    )
+    batches = source.batches()
+    async for _ in batches:
+        break
+    await batches.aclose()  # type: ignore[attr-defined]
+    assert closed == ["chunks"]
+
+
+def test_options_are_validated() -> None:
+    """Bad options are ConfigErrors that say what to give."""
+    with pytest.raises(ConfigError, match="unknown input format 'xml'"):
+        SourceOptions(format="xml")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--filter-values GENRE=v1,v2"):
+        SourceOptions(filter_values={"GENRE": "comedy"})
+    with pytest.raises(ConfigError, match="max_id_length"):
+        SourceOptions(max_id_length=0)
+    with pytest.raises(ConfigError, match="chunk_bytes"):
+        SourceOptions(chunk_bytes=0)
