@@ -6,8 +6,10 @@ No pipeline logic lives here. Exit codes: 0 success, 1 failure, 2 usage error, 1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
 
 EXIT_OK = 0
@@ -49,7 +52,163 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
     demo.add_argument("--num-results", type=_positive_int, default=25, help="items per user (25)")
+
+    plan = commands.add_parser(
+        "plan",
+        help="show how an input would be cut into jobs, and how long it would take",
+        description="Read (or sample) the input and print the plan: records (exact, or "
+        "estimated from size for large inputs, labelled as such), job shards, part files, "
+        "bytes, waves at the quota and a time estimate, with the reason for the choice.",
+    )
+    _input_options(plan)
+    _limit_options(plan)
+    _aws_options(plan)
+    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="validate, dedupe, shard and upload an ID list as batch job inputs",
+        description="Stream the input, validate and dedupe it, cut it into job shards and "
+        "upload them (SSE-KMS) under <job-input path>/<run>/shard-NNNNN/, recording every step "
+        "in the run journal. Prints the run ID and where the shards went.",
+    )
+    _input_options(prepare)
+    target = prepare.add_argument_group("where shards go (one of)")
+    target.add_argument(
+        "--job-input",
+        metavar="VALUE",
+        help="as for aws personalize create-batch-inference-job: "
+        "'s3DataSource={path=s3://bucket/in/,kmsKeyArn=arn:aws:kms:…}', JSON, or file://",
+    )
+    target.add_argument("--local-dir", type=Path, help="write shards under DIR/<run>/ instead")
+    prepare.add_argument(
+        "--job-output", metavar="VALUE", help="checked only: it must not be under --job-input"
+    )
+    _run_options(prepare)
+    _limit_options(prepare)
+    prepare.add_argument(
+        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
+    )
+    _aws_options(prepare)
+    prepare.add_argument("--output", choices=["text", "json"], default="text")
     return parser
+
+
+def _input_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("input")
+    add = group.add_argument
+    add(
+        "--ids",
+        required=True,
+        metavar="SRC",
+        help="a file, - for stdin, s3://bucket/key, or s3://bucket/prefix/ (every object)",
+    )
+    add(
+        "--format",
+        choices=["auto", "text", "csv", "tsv", "jsonl", "parquet"],
+        default="auto",
+        help="input format (auto: by extension, else sniffed); gzip is detected by content",
+    )
+    add("--id-column", help="the ID column of CSV/TSV/Parquet input")
+    add(
+        "--input-kind",
+        choices=["userId", "itemId", "itemList", "itemAttributes"],
+        help="line shape; default: from --solution-version-arn's recipe, else userId",
+    )
+    add("--solution-version-arn", help="the solution version the jobs will use")
+    add(
+        "--filter-values",
+        action="append",
+        default=[],
+        metavar="NAME=V1,V2",
+        help="filter placeholder values added to every line (repeatable; per-line "
+        "filterValues in JSON-lines input win); a JSON list is accepted: NAME='[\"a,b\"]'",
+    )
+    add("--keep-duplicates", action="store_true", help="send repeated IDs (default: remove)")
+    add(
+        "--batch-inference-job-mode",
+        choices=["BATCH_INFERENCE", "THEME_GENERATION"],
+        default="BATCH_INFERENCE",
+        help="THEME_GENERATION limits files to 100 records",
+    )
+
+
+def _limit_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("limits (service defaults)")
+    add = group.add_argument
+    add("--max-job-bytes", type=_size, default=1_000_000_000, help="input bytes per job (1GB)")
+    add("--max-job-files", type=_positive_int, default=1000, help="files per job (1000)")
+    add(
+        "--max-file-records",
+        type=_positive_int,
+        default=50_000_000,
+        help="records per file (50000000)",
+    )
+    add("--part-bytes", type=_size, default=16 * 1024 * 1024, help="part file size (16MiB)")
+    add(
+        "--max-concurrent-jobs",
+        type=_positive_int,
+        default=5,
+        help="the account's batch job quota the plan fills (5)",
+    )
+    add("--job-overhead-minutes", type=float, default=20.0, help="fixed minutes per job (20)")
+    add(
+        "--records-per-minute",
+        type=float,
+        default=250_000.0,
+        help="assumed per-job throughput for the time estimate (250000)",
+    )
+
+
+def _run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run-id", help="name the run (default: a new timestamped ID)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where run state lives (default ${XDG_STATE_HOME:-~/.local/state}/fanout/runs)",
+    )
+
+
+def _aws_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("AWS (as for the AWS CLI)")
+    add = group.add_argument
+    add("--region")
+    add("--profile")
+    add("--endpoint-url", help="Personalize endpoint (default: AWS_ENDPOINT_URL_PERSONALIZE)")
+    add("--s3-endpoint-url", help="S3 endpoint (default: AWS_ENDPOINT_URL_S3)")
+    add("--no-verify-ssl", action="store_true", help="do not verify TLS certificates (unsafe)")
+    add("--ca-bundle", help="CA bundle for TLS verification")
+    add("--cli-read-timeout", type=float, default=60.0)
+    add("--cli-connect-timeout", type=float, default=60.0)
+
+
+_SIZE_UNITS = {
+    "": 1,
+    "b": 1,
+    "k": 1000,
+    "kb": 1000,
+    "m": 1000**2,
+    "mb": 1000**2,
+    "g": 1000**3,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+
+
+def _size(text: str) -> int:
+    """A byte count: 1000000000, 1GB, 32MiB, 1.5G."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size: use bytes or a unit (KB, MB, GB, KiB, MiB, GiB)"
+        )
+    value = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least one byte")
+    return value
 
 
 def _emulator_options(parser: argparse.ArgumentParser) -> None:
@@ -187,21 +346,239 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(users=args.users, num_results=args.num_results)
 
 
+# -- plan and prepare ------------------------------------------------------------------------------
+
+
+def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
+    values: dict[str, list[str]] = {}
+    for item in items:
+        name, sep, raw = item.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z0-9_]{1,50}", name):
+            raise ConfigError(
+                f"--filter-values {item!r}: use NAME=V1,V2 where NAME is the placeholder "
+                "without $ (letters, digits, _)"
+            )
+        if raw.lstrip().startswith("["):
+            try:
+                parsed = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"--filter-values {name}: bad JSON list: {exc}") from None
+            if not isinstance(parsed, list) or not all(isinstance(v, str) for v in parsed):
+                raise ConfigError(f"--filter-values {name}: the JSON must be a list of strings")
+            found = parsed
+        else:
+            found = raw.split(",")
+        if not found or any(not v for v in found):
+            raise ConfigError(f"--filter-values {name}: empty value in {raw!r}")
+        values[name] = found
+    return values
+
+
+def _aws_settings(args: argparse.Namespace) -> Any:
+    from .aws import AwsOptions
+
+    if args.no_verify_ssl:
+        print(
+            "fanout: WARNING: --no-verify-ssl: TLS certificates are not verified; anyone on the "
+            "network path can read and change what fanout sends, credentials included.",
+            file=sys.stderr,
+        )
+    return AwsOptions(
+        region=args.region,
+        profile=args.profile,
+        endpoint_url=args.endpoint_url,
+        s3_endpoint_url=args.s3_endpoint_url,
+        verify_ssl=not args.no_verify_ssl,
+        ca_bundle=args.ca_bundle,
+        connect_timeout=args.cli_connect_timeout,
+        read_timeout=args.cli_read_timeout,
+        max_pool_connections=max(32, 2 * getattr(args, "upload_concurrency", 8)),
+    )
+
+
+def _needs_aws(args: argparse.Namespace) -> bool:
+    return bool(
+        args.ids.startswith("s3://")
+        or getattr(args, "job_input", None)
+        or (args.solution_version_arn and not args.input_kind)
+    )
+
+
+def _prepare_settings(args: argparse.Namespace, kind: Any, run_id: str) -> Any:
+    """Every setting of plan/prepare, validated; `kind` None means "resolve it later"."""
+    from pydantic import ValidationError
+
+    from .awsargs import OperationArgs
+    from .config import JobInput, JobOutput, Limits, Timing, UploadSettings, default_state_dir
+    from .pipeline import PrepareSettings
+    from .records import InputKind
+    from .source import SourceOptions
+
+    operation = OperationArgs.for_operation("CreateBatchInferenceJob")
+    try:
+        job_input = job_output = None
+        if getattr(args, "job_input", None):
+            job_input = JobInput.model_validate(
+                operation.parse_value("jobInput", args.job_input)
+            ).s3_data_source
+        if getattr(args, "job_output", None):
+            job_output = JobOutput.model_validate(
+                operation.parse_value("jobOutput", args.job_output)
+            ).s3_data_destination
+        limits = Limits(
+            max_job_bytes=args.max_job_bytes,
+            max_job_files=args.max_job_files,
+            max_file_records=args.max_file_records,
+            part_bytes=args.part_bytes,
+            max_concurrent_jobs=args.max_concurrent_jobs,
+        )
+        timing = Timing(
+            job_overhead_minutes=args.job_overhead_minutes,
+            records_per_minute=args.records_per_minute,
+        )
+        upload = UploadSettings(concurrency=getattr(args, "upload_concurrency", 8))
+    except ValidationError as exc:
+        from .config import model_errors
+
+        raise ConfigError(model_errors(exc)) from None
+    return PrepareSettings(
+        ids=args.ids,
+        run_id=run_id,
+        state_dir=getattr(args, "state_dir", None) or default_state_dir(),
+        job_input=job_input,
+        job_output=job_output,
+        local_dir=getattr(args, "local_dir", None),
+        source=SourceOptions(
+            format=args.format,
+            id_column=args.id_column,
+            kind=kind or InputKind.USER,
+            dedupe=not args.keep_duplicates,
+            filter_values=_filter_values(args.filter_values),
+        ),
+        limits=limits,
+        timing=timing,
+        upload=upload,
+        theme_generation=args.batch_inference_job_mode == "THEME_GENERATION",
+    )
+
+
+async def _input_kind(args: argparse.Namespace, aws: Any) -> Any:
+    from .aws import describe_solution_version
+    from .records import InputKind, input_kind_for_recipe
+
+    if args.input_kind:
+        return InputKind(args.input_kind)
+    if not args.solution_version_arn:
+        return InputKind.USER
+    info = await describe_solution_version(aws.personalize, args.solution_version_arn)
+    kind = input_kind_for_recipe(info.recipe_arn, info.recipe_type)
+    if kind is None:
+        raise ConfigError(
+            f"recipe {info.recipe_arn} of {info.arn} cannot be used for batch jobs "
+            "(Trending-Now and Next-Best-Action are not supported): use another solution version"
+        )
+    return kind
+
+
+def _print_plan(plan: Any) -> None:
+    from .plan import Plan
+
+    assert isinstance(plan, Plan)
+    label = "exact" if plan.exact else "estimated"
+    rows = [
+        ("records", f"{plan.records:,} ({label}: {plan.estimate_how})"),
+        ("bytes", f"{plan.nbytes:,}"),
+        ("job shards", f"{plan.shards} (minimum the limits allow: {plan.minimum_shards})"),
+        ("bytes per shard", f"≤ {plan.shard_bytes:,}"),
+        ("part files", f"{plan.parts} of ≤ {plan.part_bytes:,} bytes"),
+        ("quota", f"{plan.quota} concurrent jobs"),
+        ("waves", str(plan.waves)),
+        ("time estimate", f"{plan.minutes:.0f} min"),
+        ("why", plan.reason),
+    ]
+    if not plan.exact and plan.records == 0:
+        rows = [("records", plan.estimate_how), ("why", plan.reason)]
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
+
+
+async def _with_kind(args: argparse.Namespace, settings: Any, aws: Any) -> Any:
+    """The settings with the input kind resolved (from the recipe, which may need AWS)."""
+    source = dataclasses.replace(settings.source, kind=await _input_kind(args, aws))
+    return dataclasses.replace(settings, source=source)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import new_run_id, plan_input
+
+    settings = _prepare_settings(args, None, new_run_id())
+
+    async def go() -> Any:
+        if _needs_aws(args):
+            async with Aws(_aws_settings(args)) as aws:
+                resolved = await _with_kind(args, settings, aws)
+                return await plan_input(args.ids, aws.s3, resolved)
+        return await plan_input(args.ids, None, await _with_kind(args, settings, None))
+
+    plan = anyio.run(go)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        _print_plan(plan)
+    return EXIT_OK
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import new_run_id, prepare
+
+    if bool(args.job_input) == bool(args.local_dir):
+        raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
+    settings = _prepare_settings(args, None, args.run_id or new_run_id())
+
+    async def go() -> Any:
+        if _needs_aws(args):
+            async with Aws(_aws_settings(args)) as aws:
+                return await prepare(await _with_kind(args, settings, aws), aws)
+        return await prepare(await _with_kind(args, settings, None))
+
+    result = anyio.run(go)
+    summary = result.summary()
+    if args.output == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_plan(result.plan)
+        print()
+        width = max(len(k) for k in summary)
+        for key, value in summary.items():
+            print(f"{key:<{width}}  {value}")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    release_large_buffers()
+    handlers = {
+        "emulator": _run_emulator,
+        "demo": _run_demo,
+        "plan": _run_plan,
+        "prepare": _run_prepare,
+    }
     try:
-        if args.command == "emulator":
-            return _run_emulator(args)
-        if args.command == "demo":
-            return _run_demo(args)
+        return handlers[args.command](args)
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("fanout: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    parser.error(f"unknown command {args.command}")
 
 
 if __name__ == "__main__":  # pragma: no cover

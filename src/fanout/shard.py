@@ -1,0 +1,171 @@
+"""Cutting encoded records into job shards and part files, within every service limit.
+
+A *job shard* is what one batch job reads: one S3 prefix holding part files. The cut is decided
+record by record from cumulative sizes, never from where the input's batches happened to end,
+so the same records and the same `ShardLayout` always give byte-identical parts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+
+from .errors import InputError
+from .records import RecordBatch
+
+
+@dataclass(frozen=True, slots=True)
+class ShardLayout:
+    """Where to cut: target bytes per shard, and the per-file limits."""
+
+    shard_bytes: int  # target input bytes per job shard (at most the job limit)
+    max_job_bytes: int  # the hard limit: one record over it cannot be sent at all
+    part_bytes: int  # target bytes per part file
+    max_job_files: int
+    max_file_records: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.shard_bytes <= self.max_job_bytes:
+            raise ValueError("shard_bytes must be in (0, max_job_bytes]")
+        if self.part_bytes <= 0 or self.max_job_files <= 0 or self.max_file_records <= 0:
+            raise ValueError("part_bytes, max_job_files and max_file_records must be positive")
+
+
+@dataclass(frozen=True, slots=True)
+class PartFile:
+    """One part file of one shard, ready to upload."""
+
+    shard: int
+    part: int
+    data: bytes
+    records: int
+    sha256: str
+
+    @property
+    def name(self) -> str:
+        return part_name(self.shard, self.part)
+
+
+@dataclass(frozen=True, slots=True)
+class ShardSealed:
+    """No more parts will be added to `shard`: it holds `parts` files, `records`, `nbytes`."""
+
+    shard: int
+    parts: int
+    records: int
+    nbytes: int
+
+
+def shard_dir(shard: int) -> str:
+    return f"shard-{shard:05d}/"
+
+
+def part_name(shard: int, part: int) -> str:
+    """The part's path under the run's input prefix, e.g. `shard-00000/part-00000.jsonl`."""
+    return f"{shard_dir(shard)}part-{part:05d}.jsonl"
+
+
+class _Cutter:
+    """The cutting state machine; `feed` returns the parts and seals a batch completes."""
+
+    def __init__(self, layout: ShardLayout) -> None:
+        self.layout = layout
+        self.shard = 0
+        self.shard_bytes = 0
+        self.shard_records = 0
+        self.shard_parts = 0
+        self.chunks: list[memoryview] = []
+        self.part_bytes = 0
+        self.part_records = 0
+        self.out: list[tuple[int, int, list[memoryview], int] | ShardSealed] = []
+
+    def _flush_part(self) -> None:
+        if not self.part_records:
+            return
+        self.out.append((self.shard, self.shard_parts, self.chunks, self.part_records))
+        self.shard_parts += 1
+        self.chunks, self.part_bytes, self.part_records = [], 0, 0
+
+    def _seal(self) -> None:
+        self._flush_part()
+        if self.shard_records:
+            self.out.append(
+                ShardSealed(self.shard, self.shard_parts, self.shard_records, self.shard_bytes)
+            )
+            self.shard += 1
+        self.shard_bytes = self.shard_records = self.shard_parts = 0
+
+    def feed(self, batch: RecordBatch) -> None:
+        layout = self.layout
+        ends = batch.ends
+        view = memoryview(batch.data)
+        n = batch.records
+        pos = 0
+        while pos < n:
+            start = int(ends[pos - 1]) if pos else 0
+            size = int(ends[pos]) - start
+            if size > layout.max_job_bytes:
+                raise InputError(
+                    f"one record is {size} bytes, more than a whole job may hold "
+                    f"({layout.max_job_bytes}); it cannot be sent"
+                )
+            if self.shard_records and self.shard_bytes + size > layout.shard_bytes:
+                self._seal()
+                continue
+            part_full = (
+                self.part_records and self.part_bytes + size > layout.part_bytes
+            ) or self.part_records >= layout.max_file_records
+            if part_full:
+                self._flush_part()
+                if self.shard_parts >= layout.max_job_files:
+                    self._seal()
+                continue
+            room = min(layout.part_bytes - self.part_bytes, layout.shard_bytes - self.shard_bytes)
+            take = int(np.searchsorted(ends, start + room, side="right")) - pos
+            take = max(1, min(take, layout.max_file_records - self.part_records, n - pos))
+            stop = int(ends[pos + take - 1])
+            self.chunks.append(view[start:stop])
+            self.part_bytes += stop - start
+            self.part_records += take
+            self.shard_bytes += stop - start
+            self.shard_records += take
+            pos += take
+
+    def finish(self) -> None:
+        self._seal()
+
+    def take(self) -> list[tuple[int, int, list[memoryview], int] | ShardSealed]:
+        out, self.out = self.out, []
+        return out
+
+
+def _build(shard: int, part: int, chunks: list[memoryview], records: int) -> PartFile:
+    data = b"".join(chunks)
+    return PartFile(shard, part, data, records, hashlib.sha256(data).hexdigest())
+
+
+async def cut_shards(
+    batches: AsyncIterator[RecordBatch], layout: ShardLayout
+) -> AsyncIterator[PartFile | ShardSealed]:
+    """Parts as they fill, each shard's `ShardSealed` after its last part."""
+    cutter = _Cutter(layout)
+
+    async def drain() -> AsyncIterator[PartFile | ShardSealed]:
+        for item in cutter.take():
+            if isinstance(item, ShardSealed):
+                yield item
+            else:
+                # Joining and hashing tens of MB: off the event loop.
+                yield await anyio.to_thread.run_sync(_build, *item)
+
+    async for batch in batches:
+        cutter.feed(batch)
+        async for item in drain():
+            yield item
+    cutter.finish()
+    async for item in drain():
+        yield item

@@ -1,0 +1,250 @@
+"""`fanout plan` and `fanout prepare` driven through the CLI against the emulator."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import orjson
+import pytest
+
+from fanout.cli import main
+from fanout.emulator import Emulator
+from fanout.journal import read_events
+
+
+@pytest.fixture
+def aws_env(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The emulator's endpoints and dummy credentials in the environment, as a user sets them."""
+    env = emulator.info.environment()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    yield env
+
+
+@pytest.fixture
+def s3(emulator: Emulator) -> Any:
+    info = emulator.info
+    return boto3.session.Session(
+        aws_access_key_id="testing", aws_secret_access_key="testing", region_name=info.region
+    ).client("s3", endpoint_url=info.s3_endpoint)
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def read_parts(s3: Any, bucket: str, prefix: str) -> dict[str, bytes]:
+    listing = s3.list_objects_v2(Bucket=bucket, Prefix=prefix)
+    return {
+        obj["Key"]: s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+        for obj in listing.get("Contents", [])
+    }
+
+
+def test_prepare_uploads_kms_shards_and_accounts_for_every_line(
+    emulator: Emulator,
+    aws_env: dict[str, str],
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Valid IDs are deduped into KMS-encrypted shards; rejects and duplicates are listed."""
+    info = emulator.info
+    ids = tmp_path / "users.txt"
+    ids.write_bytes(
+        b"\xef\xbb\xbfu1\r\n  u2  \n\nu1\nbad\x01id\n" + b"x" * 300 + b'\nq"uote\\\n\xff\xfe\nu3\n'
+    )
+    code, out, err = run_cli(
+        [
+            "prepare", "--ids", str(ids),
+            "--job-input", f"s3DataSource={{path=s3://{info.bucket}/in/,kmsKeyArn={info.kms_key_arn}}}",
+            "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/}}",
+            "--run-id", "prep-kms", "--state-dir", str(tmp_path / "state"), "--output", "json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(out)
+    assert summary["records"] == 4  # u1 u2 q"uote\ u3
+    assert summary["duplicates"] == 1
+    assert summary["blank"] == 1
+    assert summary["rejected"] == 3
+    assert summary["lines"] == 9
+    assert summary["lines"] == (
+        summary["records"] + summary["duplicates"] + summary["blank"] + summary["rejected"]
+    )
+    parts = read_parts(s3, info.bucket, "in/prep-kms/")
+    assert list(parts) == ["in/prep-kms/shard-00000/part-00000.jsonl"]
+    lines = [orjson.loads(line) for line in next(iter(parts.values())).splitlines()]
+    assert lines == [{"userId": "u1"}, {"userId": "u2"}, {"userId": 'q"uote\\'}, {"userId": "u3"}]
+    head = s3.head_object(Bucket=info.bucket, Key="in/prep-kms/shard-00000/part-00000.jsonl")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == info.kms_key_arn
+
+    run_dir = tmp_path / "state" / "prep-kms"
+    rejects = [json.loads(line) for line in (run_dir / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in rejects) == [5, 6, 8]
+    assert {r["reason"] for r in rejects} == {"control-character", "too-long", "invalid-utf8"}
+    assert (run_dir / "duplicates.txt").read_text().startswith('"u1"\t')
+    events = [e["event"] for e in read_events(run_dir)]
+    assert events[0] == "run-started"
+    assert events[-1] == "prepared"
+    assert "part-written" in events and "shard-ready" in events
+
+
+def test_prepare_local_is_deterministic_and_respects_limits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Local shards mirror the S3 layout, stay under the limits, and are byte-identical twice."""
+    ids = tmp_path / "users.csv"
+    ids.write_text("user_id,segment\n" + "".join(f"user-{i:05d},a\n" for i in range(3000)))
+    outputs = []
+    for run in ("local-a", "local-b"):
+        code, _, err = run_cli(
+            [
+                "prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "shards"),
+                "--run-id", run, "--state-dir", str(tmp_path / "state"),
+                "--max-job-bytes", "20KB", "--part-bytes", "8KB", "--max-concurrent-jobs", "2",
+            ],
+            capsys,
+        )  # fmt: skip
+        assert code == 0, err
+        root = tmp_path / "shards" / run
+        files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.jsonl"))
+        outputs.append({name: (root / name).read_bytes() for name in files})
+    assert outputs[0] == outputs[1]
+    shards: dict[str, int] = {}
+    decoded: list[str] = []
+    for name, data in outputs[0].items():
+        assert len(data) <= 8000 or data.count(b"\n") == 1
+        shards[name.split("/")[0]] = shards.get(name.split("/")[0], 0) + len(data)
+        decoded.extend(orjson.loads(line)["userId"] for line in data.splitlines())
+    assert all(size <= 20_000 for size in shards.values())
+    assert sorted(decoded) == [f"user-{i:05d}" for i in range(3000)]
+    assert len(shards) >= 4
+
+
+def test_plan_json_counts_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`fanout plan --json` counts a small input exactly, after dedupe."""
+    ids = tmp_path / "ids.txt.gz"
+    ids.write_bytes(gzip.compress(b"".join(f"{i % 500}\n".encode() for i in range(1000))))
+    code, out, err = run_cli(["plan", "--ids", str(ids), "--json"], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["records"] == 500
+    assert plan["exact"] is True
+    assert plan["shards"] == 1
+
+
+def test_prepare_from_stdin(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--ids -` reads stdin (plan: size unknown, jobs filled to the limit)."""
+    data = b"".join(f"s{i}\n".encode() for i in range(100))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    code, out, err = run_cli(
+        [
+            "prepare", "--ids", "-", "--local-dir", str(tmp_path / "s"), "--run-id", "stdin",
+            "--state-dir", str(tmp_path / "state"), "--output", "json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["records"] == 100
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            [
+                "--job-input",
+                "s3DataSource={path=s3://b/in/}",
+                "--job-output",
+                "s3DataDestination={path=s3://b/in/out/}",
+            ],
+            "at or under --job-input",
+        ),
+        (["--job-input", "s3DataSource={path=s3://b/in/,kmsKeyArn=alias/mine}"], "KMS key ARN"),
+        (["--local-dir", "x", "--run-id", "bad id!"], "run ID"),
+        (["--local-dir", "x", "--filter-values", "GENRE"], "NAME=V1,V2"),
+        ([], "exactly one of"),
+    ],
+)
+def test_prepare_usage_errors(
+    args: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bad options exit 2 with a message that says what to fix."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\n")
+    code, _, err = run_cli(
+        ["prepare", "--ids", str(ids), "--state-dir", str(tmp_path / "state"), *args], capsys
+    )
+    assert code == 2
+    assert message in err
+
+
+def test_input_kind_comes_from_the_recipe(
+    emulator: Emulator, aws_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A SIMS solution version makes itemId lines; trending-now is refused up front."""
+    ids = tmp_path / "items.txt"
+    ids.write_text("i1\ni2\n")
+    info = emulator.info
+    code, _, err = run_cli(
+        [
+            "prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "s"), "--run-id", "kind",
+            "--state-dir", str(tmp_path / "state"),
+            "--solution-version-arn", info.solution_versions["sims"],
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    part = tmp_path / "s" / "kind" / "shard-00000" / "part-00000.jsonl"
+    assert part.read_bytes() == b'{"itemId":"i1"}\n{"itemId":"i2"}\n'
+    code, _, err = run_cli(
+        [
+            "plan", "--ids", str(ids),
+            "--solution-version-arn", info.solution_versions["trending-now"],
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    assert "cannot be used for batch" in err
+
+
+async def test_multipart_parts_upload_and_read_back(
+    emulator: Emulator, aws_env: dict[str, str], s3: Any
+) -> None:
+    """Parts above the multipart threshold go up in chunks and read back byte for byte."""
+    from fanout.aws import Aws, AwsOptions, Encryption
+    from fanout.config import UploadSettings
+    from fanout.shard import PartFile
+    from fanout.storage import S3Uri
+    from fanout.upload import S3PartWriter
+
+    info = emulator.info
+    data = b"".join(orjson.dumps({"userId": f"user-{i:07d}"}) + b"\n" for i in range(500_000))
+    settings = UploadSettings(multipart_threshold=5 * 1024 * 1024, multipart_chunk=5 * 1024 * 1024)
+    options = AwsOptions(
+        region=info.region, s3_endpoint_url=info.s3_endpoint, endpoint_url=info.personalize_endpoint
+    )
+    async with Aws(options) as aws:
+        writer = S3PartWriter(
+            aws.s3, S3Uri(info.bucket, "multipart/"), Encryption(info.kms_key_arn), settings
+        )
+        uploaded = await writer.write(PartFile(0, 0, data, 500_000, "sha"))
+    assert len(data) > 2 * settings.multipart_chunk
+    key = "multipart/shard-00000/part-00000.jsonl"
+    assert uploaded.uri == f"s3://{info.bucket}/{key}"
+    assert s3.get_object(Bucket=info.bucket, Key=key)["Body"].read() == data
+    assert s3.list_multipart_uploads(Bucket=info.bucket).get("Uploads", []) == []
