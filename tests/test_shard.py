@@ -49,8 +49,8 @@ def run_cut(batches: list[RecordBatch], layout: ShardLayout) -> list[PartFile | 
 ids = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=300)
 layouts = st.builds(
     ShardLayout,
-    shard_bytes=st.integers(40, 3000),
-    max_job_bytes=st.just(3000),
+    shard_bytes=st.integers(40, 2000),
+    max_job_bytes=st.integers(2000, 3000),
     part_bytes=st.integers(20, 800),
     max_job_files=st.integers(1, 6),
     max_file_records=st.integers(1, 50),
@@ -76,7 +76,9 @@ def test_shards_respect_limits_and_keep_every_record(
         assert 1 <= seal.parts <= layout.max_job_files
         assert seal.records == sum(p.records for p in mine) > 0
         assert seal.nbytes == sum(len(p.data) for p in mine)
-        assert seal.nbytes <= layout.shard_bytes or seal.records == 1
+        assert seal.nbytes <= layout.max_job_bytes
+        if seal.shard < len(seals) - 1 and seal.parts < layout.max_job_files:
+            assert seal.nbytes >= layout.shard_bytes, "only the last shard may fall short"
         for part in mine:
             assert 0 < part.records <= layout.max_file_records
             assert len(part.data) <= layout.part_bytes or part.records == 1
@@ -108,6 +110,23 @@ def test_cut_does_not_depend_on_batch_boundaries(
         if isinstance(p, PartFile)
     ]
     assert first == second
+
+
+def test_a_planned_target_gives_at_most_the_planned_shards() -> None:
+    """With target ceil(total / n), records of uneven sizes still make at most n shards."""
+    lines = [orjson.dumps({"userId": f"user-{i}"}) + b"\n" for i in range(1, 20_001)]
+    total = sum(map(len, lines))
+    for shards in (1, 2, 3, 5, 7):
+        target = -(-total // shards)
+        layout = ShardLayout(
+            shard_bytes=target,
+            max_job_bytes=10**9,
+            part_bytes=10**6,
+            max_job_files=1000,
+            max_file_records=10**6,
+        )
+        seals = [i for i in run_cut([batch_of(lines)], layout) if isinstance(i, ShardSealed)]
+        assert len(seals) == shards
 
 
 def test_record_larger_than_a_job_is_an_input_error() -> None:

@@ -489,7 +489,7 @@ def _print_plan(plan: Any) -> None:
         ("records", f"{plan.records:,} ({label}: {plan.estimate_how})"),
         ("bytes", f"{plan.nbytes:,}"),
         ("job shards", f"{plan.shards} (minimum the limits allow: {plan.minimum_shards})"),
-        ("bytes per shard", f"≤ {plan.shard_bytes:,}"),
+        ("bytes per shard", f"about {plan.shard_bytes:,}"),
         ("part files", f"{plan.parts} of ≤ {plan.part_bytes:,} bytes"),
         ("quota", f"{plan.quota} concurrent jobs"),
         ("waves", str(plan.waves)),

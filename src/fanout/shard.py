@@ -20,7 +20,11 @@ from .records import RecordBatch
 
 @dataclass(frozen=True, slots=True)
 class ShardLayout:
-    """Where to cut: target bytes per shard, and the per-file limits."""
+    """Where to cut: target bytes per shard, and the per-file limits.
+
+    A shard is closed at the first record that brings it to `shard_bytes` or more, and never
+    exceeds `max_job_bytes`; so a planned `ceil(total / n)` target gives at most n shards.
+    """
 
     shard_bytes: int  # target input bytes per job shard (at most the job limit)
     max_job_bytes: int  # the hard limit: one record over it cannot be sent at all
@@ -113,7 +117,10 @@ class _Cutter:
                     f"one record is {size} bytes, more than a whole job may hold "
                     f"({layout.max_job_bytes}); it cannot be sent"
                 )
-            if self.shard_records and self.shard_bytes + size > layout.shard_bytes:
+            if self.shard_records and (
+                self.shard_bytes >= layout.shard_bytes
+                or self.shard_bytes + size > layout.max_job_bytes
+            ):
                 self._seal()
                 continue
             part_full = (
@@ -124,8 +131,11 @@ class _Cutter:
                 if self.shard_parts >= layout.max_job_files:
                     self._seal()
                 continue
-            room = min(layout.part_bytes - self.part_bytes, layout.shard_bytes - self.shard_bytes)
+            room = min(layout.part_bytes - self.part_bytes, layout.max_job_bytes - self.shard_bytes)
             take = int(np.searchsorted(ends, start + room, side="right")) - pos
+            # Up to and including the record that reaches the shard's target.
+            to_target = start + layout.shard_bytes - self.shard_bytes
+            take = min(take, int(np.searchsorted(ends, to_target, side="left")) - pos + 1)
             take = max(1, min(take, layout.max_file_records - self.part_records, n - pos))
             stop = int(ends[pos + take - 1])
             self.chunks.append(view[start:stop])
