@@ -137,9 +137,12 @@ class S3Store:
         uri = f"s3://{bucket}/{key}"
         try:
             response = await self._client.get_object(Bucket=bucket, Key=key)
-            async with response["Body"] as body:
+            body = response["Body"]
+            try:
                 while chunk := await body.read(chunk_size):
                     yield chunk
+            finally:
+                body.close()
         except (ClientError, BotoCoreError) as exc:
             raise_s3_error(exc, "GetObject", uri, InputError)
 

@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .aws import Aws, Encryption
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .journal import FileSink, Journal, private_dir, read_events, write_private
 from .plan import InputEstimate, Plan, make_plan
 from .shard import PartFile, ShardSealed, cut_shards, shard_dir
@@ -158,17 +158,23 @@ async def _limited(files: AsyncIterator[InputFile], budget: int) -> AsyncIterato
 
 
 async def _stored_size(spec: str, store: ObjectReader | None) -> int | None:
+    """Bytes of the input as stored; None for stdin. A missing input is an error now, not later."""
     if spec == "-":
         return None
     if spec.startswith("s3://"):
         if store is None:
             return None
         uri = S3Uri.parse(spec, what="--ids")
-        return sum([obj.size async for obj in store.list_objects(uri.bucket, uri.key)])
+        found = [o async for o in store.list_objects(uri.bucket, uri.key)]
+        if not uri.key.endswith("/"):  # one object: not its siblings that share the prefix
+            found = [o for o in found if o.key == uri.key]
+        if not found:
+            raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
+        return sum(o.size for o in found)
     try:
         return (await anyio.Path(spec).stat()).st_size
-    except OSError:
-        return None
+    except OSError as exc:
+        raise InputError(f"--ids {spec}: {exc.strerror}") from None
 
 
 async def estimate_input(
@@ -191,10 +197,10 @@ async def estimate_input(
     try:
         async for batch in source.batches():
             nbytes += batch.nbytes
-    except Exception:
+    except InputError:
         if exact:
             raise
-        # A sample can end inside a gzip member or a line: what was read still counts.
+        # A sample can end inside a gzip member: what was read before still counts.
     stats = source.stats
     if exact:
         return InputEstimate(stats.records, nbytes, exact=True, how="counted")

@@ -248,3 +248,43 @@ async def test_multipart_parts_upload_and_read_back(
     assert uploaded.uri == f"s3://{info.bucket}/{key}"
     assert s3.get_object(Bucket=info.bucket, Key=key)["Body"].read() == data
     assert s3.list_multipart_uploads(Bucket=info.bucket).get("Uploads", []) == []
+
+
+def test_ids_from_s3_object_and_prefix(
+    emulator: Emulator,
+    aws_env: dict[str, str],
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--ids reads one S3 object (not its siblings), or every object under a prefix."""
+    info = emulator.info
+    s3.put_object(Bucket=info.bucket, Key="ids/a.txt", Body=b"a1\na2\n")
+    s3.put_object(Bucket=info.bucket, Key="ids/a.txt.bak", Body=b"old\n")
+    s3.put_object(Bucket=info.bucket, Key="ids/b.txt.gz", Body=gzip.compress(b"b1\n"))
+    for spec, records in ((f"s3://{info.bucket}/ids/a.txt", 2), (f"s3://{info.bucket}/ids/", 4)):
+        code, out, err = run_cli(
+            [
+                "prepare", "--ids", spec, "--local-dir", str(tmp_path / "s"),
+                "--state-dir", str(tmp_path / "state"), "--output", "json",
+            ],
+            capsys,
+        )  # fmt: skip
+        assert code == 0, err
+        assert json.loads(out)["records"] == records
+
+
+def test_missing_input_fails_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing --ids file is reported up front and leaves no run behind."""
+    code, _, err = run_cli(
+        [
+            "prepare", "--ids", str(tmp_path / "nope.txt"), "--local-dir", str(tmp_path / "s"),
+            "--run-id", "missing", "--state-dir", str(tmp_path / "state"),
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 1
+    assert "nope.txt" in err and "No such file" in err
+    assert not (tmp_path / "state" / "missing" / "journal.jsonl").exists()
