@@ -19,24 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fanout import source as source_module
+from fanout._encode import _encode_lines, _fixed_prints, _Template
+from fanout._formats import _Encoder, _Piece
 from fanout.errors import ConfigError, InputError
 from fanout.records import InputKind, RecordBatch
-from fanout.source import (
-    InputFile,
-    Source,
-    SourceOptions,
-    SourceStats,
-    _encode_lines,
-    _Encoder,
-    _fingerprints,
-    _fingerprints_fixed,
-    _fingerprints_of,
-    _FingerprintSet,
-    _fixed_prints,
-    _Piece,
-    _Template,
-    open_input,
-)
+from fanout.source import InputFile, Source, SourceOptions, SourceStats, open_input
 from fanout.storage import ObjectInfo
 
 FAST = settings(
@@ -318,61 +305,6 @@ async def test_normalised_ids_are_compared() -> None:
     assert result.stats.duplicates == 2
 
 
-def test_fingerprint_set_finds_duplicates_across_runs_merges_and_growth() -> None:
-    """The set reports exactly the repeats, through run merges, segments and filter growth."""
-    seen = _FingerprintSet()
-    seen.RUN_CAP = 1 << 12
-    seen.SEGMENT = 1 << 6
-    seen.BLOCK = 1 << 9
-    rng = np.random.default_rng(5)
-    pool = rng.integers(0, 2**64 - 1, 40_000, dtype=np.uint64, endpoint=True)
-    known: set[int] = set()
-    for step in range(40):
-        picks = pool[rng.integers(0, min(len(pool), 1000 * (step + 1)), 700)]
-        dup = seen.add(picks)
-        expected = []
-        for value in picks.tolist():
-            expected.append(value in known)
-            known.add(value)
-        assert dup.tolist() == expected
-    assert len(seen) == len(known)
-    assert len(seen._runs) > 1
-
-
-def test_fingerprint_set_memory_per_id_is_about_eleven_bytes() -> None:
-    """A million distinct IDs take 10 to 12.5 bytes each in the set."""
-    seen = _FingerprintSet()
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        seen.add(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True))
-    assert 10 <= seen.nbytes / len(seen) <= 12.5
-
-
-def test_fingerprints_are_the_same_on_every_path() -> None:
-    """Fixed-stride, gathered and separate fingerprints of the same IDs agree, and are stable."""
-    ids = [b"abcdefgh%02d" % i for i in range(50)]
-    buf = b"\n".join(ids) + b"\n"
-    starts = np.arange(0, len(buf), 11, dtype=np.int64)
-    lens = np.full(50, 10, np.int64)
-    strided = _fingerprints(buf, starts, lens, 11)
-    gathered = _fingerprints(buf, starts, lens)
-    separate = _fingerprints_of(ids)
-    assert strided.tolist() == gathered.tolist() == separate.tolist()
-    assert len(set(strided.tolist())) == 50
-    assert _fingerprints_of([b"u1"]).tolist() == [_fingerprints_of([b"u1", b"x"])[0]]
-    assert int(_fingerprints_of([b"user-1"])[0]) == 0x2FA477FF4FEE90D2
-
-
-def test_fixed_width_fingerprints_match_for_every_width() -> None:
-    """Fingerprints read in place from fixed-width lines equal those of the separate IDs."""
-    for size in range(1, 40):
-        ids = [bytes(97 + (i * 7 + k) % 26 for k in range(size)) for i in range(9)]
-        buf = b"\n".join(ids) + b"\n"
-        assert _fingerprints_fixed(buf, 0, size + 1, size, 9).tolist() == (
-            _fingerprints_of(ids).tolist()
-        )
-
-
 def test_deferred_fingerprints_are_taken_or_made() -> None:
     """Fixed-width text fingerprinted beside its encoding gets the same fingerprints, and an
     encoding whose lines did not match the side result makes its own."""
@@ -405,12 +337,6 @@ async def test_large_fixed_width_input_dedupes_through_the_parallel_path() -> No
     assert big.duplicates == small.duplicates
     assert big.stats.records == 40_000 and big.stats.duplicates == 20_000
     check_consistent(big)
-
-
-def test_fingerprints_of_many_similar_ids_do_not_collide() -> None:
-    """Sequential numeric IDs and prefixes of each other get distinct fingerprints."""
-    ids = [str(i).encode() for i in range(200_000)] + [b"a" * n for n in range(1, 300)]
-    assert len(np.unique(_fingerprints_of(ids))) == len(ids)
 
 
 # -- the vectorised path equals the per-line path -----------------------------------------------
@@ -774,6 +700,16 @@ async def test_parquet_file_reads_the_id_column_in_batches(tmp_path: Path) -> No
     assert result.reasons() == [(2, "missing-column"), (5, "control-character")]
     assert result.duplicates == [f'"u1"\t{path}:4'.encode()]
     assert result.stats.bytes_in == path.stat().st_size
+    check_consistent(result)
+
+
+async def test_parquet_newline_behind_unicode_space_is_rejected(tmp_path: Path) -> None:
+    """A Parquet ID with a newline inside (after a non-ASCII space) is one reject, not two IDs."""
+    path = tmp_path / "u.parquet"
+    write_parquet(path, {"user_id": ["u1", "\u3000\nz", "u3"]})
+    result = await read_spec(str(path))
+    assert result.ids() == ["u1", "u3"]
+    assert result.reasons() == [(2, "control-character")]
     check_consistent(result)
 
 

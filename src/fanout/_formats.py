@@ -1,0 +1,601 @@
+"""Input formats: which one a file is in, and its pieces parsed into encoded records.
+
+A file's format is declared (`SourceOptions.format`), told by its name, or sniffed: gzip by its
+magic bytes (`_Gunzip` undoes it), Parquet by its own, JSON lines by a first non-blank line that
+starts with `{`, else text (one ID per line). CSV/TSV name their ID column in a header row.
+
+`_Encoder` is stage 1 of the source: it turns one `_Piece` of text, CSV/TSV, JSON lines or
+Parquet values into an `_Encoded` (records, fingerprints, rejects), in a worker thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from ._dedupe import I64, U64, _fingerprints_fixed, _fingerprints_of, _Prints
+from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Scratch, _Template
+from .errors import ConfigError, InputError
+from .records import InputKind, RejectReason
+
+if TYPE_CHECKING:
+    from .source import SourceOptions
+
+_EXTENSIONS: dict[str, str] = {
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "text",
+    ".text": "text",
+}
+_GZIP_MAGIC = b"\x1f\x8b"
+_PARQUET_MAGIC = b"PAR1"
+
+
+def _declared_format(name: str, fmt: str) -> str | None:
+    """The format `fmt` (from the options) or the file's name says, or None: sniff it."""
+    if fmt != "auto":
+        return fmt
+    stem = name.lower().removesuffix(".gz")
+    for ext, by_name in _EXTENSIONS.items():
+        if stem.endswith(ext):
+            return by_name
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Pieces: what stage 1 gets, and what it makes of them
+
+
+@dataclass(slots=True)
+class _Piece:
+    """About `chunk_bytes` of one file, cut at a line end (a record end for CSV)."""
+
+    file_no: int
+    name: str
+    fmt: str  # text, csv, tsv, jsonl, parquet, or "long" (one over-long line: see `source`)
+    data: bytes = b""
+    values: list[Any] | None = None  # parquet: the ID column's values
+    skip: int = 0  # header lines just before this piece
+    column: int = 0  # csv/tsv/parquet: the ID column
+    column_name: str = ""
+    scale: float = 0.0  # first piece of the first file: about how many such pieces the file has
+
+
+@dataclass(slots=True)
+class _Encoded:
+    """Stage 1's result for one piece, before dedupe."""
+
+    piece: _Piece
+    lines: int  # physical lines (rows for Parquet): advances the file's line numbers
+    rows: int  # counted in stats.lines
+    blank: int
+    data: bytes
+    ends: I64
+    fps: U64
+    rec_lines: I64 | None  # 0-based line in the piece of each record; None: record i is line i
+    rejects: list[_Reject]
+    id_span: tuple[int, int] | None  # record[head:-tail] is the ID as a JSON string
+    fixed: int = 0  # see _Core.fixed: fps still to be made (or taken from a _Prints)
+    ordered: U64 | None = None
+    masks: U64 | None = None
+
+    @classmethod
+    def empty(
+        cls, piece: _Piece, lines: int, rows: int, blank: int, rejects: list[_Reject]
+    ) -> _Encoded:
+        """A piece with no records."""
+        no_ends, no_fps = np.empty(0, np.int64), np.empty(0, np.uint64)
+        return cls(piece, lines, rows, blank, b"", no_ends, no_fps, None, rejects, None)
+
+    def take(self, prints: _Prints | None) -> None:
+        """Complete deferred fingerprints with `prints`, or make them."""
+        if not self.fixed:
+            return
+        if prints is not None and len(prints.fps) == len(self.ends):
+            self.fps, self.ordered, self.masks = prints.fps, prints.ordered, prints.masks
+        elif prints is None:
+            buf = self.piece.data
+            self.fps = _fingerprints_fixed(buf, 0, self.fixed, self.fixed - 1, len(self.ends))
+        else:
+            return  # not these lines' fingerprints: stage 2 makes them, from the piece
+        self.fixed = 0
+
+
+@dataclass(slots=True)
+class _Rows:
+    """What a piece of rows (CSV, Parquet) gives before encoding: each row's ID field (a
+    candidate, encoded later as a line of text) with its line and raw row, and the rejects."""
+
+    column_name: str
+    ids: list[bytes] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    raws: list[bytes | str] = field(default_factory=list)
+    rejects: list[_Reject] = field(default_factory=list)
+
+    def reject_newline(self, line: int, raw: bytes | str) -> None:
+        """The ID field has a line end inside (not just around) it."""
+        detail = f"control character U+000A in column {self.column_name!r}"
+        self.rejects.append((line, RejectReason.CONTROL_CHARACTER, detail, raw))
+
+
+class _Encoder:
+    """Stage 1: pieces to encoded records, fingerprints and rejects. Pure; thread-safe."""
+
+    def __init__(self, options: SourceOptions, *, slow: bool = False) -> None:
+        self.dedupe = options.dedupe
+        self.scratch = _Scratch()
+        self.limit = options.max_id_length
+        self.slow = slow
+        self.field = options.kind.id_field
+        filter_values = {
+            name: ",".join(json.dumps(value) for value in values)
+            for name, values in options.filter_values.items()
+        }
+        encoded = orjson.dumps(filter_values, option=orjson.OPT_SORT_KEYS)
+        self.tpl = _Template.make(self.field, encoded if filter_values else None)
+        self.json = _JsonRecords(options.kind, self.limit, filter_values, self.tpl)
+
+    def encode(self, piece: _Piece, defer: bool = False) -> _Encoded:
+        """Stage 1 for `piece`; with `defer`, fixed-width text leaves its fingerprints to
+        `_fixed_prints`, run beside."""
+        if piece.fmt == "text":
+            return self._text(piece, defer)
+        if piece.fmt == "jsonl":
+            return self._jsonl(piece)
+        if piece.fmt in ("csv", "tsv"):
+            return self._csv(piece)
+        if piece.fmt == "parquet":
+            return self._parquet(piece)
+        raise AssertionError(f"unknown piece format {piece.fmt}")
+
+    def _text(self, piece: _Piece, defer: bool = False) -> _Encoded:
+        core = _encode_lines(
+            piece.data, self.tpl, self.limit, self.slow, self.dedupe, defer, self.scratch
+        )
+        return _Encoded(
+            piece,
+            core.count,
+            core.count,
+            len(core.blank),
+            core.data,
+            core.ends,
+            core.fps,
+            core.rec,
+            core.rejects,
+            self.tpl.id_span,
+            fixed=core.fixed,
+        )
+
+    def _rows(self, piece: _Piece, lines: int, rows: int, blank: int, found: _Rows) -> _Encoded:
+        """Encode the ID fields of rows (CSV, Parquet) with the text path."""
+        rejects = found.rejects
+        if not found.ids:
+            return _Encoded.empty(piece, lines, rows, blank, rejects)
+        joined = b"\n".join(found.ids) + b"\n"  # every candidate a line, even an empty last one
+        core = _encode_lines(joined, self.tpl, self.limit, self.slow, self.dedupe)
+        cand_line, cand_raw = found.lines, found.raws
+        for index in core.blank:
+            detail = f"column {piece.column_name!r} is empty"
+            rejects.append((cand_line[index], RejectReason.MISSING_COLUMN, detail, cand_raw[index]))
+        for index, reason, detail, _ in core.rejects:
+            rejects.append((cand_line[index], reason, detail, cand_raw[index]))
+        rejects.sort(key=lambda item: item[0])
+        where = np.array(cand_line, np.int64)
+        rec_lines = where if core.rec is None else where[core.rec]
+        return _Encoded(
+            piece,
+            lines,
+            rows,
+            blank,
+            core.data,
+            core.ends,
+            core.fps,
+            rec_lines,
+            rejects,
+            self.tpl.id_span,
+        )
+
+    def _csv(self, piece: _Piece) -> _Encoded:
+        delim = _delimiter(piece.fmt)
+        sep = delim.encode()
+        col = piece.column
+        lines = _lines_of(piece.data)
+        found = _Rows(piece.column_name)
+        ids, id_lines, raws, rejects = found.ids, found.lines, found.raws, found.rejects
+        blank = 0
+        rows = 0
+        pending: list[int] = []  # lines of a record with an open quote
+        pending_quotes = 0
+
+        def missing(index: int, fields: int, raw: bytes | str) -> None:
+            detail = (
+                f"row has {fields} column(s); the ID column {piece.column_name!r} "
+                f"is column {col + 1}"
+            )
+            rejects.append((index, RejectReason.MISSING_COLUMN, detail, raw))
+
+        def flush() -> None:
+            nonlocal blank, rows
+            first = pending[0]
+            record = [lines[i].removesuffix(b"\r") for i in pending]
+            pending.clear()
+            try:
+                texts = [raw.decode("utf-8") + "\n" for raw in record]
+            except UnicodeDecodeError as exc:
+                rows += 1
+                detail = f"invalid UTF-8 in a quoted CSV record: {exc.reason}"
+                rejects.append((first, RejectReason.INVALID_UTF8, detail, b"\n".join(record)))
+                return
+            reader = csv.reader(texts, delimiter=delim, strict=False)
+            done = 0
+            while True:
+                try:
+                    row = next(reader)
+                except StopIteration:
+                    break
+                except csv.Error as exc:
+                    rows += 1
+                    raw = "".join(texts[done : reader.line_num])
+                    rejects.append((first + done, RejectReason.WRONG_SHAPE, f"bad CSV: {exc}", raw))
+                    done = reader.line_num
+                    continue
+                rows += 1
+                raw = "".join(texts[done : reader.line_num]).removesuffix("\n")
+                at = first + done
+                done = reader.line_num
+                if not any(field.strip() for field in row):
+                    blank += 1
+                elif len(row) <= col:
+                    missing(at, len(row), raw)
+                else:
+                    value = row[col]
+                    if "\n" in value:
+                        value = value.strip()
+                    if "\n" in value:
+                        found.reject_newline(at, raw)
+                        continue
+                    ids.append(value.encode())
+                    id_lines.append(at)
+                    raws.append(raw)
+
+        quoted = b'"' in piece.data
+        for index, line in enumerate(lines):
+            if pending or (quoted and b'"' in line):
+                pending.append(index)
+                pending_quotes += line.count(b'"')
+                if pending_quotes % 2 == 0:
+                    flush()
+                    pending_quotes = 0
+                continue
+            rows += 1
+            line = line.removesuffix(b"\r")
+            fields = line.split(sep)
+            if not line.replace(sep, b"").strip():  # nothing but separators and whitespace
+                blank += 1
+            elif len(fields) <= col:
+                missing(index, len(fields), line)
+            else:
+                ids.append(fields[col])
+                id_lines.append(index)
+                raws.append(line)
+        if pending:
+            flush()
+        return self._rows(piece, len(lines), rows, blank, found)
+
+    def _parquet(self, piece: _Piece) -> _Encoded:
+        values = piece.values or []
+        found = _Rows(piece.column_name)
+        ids, id_lines, raws = found.ids, found.lines, found.raws
+        for index, value in enumerate(values):
+            if value is None:
+                detail = f"column {piece.column_name!r} is null"
+                found.rejects.append((index, RejectReason.MISSING_COLUMN, detail, "null"))
+                continue
+            raw = value if isinstance(value, bytes) else str(value).encode()
+            if b"\n" in raw:
+                # Strip exactly as the ID is kept (bytes), then look again: a newline left
+                # inside would split the ID into two lines.
+                raw = raw.strip()
+                if b"\n" in raw:
+                    found.reject_newline(index, raw)
+                    continue
+            ids.append(raw)
+            id_lines.append(index)
+            raws.append(raw)
+        return self._rows(piece, len(values), len(values), 0, found)
+
+    def _jsonl(self, piece: _Piece) -> _Encoded:
+        lines = _lines_of(piece.data)
+        records: list[bytes] = []
+        rec_lines: list[int] = []
+        ids: list[bytes] = []
+        rejects: list[_Reject] = []
+        blank = 0
+        for index, line in enumerate(lines):
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                text = _decode(line)
+                if isinstance(text, tuple):
+                    rejects.append((index, *text, line))
+                elif not text.strip():
+                    blank += 1
+                else:
+                    detail = f"not valid JSON: {exc}"
+                    rejects.append((index, RejectReason.MALFORMED_JSON, detail, line))
+                continue
+            outcome = self.json.record(obj)
+            if isinstance(outcome[0], RejectReason):
+                rejects.append((index, outcome[0], str(outcome[1]), line))
+            else:
+                record, value = outcome
+                assert isinstance(record, bytes) and isinstance(value, bytes)
+                records.append(record)
+                ids.append(value)
+                rec_lines.append(index)
+        data = b"".join(records)
+        ends = np.cumsum(np.fromiter(map(len, records), np.int64, len(records)))
+        fps = _fingerprints_of(ids) if self.dedupe else np.empty(0, np.uint64)
+        where = np.array(rec_lines, np.int64)
+        return _Encoded(piece, len(lines), len(lines), blank, data, ends, fps, where, rejects, None)
+
+
+def _lines_of(data: bytes) -> list[bytes]:
+    """`data` split at line ends, without the empty string after the last one."""
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def _delimiter(fmt: str) -> str:
+    return "\t" if fmt == "tsv" else ","
+
+
+# ---------------------------------------------------------------------------------------------
+# A file's format, from its first bytes and lines
+
+
+class _FileFormat:
+    """Turns one file's cuts into pieces for stage 1: sniffs the format where neither the
+    options nor the name declared it, and reads the ID column from a CSV/TSV header row."""
+
+    def __init__(self, file_no: int, name: str, fmt: str | None, options: SourceOptions) -> None:
+        self._kind = options.kind
+        self._id_column = options.id_column
+        if self._kind is InputKind.RANKING and fmt not in (None, "jsonl"):
+            raise _ranking_needs_jsonl(name, fmt)
+        self.file_no = file_no
+        self.name = name
+        self.fmt = fmt
+        self.column: int | None = None
+        self.column_name = ""
+
+    def pieces(self, cut: bytes) -> Iterator[_Piece]:
+        """Sniff the format and read the CSV header where needed; pieces ready for stage 1."""
+        if self.fmt is None:
+            line = _first_nonblank(cut)
+            if line is None:
+                yield self._piece("text", cut)
+                return
+            self.fmt = "jsonl" if cut[line[0] : line[1]].lstrip().startswith(b"{") else "text"
+            if self._kind is InputKind.RANKING and self.fmt != "jsonl":
+                raise _ranking_needs_jsonl(self.name, self.fmt)
+        if self.fmt in ("csv", "tsv") and self.column is None:
+            line = _first_nonblank(cut)
+            if line is None:
+                yield self._piece("text", cut)
+                return
+            lo, hi = line
+            if lo:
+                yield self._piece("text", cut[:lo])
+            self.column, self.column_name = self._header(cut[lo:hi])
+            yield self._piece(self.fmt, cut[hi + 1 :], skip=1)
+            return
+        yield self._piece(self.fmt, cut)
+
+    def _piece(self, fmt: str, data: bytes, skip: int = 0) -> _Piece:
+        column, column_name = self.column or 0, self.column_name
+        return _Piece(self.file_no, self.name, fmt, data, None, skip, column, column_name)
+
+    def _header(self, line: bytes) -> tuple[int, str]:
+        assert self.fmt is not None
+        text = line.decode("utf-8", "replace").removesuffix("\r")
+        try:
+            header = next(csv.reader([text], delimiter=_delimiter(self.fmt)), [])
+        except csv.Error as exc:
+            raise ConfigError(
+                f"{self.name}: cannot read the header row ({exc}): "
+                "its first line must name the columns"
+            ) from None
+        columns = [cell.strip() for cell in header]
+        return _pick_column(self.name, columns, self._id_column, self._kind)
+
+
+def _pick_column(
+    name: str, columns: Sequence[str], wanted: str | None, kind: InputKind
+) -> tuple[int, str]:
+    """The index and name of the ID column: `wanted`, else one named for the kind's ID field
+    (`userId`, `user_id`, `id`, any case), else the only one."""
+    shown = ", ".join(repr(column) for column in columns)
+    if wanted is not None:
+        if wanted in columns:
+            return columns.index(wanted), wanted
+        raise ConfigError(
+            f"{name}: no column {wanted!r} in the header; the columns are {shown}: "
+            "give one of them as the ID column"
+        )
+    field_name = kind.id_field
+    snake = {"userId": "user_id", "itemId": "item_id", "itemAttributes": "item_attributes"}
+    for candidate in (field_name, snake[field_name], "id"):
+        for index, column in enumerate(columns):
+            if column.lower() == candidate.lower():
+                return index, column
+    if len(columns) == 1:
+        return 0, columns[0]
+    raise ConfigError(
+        f"{name}: cannot tell which column holds the {field_name}; the columns are {shown}: "
+        "give the ID column (id_column / --id-column)"
+    )
+
+
+def _ranking_needs_jsonl(name: str, fmt: str) -> ConfigError:
+    return ConfigError(
+        f"{name}: personalized ranking input needs an itemList per user, which only JSON lines "
+        f"carry; this file reads as {fmt}: give a .jsonl file or --format jsonl"
+    )
+
+
+def _first_nonblank(data: bytes) -> tuple[int, int] | None:
+    """(start, end) of the first line with non-whitespace content (end at its b"\\n")."""
+    at = 0
+    while at < len(data):
+        end = data.find(b"\n", at)
+        if end < 0:
+            end = len(data)
+        if data[at:end].strip():
+            return at, end
+        at = end + 1
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Parquet
+
+
+def _check_parquet(name: str, kind: InputKind) -> None:
+    """Before a Parquet file is read (or spooled): pyarrow is installed and `kind` can come from
+    Parquet."""
+    _pyarrow()
+    if kind is InputKind.RANKING:
+        raise _ranking_needs_jsonl(name, "parquet")
+
+
+def _pyarrow() -> tuple[Any, Any]:
+    """`pyarrow` and `pyarrow.parquet`, or a `ConfigError` that says how to install them."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ConfigError("Parquet input needs pyarrow: pip install 'fanout[parquet]'") from None
+    return pa, pq
+
+
+class _ParquetColumn:
+    """The ID column of a Parquet file (a path, or a seekable file), read in batches of rows.
+
+    Blocking: make it and call `next_values` in a worker thread.
+    """
+
+    def __init__(self, name: str, source: str | IO[bytes], options: SourceOptions) -> None:
+        pa, pq = _pyarrow()
+        try:
+            parquet = pq.ParquetFile(source)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"{name}: not a readable Parquet file: {exc}") from exc
+        schema = parquet.schema_arrow
+        index, column = _pick_column(name, list(schema.names), options.id_column, options.kind)
+        kind = schema.field(index).type
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        if not (
+            pa.types.is_string(kind)
+            or pa.types.is_large_string(kind)
+            or pa.types.is_binary(kind)
+            or pa.types.is_large_binary(kind)
+            or pa.types.is_integer(kind)
+        ):
+            raise ConfigError(
+                f"{name}: column {column!r} has type {kind}; IDs must be strings or "
+                "integers: pick another column or convert this one"
+            )
+        self.index = index
+        self.name = column
+        rows = max(1, options.chunk_bytes // 48)
+        self._batches = parquet.iter_batches(batch_size=rows, columns=[column])
+
+    def next_values(self) -> list[Any] | None:
+        """The column's values in the next batch of rows, or None after the last."""
+        batch = next(self._batches, None)
+        if batch is None:
+            return None
+        values: list[Any] = batch.column(0).to_pylist()
+        return values
+
+
+# ---------------------------------------------------------------------------------------------
+# gzip
+
+
+class _Gunzip:
+    """Streaming gzip (multi-member) with bounded output per step."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self._input = b""
+        self._member_started = False
+        self.consumed = 0
+        self.produced = 0
+
+    def feed(self, raw: bytes) -> None:
+        self._input = self._input + raw if self._input else raw
+
+    def step(self, limit: int) -> bytes:
+        """Up to `limit` decompressed bytes; b"" once all input so far is used."""
+        while self._input:
+            if self._z.eof:
+                if not self._input.strip(b"\0"):
+                    self.consumed += len(self._input)
+                    self._input = b""  # zero padding after the last member
+                    return b""
+                if len(self._input) < 2 and _GZIP_MAGIC.startswith(self._input):
+                    return b""  # the start of a next member: wait for more
+                if not self._input.startswith(_GZIP_MAGIC):
+                    raise InputError(
+                        f"{self._name}: unexpected data after a gzip member at compressed byte "
+                        f"{self.consumed} ({self.produced} bytes decompressed so far): the file "
+                        "is corrupt; compress it again"
+                    )
+                self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+                self._member_started = False
+            before = len(self._input)
+            try:
+                out = self._z.decompress(self._input, limit)
+            except zlib.error as exc:
+                raise InputError(
+                    f"{self._name}: gzip data is corrupt at about compressed byte {self.consumed} "
+                    f"({self.produced} bytes decompressed so far): {exc}; check or download the "
+                    "file again"
+                ) from None
+            self._member_started = True
+            rest = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
+            self.consumed += before - len(rest)
+            self._input = rest
+            self.produced += len(out)
+            if out:
+                return out
+            if len(rest) == before and not self._z.eof:
+                break  # zlib wants more input
+        return b""
+
+    def finish(self) -> None:
+        if (self._member_started and not self._z.eof) or self._input:
+            raise InputError(
+                f"{self._name}: gzip data is truncated after {self.consumed} compressed bytes "
+                f"({self.produced} bytes decompressed): the file is incomplete; download or "
+                "compress it again"
+            )
