@@ -35,6 +35,7 @@ from .upload import LocalPartWriter, PartWriter, S3PartWriter, UploadedPart, upl
 
 EXACT_COUNT_BYTES = 64 * 1024 * 1024  # inputs up to this size are counted, not extrapolated
 SAMPLE_BYTES = 4 * 1024 * 1024
+LOCAL_WRITERS = 2
 
 
 def new_run_id() -> str:
@@ -237,6 +238,7 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
     base = settings.input_base()
 
     writer: PartWriter
+    concurrency = settings.upload.concurrency
     if settings.job_input is not None:
         assert aws is not None, "prepare to S3 needs an Aws"
         writer = S3PartWriter(
@@ -247,6 +249,8 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
         )
     else:
         writer = LocalPartWriter(Path(base))
+        # A local disk needs no parallel requests to be fast: fewer parts in flight, less memory.
+        concurrency = min(concurrency, LOCAL_WRITERS)
 
     shards: list[ShardReady] = []
     async with (
@@ -278,7 +282,7 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
 
         async with anyio.create_task_group() as group:
             group.start_soon(_produce, cut_shards(source.batches(), layout), send, tracker)
-            group.start_soon(upload_parts, receive, writer, settings.upload.concurrency, written)
+            group.start_soon(upload_parts, receive, writer, concurrency, written)
         stats = source.stats
         await journal.append(
             "prepared",
