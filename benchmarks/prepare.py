@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import MiB, print_table, run_child
+from source_throughput import case_naive, case_polars  # the same baselines, one copy
 
 MB = 1_000_000
 LINE_BYTES = 37  # 36-character ID and a newline
@@ -60,18 +61,6 @@ SCALING_TARGET = 1.3
 
 
 # -- the child cases run by this script itself (`--case NAME FILE OUT`) --------------------------
-
-
-def case_naive(path: str, out: str) -> None:
-    with open(path, encoding="utf-8") as source, open(out, "w", encoding="utf-8") as sink:
-        for line in source:
-            sink.write(json.dumps({"userId": line.strip()}) + "\n")
-
-
-def case_polars(path: str, out: str) -> None:
-    import polars as pl
-
-    pl.scan_csv(path, has_header=False, new_columns=["userId"]).sink_ndjson(out)
 
 
 CHILD_CASES: dict[str, Callable[[str, str], None]] = {"naive": case_naive, "polars": case_polars}
