@@ -184,7 +184,8 @@ def _worker_fanout(spec: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
     from fanout.config import UploadSettings
     from fanout.shard import PartFile
     from fanout.storage import S3Uri
-    from fanout.upload import S3PartWriter, UploadedPart, upload_parts
+    from fanout.upload import UploadedPart, upload_parts
+    from fanout.upload_s3 import S3PartWriter
 
     release_large_buffers()  # as the `fanout` command does at start-up
     settings = UploadSettings(concurrency=spec["concurrency"])

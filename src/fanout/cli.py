@@ -404,26 +404,31 @@ def _needs_aws(args: argparse.Namespace) -> bool:
     )
 
 
+def _job_option(member: str, text: str) -> Any:
+    """An option of create-batch-inference-job in any AWS CLI syntax (loads botocore's model)."""
+    from .awsargs import OperationArgs
+
+    return OperationArgs.for_operation("CreateBatchInferenceJob").parse_value(member, text)
+
+
 def _prepare_settings(args: argparse.Namespace, kind: Any, run_id: str) -> Any:
     """Every setting of plan/prepare, validated; `kind` None means "resolve it later"."""
     from pydantic import ValidationError
 
-    from .awsargs import OperationArgs
     from .config import JobInput, JobOutput, Limits, Timing, UploadSettings, default_state_dir
     from .pipeline import PrepareSettings
     from .records import InputKind
     from .source import SourceOptions
 
-    operation = OperationArgs.for_operation("CreateBatchInferenceJob")
     try:
         job_input = job_output = None
         if getattr(args, "job_input", None):
             job_input = JobInput.model_validate(
-                operation.parse_value("jobInput", args.job_input)
+                _job_option("jobInput", args.job_input)
             ).s3_data_source
         if getattr(args, "job_output", None):
             job_output = JobOutput.model_validate(
-                operation.parse_value("jobOutput", args.job_output)
+                _job_option("jobOutput", args.job_output)
             ).s3_data_destination
         limits = Limits(
             max_job_bytes=args.max_job_bytes,
@@ -463,13 +468,14 @@ def _prepare_settings(args: argparse.Namespace, kind: Any, run_id: str) -> Any:
 
 
 async def _input_kind(args: argparse.Namespace, aws: Any) -> Any:
-    from .aws import describe_solution_version
     from .records import InputKind, input_kind_for_recipe
 
     if args.input_kind:
         return InputKind(args.input_kind)
     if not args.solution_version_arn:
         return InputKind.USER
+    from .aws import describe_solution_version
+
     info = await describe_solution_version(aws.personalize, args.solution_version_arn)
     kind = input_kind_for_recipe(info.recipe_arn, info.recipe_type)
     if kind is None:
@@ -512,13 +518,14 @@ async def _with_kind(args: argparse.Namespace, settings: Any, aws: Any) -> Any:
 def _run_plan(args: argparse.Namespace) -> int:
     import anyio
 
-    from .aws import Aws
     from .pipeline import new_run_id, plan_input
 
     settings = _prepare_settings(args, None, new_run_id())
 
     async def go() -> Any:
         if _needs_aws(args):
+            from .aws import Aws
+
             async with Aws(_aws_settings(args)) as aws:
                 resolved = await _with_kind(args, settings, aws)
                 return await plan_input(args.ids, aws.s3, resolved)
@@ -535,7 +542,6 @@ def _run_plan(args: argparse.Namespace) -> int:
 def _run_prepare(args: argparse.Namespace) -> int:
     import anyio
 
-    from .aws import Aws
     from .pipeline import new_run_id, prepare
 
     if bool(args.job_input) == bool(args.local_dir):
@@ -544,6 +550,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         if _needs_aws(args):
+            from .aws import Aws
+
             async with Aws(_aws_settings(args)) as aws:
                 return await prepare(await _with_kind(args, settings, aws), aws)
         return await prepare(await _with_kind(args, settings, None))

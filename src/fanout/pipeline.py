@@ -17,13 +17,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
-from .aws import Aws, Encryption
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, InputError
 from .journal import FileSink, Journal, private_dir, read_events, write_private
@@ -31,7 +30,10 @@ from .plan import InputEstimate, Plan, make_plan
 from .shard import PartFile, ShardSealed, cut_shards, shard_dir
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
 from .storage import ObjectReader, S3Uri
-from .upload import LocalPartWriter, PartWriter, S3PartWriter, UploadedPart, upload_parts
+from .upload import LocalPartWriter, PartWriter, UploadedPart, upload_parts
+
+if TYPE_CHECKING:  # the AWS SDK is imported only by runs that use S3
+    from .aws import Aws
 
 EXACT_COUNT_BYTES = 64 * 1024 * 1024  # inputs up to this size are counted, not extrapolated
 SAMPLE_BYTES = 4 * 1024 * 1024
@@ -240,6 +242,9 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
     writer: PartWriter
     concurrency = settings.upload.concurrency
     if settings.job_input is not None:
+        from .aws import Encryption
+        from .upload_s3 import S3PartWriter
+
         assert aws is not None, "prepare to S3 needs an Aws"
         writer = S3PartWriter(
             aws.s3,

@@ -1,8 +1,7 @@
-"""Writing part files: to S3 (SSE-KMS, checksums, multipart for large parts) or to a local folder.
+"""The upload stage: part files go to a `PartWriter`, several at once, from one bounded stream.
 
-Both writers take a `PartFile` and return an `UploadedPart`; the pipeline runs several writes at
-once (`UploadSettings.concurrency`) from one bounded stream. A failed multipart upload is aborted
-(shielded from cancellation) so no unfinished upload is left behind to be billed.
+Writers take a `PartFile` and return an `UploadedPart`: `LocalPartWriter` here (`--local-dir`),
+`upload_s3.S3PartWriter` for S3 (kept apart so that local runs never import the AWS SDK).
 """
 
 from __future__ import annotations
@@ -16,14 +15,10 @@ from typing import Protocol
 import aiofiles
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import Encryption, S3Store, raise_s3_error
-from .config import UploadSettings
 from .errors import UploadError
 from .journal import private_dir
 from .shard import PartFile
-from .storage import S3Uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,51 +36,6 @@ class UploadedPart:
 
 class PartWriter(Protocol):
     async def write(self, part: PartFile) -> UploadedPart: ...
-
-
-class S3PartWriter:
-    """Uploads parts under `base` (the run's input prefix) with SSE-KMS and CRC32 checksums."""
-
-    def __init__(
-        self, store: S3Store, base: S3Uri, encryption: Encryption, settings: UploadSettings
-    ) -> None:
-        self._store = store
-        self._base = base.as_prefix()
-        self._encryption = encryption
-        self._settings = settings
-
-    async def write(self, part: PartFile) -> UploadedPart:
-        uri = self._base.child(part.name)
-        try:
-            if len(part.data) < self._settings.multipart_threshold:
-                etag = await self._store.put_object(
-                    uri.bucket, uri.key, part.data, self._encryption
-                )
-            else:
-                etag = await self._multipart(uri, part.data)
-        except (ClientError, BotoCoreError) as exc:
-            raise_s3_error(exc, "PutObject", str(uri), UploadError)
-        return UploadedPart(
-            part.shard, part.part, str(uri), etag, len(part.data), part.records, part.sha256
-        )
-
-    async def _multipart(self, uri: S3Uri, data: bytes) -> str:
-        store = self._store
-        upload_id = await store.create_multipart(uri.bucket, uri.key, self._encryption)
-        try:
-            size = self._settings.multipart_chunk
-            parts = []
-            for number, start in enumerate(range(0, len(data), size), start=1):
-                parts.append(
-                    await store.upload_part(
-                        uri.bucket, uri.key, upload_id, number, data[start : start + size]
-                    )
-                )
-            return await store.complete_multipart(uri.bucket, uri.key, upload_id, parts)
-        except BaseException:
-            with anyio.move_on_after(30, shield=True):
-                await store.abort_multipart(uri.bucket, uri.key, upload_id)
-            raise
 
 
 class LocalPartWriter:

@@ -230,7 +230,7 @@ async def test_multipart_parts_upload_and_read_back(
     from fanout.config import UploadSettings
     from fanout.shard import PartFile
     from fanout.storage import S3Uri
-    from fanout.upload import S3PartWriter
+    from fanout.upload_s3 import S3PartWriter
 
     info = emulator.info
     data = b"".join(orjson.dumps({"userId": f"user-{i:07d}"}) + b"\n" for i in range(500_000))

@@ -1,0 +1,62 @@
+"""Writing part files to S3: SSE-KMS, CRC32 checksums, multipart for very large parts.
+
+A failed multipart upload is aborted (shielded from cancellation) so no unfinished upload is
+left behind to be billed.
+"""
+
+from __future__ import annotations
+
+import anyio
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .aws import Encryption, S3Store, raise_s3_error
+from .config import UploadSettings
+from .errors import UploadError
+from .shard import PartFile
+from .storage import S3Uri
+from .upload import UploadedPart
+
+
+class S3PartWriter:
+    """Uploads parts under `base` (the run's input prefix) with SSE-KMS and CRC32 checksums."""
+
+    def __init__(
+        self, store: S3Store, base: S3Uri, encryption: Encryption, settings: UploadSettings
+    ) -> None:
+        self._store = store
+        self._base = base.as_prefix()
+        self._encryption = encryption
+        self._settings = settings
+
+    async def write(self, part: PartFile) -> UploadedPart:
+        uri = self._base.child(part.name)
+        try:
+            if len(part.data) < self._settings.multipart_threshold:
+                etag = await self._store.put_object(
+                    uri.bucket, uri.key, part.data, self._encryption
+                )
+            else:
+                etag = await self._multipart(uri, part.data)
+        except (ClientError, BotoCoreError) as exc:
+            raise_s3_error(exc, "PutObject", str(uri), UploadError)
+        return UploadedPart(
+            part.shard, part.part, str(uri), etag, len(part.data), part.records, part.sha256
+        )
+
+    async def _multipart(self, uri: S3Uri, data: bytes) -> str:
+        store = self._store
+        upload_id = await store.create_multipart(uri.bucket, uri.key, self._encryption)
+        try:
+            size = self._settings.multipart_chunk
+            parts = []
+            for number, start in enumerate(range(0, len(data), size), start=1):
+                parts.append(
+                    await store.upload_part(
+                        uri.bucket, uri.key, upload_id, number, data[start : start + size]
+                    )
+                )
+            return await store.complete_multipart(uri.bucket, uri.key, upload_id, parts)
+        except BaseException:
+            with anyio.move_on_after(30, shield=True):
+                await store.abort_multipart(uri.bucket, uri.key, upload_id)
+            raise
