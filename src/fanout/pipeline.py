@@ -229,8 +229,8 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
     run_dir = settings.run_dir
     if (run_dir / "journal.jsonl").exists() and read_events(run_dir):
         raise ConfigError(
-            f"run {settings.run_id} already exists in {settings.state_dir}; choose another "
-            "--run-id, or continue it with `fanout resume`"
+            f"run {settings.run_id} already exists ({run_dir}); choose another --run-id, or "
+            "delete that directory to prepare it again from scratch"
         )
     private_dir(run_dir)
     store = aws.s3 if aws is not None else None

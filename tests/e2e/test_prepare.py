@@ -288,3 +288,19 @@ def test_missing_input_fails_before_anything_is_written(
     assert code == 1
     assert "nope.txt" in err and "No such file" in err
     assert not (tmp_path / "state" / "missing" / "journal.jsonl").exists()
+
+
+def test_an_existing_run_is_not_overwritten(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Preparing a run ID that already has a journal is refused, and says what to do."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\n")
+    args = [
+        "prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "s"),
+        "--run-id", "twice", "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    assert run_cli(args, capsys)[0] == 0
+    code, _, err = run_cli(args, capsys)
+    assert code == 2
+    assert "already exists" in err and "choose another --run-id" in err
