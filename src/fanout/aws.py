@@ -16,7 +16,6 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, NoReturn
 
 import aioboto3
@@ -157,19 +156,19 @@ class S3Store:
         except BotoCoreError as exc:
             raise_s3_error(exc, "HeadObject", f"s3://{bucket}/{key}")
 
+    async def _send(self, call: Any, data: bytes, **params: Any) -> Any:
+        """`call(Body=data, ChecksumCRC32=…, **params)` on a worker thread, checksum included."""
+
+        def send() -> Any:
+            return call(Body=data, ChecksumCRC32=crc32_base64(data), **params)
+
+        return await anyio.to_thread.run_sync(send)
+
     async def put_object(self, bucket: str, key: str, data: bytes, encryption: Encryption) -> str:
         """Upload one object with a CRC32 checksum; return its ETag."""
-
-        def put() -> Any:
-            return self._sync.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=data,
-                ChecksumCRC32=crc32_base64(data),
-                **encryption.put_args(),
-            )
-
-        response = await anyio.to_thread.run_sync(put)
+        response = await self._send(
+            self._sync.put_object, data, Bucket=bucket, Key=key, **encryption.put_args()
+        )
         return str(response["ETag"])
 
     async def create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
@@ -181,17 +180,14 @@ class S3Store:
     async def upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, data: bytes
     ) -> dict[str, Any]:
-        response = await anyio.to_thread.run_sync(
-            partial(
-                self._sync.upload_part,
-                Bucket=bucket,
-                Key=key,
-                UploadId=upload_id,
-                PartNumber=number,
-                Body=data,
-                ChecksumAlgorithm="CRC32",
-                ChecksumCRC32=crc32_base64(data),
-            )
+        response = await self._send(
+            self._sync.upload_part,
+            data,
+            Bucket=bucket,
+            Key=key,
+            UploadId=upload_id,
+            PartNumber=number,
+            ChecksumAlgorithm="CRC32",
         )
         part = {"PartNumber": number, "ETag": response["ETag"]}
         if "ChecksumCRC32" in response:
