@@ -22,9 +22,7 @@ from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
 
 EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # usage errors (2) and failures (1): FanoutError.exit_code
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -504,15 +502,32 @@ def _print_plan(plan: Any) -> None:
     ]
     if not plan.exact and plan.records == 0:
         rows = [("records", plan.estimate_how), ("why", plan.reason)]
+    _print_rows(rows)
+
+
+async def _resolved(args: argparse.Namespace, settings: Any, action: Any) -> Any:
+    """`await action(settings, aws)` with the input kind resolved; `aws` is None unless needed.
+
+    AWS is opened only when an option needs it (S3 input or output, a solution version to
+    describe), so local runs never import the AWS SDK.
+    """
+
+    async def run(aws: Any) -> Any:
+        source = dataclasses.replace(settings.source, kind=await _input_kind(args, aws))
+        return await action(dataclasses.replace(settings, source=source), aws)
+
+    if not _needs_aws(args):
+        return await run(None)
+    from .aws import Aws
+
+    async with Aws(_aws_settings(args)) as aws:
+        return await run(aws)
+
+
+def _print_rows(rows: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value}")
-
-
-async def _with_kind(args: argparse.Namespace, settings: Any, aws: Any) -> Any:
-    """The settings with the input kind resolved (from the recipe, which may need AWS)."""
-    source = dataclasses.replace(settings.source, kind=await _input_kind(args, aws))
-    return dataclasses.replace(settings, source=source)
 
 
 def _run_plan(args: argparse.Namespace) -> int:
@@ -520,22 +535,15 @@ def _run_plan(args: argparse.Namespace) -> int:
 
     from .pipeline import new_run_id, plan_input
 
+    async def plan(settings: Any, aws: Any) -> Any:
+        return await plan_input(args.ids, aws.s3 if aws else None, settings)
+
     settings = _prepare_settings(args, None, new_run_id())
-
-    async def go() -> Any:
-        if _needs_aws(args):
-            from .aws import Aws
-
-            async with Aws(_aws_settings(args)) as aws:
-                resolved = await _with_kind(args, settings, aws)
-                return await plan_input(args.ids, aws.s3, resolved)
-        return await plan_input(args.ids, None, await _with_kind(args, settings, None))
-
-    plan = anyio.run(go)
+    result = anyio.run(_resolved, args, settings, plan)
     if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
+        print(json.dumps(result.to_dict(), indent=2))
     else:
-        _print_plan(plan)
+        _print_plan(result)
     return EXIT_OK
 
 
@@ -547,25 +555,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if bool(args.job_input) == bool(args.local_dir):
         raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
     settings = _prepare_settings(args, None, args.run_id or new_run_id())
-
-    async def go() -> Any:
-        if _needs_aws(args):
-            from .aws import Aws
-
-            async with Aws(_aws_settings(args)) as aws:
-                return await prepare(await _with_kind(args, settings, aws), aws)
-        return await prepare(await _with_kind(args, settings, None))
-
-    result = anyio.run(go)
+    result = anyio.run(_resolved, args, settings, prepare)
     summary = result.summary()
     if args.output == "json":
         print(json.dumps(summary, indent=2))
     else:
         _print_plan(result.plan)
         print()
-        width = max(len(k) for k in summary)
-        for key, value in summary.items():
-            print(f"{key:<{width}}  {value}")
+        _print_rows(list(summary.items()))
     return EXIT_OK
 
 

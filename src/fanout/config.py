@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -117,10 +117,6 @@ def default_state_dir() -> Path:
     """`${XDG_STATE_HOME:-~/.local/state}/fanout/runs`."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "fanout" / "runs"
-
-
-InputKindName = Literal["userId", "itemId", "itemList", "itemAttributes"]
-PositiveInt = Annotated[int, Field(gt=0)]
 
 
 def model_errors(exc: Any) -> str:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import aiofiles
-import aiofiles.os
 import anyio
 import orjson
 
@@ -128,10 +127,6 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
             raise ConfigError(f"{path}:{number}: the run journal is corrupt") from None
         events.append(event)
     return events
-
-
-async def exists(run_dir: Path) -> bool:
-    return bool(await aiofiles.os.path.exists(run_dir / JOURNAL_NAME))
 
 
 class FileSink:

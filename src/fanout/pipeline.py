@@ -25,7 +25,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, InputError
-from .journal import FileSink, Journal, private_dir, read_events, write_private
+from .journal import JOURNAL_NAME, FileSink, Journal, private_dir, read_events, write_private
 from .plan import InputEstimate, Plan, make_plan
 from .shard import PartFile, ShardSealed, cut_shards, shard_dir
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
@@ -227,7 +227,7 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
     if settings.job_input is None and settings.local_dir is None:
         raise ConfigError("give one of --job-input (upload to S3) and --local-dir")
     run_dir = settings.run_dir
-    if (run_dir / "journal.jsonl").exists() and read_events(run_dir):
+    if (run_dir / JOURNAL_NAME).exists() and read_events(run_dir):
         raise ConfigError(
             f"run {settings.run_id} already exists ({run_dir}); choose another --run-id, or "
             "delete that directory to prepare it again from scratch"

@@ -88,16 +88,6 @@ class RecordBatch:
         return len(self.data)
 
 
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    """One input line that was not sent, and why."""
-
-    line_number: int  # 1-based, in the input as read (after decompression)
-    raw: bytes  # the line as read, without its line ending (may be truncated for huge lines)
-    reason: RejectReason
-    detail: str  # what exactly was wrong, for the rejects file
-
-
 def input_kind_for_recipe(recipe_arn: str, recipe_type: str) -> InputKind | None:
     """The input line shape a recipe takes, or None if batch jobs cannot use it."""
     name = recipe_arn.rsplit("/", 1)[-1]
