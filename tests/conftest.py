@@ -12,6 +12,16 @@ import pytest
 from fanout.emulator import Emulator, EmulatorInfo, EmulatorSettings
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Slow cases run only with FANOUT_SLOW=1 (they are not part of CI)."""
+    if os.environ.get("FANOUT_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: set FANOUT_SLOW=1 to run it")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def _no_real_aws(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
     """No test can reach a real account: AWS variables are cleared, config files point nowhere."""

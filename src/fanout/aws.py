@@ -7,6 +7,13 @@ messages say what to do. Nothing botocore-shaped leaks past it.
 Retries: botocore's `standard` mode retries transport errors, 5xx and throttling (S3 `SlowDown`
 included) with jittered backoff, `max_attempts` times per request. fanout adds its own layer only
 where botocore cannot help (quota admission, failed jobs).
+
+Personalize answers both "too many requests per second" and "too many jobs in progress" with
+`LimitExceededException` (HTTP 400). `legacy` mode does not retry it at all; `standard` and
+`adaptive` retry it as throttling, and `adaptive` also slows the client down for what is really a
+quota. So the Personalize client runs in `standard` mode with only `PERSONALIZE_ATTEMPTS`
+attempts: a brief rate limit is absorbed, while a quota rejection comes back within seconds as
+`RetryLater` and the submitter waits for jobs to finish instead of burning retries.
 """
 
 from __future__ import annotations
@@ -24,8 +31,19 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from .errors import ConfigError, FanoutError, InputError
-from .storage import ObjectInfo
+from .errors import (
+    ConfigError,
+    FanoutError,
+    InputError,
+    JobExists,
+    RetryLater,
+    SubmitError,
+    UploadError,
+)
+from .records import JobSummary
+from .storage import ObjectInfo, S3Uri
+
+PERSONALIZE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +87,7 @@ _PERMISSION = {
     "UploadPart": "s3:PutObject",
     "CompleteMultipartUpload": "s3:PutObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
+    "ListMultipartUploads": "s3:ListBucketMultipartUploads",
 }
 
 
@@ -206,6 +225,19 @@ class S3Store:
         with contextlib.suppress(ClientError, BotoCoreError):
             await self._client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
+    async def abort_uploads(self, prefix: S3Uri) -> int:
+        """Abort every unfinished multipart upload under `prefix` (left by a killed run)."""
+        aborted = 0
+        try:
+            paginator = self._client.get_paginator("list_multipart_uploads")
+            async for page in paginator.paginate(Bucket=prefix.bucket, Prefix=prefix.key):
+                for upload in page.get("Uploads", []):
+                    await self.abort_multipart(prefix.bucket, upload["Key"], upload["UploadId"])
+                    aborted += 1
+        except (ClientError, BotoCoreError) as exc:
+            raise_s3_error(exc, "ListMultipartUploads", str(prefix), UploadError)
+        return aborted
+
 
 class Aws:
     """The clients of one run. `async with Aws(options) as aws: aws.s3, aws.personalize`."""
@@ -216,9 +248,9 @@ class Aws:
         self._s3: S3Store | None = None
         self._personalize: Any = None
 
-    def _config(self) -> Config:
+    def _config(self, max_attempts: int | None = None) -> Config:
         return Config(
-            retries={"mode": "standard", "max_attempts": self.options.max_attempts},
+            retries={"mode": "standard", "max_attempts": max_attempts or self.options.max_attempts},
             connect_timeout=self.options.connect_timeout,
             read_timeout=self.options.read_timeout,
             max_pool_connections=self.options.max_pool_connections,
@@ -242,7 +274,12 @@ class Aws:
                 session.client("s3", endpoint_url=options.s3_endpoint_url, **common)
             )
             self._personalize = await self._stack.enter_async_context(
-                session.client("personalize", endpoint_url=options.endpoint_url, **common)
+                session.client(
+                    "personalize",
+                    endpoint_url=options.endpoint_url,
+                    config=self._config(PERSONALIZE_ATTEMPTS),
+                    verify=verify,
+                )
             )
             sync_s3 = boto3.Session(
                 profile_name=options.profile, region_name=session.region_name
@@ -268,6 +305,96 @@ class Aws:
         if self._personalize is None:
             raise RuntimeError("Aws is not open: use `async with Aws(...)`")
         return self._personalize
+
+    @property
+    def batch_jobs(self) -> BatchJobs:
+        return BatchJobs(self.personalize)
+
+
+def _epoch(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    return float(value.timestamp())
+
+
+def _summary(job: dict[str, Any]) -> JobSummary:
+    return JobSummary(
+        arn=str(job["batchInferenceJobArn"]),
+        name=str(job.get("jobName", "")),
+        status_text=str(job.get("status", "")),
+        failure_reason=job.get("failureReason") or None,
+        created=_epoch(job.get("creationDateTime")),
+        updated=_epoch(job.get("lastUpdatedDateTime")),
+    )
+
+
+_JOB_HINTS = {
+    "InvalidInputException": "check the job options (ARNs, paths, numResults, job config)",
+    "ResourceNotFoundException": "check that the solution version, filter and role exist in "
+    "this account and region",
+    "ResourceInUseException": "the solution version or filter is not ACTIVE yet: wait for it",
+    "TooManyTagsException": "use at most 50 tags",
+    "AccessDeniedException": "the caller needs personalize:CreateBatchInferenceJob, "
+    "ListBatchInferenceJobs, DescribeBatchInferenceJob and iam:PassRole on the role",
+}
+
+
+def _job_error(exc: Exception, operation: str) -> NoReturn:
+    """Map a Personalize failure to RetryLater, JobExists or SubmitError (with what to do)."""
+    if isinstance(exc, BotoCoreError):  # no answer after botocore's retries
+        raise RetryLater(f"{operation}: Personalize did not answer: {exc}") from exc
+    response: dict[str, Any] = exc.response if isinstance(exc, ClientError) else {}
+    code = error_code(exc)
+    detail = response.get("Error", {}).get("Message", "")
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    if code in {"LimitExceededException", "ThrottlingException", "TooManyRequestsException"}:
+        raise RetryLater(f"{operation}: {code}: {detail}") from exc
+    if code == "ResourceAlreadyExistsException":
+        raise JobExists(f"{operation}: {detail}") from exc
+    if isinstance(status, int) and status >= 500:
+        raise RetryLater(f"{operation}: {code or status}: {detail}") from exc
+    hint = _JOB_HINTS.get(code, "see the message")
+    raise SubmitError(f"{operation} failed: {code}: {detail} ({hint})") from exc
+
+
+class BatchJobs:
+    """Batch inference jobs of the account: create, list (page by page), describe."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+
+    async def create_job(self, request: dict[str, Any]) -> str:
+        try:
+            response = await self._client.create_batch_inference_job(**request)
+        except (ClientError, BotoCoreError) as exc:
+            _job_error(exc, "CreateBatchInferenceJob")
+        return str(response["batchInferenceJobArn"])
+
+    async def list_jobs_page(self, token: str | None) -> tuple[list[JobSummary], str | None]:
+        """One page of every batch inference job of the account (all solution versions)."""
+        params: dict[str, Any] = {"maxResults": 100}
+        if token:
+            params["nextToken"] = token
+        try:
+            response = await self._client.list_batch_inference_jobs(**params)
+        except (ClientError, BotoCoreError) as exc:
+            _job_error(exc, "ListBatchInferenceJobs")
+        jobs = [_summary(job) for job in response.get("batchInferenceJobs", [])]
+        return jobs, response.get("nextToken") or None
+
+    async def describe_job(self, arn: str) -> JobSummary | None:
+        """The job, or None if the service does not know it."""
+        try:
+            response = await self._client.describe_batch_inference_job(batchInferenceJobArn=arn)
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                return None
+            _job_error(exc, "DescribeBatchInferenceJob")
+        except BotoCoreError as exc:
+            _job_error(exc, "DescribeBatchInferenceJob")
+        return _summary(response["batchInferenceJob"])
 
 
 @dataclass(frozen=True, slots=True)

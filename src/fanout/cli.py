@@ -89,7 +89,115 @@ def _parser() -> argparse.ArgumentParser:
     )
     _aws_options(prepare)
     prepare.add_argument("--output", choices=["text", "json"], default="text")
+
+    submit = commands.add_parser(
+        "submit",
+        help="create and track one batch inference job per shard of a prepared run",
+        description="Create one batch inference job per shard of the run (finishing its "
+        "preparation first if it was interrupted), at most --max-concurrent-jobs of the "
+        "account's jobs at once, and poll until every job is ACTIVE or has failed. Job options "
+        "are those of `aws personalize create-batch-inference-job`, with the same syntaxes; "
+        "--job-input is known from the run, --job-name is the prefix of the jobs' names.",
+    )
+    submit.add_argument("run_id", metavar="RUN", help="the run ID printed by prepare")
+    _job_options(submit)
+    _submit_options(submit)
+    submit.add_argument("--state-dir", type=Path, help="where run state lives")
+    _aws_options(submit)
+    submit.add_argument("--output", choices=["text", "json"], default="text")
+
+    resume = commands.add_parser(
+        "resume",
+        help="continue a run that stopped (crash, kill, reboot), on any machine",
+        description="Replay the run's journal and continue: finish preparing (parts already "
+        "uploaded are checked, not sent again), adopt jobs created just before a crash, track "
+        "jobs until they are terminal. With --job-output, a run started on another machine is "
+        "fetched from its S3 journal.",
+    )
+    resume.add_argument("run_id", metavar="RUN")
+    resume.add_argument("--state-dir", type=Path, help="where run state lives")
+    resume.add_argument(
+        "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
+    )
+    resume.add_argument(
+        "--ids",
+        metavar="SRC",
+        help="the run's input, if it moved or was stdin (checked against the journal)",
+    )
+    resume.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
+    resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
+    _aws_options(resume)
+    resume.add_argument("--output", choices=["text", "json"], default="text")
+
+    status = commands.add_parser(
+        "status",
+        help="show a run: shards, jobs by status, counts and times",
+        description="Show what a run's journal says: its shards, their jobs by status, "
+        "records and times. With --job-output, read the journal mirrored on S3 (a run started "
+        "elsewhere). No job is created or changed.",
+    )
+    status.add_argument("run_id", metavar="RUN")
+    status.add_argument("--state-dir", type=Path, help="where run state lives")
+    status.add_argument(
+        "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
+    )
+    _aws_options(status)
+    status.add_argument("--output", choices=["text", "json"], default="text")
     return parser
+
+
+# The options of `aws personalize create-batch-inference-job` (tests check them against the
+# botocore model), and their member names. `--job-name` is the prefix of fanout's job names.
+JOB_OPTIONS = {
+    "--job-name": "jobName",
+    "--solution-version-arn": "solutionVersionArn",
+    "--filter-arn": "filterArn",
+    "--num-results": "numResults",
+    "--job-input": "jobInput",
+    "--job-output": "jobOutput",
+    "--role-arn": "roleArn",
+    "--batch-inference-job-config": "batchInferenceJobConfig",
+    "--tags": "tags",
+    "--batch-inference-job-mode": "batchInferenceJobMode",
+    "--theme-generation-config": "themeGenerationConfig",
+}
+
+
+def _job_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "job options (as for aws personalize create-batch-inference-job)"
+    )
+    for option, member in JOB_OPTIONS.items():
+        if member == "tags":
+            group.add_argument(option, nargs="+", metavar="TAG", dest=member)
+        else:
+            group.add_argument(option, metavar="VALUE", dest=member)
+    group.add_argument("--cli-input-json", metavar="JSON", help="JSON or file://PATH")
+    group.add_argument("--cli-input-yaml", metavar="YAML", help="YAML or file://PATH")
+
+
+def _submit_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("submission")
+    add = group.add_argument
+    add(
+        "--max-concurrent-jobs",
+        type=_positive_int,
+        default=5,
+        help="the account's batch inference jobs in progress at once, everybody's (5)",
+    )
+    add("--tps", type=_positive_float, default=2.0, help="Personalize calls per second (2)")
+    add(
+        "--job-retries",
+        type=_non_negative_int,
+        default=2,
+        help="new attempts for a job that fails for a transient reason (2)",
+    )
+    add(
+        "--poll-interval",
+        type=_positive_float,
+        help="seconds between polls (60; 1 when the endpoint is on loopback: the emulator)",
+    )
+    add("--job-timeout", type=_positive_float, help="stop waiting for a job after this many s")
 
 
 def _input_options(parser: argparse.ArgumentParser) -> None:
@@ -240,6 +348,23 @@ def _emulator_options(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="any other emulator setting (see docs/emulator.md), e.g. --set output_naming=relative",
     )
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -566,6 +691,170 @@ def _run_prepare(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- submit, resume, status ------------------------------------------------------------------------
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    from .config import check_run_id, default_state_dir
+
+    return (args.state_dir or default_state_dir()) / check_run_id(args.run_id)
+
+
+def _job_request(args: argparse.Namespace) -> dict[str, Any]:
+    """create-batch-inference-job's parameters from the options, as the AWS CLI reads them."""
+    from .awsargs import OperationArgs
+
+    operation = OperationArgs.for_operation("CreateBatchInferenceJob")
+    if args.cli_input_json and args.cli_input_yaml:
+        raise ConfigError("give only one of --cli-input-json and --cli-input-yaml")
+    cli_input: dict[str, Any] = {}
+    if args.cli_input_json:
+        cli_input = operation.load_cli_input(args.cli_input_json)
+    elif args.cli_input_yaml:
+        cli_input = operation.load_cli_input(args.cli_input_yaml, yaml=True)
+    explicit: dict[str, Any] = {}
+    for member in JOB_OPTIONS.values():
+        value = getattr(args, member)
+        if value is None:
+            continue
+        if member == "tags":
+            explicit[member] = operation.parse_list_value(member, value)
+        else:
+            explicit[member] = operation.parse_value(member, value)
+    return operation.merge(cli_input, explicit)
+
+
+def _poll_interval(args: argparse.Namespace, given: float | None) -> float:
+    """60 s against AWS; 1 s against an endpoint on loopback (the emulator)."""
+    if given is not None:
+        return given
+    from urllib.parse import urlsplit
+
+    endpoint = args.endpoint_url or os.environ.get("AWS_ENDPOINT_URL_PERSONALIZE") or ""
+    host = urlsplit(endpoint).hostname or ""
+    return 1.0 if host in {"127.0.0.1", "localhost", "::1"} else 60.0
+
+
+def _report(message: str) -> None:
+    print(f"fanout: {message}", file=sys.stderr, flush=True)
+
+
+def _print_outcome(outcome: Any, output: str) -> int:
+    from .pipeline import RunOutcome
+    from .submit import outcome_lines
+
+    assert isinstance(outcome, RunOutcome)
+    submitted = outcome.submitted
+    summary: dict[str, Any] = {"run_id": outcome.run_id, "run_dir": str(outcome.run_dir)}
+    if submitted is not None:
+        summary.update(
+            active=len(submitted.active),
+            failed={str(k): v for k, v in submitted.failed.items()},
+            timed_out={str(k): v for k, v in submitted.timed_out.items()},
+            jobs={str(k): v for k, v in submitted.active.items()},
+        )
+    summary["seconds"] = round(outcome.seconds, 3)
+    if output == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        rows: list[tuple[str, object]] = [("run", outcome.run_id)]
+        if submitted is None:
+            rows.append(("state", "prepared (not submitted: `fanout submit` creates the jobs)"))
+        else:
+            rows += [
+                ("active jobs", len(submitted.active)),
+                ("failed shards", len(submitted.failed)),
+                ("timed out", len(submitted.timed_out)),
+            ]
+        rows.append(("seconds", f"{outcome.seconds:.1f}"))
+        _print_rows(rows)
+        for line in outcome_lines(submitted) if submitted else []:
+            print(f"  {line}")
+    if submitted is not None and not outcome.ok:
+        return 1
+    return EXIT_OK
+
+
+def _run_submit(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import submit
+    from .submit import SubmitSettings
+
+    run_dir = _run_dir(args)
+    request = _job_request(args)
+    settings = SubmitSettings(
+        job_name_prefix=request.get("jobName") or "fanout",
+        max_concurrent_jobs=args.max_concurrent_jobs,
+        tps=args.tps,
+        job_retries=args.job_retries,
+        poll_interval=_poll_interval(args, args.poll_interval),
+        job_timeout=args.job_timeout,
+    )
+
+    async def go() -> Any:
+        async with Aws(_aws_settings(args)) as aws:
+            return await submit(run_dir, request, settings, aws, _report)
+
+    return _print_outcome(anyio.run(go), args.output)
+
+
+def _job_output_path(text: str | None) -> str | None:
+    if not text:
+        return None
+    from .config import JobOutput
+
+    return str(JobOutput.model_validate(_job_option("jobOutput", text)).s3_data_destination.path)
+
+
+def _run_resume(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .pipeline import adopt_remote_journal, load_state, needs_aws, resume
+
+    run_dir = _run_dir(args)
+    output = _job_output_path(args.job_output)
+    overrides = {"poll_interval": args.poll_interval, "job_timeout": args.job_timeout}
+
+    async def go() -> Any:
+        if not output and not needs_aws(await load_state(run_dir), args.ids):
+            return await resume(run_dir, None, overrides, _report, args.ids)
+        from .aws import Aws
+
+        async with Aws(_aws_settings(args)) as aws:
+            if output:
+                await adopt_remote_journal(run_dir, aws, output)
+            return await resume(run_dir, aws, overrides, _report, args.ids)
+
+    return _print_outcome(anyio.run(go), args.output)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .pipeline import load_state
+    from .status import status_record, status_rows
+
+    run_dir = _run_dir(args)
+    output = _job_output_path(args.job_output)
+
+    async def go() -> Any:
+        if output is None:
+            return await load_state(run_dir)
+        from .aws import Aws
+
+        async with Aws(_aws_settings(args)) as aws:
+            return await load_state(run_dir, aws, output)
+
+    state = anyio.run(go)
+    if args.output == "json":
+        print(json.dumps(status_record(state), indent=2))
+    else:
+        _print_rows(status_rows(state))
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -575,6 +864,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _run_demo,
         "plan": _run_plan,
         "prepare": _run_prepare,
+        "submit": _run_submit,
+        "resume": _run_resume,
+        "status": _run_status,
     }
     try:
         return handlers[args.command](args)
@@ -584,6 +876,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fanout: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,6 +5,8 @@
      ├── InputError       an input the user gave cannot be read at all
      ├── UploadError      writing shards to S3 failed
      ├── SubmitError      creating or tracking a batch job failed
+     │    ├── RetryLater  the service said "not now" (rate or quota) or was unreachable
+     │    └── JobExists   a job of that name already exists (adopt it)
      ├── JobFailed        a batch job ended CREATE FAILED
      └── MergeError       reading or merging outputs failed
 
@@ -17,8 +19,10 @@ __all__ = [
     "ConfigError",
     "FanoutError",
     "InputError",
+    "JobExists",
     "JobFailed",
     "MergeError",
+    "RetryLater",
     "SubmitError",
     "UploadError",
 ]
@@ -46,6 +50,14 @@ class UploadError(FanoutError):
 
 class SubmitError(FanoutError):
     """Creating or tracking a batch job failed."""
+
+
+class RetryLater(SubmitError):
+    """`LimitExceededException` (request rate or the job quota) or no answer: wait, try again."""
+
+
+class JobExists(SubmitError):
+    """`ResourceAlreadyExistsException`: a job of that name exists (names are never reused)."""
 
 
 class JobFailed(FanoutError):

@@ -6,14 +6,17 @@ truncated; `read_events` drops such a tail (and only such a tail: damage anywher
 error, since it means the file was edited or corrupted).
 
 Files are created 0600 in directories created 0700: run state can name buckets and ARNs.
+An open journal holds an exclusive lock (`flock`) on its file, so two processes never work on
+one run at once; the kernel drops the lock when its process dies, even by `kill -9`.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiofiles
 import anyio
@@ -53,6 +56,12 @@ def _drop_torn_tail(path: Path) -> None:
         handle.truncate(size - len(tail) + cut + 1)
 
 
+class EventLog(Protocol):
+    """Where a stage records its events: the `Journal`, or a list in tests."""
+
+    async def append(self, event: str, **fields: Any) -> dict[str, Any]: ...
+
+
 class Journal:
     """Appends events to `<run dir>/journal.jsonl`. Use `async with Journal.open(dir) as j`."""
 
@@ -60,17 +69,32 @@ class Journal:
         self.path = path
         self._fd = fd
         self._file: Any = None
-        self._lock = anyio.Lock()
+        self._write_lock = anyio.Lock()
+        self._sync_lock = anyio.Lock()
+        self._written = 0  # lines written (flushed to the OS)
+        self._synced = 0  # lines known to be on disk
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
         private_dir(run_dir)
         path = run_dir / JOURNAL_NAME
         try:
-            _drop_torn_tail(path)
             fd = _open_private_append(path)
         except OSError as exc:
             raise ConfigError(f"cannot write the run journal {path}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise ConfigError(
+                f"run {run_dir.name} is in use by another fanout process (its journal {path} "
+                "is locked); wait for it to finish, or stop it, then resume"
+            ) from None
+        try:
+            _drop_torn_tail(path)
+        except (OSError, ConfigError):
+            os.close(fd)
+            raise
         return cls(path, fd)
 
     async def __aenter__(self) -> Journal:
@@ -91,17 +115,27 @@ class Journal:
             self._fd = -1
 
     async def append(self, event: str, **fields: Any) -> dict[str, Any]:
-        """Write one event and fsync it; return the event as written."""
+        """Write one event and fsync it; return the event as written.
+
+        Appends that overlap share fsyncs (group commit): each returns once an fsync that
+        began after its write has finished.
+        """
         if self._file is None:
             raise RuntimeError("journal is not open: use `async with`")
         record = {"t": round(time.time(), 6), "event": event, **fields}
         line = orjson.dumps(record) + b"\n"
-        async with self._lock:
-            # Shielded: a cancelled run must not leave half an event behind.
-            with anyio.CancelScope(shield=True):
+        # Shielded: a cancelled run must not leave half an event behind, or one unsynced.
+        with anyio.CancelScope(shield=True):
+            async with self._write_lock:
                 await self._file.write(line)
                 await self._file.flush()
-                await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+                self._written += 1
+                mine = self._written
+            async with self._sync_lock:
+                if self._synced < mine:
+                    target = self._written
+                    await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
+                    self._synced = target
         return record
 
 
@@ -112,8 +146,14 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(
-            f"no run journal at {path}: is the run ID or --state-dir right?"
+            f"no run journal at {path}: is the run ID or --state-dir right? (a run submitted "
+            "elsewhere can be read from S3 with --job-output)"
         ) from None
+    return parse_events(data, str(path))
+
+
+def parse_events(data: bytes, where: str) -> list[dict[str, Any]]:
+    """The events of a journal's bytes (a truncated last line is dropped)."""
     lines = data.split(b"\n")
     events: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
@@ -124,7 +164,7 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
         except orjson.JSONDecodeError:
             if number == len(lines):  # the unterminated tail of a crash mid-write
                 break
-            raise ConfigError(f"{path}:{number}: the run journal is corrupt") from None
+            raise ConfigError(f"{where}:{number}: the run journal is corrupt") from None
         events.append(event)
     return events
 

@@ -1,12 +1,18 @@
 """The pipeline: the only module that knows the order of the stages.
 
 `prepare` streams the input through source → shard → upload with bounded streams, one task group
-owning every task, and records each step in the run journal:
+owning every task; `submit` adds submit → poll, fed by the shards as they become ready; `resume`
+replays the journal (`state.py` lists its events) and continues whatever was unfinished:
 
-    run-started   the settings and the plan
-    part-written  shard, part, records, bytes, sha256, uri (after the upload, with its ETag)
-    shard-ready   every part of the shard is uploaded: the shard can become a job
-    prepared      all shards are ready; the source's counts
+* preparing: the input is read again and cut again (sharding is deterministic); parts the journal
+  already has are checked against their sha256 and not uploaded again, a part that differs means
+  the input changed and stops the run; unfinished multipart uploads of the run are aborted;
+* submitting: the journal's jobs are tracked again, and a job created just before the crash is
+  adopted by name (see `submit.py`).
+
+Only one process works on a run at a time: the journal is locked while it is open. Once jobs are
+submitted, the journal is mirrored to `<job-output path><run>/_fanout/journal.jsonl` (SSE-KMS),
+so `fanout resume RUN --job-output …` works on a machine that never saw the run.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +30,24 @@ import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
-from .errors import ConfigError, InputError
-from .journal import JOURNAL_NAME, FileSink, Journal, private_dir, read_events, write_private
+from .errors import ConfigError, FanoutError, InputError
+from .journal import (
+    JOURNAL_NAME,
+    EventLog,
+    FileSink,
+    Journal,
+    parse_events,
+    private_dir,
+    read_events,
+    write_private,
+)
 from .plan import InputEstimate, Plan, make_plan
+from .records import InputKind
 from .shard import PartFile, ShardSealed, cut_shards, shard_dir
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
+from .state import RunState, ShardInfo
 from .storage import ObjectReader, S3Uri
+from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
 from .upload import LocalPartWriter, PartWriter, UploadedPart, upload_parts
 
 if TYPE_CHECKING:  # the AWS SDK is imported only by runs that use S3
@@ -102,20 +120,11 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
-class ShardReady:
-    shard: int
-    parts: int
-    records: int
-    nbytes: int
-    prefix: str  # the path the job reads (ends in /)
-
-
-@dataclass(frozen=True, slots=True)
 class PrepareResult:
     run_id: str
     run_dir: Path
     plan: Plan
-    shards: list[ShardReady]
+    shards: list[ShardInfo]
     stats: SourceStats
     seconds: float
     input_base: str
@@ -221,24 +230,87 @@ async def plan_input(spec: str, store: ObjectReader | None, settings: PrepareSet
     return make_plan(estimate, settings.limits, settings.timing, settings.file_records)
 
 
-async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareResult:
-    """Shard and upload the input; journal every step. Needs `aws` unless writing locally."""
-    started = time.perf_counter()
+async def begin(settings: PrepareSettings, aws: Aws | None = None) -> Plan:
+    """Start a run: check the settings, plan it, and journal `run-started` (nothing uploaded).
+
+    `prepare` continues with the shards; `submit` and `resume` prepare and submit at once.
+    """
     if settings.job_input is None and settings.local_dir is None:
         raise ConfigError("give one of --job-input (upload to S3) and --local-dir")
     run_dir = settings.run_dir
     if (run_dir / JOURNAL_NAME).exists() and read_events(run_dir):
         raise ConfigError(
-            f"run {settings.run_id} already exists ({run_dir}); choose another --run-id, or "
-            "delete that directory to prepare it again from scratch"
+            f"run {settings.run_id} already exists ({run_dir}): `fanout resume "
+            f"{settings.run_id}` continues it; or choose another --run-id, or delete that "
+            "directory to prepare it again from scratch"
         )
     private_dir(run_dir)
     store = aws.s3 if aws is not None else None
     if settings.ids.startswith("s3://") and store is None:
         raise ConfigError("--ids s3://… needs AWS access; it cannot be read with --local-dir only")
     plan = await plan_input(settings.ids, store, settings)
-    base = settings.input_base()
+    async with Journal.open(run_dir) as journal:
+        await journal.append(
+            "run-started",
+            run_id=settings.run_id,
+            ids=_portable(settings.ids),
+            input_base=settings.input_base(),
+            plan=plan.to_dict(),
+            settings=_settings_record(settings),
+        )
+    return plan
 
+
+async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareResult:
+    """Shard and upload the input; journal every step. Needs `aws` unless writing locally."""
+    started = time.perf_counter()
+    plan = await begin(settings, aws)
+    async with Journal.open(settings.run_dir) as journal:
+        shards, stats = await _prepare(settings, plan, journal, aws, None, _ignore_shard)
+    return _prepared(settings, plan, shards, stats, time.perf_counter() - started)
+
+
+def _prepared(
+    settings: PrepareSettings,
+    plan: Plan,
+    shards: list[ShardInfo],
+    stats: SourceStats,
+    seconds: float,
+) -> PrepareResult:
+    result = PrepareResult(
+        settings.run_id,
+        settings.run_dir,
+        plan,
+        sorted(shards, key=lambda s: s.shard),
+        stats,
+        seconds,
+        settings.input_base(),
+    )
+    write_private(
+        settings.run_dir / "summary.json",
+        orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2),
+    )
+    return result
+
+
+async def _ignore_shard(shard: ShardInfo) -> None:
+    pass
+
+
+OnReady = Callable[[ShardInfo], Awaitable[None]]
+
+
+async def _prepare(
+    settings: PrepareSettings,
+    plan: Plan,
+    journal: EventLog,
+    aws: Aws | None,
+    done: RunState | None,
+    on_ready: OnReady,
+) -> tuple[list[ShardInfo], SourceStats]:
+    """Source → shard → upload, journalled; `done` is what an earlier attempt already did."""
+    base = settings.input_base()
+    store = aws.s3 if aws is not None else None
     writer: PartWriter
     concurrency = settings.upload.concurrency
     if settings.job_input is not None:
@@ -246,6 +318,8 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
         from .upload_s3 import S3PartWriter
 
         assert aws is not None, "prepare to S3 needs an Aws"
+        if done is not None:
+            await aws.s3.abort_uploads(S3Uri.parse(base))
         writer = S3PartWriter(
             aws.s3,
             S3Uri.parse(base),
@@ -256,21 +330,16 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
         writer = LocalPartWriter(Path(base))
         # A local disk needs no parallel requests to be fast: fewer parts in flight, less memory.
         concurrency = min(concurrency, LOCAL_WRITERS)
+    known = done.parts if done is not None else {}
+    if known:
+        writer = _SkipWritten(writer, known)
 
-    shards: list[ShardReady] = []
+    shards: list[ShardInfo] = []
+    run_dir = settings.run_dir
     async with (
-        Journal.open(run_dir) as journal,
         FileSink(run_dir / "rejects.jsonl") as rejects,
         FileSink(run_dir / "duplicates.txt") as duplicates,
     ):
-        await journal.append(
-            "run-started",
-            run_id=settings.run_id,
-            ids=settings.ids,
-            input_base=base,
-            plan=plan.to_dict(),
-            settings=_settings_record(settings),
-        )
         source = Source(
             open_input(settings.ids, store, chunk_bytes=settings.source.chunk_bytes),
             settings.source,
@@ -278,45 +347,62 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
             duplicates=duplicates,
         )
         layout = plan.layout(settings.limits, settings.file_records)
-        tracker = _ShardTracker(base, journal, shards)
+        already = set(done.shards) if done is not None else set()
+
+        async def ready(shard: ShardInfo) -> None:
+            if shard.shard not in already:
+                await journal.append("shard-ready", **asdict(shard))
+            shards.append(shard)
+            await on_ready(shard)
+
+        tracker = _ShardTracker(base, ready)
         send, receive = anyio.create_memory_object_stream[PartFile](settings.upload.queue)
 
         async def written(part: UploadedPart) -> None:
-            await journal.append("part-written", **asdict(part))
+            if (part.shard, part.part) not in known:
+                await journal.append("part-written", **asdict(part))
             await tracker.written(part)
 
         async with anyio.create_task_group() as group:
             group.start_soon(_produce, cut_shards(source.batches(), layout), send, tracker)
             group.start_soon(upload_parts, receive, writer, concurrency, written)
-        stats = source.stats
-        await journal.append(
-            "prepared",
-            shards=len(shards),
-            records=stats.records,
-            nbytes=sum(s.nbytes for s in shards),
-            source=_stats_record(stats),
-        )
-    result = PrepareResult(
-        settings.run_id,
-        run_dir,
-        plan,
-        sorted(shards, key=lambda s: s.shard),
-        stats,
-        time.perf_counter() - started,
-        base,
+    stats = source.stats
+    await journal.append(
+        "prepared",
+        shards=len(shards),
+        records=stats.records,
+        nbytes=sum(s.nbytes for s in shards),
+        source=_stats_record(stats),
     )
-    write_private(
-        run_dir / "summary.json", orjson.dumps(result.summary(), option=orjson.OPT_INDENT_2)
-    )
-    return result
+    return shards, stats
+
+
+class _SkipWritten:
+    """A resumed run's writer: parts the journal has are checked, not written again."""
+
+    def __init__(self, writer: PartWriter, known: dict[tuple[int, int], dict[str, Any]]) -> None:
+        self._writer = writer
+        self._known = known
+
+    async def write(self, part: PartFile) -> UploadedPart:
+        event = self._known.get((part.shard, part.part))
+        if event is None:
+            return await self._writer.write(part)
+        if event["sha256"] != part.sha256:
+            raise InputError(
+                f"the input changed since the run started: shard {part.shard} part {part.part} "
+                "no longer has the bytes that were uploaded. Resume needs the same input and "
+                "settings; start a new run for new input."
+            )
+        fields = {name: event[name] for name in UploadedPart.__slots__}
+        return UploadedPart(**fields)
 
 
 class _ShardTracker:
     """Knows when a shard is complete: sealed by the cutter and every part written."""
 
-    def __init__(self, base: str, journal: Journal, ready: list[ShardReady]) -> None:
+    def __init__(self, base: str, ready: OnReady) -> None:
         self._base = base
-        self._journal = journal
         self._ready = ready
         self._sealed: dict[int, ShardSealed] = {}
         self._written: dict[int, int] = {}
@@ -334,11 +420,9 @@ class _ShardTracker:
         if seal is None or self._written.get(shard, 0) != seal.parts:
             return
         del self._sealed[shard]
-        ready = ShardReady(
-            shard, seal.parts, seal.records, seal.nbytes, self._base + shard_dir(shard)
+        await self._ready(
+            ShardInfo(shard, seal.parts, seal.records, seal.nbytes, self._base + shard_dir(shard))
         )
-        await self._journal.append("shard-ready", **asdict(ready))
-        self._ready.append(ready)
 
 
 async def _produce(
@@ -357,9 +441,9 @@ async def _produce(
 def _settings_record(settings: PrepareSettings) -> dict[str, Any]:
     """The settings as the journal keeps them (no secrets exist in them to leave out)."""
     return {
-        "ids": settings.ids,
+        "ids": _portable(settings.ids),
         "job_input": settings.job_input.model_dump(by_alias=True) if settings.job_input else None,
-        "local_dir": str(settings.local_dir) if settings.local_dir else None,
+        "local_dir": str(settings.local_dir.absolute()) if settings.local_dir else None,
         "source": {
             "format": settings.source.format,
             "id_column": settings.source.id_column,
@@ -367,12 +451,62 @@ def _settings_record(settings: PrepareSettings) -> dict[str, Any]:
             "dedupe": settings.source.dedupe,
             "filter_values": {k: list(v) for k, v in settings.source.filter_values.items()},
             "max_id_length": settings.source.max_id_length,
+            "chunk_bytes": settings.source.chunk_bytes,
         },
         "limits": settings.limits.model_dump(),
         "timing": settings.timing.model_dump(),
         "upload": settings.upload.model_dump(),
         "theme_generation": settings.theme_generation,
     }
+
+
+def _portable(spec: str) -> str:
+    """A local input as an absolute path, so a resume from another directory finds it."""
+    if spec == "-" or spec.startswith("s3://"):
+        return spec
+    return str(Path(spec).absolute())
+
+
+def _settings_from_record(state: RunState, state_dir: Path, ids: str | None) -> PrepareSettings:
+    """The settings a run was prepared with, from its journal (to prepare it again).
+
+    `ids` replaces the recorded input (moved, or stdin, which cannot be read twice); the
+    parts' sha256 in the journal make sure it is the same input.
+    """
+    record = state.settings
+    source = record["source"]
+    spec = ids or record["ids"]
+    if spec == "-" and ids is None:
+        raise ConfigError(
+            f"run {state.run_id} read its IDs from stdin and stopped before they were all "
+            f"uploaded; stdin cannot be read again: pipe the same input to `fanout resume "
+            f"{state.run_id} --ids -`, or start a new run"
+        )
+    if not spec.startswith("s3://") and spec != "-" and not Path(spec).exists():
+        raise InputError(
+            f"run {state.run_id} must read its input again to finish preparing, but {spec} "
+            "does not exist here: give its location with `fanout resume RUN --ids SRC`"
+        )
+    return PrepareSettings(
+        ids=spec,
+        run_id=state.run_id,
+        state_dir=state_dir,
+        job_input=S3DataConfig.model_validate(record["job_input"]) if record["job_input"] else None,
+        local_dir=Path(record["local_dir"]) if record["local_dir"] else None,
+        source=SourceOptions(
+            format=source["format"],
+            id_column=source["id_column"],
+            kind=InputKind(source["kind"]),
+            dedupe=source["dedupe"],
+            filter_values=source["filter_values"],
+            max_id_length=source["max_id_length"],
+            **({"chunk_bytes": source["chunk_bytes"]} if "chunk_bytes" in source else {}),
+        ),
+        limits=Limits.model_validate(record["limits"]),
+        timing=Timing.model_validate(record["timing"]),
+        upload=UploadSettings.model_validate(record["upload"]),
+        theme_generation=record["theme_generation"],
+    )
 
 
 def _stats_record(stats: SourceStats) -> dict[str, Any]:
@@ -385,3 +519,297 @@ def _stats_record(stats: SourceStats) -> dict[str, Any]:
         "rejected": {k.value: v for k, v in stats.rejected.items()},
         "bytes_in": stats.bytes_in,
     }
+
+
+# -- submit and resume ----------------------------------------------------------------------------
+
+MIRROR_SECONDS = 10.0
+MIRROR_KEY = "_fanout/" + JOURNAL_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class JobTemplate:
+    """What every job of a run shares: create-batch-inference-job's parameters without jobName.
+
+    `jobInput` carries the run's input key, `jobOutput` the output base; each job reads
+    `<job-input path><run>/shard-NNNNN/` and writes `<job-output path><run>/shard-NNNNN/`.
+    """
+
+    request: dict[str, Any]
+
+    @property
+    def output(self) -> S3DataConfig:
+        return S3DataConfig.model_validate(self.request["jobOutput"]["s3DataDestination"])
+
+    def output_base(self, run_id: str) -> S3Uri:
+        return S3Uri.parse(self.output.path, what="--job-output path").child(run_id + "/")
+
+    def for_shard(self, run_id: str, shard: ShardInfo, name: str) -> dict[str, Any]:
+        request = dict(self.request)
+        source = dict(request["jobInput"]["s3DataSource"])
+        destination = dict(request["jobOutput"]["s3DataDestination"])
+        source["path"] = shard.prefix
+        destination["path"] = str(self.output_base(run_id).child(shard_dir(shard.shard)))
+        request["jobName"] = name
+        request["jobInput"] = {"s3DataSource": source}
+        request["jobOutput"] = {"s3DataDestination": destination}
+        return request
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    run_id: str
+    run_dir: Path
+    state: RunState  # as it was when this process started on the run
+    submitted: SubmitOutcome | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        sub = self.submitted
+        return sub is not None and not sub.failed and not sub.timed_out
+
+
+def _job_input_of(state: RunState) -> S3DataConfig:
+    record = state.settings.get("job_input")
+    if not record:
+        raise ConfigError(
+            f"run {state.run_id} was prepared with --local-dir: its shards are not on S3, so no "
+            "job can read them. Prepare it again with --job-input s3DataSource={path=s3://…}."
+        )
+    return S3DataConfig.model_validate(record)
+
+
+def make_template(state: RunState, request: dict[str, Any]) -> JobTemplate:
+    """Check the job options against the run and build its template (no jobName)."""
+    missing = [
+        name for name in ("solutionVersionArn", "roleArn", "jobOutput") if not request.get(name)
+    ]
+    if missing:
+        from .awsargs import cli_name
+
+        names = ", ".join(cli_name(name) for name in missing)
+        raise ConfigError(f"missing {names}: every job needs them (or give --cli-input-json)")
+    job_input = _job_input_of(state)
+    given = request.get("jobInput")
+    if given:
+        path = S3DataConfig.model_validate(given["s3DataSource"]).path
+        if S3Uri.parse(path).as_prefix() != S3Uri.parse(job_input.path).as_prefix():
+            raise ConfigError(
+                f"--job-input {path} is not where run {state.run_id} was prepared "
+                f"({job_input.path}); leave --job-input out, the run knows it"
+            )
+    output = S3DataConfig.model_validate(request["jobOutput"]["s3DataDestination"])
+    check_output_outside_input(job_input.path, output.path)
+    theme = request.get("batchInferenceJobMode") == "THEME_GENERATION"
+    if theme != bool(state.settings.get("theme_generation")):
+        raise ConfigError(
+            "--batch-inference-job-mode must be the same as when the run was prepared "
+            f"(THEME_GENERATION limits files to 100 records): the run was prepared "
+            f"{'with' if state.settings.get('theme_generation') else 'without'} it"
+        )
+    template = {key: value for key, value in request.items() if key != "jobName"}
+    template["jobInput"] = {"s3DataSource": job_input.model_dump(by_alias=True, exclude_none=True)}
+    return JobTemplate(template)
+
+
+async def submit(
+    run_dir: Path,
+    request: dict[str, Any],
+    settings: SubmitSettings,
+    aws: Aws,
+    report: Callable[[str], None] | None = None,
+) -> RunOutcome:
+    """Create and track the jobs of a run (preparing what is left of it first, if anything)."""
+    read_events(run_dir)  # no such run: say so, and create nothing
+    async with Journal.open(run_dir) as journal:
+        state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+        template = make_template(state, request)
+        record = {"request": template.request, "submit": settings.to_dict()}
+        if state.submit is not None:
+            if state.submit["request"] != template.request:
+                raise ConfigError(
+                    f"run {state.run_id} was already submitted with other job options: "
+                    f"`fanout resume {state.run_id}` continues it as it was"
+                )
+        else:
+            check_job_names(
+                settings.job_name_prefix,
+                state.run_id,
+                max(state.start["plan"]["shards"], len(state.shards), 1),
+                settings.job_retries + 1,
+            )
+            await journal.append("submit-started", **record)
+        return await _drive(run_dir, journal, aws, template, settings, report)
+
+
+async def resume(
+    run_dir: Path,
+    aws: Aws | None,
+    overrides: dict[str, Any] | None = None,
+    report: Callable[[str], None] | None = None,
+    ids: str | None = None,
+) -> RunOutcome:
+    """Continue a run from its journal: finish preparing, then submitting, whatever is left.
+
+    `overrides` may change `poll_interval` and `job_timeout`; `ids` gives the input again.
+    """
+    read_events(run_dir)  # no such run: say so, and create nothing
+    async with Journal.open(run_dir) as journal:
+        state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+        if state.submit is None:
+            return await _drive(run_dir, journal, aws, None, None, report, ids)
+        if aws is None:
+            raise ConfigError("resuming a submitted run needs AWS access")
+        template = JobTemplate(state.submit["request"])
+        recorded = dict(state.submit["submit"])
+        recorded.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        settings = SubmitSettings(**recorded)
+        return await _drive(run_dir, journal, aws, template, settings, report, ids)
+
+
+def needs_aws(state: RunState, ids: str | None = None) -> bool:
+    """Whether continuing the run talks to AWS (S3 input or shards, or jobs)."""
+    settings = state.settings
+    spec = ids or str(settings.get("ids", ""))
+    return bool(state.submit or settings.get("job_input") or spec.startswith("s3://"))
+
+
+async def _drive(
+    run_dir: Path,
+    journal: Journal,
+    aws: Aws | None,
+    template: JobTemplate | None,
+    settings: SubmitSettings | None,
+    report: Callable[[str], None] | None,
+    ids: str | None = None,
+) -> RunOutcome:
+    started = time.perf_counter()
+    state = RunState.replay(read_events(run_dir), str(journal.path))
+    send, receive = anyio.create_memory_object_stream[ShardInfo](max(1, len(state.shards)) + 1024)
+    outcome: SubmitOutcome | None = None
+    mirror = None
+    if template is not None and aws is not None:
+        from .aws import Encryption
+
+        output = template.output
+        key = output.kms_key_arn or _job_input_of(state).kms_key_arn
+        uri = template.output_base(state.run_id).child(MIRROR_KEY)
+        mirror = _Mirror(journal.path, aws, uri, Encryption(key), report)
+
+    async def prepare_rest() -> None:
+        async with send:
+            if state.prepared is not None:
+                for shard in sorted(state.shards.values(), key=lambda s: s.shard):
+                    await send.send(shard)
+                return
+            prepare_settings = _settings_from_record(state, run_dir.parent, ids)
+            if aws is None and needs_aws(state, ids):
+                raise ConfigError(f"run {state.run_id} needs AWS access to finish preparing")
+            plan = Plan(**state.start["plan"])
+            await _prepare(prepare_settings, plan, journal, aws, state, send.send)
+
+    try:
+        async with anyio.create_task_group() as group:
+            if mirror is not None:
+                group.start_soon(mirror.run)
+            group.start_soon(prepare_rest)
+            if template is not None and settings is not None and aws is not None:
+                submitter = Submitter(
+                    run_id=state.run_id,
+                    service=aws.batch_jobs,
+                    journal=journal,
+                    settings=settings,
+                    request_for=lambda shard, name: template.for_shard(state.run_id, shard, name),
+                    jobs={shard: job for shard in state.jobs if (job := state.job(shard))},
+                    failed={shard: event["reason"] for shard, event in state.failed.items()},
+                    report=report,
+                )
+                outcome = await submitter.run(receive)
+                await journal.append(
+                    "submitted",
+                    active=len(outcome.active),
+                    failed=len(outcome.failed),
+                    timed_out=len(outcome.timed_out),
+                )
+            else:
+                async with receive:
+                    async for _ in receive:
+                        pass
+            group.cancel_scope.cancel()  # the mirror's loop
+    finally:
+        if mirror is not None:
+            await mirror.flush()
+    return RunOutcome(state.run_id, run_dir, state, outcome, time.perf_counter() - started)
+
+
+class _Mirror:
+    """Copies the journal to S3 every `MIRROR_SECONDS` while it grows, and once at the end."""
+
+    def __init__(
+        self,
+        path: Path,
+        aws: Aws,
+        uri: S3Uri,
+        encryption: Any,
+        report: Callable[[str], None] | None,
+    ) -> None:
+        self._path = path
+        self._aws = aws
+        self._uri = uri
+        self._encryption = encryption
+        self._report = report or (lambda message: None)
+        self._sent = -1
+
+    async def run(self) -> None:
+        while True:
+            await self.flush()
+            await anyio.sleep(MIRROR_SECONDS)
+
+    async def flush(self) -> None:
+        with anyio.CancelScope(shield=True):
+            data = await anyio.Path(self._path).read_bytes()
+            if len(data) == self._sent:
+                return
+            try:
+                await self._aws.s3.put_object(
+                    self._uri.bucket, self._uri.key, data, self._encryption
+                )
+            except FanoutError as exc:  # the local journal is the one that counts
+                self._report(f"warning: could not mirror the journal to {self._uri}: {exc}")
+                return
+            self._sent = len(data)
+
+
+async def fetch_journal(aws: Aws, output_path: str, run_id: str) -> bytes:
+    """The mirrored journal of a run from `<job-output path><run>/_fanout/journal.jsonl`."""
+    uri = S3Uri.parse(output_path, what="--job-output path").child(run_id + "/").child(MIRROR_KEY)
+    chunks = [chunk async for chunk in aws.s3.read_chunks(uri.bucket, uri.key, 1 << 20)]
+    return b"".join(chunks)
+
+
+async def load_state(
+    run_dir: Path, aws: Aws | None = None, job_output: str | None = None
+) -> RunState:
+    """A run's state from its local journal, or from the S3 mirror when `job_output` is given
+    (whichever has more events: the run may have gone on elsewhere)."""
+    local: list[dict[str, Any]] = []
+    if (run_dir / JOURNAL_NAME).exists():
+        local = read_events(run_dir)
+    if job_output is None or aws is None:
+        if not local:
+            read_events(run_dir)  # raises the "no run journal" error
+        return RunState.replay(local, str(run_dir / JOURNAL_NAME))
+    remote = parse_events(await fetch_journal(aws, job_output, run_dir.name), "the S3 journal")
+    events = remote if len(remote) > len(local) else local
+    return RunState.replay(events, str(run_dir / JOURNAL_NAME))
+
+
+async def adopt_remote_journal(run_dir: Path, aws: Aws, job_output: str) -> None:
+    """Copy the S3 journal into `run_dir` when it has more than the local one (or there is
+    none), so `resume` continues from the latest state on any machine."""
+    local = read_events(run_dir) if (run_dir / JOURNAL_NAME).exists() else []
+    data = await fetch_journal(aws, job_output, run_dir.name)
+    if len(parse_events(data, "the S3 journal")) > len(local):
+        private_dir(run_dir)
+        write_private(run_dir / JOURNAL_NAME, data if data.endswith(b"\n") else data + b"\n")

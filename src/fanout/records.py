@@ -65,6 +65,22 @@ class JobStatus(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class JobSummary:
+    """One batch job as a listing shows it (ours or anyone else's in the account)."""
+
+    arn: str
+    name: str
+    status_text: str  # as the service spelled it, e.g. "CREATE IN_PROGRESS"
+    failure_reason: str | None = None
+    created: float | None = None  # epoch seconds
+    updated: float | None = None
+
+    @property
+    def status(self) -> JobStatus:
+        return JobStatus.parse(self.status_text)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordBatch:
     """A run of encoded input records: JSON lines, ready to be cut into part files.
 

@@ -1,0 +1,345 @@
+"""`fanout submit`, `resume` and `status` against emulators over HTTP, as a user drives them."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from fanout.cli import main
+from fanout.emulator import Emulator, EmulatorInfo, EmulatorSettings
+from fanout.journal import read_events
+from fanout.state import RunState
+
+FANOUT = [sys.executable, "-c", "import sys; from fanout.cli import main; sys.exit(main())"]
+
+
+def start(**settings: Any) -> Emulator:
+    emulator = Emulator(EmulatorSettings(**{"job_seconds": 0.05, "seed": 11, **settings}))
+    emulator.start()
+    return emulator
+
+
+@pytest.fixture(scope="module")
+def roomy() -> Iterator[Emulator]:
+    """Quota 10 on the service side, so fanout's own limit is what is tested."""
+    emulator = start(quota=10, job_seconds=0.15)
+    yield emulator
+    emulator.stop()
+
+
+class User:
+    """A user at a shell: the emulator's environment, a state dir, and the fanout CLI."""
+
+    def __init__(self, info: EmulatorInfo, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.info = info
+        self.tmp = tmp
+        self.state = tmp / "state"
+        self.env = info.environment()
+        for name, value in self.env.items():
+            monkeypatch.setenv(name, value)
+        session = boto3.session.Session(
+            aws_access_key_id="testing", aws_secret_access_key="testing", region_name=info.region
+        )
+        self.s3 = session.client("s3", endpoint_url=info.s3_endpoint)
+        self.personalize = session.client("personalize", endpoint_url=info.personalize_endpoint)
+
+    def ids(self, count: int, name: str = "ids.txt") -> Path:
+        path = self.tmp / name
+        path.write_text("".join(f"user-{i}\n" for i in range(count)))
+        return path
+
+    def prepare_args(self, run: str, ids: Path, *extra: str) -> list[str]:
+        job_input = (
+            f"s3DataSource={{path=s3://{self.info.bucket}/in/,kmsKeyArn={self.info.kms_key_arn}}}"
+        )
+        return [
+            "prepare", "--ids", str(ids), "--job-input", job_input, "--run-id", run,
+            "--state-dir", str(self.state), *extra,
+        ]  # fmt: skip
+
+    def submit_args(self, run: str, *extra: str) -> list[str]:
+        info = self.info
+        return [
+            "submit", run, "--state-dir", str(self.state),
+            "--solution-version-arn", info.solution_versions["user-personalization"],
+            "--role-arn", info.role_arn, "--num-results", "5",
+            "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/,kmsKeyArn={info.kms_key_arn}}}",
+            "--poll-interval", "0.05", "--tps", "50", *extra,
+        ]  # fmt: skip
+
+    def cli(self, args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        code = main(args)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    def jobs(self, run: str) -> list[dict[str, Any]]:
+        pages = self.personalize.get_paginator("list_batch_inference_jobs").paginate()
+        return [
+            job
+            for page in pages
+            for job in page["batchInferenceJobs"]
+            if job["jobName"].startswith(f"fanout-{run}-")
+        ]
+
+    def sent_ids(self, run: str) -> list[str]:
+        """Every ID in the run's uploaded shards (what the jobs read)."""
+        found: list[str] = []
+        pages = self.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=self.info.bucket, Prefix=f"in/{run}/"
+        )
+        for page in pages:
+            for obj in page.get("Contents", []):
+                body = self.s3.get_object(Bucket=self.info.bucket, Key=obj["Key"])["Body"].read()
+                found += [json.loads(line)["userId"] for line in body.splitlines()]
+        return found
+
+
+@pytest.fixture
+def user(roomy: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> User:
+    return User(roomy.info, tmp_path, monkeypatch)
+
+
+def in_flight_peak(emulator: Emulator, since: float) -> int:
+    """The most non-terminal jobs at any moment, from the emulator's own history."""
+    changes: list[tuple[float, int]] = []
+    for _, history in emulator.service.job_history():
+        created = history[0][0]
+        if created < since:
+            continue
+        ended = next((t for t, status in history if status in {"ACTIVE", "FAILED"}), None)
+        changes.append((created, 1))
+        if ended is not None:
+            changes.append((ended, -1))
+    peak = current = 0
+    for _, delta in sorted(changes, key=lambda c: (c[0], c[1])):
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_submit_stays_within_the_quota_counting_other_users_jobs(
+    roomy: Emulator, user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.ids(4000)
+    code, _, err = user.cli(
+        user.prepare_args("quota2", ids, "--max-job-bytes", "12KB", "--part-bytes", "6KB"),
+        capsys,
+    )
+    assert code == 0, err
+    shards = len(RunState.replay(read_events(user.state / "quota2")).shards)
+    assert shards >= 8
+    since = time.time()
+    # Another user's job, on another solution version, running when fanout starts.
+    other_input = f"s3://{user.info.bucket}/in/quota2/shard-00000/"
+    user.personalize.create_batch_inference_job(
+        jobName="someone-else",
+        solutionVersionArn=user.info.solution_versions["popularity-count"],
+        jobInput={"s3DataSource": {"path": other_input}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{user.info.bucket}/other-out/"}},
+        roleArn=user.info.role_arn,
+    )
+    code, out, err = user.cli(user.submit_args("quota2", "--max-concurrent-jobs", "2"), capsys)
+    assert code == 0, err
+    assert "active jobs    " in out
+    assert in_flight_peak(roomy, since) <= 2  # ours and the other user's, seen by the service
+    jobs = user.jobs("quota2")
+    assert len(jobs) == shards and {j["status"] for j in jobs} == {"ACTIVE"}
+
+    code, out, _ = user.cli(["status", "quota2", "--state-dir", str(user.state)], capsys)
+    assert code == 0 and f"{shards} active" in out and "submitted" in out
+    code, out, _ = user.cli(
+        ["status", "quota2", "--state-dir", str(user.state), "--output", "json"], capsys
+    )
+    record = json.loads(out)
+    assert record["jobs"] == {"active": shards}
+    assert all(s["job"]["status"] == "ACTIVE" for s in record["shards"])
+
+
+def test_status_and_resume_from_the_s3_journal_on_another_machine(
+    user: User, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.ids(500)
+    assert user.cli(user.prepare_args("mirror", ids), capsys)[0] == 0
+    assert user.cli(user.submit_args("mirror"), capsys)[0] == 0
+    head = user.s3.head_object(Bucket=user.info.bucket, Key="out/mirror/_fanout/journal.jsonl")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    assert head["SSEKMSKeyId"] == user.info.kms_key_arn
+    body = user.s3.get_object(Bucket=user.info.bucket, Key="out/mirror/_fanout/journal.jsonl")
+    text = body["Body"].read().decode()
+    assert "testing" not in text and "SECRET" not in text.upper()  # no credentials, ever
+
+    elsewhere = tmp_path / "other-machine"
+    output = f"s3DataDestination={{path=s3://{user.info.bucket}/out/}}"
+    code, out, err = user.cli(
+        ["status", "mirror", "--state-dir", str(elsewhere), "--job-output", output,
+         "--output", "json"],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["phase"] == "submitted"
+    code, out, err = user.cli(
+        ["resume", "mirror", "--state-dir", str(elsewhere), "--job-output", output], capsys
+    )
+    assert code == 0, err
+    assert (elsewhere / "mirror" / "journal.jsonl").exists()
+    assert len(user.jobs("mirror")) == 1  # nothing created twice
+
+
+def test_a_job_created_just_before_a_crash_is_adopted(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.ids(300)
+    assert user.cli(user.prepare_args("adopt", ids), capsys)[0] == 0
+    info = user.info
+    # The previous process created shard 0's job, then died before journalling it.
+    user.personalize.create_batch_inference_job(
+        jobName="fanout-adopt-00000",
+        solutionVersionArn=info.solution_versions["user-personalization"],
+        jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/adopt/shard-00000/"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/adopt/shard-00000/"}},
+        roleArn=info.role_arn,
+    )
+    code, _, err = user.cli(user.submit_args("adopt"), capsys)
+    assert code == 0, err
+    assert "adopted job fanout-adopt-00000" in err
+    assert len(user.jobs("adopt")) == 1
+
+
+def test_submit_usage_errors(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = user.ids(10)
+    assert user.cli(user.prepare_args("usage", ids), capsys)[0] == 0
+    code, _, err = user.cli(
+        ["submit", "usage", "--state-dir", str(user.state), "--role-arn", user.info.role_arn],
+        capsys,
+    )
+    assert code == 2 and "missing --solution-version-arn, --job-output" in err
+    code, _, err = user.cli(user.submit_args("usage", "--job-name", "x" * 50), capsys)
+    assert code == 2 and "too long" in err
+    inside = f"s3DataDestination={{path=s3://{user.info.bucket}/in/usage/out/}}"
+    code, _, err = user.cli(user.submit_args("usage", "--job-output", inside), capsys)
+    assert code == 2 and "at or under --job-input" in err
+    code, _, err = user.cli(user.submit_args("nosuchrun"), capsys)
+    assert code == 2 and "no run journal" in err
+    assert user.jobs("usage") == []
+
+
+def test_throttling_never_fails_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(throttle_rate=0.5)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(2000)
+        args = user.prepare_args("throttled", ids, "--max-job-bytes", "20KB")
+        assert user.cli(args, capsys)[0] == 0
+        code, _, err = user.cli(user.submit_args("throttled"), capsys)
+        assert code == 0, err
+        state = RunState.replay(read_events(user.state / "throttled"))
+        assert state.submitted is not None and state.submitted["active"] == len(state.shards) > 1
+    finally:
+        emulator.stop()
+
+
+def test_failed_jobs_are_retried_then_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(fail_rate=0.5, seed=5)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(3000)
+        args = user.prepare_args("flaky", ids, "--max-job-bytes", "10KB")
+        assert user.cli(args, capsys)[0] == 0
+        code, out, err = user.cli(user.submit_args("flaky", "--job-retries", "1"), capsys)
+        events = read_events(user.state / "flaky")
+        retried = [e for e in events if e["event"] == "job-created" and e["attempt"] == 2]
+        failed = [e for e in events if e["event"] == "shard-failed"]
+        assert retried, "with half the jobs failing, some must have been retried"
+        assert code == (1 if failed else 0), err
+        if failed:
+            assert "failed 2 times" in out and "Please try again" in out
+        per_shard: dict[int, int] = {}
+        for job in user.jobs("flaky"):
+            shard = int(job["jobName"].split("-")[2])
+            per_shard[shard] = per_shard.get(shard, 0) + (job["status"] == "ACTIVE")
+        assert all(count <= 1 for count in per_shard.values())  # never two ACTIVE per shard
+    finally:
+        emulator.stop()
+
+
+def test_the_service_quota_below_fanouts_means_waiting(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(quota=2, job_seconds=0.1)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(2000)
+        assert user.cli(user.prepare_args("tight", ids, "--max-job-bytes", "10KB"), capsys)[0] == 0
+        code, _, err = user.cli(user.submit_args("tight", "--max-concurrent-jobs", "5"), capsys)
+        assert code == 0, err  # botocore's 3 attempts, then fanout's wait, absorb the refusals
+        assert {j["status"] for j in user.jobs("tight")} == {"ACTIVE"}
+        assert in_flight_peak(emulator, 0) <= 2
+    finally:
+        emulator.stop()
+
+
+# -- kill -9 at random moments, then resume ----------------------------------------------
+
+
+def _kill_at_random(args: list[str], env: dict[str, str], rng: random.Random, most: float) -> None:
+    process = subprocess.Popen(
+        FANOUT + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        process.wait(timeout=rng.uniform(0.2, most))
+    except subprocess.TimeoutExpired:
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def kill_and_resume(user: User, run: str, seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+    rng = random.Random(seed)
+    ids = user.ids(20_000, f"{run}.txt")
+    env = {**os.environ, **user.env}
+    prepare = user.prepare_args(run, ids, "--max-job-bytes", "60KB", "--part-bytes", "20KB")
+    _kill_at_random(prepare, env, rng, 3.0)
+    run_dir = user.state / run
+    if (run_dir / "journal.jsonl").exists() and read_events(run_dir):
+        code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
+    else:  # killed before the run began: start it again
+        code, _, err = user.cli(prepare, capsys)
+    assert code == 0, err
+    _kill_at_random(user.submit_args(run), env, rng, 4.0)
+    if RunState.replay(read_events(run_dir)).submit is None:  # killed before submit began
+        code, _, err = user.cli(user.submit_args(run), capsys)
+    else:
+        code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    state = RunState.replay(read_events(user.state / run))
+    jobs = user.jobs(run)
+    names = [j["jobName"] for j in jobs]
+    assert len(names) == len(set(names)) == len(state.shards)  # one job per shard, none twice
+    assert {j["status"] for j in jobs} == {"ACTIVE"}
+    sent = user.sent_ids(run)
+    assert sorted(sent) == sorted(f"user-{i}" for i in range(20_000))  # no ID lost or doubled
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_kill_9_then_resume(seed: int, user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    kill_and_resume(user, f"kill{seed}", seed, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", range(100, 120))
+def test_kill_9_then_resume_many(seed: int, user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    kill_and_resume(user, f"kills{seed}", seed, capsys)
