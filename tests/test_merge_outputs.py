@@ -219,27 +219,26 @@ def test_arbitrary_json_never_raises(
         assert isinstance(parse_output_line(orjson.dumps(obj), kind), OutputRecord | BadLine)
 
 
-def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes, bool]]:
+def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes | None]]:
     splitter = LineSplitter(limit)
-    out = [line for chunk in chunks for line in splitter.feed(chunk)] + splitter.finish()
-    return [(line.number, line.data, line.overlong) for line in out]
+    out: list[tuple[int, bytes | None]] = []
+    for chunk in [*chunks, None]:
+        lines = splitter.feed(chunk) if chunk is not None else splitter.finish()
+        out.extend(enumerate(lines, start=splitter.count - len(lines) + 1))
+    return out
 
 
 def test_splitter_joins_lines_across_chunks_and_numbers_them() -> None:
     """Lines split across chunk borders come out whole, numbered from 1, CR dropped."""
-    assert _split([b"ab", b"c\nd", b"e\r\n\nf"]) == [
-        (1, b"abc", False),
-        (2, b"de", False),
-        (3, b"", False),
-        (4, b"f", False),
-    ]
+    assert _split([b"ab", b"c\nd", b"e\r\n\nf"]) == [(1, b"abc"), (2, b"de"), (3, b""), (4, b"f")]
 
 
 def test_splitter_skips_overlong_lines() -> None:
-    """A line over the limit is reported as overlong and the next line is intact."""
-    assert _split([b"12", b"345678", b"9\nok\n"], limit=4) == [(1, b"", True), (2, b"ok", False)]
-    assert _split([b"123456\nok"], limit=4) == [(1, b"", True), (2, b"ok", False)]
-    assert _split([b"ok\n123", b"456"], limit=4) == [(1, b"ok", False), (2, b"", True)]
+    """A line over the limit comes out as None and the next line is intact."""
+    assert _split([b"12", b"345678", b"9\nok\n"], limit=4) == [(1, None), (2, b"ok")]
+    assert _split([b"123456\nok"], limit=4) == [(1, None), (2, b"ok")]
+    assert _split([b"ok\n123", b"456"], limit=4) == [(1, b"ok"), (2, None)]
+    assert _split([b"12345", b"\nok"], limit=4) == [(1, None), (2, b"ok")]
 
 
 @given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=20), st.data())
@@ -249,4 +248,5 @@ def test_splitter_round_trips(lines: list[bytes], data: st.DataObject) -> None:
     cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=6)))
     chunks = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
     got = _split(chunks, limit=10_000)
-    assert [d for _, d, _ in got] == [line.removesuffix(b"\r") for line in lines]
+    assert [d for _, d in got] == [line.removesuffix(b"\r") for line in lines]
+    assert [n for n, _ in got] == list(range(1, len(lines) + 1))

@@ -71,7 +71,9 @@ async def test_raw_jsonl_keeps_the_service_lines(tmp_path: Path) -> None:
     assert path.read_bytes().splitlines() == [r.raw for r in RECORDS]
 
 
-@pytest.mark.parametrize(("name", "separator"), [("r.csv", "|"), ("r.csv.gz", ";")])
+@pytest.mark.parametrize(
+    ("name", "separator"), [("r.csv", "|"), ("r.csv.gz", ";"), ("comma.csv", ",")]
+)
 async def test_csv_round_trips_with_quoting(tmp_path: Path, name: str, separator: str) -> None:
     """CSV has a header, joined lists, and quotes what needs quoting."""
     path = tmp_path / name

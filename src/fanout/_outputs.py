@@ -17,6 +17,7 @@ import orjson
 from .records import InputKind
 
 _REASON_CHARS = 120
+_ID_FIELD = {kind: kind.id_field for kind in InputKind}
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +68,7 @@ def _parse(line: bytes, kind: InputKind) -> OutputRecord | BadLine:
         return BadLine(_short(f"malformed JSON: {exc}"))
     if not isinstance(obj, dict):
         return BadLine("not a JSON object")
-    field = kind.id_field
+    field = _ID_FIELD[kind]
     key = _key(obj, kind)
     if isinstance(key, BadLine):
         return key
@@ -101,7 +102,7 @@ def _parse(line: bytes, kind: InputKind) -> OutputRecord | BadLine:
 
 def _key(obj: dict[str, Any], kind: InputKind) -> str | BadLine:
     """The ID the line answers: `input.<id field>` (for item attributes also a top-level one)."""
-    field = kind.id_field
+    field = _ID_FIELD[kind]
     echo = obj.get("input")
     if isinstance(echo, str):  # a malformed input record is echoed as its text
         try:
@@ -120,8 +121,12 @@ def _key(obj: dict[str, Any], kind: InputKind) -> str | BadLine:
     return value
 
 
+_STR = {str}
+_NUMBER = {float, int}  # exact types: JSON booleans (bool) are not numbers here
+
+
 def _strings(value: object) -> tuple[str, ...] | None:
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+    if not isinstance(value, list) or not set(map(type, value)) <= _STR:
         return None
     return tuple(value)
 
@@ -130,74 +135,62 @@ def _numbers(output: dict[str, Any], name: str, count: int) -> tuple[float, ...]
     value = output.get(name)
     if value is None:
         return None
-    if not isinstance(value, list) or not all(
-        isinstance(x, int | float) and not isinstance(x, bool) for x in value
-    ):
+    types = set(map(type, value)) if isinstance(value, list) else None
+    if types is None or not types <= _NUMBER:
         return BadLine(f"{name} is not a list of numbers")
     if len(value) != count:
         return BadLine(f"{name} has {len(value)} values for {count} items")
-    return tuple(float(x) for x in value)
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    """One line of a streamed object: its 1-based number and bytes (without `\\n` or `\\r\\n`);
-    `overlong` when it was longer than the limit (then `data` is empty)."""
-
-    number: int
-    data: bytes
-    overlong: bool = False
+    return tuple(value) if int not in types else tuple(map(float, value))
 
 
 class LineSplitter:
-    """Cuts a stream of chunks into lines, holding at most one line (≤ `max_line` bytes) and one
-    chunk at a time; a longer line is skipped and reported as `overlong`."""
+    """Cuts a stream of chunks into lines (without `\n` or `\r\n`), holding at most one line
+    (≤ `max_line` bytes) and one chunk at a time. A longer line is skipped and comes out as None.
+    `count` is the number of lines given out so far, so the first line of a batch of `n` is line
+    `count - n + 1`."""
 
     def __init__(self, max_line: int) -> None:
         self._max = max_line
         self._tail = bytearray()
         self._skipping = False
-        self._number = 0
+        self.count = 0
 
-    def feed(self, chunk: bytes) -> list[Line]:
-        out: list[Line] = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                break
-            self._emit(out, chunk[start:end])
-            start = end + 1
-        rest = chunk[start:]
+    def feed(self, chunk: bytes) -> list[bytes | None]:
+        parts: list[bytes | None] = list(chunk.split(b"\n"))
+        rest = parts.pop()
+        if parts:
+            parts[0] = self._join(parts[0])
         if not self._skipping:
-            self._tail += rest
+            self._tail += rest  # type: ignore[arg-type]
             if len(self._tail) > self._max:
                 self._skipping = True
                 self._tail = bytearray()
-        return out
+        return self._clean(parts)
 
-    def finish(self) -> list[Line]:
+    def finish(self) -> list[bytes | None]:
         """The last line, if the object does not end in a line end."""
-        out: list[Line] = []
         if self._tail or self._skipping:
-            self._emit(out, b"")
-        return out
+            return self._clean([self._join(b"")])
+        return []
 
-    def _emit(self, out: list[Line], piece: bytes) -> None:
-        self._number += 1
+    def _join(self, head: bytes | None) -> bytes | None:
+        """The line that ends with `head`: the tail carried over plus `head`."""
         if self._skipping:
             self._skipping = False
-            out.append(Line(self._number, b"", overlong=True))
-            return
+            return None
         if self._tail:
-            self._tail += piece
-            data = bytes(self._tail)
+            assert head is not None
+            line = bytes(self._tail) + head
             self._tail = bytearray()
-        else:
-            data = piece
-        if len(data) > self._max:
-            out.append(Line(self._number, b"", overlong=True))
-            return
-        if data.endswith(b"\r"):
-            data = data[:-1]
-        out.append(Line(self._number, data))
+            return line
+        return head
+
+    def _clean(self, lines: list[bytes | None]) -> list[bytes | None]:
+        self.count += len(lines)
+        limit = self._max
+        return [
+            None
+            if line is None or len(line) > limit
+            else (line[:-1] if line.endswith(b"\r") else line)
+            for line in lines
+        ]

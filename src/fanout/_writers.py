@@ -79,7 +79,11 @@ class ResultShape(enum.Enum):
 
 def flat_record(record: OutputRecord, kind: InputKind) -> dict[str, Any]:
     """One result as a flat JSON object: the ID under its input name, then what the line had."""
-    out: dict[str, Any] = {kind.id_field: record.key}
+    return _flat(record, kind.id_field)
+
+
+def _flat(record: OutputRecord, field: str) -> dict[str, Any]:
+    out: dict[str, Any] = {field: record.key}
     if record.users is not None:
         out["users"] = record.users
         return out
@@ -241,12 +245,16 @@ class _JsonlFile(_TextFile):
     def _encode(self, records: Sequence[OutputRecord]) -> bytes:
         if self._raw:
             return b"".join(record.raw + b"\n" for record in records)
-        kind = self.kind
-        return b"".join(orjson.dumps(flat_record(record, kind)) + b"\n" for record in records)
+        field = self.kind.id_field
+        return b"".join([orjson.dumps(_flat(record, field)) + b"\n" for record in records])
 
 
-def _format_float(value: float) -> str:
-    return repr(value)
+def _join_numbers(values: tuple[float, ...] | None, sep: str) -> str:
+    """Numbers as shortest round-trip decimals joined by `sep` (orjson formats them fast)."""
+    if not values:
+        return ""
+    text = orjson.dumps(values)[1:-1].decode()
+    return text if sep == "," else text.replace(",", sep)
 
 
 class _CsvFile(_TextFile):
@@ -285,10 +293,10 @@ class _CsvFile(_TextFile):
                 continue
             items = sep.join(record.items)
             if shape is ResultShape.RECOMMENDATIONS:
-                scores = sep.join(map(_format_float, record.scores or ()))
+                scores = _join_numbers(record.scores, sep)
                 rows.append((record.key, items, scores))
             else:
-                theme_scores = sep.join(map(_format_float, record.theme_scores or ()))
+                theme_scores = _join_numbers(record.theme_scores, sep)
                 rows.append((record.key, items, record.theme or "", theme_scores))
         self._csv.writerows(rows)
         text = self._text.getvalue()
