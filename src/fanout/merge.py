@@ -1,0 +1,542 @@
+"""The merge stage: read a finished job's outputs, write results and errors, reconcile.
+
+`merge_shard` streams every `*.out` object under a shard's output prefix (anything else, such as
+`_CHECK`, is ignored), parses each line (`parse_output_line`), writes successes to a result file
+(`open_results`: JSON lines, CSV or Parquet) and error lines to an errors sink, and reports lines
+it cannot use (object, line number, reason) to a corrupt-lines sink. Output order is not input
+order (reference §2.4), so lines are matched to what was sent by key, never by position.
+
+Reconciliation is exact. The shard's input parts are read back to learn which IDs were sent:
+
+1. Each sent ID gets a 64-bit fingerprint (the dedupe's hash), kept in a sorted array with a
+   one-byte "written" flag: 9 bytes per sent ID (~270 MB for 30M IDs; ~17 bytes per ID for a
+   moment while the array is sorted). That array decides, while
+   the outputs stream, whether a line is written (first line for a sent fingerprint) or not
+   (a fingerprint never sent, or one already written).
+2. The IDs themselves are spilled, hash-partitioned, to `partitions` local files: the sent IDs,
+   and every output line's ID with what was done with it. After the outputs are read, each
+   partition is reconciled with exact string comparisons, holding one partition's IDs in memory
+   (1/`partitions` of the shard: with the default 64 and a 1 GB shard, ~16 MB of IDs). Disk use is
+   about twice the bytes of the shard's IDs, in a private temporary folder removed afterwards.
+
+So a fingerprint collision can never hide a missing ID: an ID counts as answered only if a line
+with exactly that ID was written. A collision can at worst (probability ~n²/2⁶⁵ per shard) make
+one ID's line go unwritten, and that ID is then listed as missing; or write one row whose ID was
+never sent (counted in `collisions` and `unexpected`). A corrupt line's ID is unknown, so it is
+counted as missing too, and missing IDs can be sent again.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import aiofiles
+import anyio
+import numpy as np
+import orjson
+
+from ._dedupe import U64, _fingerprints_of
+from ._outputs import BadLine, LineSplitter, OutputRecord, parse_output_line
+from ._writers import (
+    ResultFile,
+    ResultFormat,
+    ResultShape,
+    flat_record,
+    open_results,
+)
+from .errors import InputError, MergeError
+from .records import InputKind
+from .storage import ObjectReader, S3Uri
+
+__all__ = [
+    "BadLine",
+    "MergeOptions",
+    "MergeSinks",
+    "MergeStats",
+    "OutputRecord",
+    "Reconciliation",
+    "ReportSink",
+    "ResultFile",
+    "ResultFormat",
+    "ResultShape",
+    "ResultSink",
+    "flat_record",
+    "merge_shard",
+    "open_results",
+    "parse_output_line",
+]
+
+_TAG_RESULT = b"r"  # written as a result
+_TAG_ERROR = b"e"  # written as an error line
+_TAG_DROPPED = b"d"  # a sent fingerprint already written: not written again
+_TAG_UNSENT = b"u"  # a fingerprint never sent: not written
+
+
+class ResultSink(Protocol):
+    """Where successful results go (`ResultFile` is one)."""
+
+    async def write(self, records: Sequence[OutputRecord]) -> None: ...
+
+
+class ReportSink(Protocol):
+    """Where report lines go (errors, missing IDs, corrupt lines); `journal.FileSink` is one."""
+
+    async def write(self, data: bytes) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class MergeSinks:
+    """Where a merge writes. One set can be shared by the merges of every shard of a run.
+
+    - `results`: one record per ID answered without error.
+    - `errors`: JSON lines `{"id": …, "error": …, "shard": …}`.
+    - `missing`: one ID per line (an ID with a control character is written JSON-quoted).
+    - `corrupt`: JSON lines `{"shard": …, "object": "s3://…", "line": …, "reason": …}`.
+    """
+
+    results: ResultSink
+    errors: ReportSink
+    missing: ReportSink
+    corrupt: ReportSink
+
+
+@dataclass(frozen=True, slots=True)
+class MergeOptions:
+    """Tuning; the defaults bound memory to ~9 bytes per sent ID, plus `chunk_bytes` and one
+    line (≤ `max_line_bytes`) per object being read, plus one spill partition."""
+
+    chunk_bytes: int = 8 * 1024 * 1024
+    max_line_bytes: int = 256 * 1024 * 1024  # a 5M-user segment line is ~60 MB
+    partitions: int = 64
+    spill_dir: Path | None = None  # default: the system's temporary folder
+
+    def __post_init__(self) -> None:
+        if self.chunk_bytes <= 0 or self.max_line_bytes <= 0 or not 1 <= self.partitions <= 4096:
+            raise ValueError("chunk_bytes, max_line_bytes > 0 and 1 ≤ partitions ≤ 4096")
+
+
+@dataclass(frozen=True, slots=True)
+class MergeStats:
+    """What one shard's merge found. `sent == results + errors + missing` always holds."""
+
+    shard: int
+    sent: int  # distinct IDs in the shard's input
+    duplicated_in_input: int  # input lines repeating an ID already sent in the shard
+    objects: int  # *.out objects read
+    ignored_objects: int  # other objects under the prefix (_CHECK, …)
+    lines: int  # non-blank output lines
+    results: int  # sent IDs answered with recommendations
+    errors: int  # sent IDs answered with an error line
+    missing: int  # sent IDs with no usable line (listed in the missing sink)
+    corrupt: int  # lines that could not be used (listed in the corrupt sink)
+    unexpected: int  # usable lines whose ID was not sent
+    duplicated_in_output: int  # usable lines for an ID already answered
+    collisions: int  # lines a fingerprint collision mishandled (see the module docstring)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciliation:
+    """The counts of a whole run's merge, and the check that every input line is accounted for."""
+
+    sent: int = 0
+    duplicated_in_input: int = 0
+    results: int = 0
+    errors: int = 0
+    missing: int = 0
+    corrupt: int = 0
+    unexpected: int = 0
+    duplicated_in_output: int = 0
+    collisions: int = 0
+
+    @classmethod
+    def of(cls, stats: Iterable[MergeStats]) -> Reconciliation:
+        names = [f.name for f in fields(cls)]
+        totals = dict.fromkeys(names, 0)
+        for one in stats:
+            for name in names:
+                totals[name] += getattr(one, name)
+        return cls(**totals)
+
+    def check(self, *, lines: int, blank: int, rejected: int, duplicates: int) -> None:
+        """Raise MergeError unless every input line (prepare's counts) is accounted for:
+        lines = blank + rejected + duplicates + results + errors + missing."""
+        if self.results + self.errors + self.missing != self.sent:
+            raise MergeError(
+                f"merge counts disagree: {self.results} results + {self.errors} errors + "
+                f"{self.missing} missing ≠ {self.sent} IDs sent (a bug in fanout: please report)"
+            )
+        accounted = blank + rejected + duplicates + self.duplicated_in_input + self.sent
+        if accounted != lines:
+            raise MergeError(
+                f"{lines} input lines but {accounted} accounted for ({blank} blank + {rejected} "
+                f"rejected + {duplicates} duplicates + {self.results} results + {self.errors} "
+                f"errors + {self.missing} missing"
+                + (f" + {self.duplicated_in_input} sent twice" if self.duplicated_in_input else "")
+                + "): the shards merged are not the shards this input was prepared into"
+            )
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading lines
+
+
+async def _local_chunks(path: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+    try:
+        async with aiofiles.open(path, "rb") as handle:
+            while chunk := await handle.read(chunk_bytes):
+                yield chunk
+    except OSError as exc:
+        raise MergeError(f"cannot read the shard input {path}: {exc.strerror}") from exc
+
+
+def _chunks(reader: ObjectReader, location: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+    if location.startswith("s3://"):
+        uri = S3Uri.parse(location, what="shard input part")
+        return reader.read_chunks(uri.bucket, uri.key, chunk_bytes)
+    return _local_chunks(location, chunk_bytes)
+
+
+async def _lines(
+    chunks: AsyncIterator[bytes], max_line: int
+) -> AsyncIterator[tuple[int, list[bytes | None]]]:
+    """The lines of a stream, a chunk's worth at a time, with the number of the first one; an
+    overlong line is None."""
+    splitter = LineSplitter(max_line)
+    async for chunk in chunks:
+        lines = splitter.feed(chunk)
+        if lines:
+            yield splitter.count - len(lines) + 1, lines
+    last = splitter.finish()
+    if last:
+        yield splitter.count, last
+
+
+def _sent_ids(first: int, lines: list[bytes | None], kind: InputKind, where: str) -> list[str]:
+    """The IDs on a batch of input lines (blank lines skipped); a damaged line is an error."""
+    field = kind.id_field
+    ids: list[str] = []
+    for number, line in enumerate(lines, start=first):
+        problem = "longer than the line limit" if line is None else ""
+        if line is not None:
+            if not line.strip():
+                continue
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                obj = None
+            value = obj.get(field) if isinstance(obj, dict) else None
+            if isinstance(value, str) and value:
+                ids.append(value)
+                continue
+            problem = f"not a JSON object with a string {field!r}"
+        raise MergeError(
+            f"{where}, line {number}: {problem}; the shard's input is damaged, so what "
+            "was sent cannot be known: prepare the run again"
+        )
+    return ids
+
+
+# ---------------------------------------------------------------------------------------------
+# Spilling IDs to partitions
+
+
+class _Spill:
+    """IDs appended to `partitions` files by fingerprint, buffered; read back one at a time."""
+
+    _FLUSH = 4 * 1024 * 1024
+
+    def __init__(self, folder: Path, name: str, partitions: int) -> None:
+        self._paths = [folder / f"{name}-{p:04d}" for p in range(partitions)]
+        self._buffers = [bytearray() for _ in range(partitions)]
+        self._handles: list[BinaryIO | None] = [None] * partitions
+        self._pending = 0
+        self._partitions = np.uint64(partitions)
+
+    async def add(self, fps: U64, lines: Sequence[bytes]) -> None:
+        for part, line in zip((fps % self._partitions).tolist(), lines, strict=True):
+            self._buffers[part] += line
+            self._pending += len(line)
+        if self._pending >= self._FLUSH:
+            await self.flush()
+
+    async def flush(self) -> None:
+        buffers = [bytes(b) for b in self._buffers]
+        for b in self._buffers:
+            b.clear()
+        self._pending = 0
+        await anyio.to_thread.run_sync(self._write, buffers)
+
+    def _write(self, buffers: list[bytes]) -> None:
+        for part, data in enumerate(buffers):
+            if not data:
+                continue
+            handle = self._handles[part]
+            if handle is None:
+                handle = self._handles[part] = open(self._paths[part], "ab")  # noqa: SIM115
+            handle.write(data)
+
+    def close(self) -> None:
+        for handle in self._handles:
+            if handle is not None:
+                handle.close()
+        self._handles = [None] * len(self._handles)
+
+    def read(self, part: int) -> Iterator[bytes]:
+        """Partition `part`'s lines (without line ends)."""
+        path = self._paths[part]
+        if not path.exists():
+            return
+        with path.open("rb") as handle:
+            for line in handle:
+                yield line[:-1]
+
+
+# ---------------------------------------------------------------------------------------------
+# merge_shard
+
+
+@dataclass(slots=True)
+class _Counts:
+    objects: int = 0
+    ignored_objects: int = 0
+    lines: int = 0
+    corrupt: int = 0
+    input_lines: int = 0
+
+
+def _parse_lines(
+    first: int, lines: list[bytes | None], kind: InputKind
+) -> list[tuple[int, OutputRecord | BadLine]]:
+    parsed: list[tuple[int, OutputRecord | BadLine]] = []
+    for number, line in enumerate(lines, start=first):
+        if line is None:
+            parsed.append((number, BadLine("line longer than the line limit")))
+        elif line.strip():
+            parsed.append((number, parse_output_line(line, kind)))
+    return parsed
+
+
+async def merge_shard(
+    reader: ObjectReader,
+    output_prefix: str,
+    kind: InputKind,
+    input_parts: Sequence[str],
+    sinks: MergeSinks,
+    *,
+    shard: int,
+    options: MergeOptions | None = None,
+) -> MergeStats:
+    """Merge one finished job: results and errors to `sinks`, and the reconciled counts.
+
+    `output_prefix` is the job's output path (`s3://bucket/out/<run>/shard-00000/`);
+    `input_parts` are the shard's input part files as the job read them (`s3://…` or local
+    paths), read back to learn which IDs were sent. Raises MergeError if the outputs cannot be
+    listed or read, or the input parts are unreadable or damaged; errors of the sinks (a
+    `MergeError` for a result of another shape) pass through.
+    """
+    options = options or MergeOptions()
+    prefix = S3Uri.parse(output_prefix, what="job output path").as_prefix()
+    base = options.spill_dir
+    if base is not None:
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with tempfile.TemporaryDirectory(prefix="fanout-merge-", dir=base) as folder:
+        sent_spill = _Spill(Path(folder), "sent", options.partitions)
+        out_spill = _Spill(Path(folder), "out", options.partitions)
+        try:
+            return await _merge(
+                reader, prefix, kind, input_parts, sinks, shard, options, sent_spill, out_spill
+            )
+        except InputError as exc:  # the object store could not list or read something
+            raise MergeError(f"merging shard {shard}: {exc}") from exc
+        finally:
+            sent_spill.close()
+            out_spill.close()
+
+
+async def _merge(
+    reader: ObjectReader,
+    prefix: S3Uri,
+    kind: InputKind,
+    input_parts: Sequence[str],
+    sinks: MergeSinks,
+    shard: int,
+    options: MergeOptions,
+    sent_spill: _Spill,
+    out_spill: _Spill,
+) -> MergeStats:
+    counts = _Counts()
+    # 1. What was sent: fingerprints in memory, IDs spilled.
+    pieces: list[U64] = []
+    for part in input_parts:
+        source = _chunks(reader, part, options.chunk_bytes)
+        async for start, batch in _lines(source, options.max_line_bytes):
+            ids = await anyio.to_thread.run_sync(_sent_ids, start, batch, kind, part)
+            keys = [value.encode() for value in ids]
+            fps = _fingerprints_of(keys)
+            pieces.append(fps)
+            counts.input_lines += len(ids)
+            await sent_spill.add(fps, [orjson.dumps(value) + b"\n" for value in ids])
+    await sent_spill.flush()
+    sent = _sorted_unique(pieces)
+    written = np.zeros(len(sent), np.uint8)
+
+    # 2. The outputs, streamed: write each sent fingerprint's first usable line.
+    async for info in reader.list_objects(prefix.bucket, prefix.key):
+        if not info.key.endswith(".out"):
+            counts.ignored_objects += 1
+            continue
+        counts.objects += 1
+        uri = f"s3://{prefix.bucket}/{info.key}"
+        chunks = reader.read_chunks(prefix.bucket, info.key, options.chunk_bytes)
+        async for first, lines in _lines(chunks, options.max_line_bytes):
+            parsed = await anyio.to_thread.run_sync(_parse_lines, first, lines, kind)
+            await _route(parsed, uri, shard, sent, written, sinks, out_spill, counts)
+    await out_spill.flush()
+    sent_spill.close()
+    out_spill.close()
+
+    # 3. Exact reconciliation, one partition at a time.
+    totals = dict.fromkeys(
+        ("results", "errors", "missing", "unexpected", "duplicated_in_output", "collisions"), 0
+    )
+    sent_ids = 0
+    for index in range(options.partitions):
+        found = await anyio.to_thread.run_sync(_reconcile, sent_spill, out_spill, index)
+        missing, part_counts, distinct = found
+        sent_ids += distinct
+        for name, value in part_counts.items():
+            totals[name] += value
+        if missing:
+            await sinks.missing.write(b"".join(_missing_line(key) for key in missing))
+    return MergeStats(
+        shard=shard,
+        sent=sent_ids,
+        duplicated_in_input=counts.input_lines - sent_ids,
+        objects=counts.objects,
+        ignored_objects=counts.ignored_objects,
+        lines=counts.lines,
+        corrupt=counts.corrupt,
+        **totals,
+    )
+
+
+def _sorted_unique(pieces: list[U64]) -> U64:
+    """The distinct fingerprints, sorted; `pieces` is emptied (peak: ~17 bytes per fingerprint)."""
+    if not pieces:
+        return np.empty(0, np.uint64)
+    values = np.concatenate(pieces)
+    pieces.clear()
+    values.sort()
+    if len(values) < 2:
+        return values
+    keep = np.empty(len(values), np.bool_)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
+async def _route(
+    parsed: list[tuple[int, OutputRecord | BadLine]],
+    uri: str,
+    shard: int,
+    sent: U64,
+    written: np.ndarray[tuple[int], np.dtype[np.uint8]],
+    sinks: MergeSinks,
+    spill: _Spill,
+    counts: _Counts,
+) -> None:
+    """Write a batch of parsed lines where they go and spill their IDs with what was done."""
+    counts.lines += len(parsed)
+    records: list[OutputRecord] = []
+    corrupt: list[bytes] = []
+    for number, item in parsed:
+        if isinstance(item, BadLine):
+            corrupt.append(
+                orjson.dumps({"shard": shard, "object": uri, "line": number, "reason": item.reason})
+                + b"\n"
+            )
+        else:
+            records.append(item)
+    counts.corrupt += len(corrupt)
+    if corrupt:
+        await sinks.corrupt.write(b"".join(corrupt))
+    if not records:
+        return
+    fps = _fingerprints_of([record.key.encode() for record in records])
+    where = np.searchsorted(sent, fps)
+    inside = where < len(sent)
+    hit = np.zeros(len(fps), np.bool_)
+    hit[inside] = sent[where[inside]] == fps[inside]
+    results: list[OutputRecord] = []
+    errors: list[bytes] = []
+    tagged: list[bytes] = []
+    for record, at, is_sent in zip(records, where.tolist(), hit.tolist(), strict=True):
+        if not is_sent:
+            tag = _TAG_UNSENT
+        elif written[at]:
+            tag = _TAG_DROPPED
+        else:
+            written[at] = 1
+            if record.error is None:
+                tag = _TAG_RESULT
+                results.append(record)
+            else:
+                tag = _TAG_ERROR
+                errors.append(
+                    orjson.dumps({"id": record.key, "error": record.error, "shard": shard}) + b"\n"
+                )
+        tagged.append(tag + orjson.dumps(record.key) + b"\n")
+    await spill.add(fps, tagged)
+    if results:
+        await sinks.results.write(results)
+    if errors:
+        await sinks.errors.write(b"".join(errors))
+
+
+def _reconcile(
+    sent_spill: _Spill, out_spill: _Spill, part: int
+) -> tuple[list[bytes], dict[str, int], int]:
+    """Partition `part`, exactly: (missing IDs as JSON strings, counts, distinct IDs sent)."""
+    sent: dict[bytes, int] = {}
+    for key in sent_spill.read(part):
+        sent[key] = sent.get(key, 0) + 1
+    seen: dict[bytes, bytes] = {}  # key -> the tags of its output lines
+    counts = dict.fromkeys(
+        ("results", "errors", "missing", "unexpected", "duplicated_in_output", "collisions"), 0
+    )
+    for line in out_spill.read(part):
+        tag, key = line[:1], line[1:]
+        if key not in sent:
+            counts["unexpected"] += 1
+            if tag in (_TAG_RESULT, _TAG_ERROR):
+                counts["collisions"] += 1
+            continue
+        seen[key] = seen.get(key, b"") + tag
+    missing: list[bytes] = []
+    for key in sent:
+        tags = seen.get(key, b"")
+        if _TAG_RESULT in tags:
+            counts["results"] += 1
+        elif _TAG_ERROR in tags:
+            counts["errors"] += 1
+        else:
+            counts["missing"] += 1
+            missing.append(key)
+            if tags:  # lines with this ID were left unwritten because of a collision
+                counts["collisions"] += 1
+                counts["duplicated_in_output"] += len(tags) - 1
+                continue
+        if len(tags) > 1:
+            counts["duplicated_in_output"] += len(tags) - 1
+    return missing, counts, len(sent)
+
+
+def _missing_line(key: bytes) -> bytes:
+    value = orjson.loads(key)
+    if isinstance(value, str) and not any(ch < " " or ch == "\x7f" for ch in value):
+        return value.encode() + b"\n"
+    return key + b"\n"

@@ -1,0 +1,252 @@
+"""Parsing the service's output lines, and cutting streamed objects into lines."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fanout._outputs import BadLine, LineSplitter, OutputRecord, parse_output_line
+from fanout.records import InputKind
+
+USER, ITEM, RANKING, ATTRS = (
+    InputKind.USER,
+    InputKind.ITEM,
+    InputKind.RANKING,
+    InputKind.ITEM_ATTRIBUTES,
+)
+
+GOOD: list[tuple[str, bytes, InputKind, dict[str, object]]] = [
+    (
+        "compact user-personalization",
+        b'{"input":{"userId":"4638"},"output":{"recommendedItems":["63992","115149"],'
+        b'"scores":[0.0152238,0.0069081]},"error":null}',
+        USER,
+        {"key": "4638", "items": ("63992", "115149"), "scores": (0.0152238, 0.0069081)},
+    ),
+    (
+        "spaced, no error key, no scores (popularity-count)",
+        b'{"input": {"userId": "12"}, "output": {"recommendedItems": ["105", "106", "441"]}}',
+        USER,
+        {"key": "12", "items": ("105", "106", "441"), "scores": None, "error": None},
+    ),
+    (
+        "Java-style exponents",
+        b'{"input":{"userId":"1"},"output":{"recommendedItems":["a","b","c"],'
+        b'"scores":[3.773E-4,7.17E-5,1E-7]},"error":null}',
+        USER,
+        {"scores": (3.773e-4, 7.17e-5, 1e-7)},
+    ),
+    (
+        "tabs, newlines-free odd whitespace and unknown keys everywhere",
+        b'\t{ "extra" : 1 ,"input":{"userId":"u","zz":[1]},\t"output":{"recommendedItems":'
+        b'["x"],"scores":[1],"reasons":[["Popular item"]]},"error":null, "more":{} } ',
+        USER,
+        {"key": "u", "items": ("x",), "scores": (1.0,)},
+    ),
+    (
+        "ranking echoes itemList; key is userId",
+        b'{"input":{"userId":"891","itemList":["27","886","101"]},"output":{"recommendedItems":'
+        b'["27","101","886"],"scores":[0.48421,0.28133,0.23446]}}',
+        RANKING,
+        {"key": "891", "items": ("27", "101", "886")},
+    ),
+    (
+        "related items keyed by itemId",
+        b'{"input": {"itemId": "105"}, "output": {"recommendedItems": ["106", "107", "49"]}}',
+        ITEM,
+        {"key": "105", "items": ("106", "107", "49"), "scores": None},
+    ),
+    (
+        "themes",
+        b'{"input":{"itemId":"40"},"output":{"recommendedItems":["36","50"],"theme":'
+        b'"Movies with a strong female lead","itemsThemeRelevanceScores":[0.19994527,-0.188913]}}',
+        ITEM,
+        {"theme": "Movies with a strong female lead", "theme_scores": (0.19994527, -0.188913)},
+    ),
+    (
+        "segment, observed usersList",
+        b'{"input": {"itemId": "1"}, "output": {"usersList": ["61","22"]}, "error": null}',
+        ITEM,
+        {"key": "1", "users": ("61", "22")},
+    ),
+    (
+        "segment, documented recommendedUsers",
+        b'{"input": {"itemId": "105"}, "output": {"recommendedUsers": ["106", "107", "49"]}}',
+        ITEM,
+        {"users": ("106", "107", "49")},
+    ),
+    (
+        "item attributes echoed at the top level",
+        b'{"itemAttributes": "ITEMS.genres = \\"Comedy\\"", "output": {"recommendedUsers": ["9"]}}',
+        ATTRS,
+        {"key": 'ITEMS.genres = "Comedy"', "users": ("9",)},
+    ),
+    (
+        "error line, observed shape",
+        b'{"input":{"userId":"7"},"output":{"recommendedItems":[]},'
+        b'"error":"User error: Required fields for the provided recipe are userId"}',
+        USER,
+        {"key": "7", "error": "User error: Required fields for the provided recipe are userId"},
+    ),
+    (
+        "error line whose input was echoed as text",
+        b'{"input":"{\\"itemId\\": \\"5\\", \\"x\\": 1}","output":{"recommendedItems":[]},'
+        b'"error":"User error: x is not allowed."}',
+        ITEM,
+        {"key": "5", "error": "User error: x is not allowed."},
+    ),
+    (
+        "non-ASCII and escaped IDs",
+        '{"input":{"userId":"Zoë \\"q\\" \\u00e9\\ud83d\\ude00"},"output":{"recommendedItems":'
+        '["ü"]}}'.encode(),
+        USER,
+        {"key": 'Zoë "q" é😀', "items": ("ü",)},
+    ),
+    (
+        "a CR line end left in",
+        b'{"input":{"userId":"cr"},"output":{"recommendedItems":[]}}\r',
+        USER,
+        {"key": "cr", "items": ()},
+    ),
+]
+
+
+@pytest.mark.parametrize(("line", "kind", "want"), [g[1:] for g in GOOD], ids=[g[0] for g in GOOD])
+def test_good_lines_parse(line: bytes, kind: InputKind, want: dict[str, object]) -> None:
+    """Every documented and observed shape parses, whatever the whitespace and extra keys."""
+    record = parse_output_line(line, kind)
+    assert isinstance(record, OutputRecord), record
+    for name, value in want.items():
+        assert getattr(record, name) == value, name
+    assert record.raw == line
+
+
+def test_error_line_not_a_string_is_still_an_error() -> None:
+    """A non-null error of another type still marks the line failed, with its JSON as message."""
+    record = parse_output_line(b'{"input":{"userId":"1"},"error":{"code":5}}', USER)
+    assert isinstance(record, OutputRecord)
+    assert record.error == '{"code":5}'
+
+
+BAD = [
+    ("truncated", b'{"input":{"userId":"1"},"output":{"recommendedItems":["a","b'),
+    ("not JSON", b"garbage"),
+    (
+        "error line whose input text is not JSON",
+        b'{"input":"{\\"userId\\": ","output":{"recommendedItems":[]},"error":"User error"}',
+    ),
+    ("not an object", b'["input"]'),
+    ("no input", b'{"output":{"recommendedItems":[]}}'),
+    ("wrong key for the kind", b'{"input":{"itemId":"1"},"output":{"recommendedItems":[]}}'),
+    ("numeric ID", b'{"input":{"userId":5},"output":{"recommendedItems":[]}}'),
+    ("empty ID", b'{"input":{"userId":""},"output":{"recommendedItems":[]}}'),
+    ("no output, no error", b'{"input":{"userId":"1"},"error":null}'),
+    ("items not strings", b'{"input":{"userId":"1"},"output":{"recommendedItems":[1,2]}}'),
+    ("items missing", b'{"input":{"userId":"1"},"output":{"scores":[1]}}'),
+    (
+        "scores misaligned",
+        b'{"input":{"userId":"1"},"output":{"recommendedItems":["a"],"scores":[0.1,0.2]}}',
+    ),
+    (
+        "scores not numbers",
+        b'{"input":{"userId":"1"},"output":{"recommendedItems":["a"],"scores":["0.1"]}}',
+    ),
+    (
+        "boolean score",
+        b'{"input":{"userId":"1"},"output":{"recommendedItems":["a"],"scores":[true]}}',
+    ),
+    ("users not strings", b'{"input":{"userId":"1"},"output":{"usersList":[null]}}'),
+    ("invalid UTF-8", b'{"input":{"userId":"\xff"},"output":{"recommendedItems":[]}}'),
+    ("NaN", b'{"input":{"userId":"1"},"output":{"recommendedItems":["a"],"scores":[NaN]}}'),
+]
+
+
+@pytest.mark.parametrize("line", [b[1] for b in BAD], ids=[b[0] for b in BAD])
+def test_bad_lines_are_reported_not_raised(line: bytes) -> None:
+    """A line the merge cannot use becomes a BadLine with a short reason."""
+    result = parse_output_line(line, USER)
+    assert isinstance(result, BadLine), result
+    assert result.reason and len(result.reason) <= 120
+
+
+def test_truncated_line_says_so() -> None:
+    """A line cut off mid-object is called truncated."""
+    result = parse_output_line(b'{"input":{"userId":"1"},"output":{"recom', USER)
+    assert isinstance(result, BadLine)
+    assert "truncated" in result.reason
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.sampled_from(list(InputKind)))
+def test_arbitrary_bytes_never_raise(data: bytes, kind: InputKind) -> None:
+    """Whatever the bytes, the parser returns a record or a BadLine."""
+    assert isinstance(parse_output_line(data, kind), OutputRecord | BadLine)
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False)
+    | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["input", "output", "error", "itemAttributes", "x"]), json_values
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            ["recommendedItems", "scores", "theme", "itemsThemeRelevanceScores", "usersList"]
+        ),
+        json_values,
+    ),
+    st.sampled_from(list(InputKind)),
+)
+def test_arbitrary_json_never_raises(
+    top: dict[str, object], output: dict[str, object], kind: InputKind
+) -> None:
+    """Any JSON object with any mix of the known keys parses to a record or a BadLine."""
+    for obj in (top, {**top, "input": {kind.id_field: "k"}, "output": output}):
+        assert isinstance(parse_output_line(orjson.dumps(obj), kind), OutputRecord | BadLine)
+
+
+def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes | None]]:
+    splitter = LineSplitter(limit)
+    out: list[tuple[int, bytes | None]] = []
+    for chunk in [*chunks, None]:
+        lines = splitter.feed(chunk) if chunk is not None else splitter.finish()
+        out.extend(enumerate(lines, start=splitter.count - len(lines) + 1))
+    return out
+
+
+def test_splitter_joins_lines_across_chunks_and_numbers_them() -> None:
+    """Lines split across chunk borders come out whole, numbered from 1, CR dropped."""
+    assert _split([b"ab", b"c\nd", b"e\r\n\nf"]) == [(1, b"abc"), (2, b"de"), (3, b""), (4, b"f")]
+
+
+def test_splitter_skips_overlong_lines() -> None:
+    """A line over the limit comes out as None and the next line is intact."""
+    assert _split([b"12", b"345678", b"9\nok\n"], limit=4) == [(1, None), (2, b"ok")]
+    assert _split([b"123456\nok"], limit=4) == [(1, None), (2, b"ok")]
+    assert _split([b"ok\n123", b"456"], limit=4) == [(1, b"ok"), (2, None)]
+    assert _split([b"12345", b"\nok"], limit=4) == [(1, None), (2, b"ok")]
+
+
+@given(st.lists(st.binary(max_size=40).filter(lambda b: b"\n" not in b), max_size=20), st.data())
+def test_splitter_round_trips(lines: list[bytes], data: st.DataObject) -> None:
+    """However the stream is chunked, the lines come back as they were."""
+    blob = b"".join(line + b"\n" for line in lines)
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(blob)), max_size=6)))
+    chunks = [blob[a:b] for a, b in zip([0, *cuts], [*cuts, len(blob)], strict=True)]
+    got = _split(chunks, limit=10_000)
+    assert [d for _, d in got] == [line.removesuffix(b"\r") for line in lines]
+    assert [n for n, _ in got] == list(range(1, len(lines) + 1))
