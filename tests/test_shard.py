@@ -100,12 +100,12 @@ def test_cut_does_not_depend_on_batch_boundaries(
     """The same records give byte-identical parts however the input was batched."""
     lines = [orjson.dumps({"userId": i}) + b"\n" for i in ids]
     first = [
-        (p.shard, p.part, p.data, p.sha256)
+        (p.shard, p.part, p.data, p.sha256())
         for p in run_cut(split_batches(lines, a), layout)
         if isinstance(p, PartFile)
     ]
     second = [
-        (p.shard, p.part, p.data, p.sha256)
+        (p.shard, p.part, p.data, p.sha256())
         for p in run_cut(split_batches(lines, b), layout)
         if isinstance(p, PartFile)
     ]

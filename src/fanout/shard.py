@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import anyio
 import numpy as np
 
 from .errors import InputError
@@ -41,17 +40,42 @@ class ShardLayout:
 
 @dataclass(frozen=True, slots=True)
 class PartFile:
-    """One part file of one shard, ready to upload."""
+    """One part file of one shard, ready to upload.
+
+    Its bytes are `chunks`, views into the record batches in order, never joined here: a writer
+    sends them as they are (`LocalPartWriter` writes them one after the other) or joins them
+    once (`data`). `sha256()` hashes them; writers call it in their worker thread, so hashing
+    runs beside the source instead of in its way.
+    """
 
     shard: int
     part: int
-    data: bytes
+    chunks: tuple[bytes | memoryview, ...]
     records: int
-    sha256: str
+    nbytes: int
+
+    @classmethod
+    def of(cls, shard: int, part: int, data: bytes, records: int) -> PartFile:
+        """A part made of one buffer (tests, tools)."""
+        return cls(shard, part, (data,), records, len(data))
 
     @property
     def name(self) -> str:
         return part_name(self.shard, self.part)
+
+    @property
+    def data(self) -> bytes:
+        """The part's bytes as one buffer (a copy, unless it is a single `bytes` chunk)."""
+        if len(self.chunks) == 1 and isinstance(self.chunks[0], bytes):
+            return self.chunks[0]
+        return b"".join(self.chunks)
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of the part's bytes (releases the GIL: call it in a worker thread)."""
+        digest = hashlib.sha256()
+        for chunk in self.chunks:
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +109,15 @@ class _Cutter:
         self.chunks: list[memoryview] = []
         self.part_bytes = 0
         self.part_records = 0
-        self.out: list[tuple[int, int, list[memoryview], int] | ShardSealed] = []
+        self.out: list[PartFile | ShardSealed] = []
 
     def _flush_part(self) -> None:
         if not self.part_records:
             return
-        self.out.append((self.shard, self.shard_parts, self.chunks, self.part_records))
+        chunks = tuple(self.chunks)
+        self.out.append(
+            PartFile(self.shard, self.shard_parts, chunks, self.part_records, self.part_bytes)
+        )
         self.shard_parts += 1
         self.chunks, self.part_bytes, self.part_records = [], 0, 0
 
@@ -148,14 +175,9 @@ class _Cutter:
     def finish(self) -> None:
         self._seal()
 
-    def take(self) -> list[tuple[int, int, list[memoryview], int] | ShardSealed]:
+    def take(self) -> list[PartFile | ShardSealed]:
         out, self.out = self.out, []
         return out
-
-
-def _build(shard: int, part: int, chunks: list[memoryview], records: int) -> PartFile:
-    data = b"".join(chunks)
-    return PartFile(shard, part, data, records, hashlib.sha256(data).hexdigest())
 
 
 async def cut_shards(
@@ -164,18 +186,10 @@ async def cut_shards(
     """Parts as they fill, each shard's `ShardSealed` after its last part."""
     cutter = _Cutter(layout)
 
-    async def drain() -> AsyncIterator[PartFile | ShardSealed]:
-        for item in cutter.take():
-            if isinstance(item, ShardSealed):
-                yield item
-            else:
-                # Joining and hashing tens of MB: off the event loop.
-                yield await anyio.to_thread.run_sync(_build, *item)
-
     async for batch in batches:
         cutter.feed(batch)
-        async for item in drain():
+        for item in cutter.take():
             yield item
     cutter.finish()
-    async for item in drain():
+    for item in cutter.take():
         yield item
