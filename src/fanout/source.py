@@ -320,7 +320,7 @@ def _starts(ends: I64) -> I64:
     return starts
 
 
-def _select(data: bytes, ends: I64, keep: Bools) -> tuple[bytes, I64]:
+def _select(data: bytes | memoryview, ends: I64, keep: Bools) -> tuple[bytes, I64]:
     """The records of `data` where `keep` is True."""
     starts = _starts(ends)
     first, last = _true_runs(keep)
