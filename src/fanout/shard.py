@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+import anyio
 import numpy as np
 
 from .errors import InputError
@@ -42,10 +43,10 @@ class ShardLayout:
 class PartFile:
     """One part file of one shard, ready to upload.
 
-    Its bytes are `chunks`, views into the record batches in order, never joined here: a writer
-    sends them as they are (`LocalPartWriter` writes them one after the other) or joins them
-    once (`data`). `sha256()` hashes them; writers call it in their worker thread, so hashing
-    runs beside the source instead of in its way.
+    Its bytes are `chunks`: views into the record batches, in order, which `LocalPartWriter`
+    writes one after the other without joining them; for S3, `cut_shards(join=True)` makes each
+    part one `bytes` chunk (`joined`), the request body. `sha256()` hashes them; writers call it
+    in their worker thread, so hashing runs beside the source instead of in its way.
     """
 
     shard: int
@@ -56,7 +57,7 @@ class PartFile:
 
     @classmethod
     def of(cls, shard: int, part: int, data: bytes, records: int) -> PartFile:
-        """A part made of one buffer (tests, tools)."""
+        """A part made of one buffer."""
         return cls(shard, part, (data,), records, len(data))
 
     @property
@@ -64,11 +65,19 @@ class PartFile:
         return part_name(self.shard, self.part)
 
     @property
+    def single(self) -> bool:
+        """Whether the part is one `bytes` chunk (then `data` is not a copy)."""
+        return len(self.chunks) == 1 and isinstance(self.chunks[0], bytes)
+
+    @property
     def data(self) -> bytes:
-        """The part's bytes as one buffer (a copy, unless it is a single `bytes` chunk)."""
-        if len(self.chunks) == 1 and isinstance(self.chunks[0], bytes):
-            return self.chunks[0]
-        return b"".join(self.chunks)
+        """The part's bytes as one buffer (a copy, unless it is `single`)."""
+        first = self.chunks[0] if len(self.chunks) == 1 else None
+        return first if isinstance(first, bytes) else b"".join(self.chunks)
+
+    def joined(self) -> PartFile:
+        """This part as one `bytes` chunk (a copy): it no longer holds on to the batches."""
+        return PartFile.of(self.shard, self.part, self.data, self.records)
 
     def sha256(self) -> str:
         """The hex SHA-256 of the part's bytes (releases the GIL: call it in a worker thread)."""
@@ -181,15 +190,26 @@ class _Cutter:
 
 
 async def cut_shards(
-    batches: AsyncIterator[RecordBatch], layout: ShardLayout
+    batches: AsyncIterator[RecordBatch], layout: ShardLayout, *, join: bool = False
 ) -> AsyncIterator[PartFile | ShardSealed]:
-    """Parts as they fill, each shard's `ShardSealed` after its last part."""
+    """Parts as they fill, each shard's `ShardSealed` after its last part.
+
+    With `join`, each part comes as one buffer, joined on a worker thread as it is cut: for
+    writers that send a part as one request body (S3), which would otherwise hold both the
+    joined copy and the batches it came from while the part is in flight.
+    """
     cutter = _Cutter(layout)
+
+    async def ready() -> AsyncIterator[PartFile | ShardSealed]:
+        for item in cutter.take():
+            if join and isinstance(item, PartFile) and not item.single:
+                item = await anyio.to_thread.run_sync(item.joined)
+            yield item
 
     async for batch in batches:
         cutter.feed(batch)
-        for item in cutter.take():
+        async for item in ready():
             yield item
     cutter.finish()
-    for item in cutter.take():
+    async for item in ready():
         yield item
