@@ -34,16 +34,20 @@ def split_batches(lines: list[bytes], sizes: list[int]) -> list[RecordBatch]:
     return batches
 
 
-async def cut(batches: list[RecordBatch], layout: ShardLayout) -> list[PartFile | ShardSealed]:
+async def cut(
+    batches: list[RecordBatch], layout: ShardLayout, join: bool = False
+) -> list[PartFile | ShardSealed]:
     async def source() -> AsyncIterator[RecordBatch]:
         for batch in batches:
             yield batch
 
-    return [item async for item in cut_shards(source(), layout)]
+    return [item async for item in cut_shards(source(), layout, join=join)]
 
 
-def run_cut(batches: list[RecordBatch], layout: ShardLayout) -> list[PartFile | ShardSealed]:
-    return anyio.run(cut, batches, layout)
+def run_cut(
+    batches: list[RecordBatch], layout: ShardLayout, join: bool = False
+) -> list[PartFile | ShardSealed]:
+    return anyio.run(cut, batches, layout, join)
 
 
 ids = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=300)
@@ -100,16 +104,33 @@ def test_cut_does_not_depend_on_batch_boundaries(
     """The same records give byte-identical parts however the input was batched."""
     lines = [orjson.dumps({"userId": i}) + b"\n" for i in ids]
     first = [
-        (p.shard, p.part, p.data, p.sha256)
+        (p.shard, p.part, p.data, p.sha256())
         for p in run_cut(split_batches(lines, a), layout)
         if isinstance(p, PartFile)
     ]
     second = [
-        (p.shard, p.part, p.data, p.sha256)
+        (p.shard, p.part, p.data, p.sha256())
         for p in run_cut(split_batches(lines, b), layout)
         if isinstance(p, PartFile)
     ]
     assert first == second
+
+
+def test_joined_parts_are_one_buffer_with_the_same_bytes_and_hash() -> None:
+    """With join, every part is a single bytes chunk, byte-identical to the unjoined part."""
+    lines = [orjson.dumps({"userId": f"user-{i}"}) + b"\n" for i in range(2_000)]
+    layout = ShardLayout(
+        shard_bytes=9_000, max_job_bytes=10**6, part_bytes=3_000, max_job_files=10,
+        max_file_records=10**6,
+    )  # fmt: skip
+    batches = split_batches(lines, [7, 300, 1, 50] * 20)
+    views = [p for p in run_cut(batches, layout) if isinstance(p, PartFile)]
+    joined = [p for p in run_cut(batches, layout, join=True) if isinstance(p, PartFile)]
+    assert any(len(p.chunks) > 1 for p in views)
+    assert all(len(p.chunks) == 1 and isinstance(p.chunks[0], bytes) for p in joined)
+    assert [(p.shard, p.part, p.data, p.nbytes, p.records, p.sha256()) for p in views] == [
+        (p.shard, p.part, p.data, p.nbytes, p.records, p.sha256()) for p in joined
+    ]
 
 
 def test_a_planned_target_gives_at_most_the_planned_shards() -> None:

@@ -14,10 +14,8 @@ those checks go through the per-line path, which gives byte-identical results fo
 from __future__ import annotations
 
 import codecs
-import contextlib
 import re
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -129,7 +127,7 @@ class _Template:
 class _Core:
     """Encoded candidates (lines of a text piece, or ID fields of CSV/Parquet rows)."""
 
-    data: bytes
+    data: bytes | memoryview
     ends: I64
     fps: U64
     rec: I64 | None  # candidate index of each record; None: record i is candidate i
@@ -146,7 +144,6 @@ def _encode_lines(
     slow: bool = False,
     fingerprint: bool = True,
     defer_fixed: bool = False,
-    scratch: _Scratch | None = None,
 ) -> _Core:
     """Encode `buf`, one candidate ID per line; clean lines vectorised, others one by one.
 
@@ -172,13 +169,13 @@ def _encode_lines(
         count = len(buf) // step
         if not slow and first <= limit and not _fixed_bad(buf, arr, step):
             size = step + tpl.extra
-            data = _encode_fixed(buf, stride, count, tpl, scratch)
+            fixed = _encode_fixed(buf, stride, count, tpl)
             ends = np.arange(size, size * count + 1, size, dtype=np.int64)
             if fingerprint and not defer_fixed:
                 fps = _fingerprints_fixed(buf, 0, step, first, count)
             else:
                 fps = np.empty(0, np.uint64)
-            return _Core(data, ends, fps, None, [], [], count, step if fingerprint else 0)
+            return _Core(fixed, ends, fps, None, [], [], count, step if fingerprint else 0)
         ends_nl = np.arange(first, len(buf), step, dtype=np.int64)
     else:
         ends_nl = np.flatnonzero(arr == 10).astype(np.int64, copy=False)
@@ -225,37 +222,23 @@ def _line_grid(buf: bytes, arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8] 
     return grid if bool((grid[:, first] == 10).all()) else None
 
 
-def _encode_fixed(
-    buf: bytes, stride: int, count: int, tpl: _Template, scratch: _Scratch | None = None
-) -> bytes:
-    """`tpl.run(buf)` for clean lines that are all `stride - 1` bytes long, GIL-free but
-    for the final copy."""
+def _encode_fixed(buf: bytes, stride: int, count: int, tpl: _Template) -> memoryview:
+    """`tpl.run(buf)` for clean lines that are all `stride - 1` bytes long, GIL-free.
+
+    The records are built in place in fresh numpy memory and handed on as a view of it, not
+    copied into `bytes`: numpy asks for huge pages for large arrays, so the fresh memory costs a
+    few page faults where a `bytes` copy of it cost one per 4 KiB (and a pass over the data).
+    """
     size = stride - 1
     prefix, suffix = len(tpl.prefix), len(tpl.suffix)
     layout = np.dtype([("p", f"V{prefix}"), ("id", f"V{size}"), ("s", f"V{suffix}")])
-    with (scratch or _Scratch()).lend(count * layout.itemsize) as space:
-        out = space.view(layout)
-        out["p"] = np.frombuffer(tpl.prefix, f"V{prefix}")[0]
-        out["id"] = np.ndarray((count,), f"V{size}", buffer=buf, strides=(stride,))  # no copy
-        out["s"] = np.frombuffer(tpl.suffix, f"V{suffix}")[0]
-        return out.tobytes()
-
-
-class _Scratch:
-    """One reusable buffer, lent to one user at a time: building every piece's records in
-    fresh memory costs page faults, and the allocator keeps freed blocks per thread anyway."""
-
-    def __init__(self) -> None:
-        self._buffer = np.empty(0, np.uint8)
-        self._lock = threading.Lock()
-
-    @contextlib.contextmanager
-    def lend(self, size: int) -> Iterator[npt.NDArray[np.uint8]]:
-        with self._lock:
-            if self._buffer.size < size:
-                self._buffer = np.empty(0, np.uint8)  # let the old one go first
-                self._buffer = np.empty(size, np.uint8)
-            yield self._buffer[:size]
+    space = np.empty(count * layout.itemsize, np.uint8)
+    out = space.view(layout)
+    out["p"] = np.frombuffer(tpl.prefix, f"V{prefix}")[0]
+    out["id"] = np.ndarray((count,), f"V{size}", buffer=buf, strides=(stride,))  # no copy
+    out["s"] = np.frombuffer(tpl.suffix, f"V{suffix}")[0]
+    space.flags.writeable = False
+    return space.data
 
 
 def _fixed_bad(buf: bytes, arr: npt.NDArray[np.uint8], stride: int) -> bool:

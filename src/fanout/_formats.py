@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from ._dedupe import I64, U64, _fingerprints_fixed, _fingerprints_of, _Prints
-from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Scratch, _Template
+from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Template
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
 
@@ -82,7 +82,7 @@ class _Encoded:
     lines: int  # physical lines (rows for Parquet): advances the file's line numbers
     rows: int  # counted in stats.lines
     blank: int
-    data: bytes
+    data: bytes | memoryview  # see RecordBatch.data
     ends: I64
     fps: U64
     rec_lines: I64 | None  # 0-based line in the piece of each record; None: record i is line i
@@ -136,7 +136,6 @@ class _Encoder:
 
     def __init__(self, options: SourceOptions, *, slow: bool = False) -> None:
         self.dedupe = options.dedupe
-        self.scratch = _Scratch()
         self.limit = options.max_id_length
         self.slow = slow
         self.field = options.kind.id_field
@@ -162,9 +161,7 @@ class _Encoder:
         raise AssertionError(f"unknown piece format {piece.fmt}")
 
     def _text(self, piece: _Piece, defer: bool = False) -> _Encoded:
-        core = _encode_lines(
-            piece.data, self.tpl, self.limit, self.slow, self.dedupe, defer, self.scratch
-        )
+        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe, defer)
         return _Encoded(
             piece,
             core.count,

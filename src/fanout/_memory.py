@@ -9,6 +9,15 @@ mmap, returned to the system as soon as it is freed. The price is fresh pages fo
 IDs through `fanout prepare --local-dir` took 5.0 s / 312 MB at 4 MiB, 3.8 s / 338 MB at 12 MiB,
 3.6 s / 472 MB with glibc's default. Flat memory wins here; fewer buffer copies in the source
 and shard stages are the way to win the time back.
+
+Fixing the mmap threshold also fixes the trim threshold at its 128 KiB default, so each time the
+top of a heap frees more than that, glibc hands it back, and the next piece's numpy temporaries
+(a few MB each: fingerprints, sort keys, filter masks) fault it in again, page by page: that
+made the fingerprint hash 4x slower than with warm memory. So the trim threshold is raised to
+`TRIM_THRESHOLD`, and all threads share one arena, so that what is kept is kept once, not once
+per worker thread. Measured, 10M IDs, dedupe on (in-process, best of 3): 4.1 s CPU / 298 MiB
+before; trim 8 MiB with an arena per thread 3.7 s / 318-336 MiB; trim 8 MiB and one arena
+3.7 s / 290 MiB.
 """
 
 from __future__ import annotations
@@ -17,12 +26,19 @@ import ctypes
 import ctypes.util
 import sys
 
-_M_MMAP_THRESHOLD = -3  # from glibc's malloc.h
+# From glibc's malloc.h.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 MMAP_THRESHOLD = 4 * 1024 * 1024
+TRIM_THRESHOLD = 8 * 1024 * 1024
 
 
 def release_large_buffers() -> bool:
-    """Set glibc's mmap threshold (Linux only); return whether it was set."""
+    """Tune glibc's malloc as above (Linux only); return whether it was done.
+
+    Call it early, before worker threads start (each would otherwise get an arena of its own).
+    """
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
@@ -30,6 +46,10 @@ def release_large_buffers() -> bool:
         return False
     try:
         libc = ctypes.CDLL(name)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+        return bool(
+            libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
+            and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+            and libc.mallopt(_M_ARENA_MAX, 1)
+        )
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False

@@ -364,7 +364,8 @@ async def _prepare(
             await tracker.written(part)
 
         async with anyio.create_task_group() as group:
-            group.start_soon(_produce, cut_shards(source.batches(), layout), send, tracker)
+            parts = cut_shards(source.batches(), layout, join=settings.job_input is not None)
+            group.start_soon(_produce, parts, send, tracker)
             group.start_soon(upload_parts, receive, writer, concurrency, written)
     stats = source.stats
     await journal.append(

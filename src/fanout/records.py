@@ -86,9 +86,12 @@ class RecordBatch:
 
     `data` holds the lines, each ending in `\\n`; `ends[i]` is the offset just past line `i`, so
     line `i` is `data[ends[i-1]:ends[i]]` and a byte budget is cut with `np.searchsorted`.
+    `data` is `bytes`, or a read-only `memoryview` of bytes where the encoder built the records
+    in numpy memory: consumers use the buffer protocol (`memoryview`, slicing, `len`, `bytes()`),
+    not `bytes` methods.
     """
 
-    data: bytes
+    data: bytes | memoryview
     ends: npt.NDArray[np.int64]
 
     def __post_init__(self) -> None:

@@ -41,17 +41,50 @@ class ShardLayout:
 
 @dataclass(frozen=True, slots=True)
 class PartFile:
-    """One part file of one shard, ready to upload."""
+    """One part file of one shard, ready to upload.
+
+    Its bytes are `chunks`: views into the record batches, in order, which `LocalPartWriter`
+    writes one after the other without joining them; for S3, `cut_shards(join=True)` makes each
+    part one `bytes` chunk (`joined`), the request body. `sha256()` hashes them; writers call it
+    in their worker thread, so hashing runs beside the source instead of in its way.
+    """
 
     shard: int
     part: int
-    data: bytes
+    chunks: tuple[bytes | memoryview, ...]
     records: int
-    sha256: str
+    nbytes: int
+
+    @classmethod
+    def of(cls, shard: int, part: int, data: bytes, records: int) -> PartFile:
+        """A part made of one buffer."""
+        return cls(shard, part, (data,), records, len(data))
 
     @property
     def name(self) -> str:
         return part_name(self.shard, self.part)
+
+    @property
+    def single(self) -> bool:
+        """Whether the part is one `bytes` chunk (then `data` is not a copy)."""
+        return len(self.chunks) == 1 and isinstance(self.chunks[0], bytes)
+
+    @property
+    def data(self) -> bytes:
+        """The part's bytes as one buffer (a copy, unless it is `single`)."""
+        first = self.chunks[0] if len(self.chunks) == 1 else None
+        return first if isinstance(first, bytes) else b"".join(self.chunks)
+
+    def joined(self) -> PartFile:
+        """This part as one `bytes` chunk (a copy): it no longer holds on to the batches."""
+        return PartFile.of(self.shard, self.part, self.data, self.records)
+
+    def sha256(self) -> str:
+        """The hex SHA-256 of the part's bytes (releases the GIL: call it in a worker thread)."""
+        digest = hashlib.sha256()
+        for chunk in self.chunks:
+            digest.update(chunk)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +118,15 @@ class _Cutter:
         self.chunks: list[memoryview] = []
         self.part_bytes = 0
         self.part_records = 0
-        self.out: list[tuple[int, int, list[memoryview], int] | ShardSealed] = []
+        self.out: list[PartFile | ShardSealed] = []
 
     def _flush_part(self) -> None:
         if not self.part_records:
             return
-        self.out.append((self.shard, self.shard_parts, self.chunks, self.part_records))
+        chunks = tuple(self.chunks)
+        self.out.append(
+            PartFile(self.shard, self.shard_parts, chunks, self.part_records, self.part_bytes)
+        )
         self.shard_parts += 1
         self.chunks, self.part_bytes, self.part_records = [], 0, 0
 
@@ -148,34 +184,32 @@ class _Cutter:
     def finish(self) -> None:
         self._seal()
 
-    def take(self) -> list[tuple[int, int, list[memoryview], int] | ShardSealed]:
+    def take(self) -> list[PartFile | ShardSealed]:
         out, self.out = self.out, []
         return out
 
 
-def _build(shard: int, part: int, chunks: list[memoryview], records: int) -> PartFile:
-    data = b"".join(chunks)
-    return PartFile(shard, part, data, records, hashlib.sha256(data).hexdigest())
-
-
 async def cut_shards(
-    batches: AsyncIterator[RecordBatch], layout: ShardLayout
+    batches: AsyncIterator[RecordBatch], layout: ShardLayout, *, join: bool = False
 ) -> AsyncIterator[PartFile | ShardSealed]:
-    """Parts as they fill, each shard's `ShardSealed` after its last part."""
+    """Parts as they fill, each shard's `ShardSealed` after its last part.
+
+    With `join`, each part comes as one buffer, joined on a worker thread as it is cut: for
+    writers that send a part as one request body (S3), which would otherwise hold both the
+    joined copy and the batches it came from while the part is in flight.
+    """
     cutter = _Cutter(layout)
 
-    async def drain() -> AsyncIterator[PartFile | ShardSealed]:
+    async def ready() -> AsyncIterator[PartFile | ShardSealed]:
         for item in cutter.take():
-            if isinstance(item, ShardSealed):
-                yield item
-            else:
-                # Joining and hashing tens of MB: off the event loop.
-                yield await anyio.to_thread.run_sync(_build, *item)
+            if join and isinstance(item, PartFile) and not item.single:
+                item = await anyio.to_thread.run_sync(item.joined)
+            yield item
 
     async for batch in batches:
         cutter.feed(batch)
-        async for item in drain():
+        async for item in ready():
             yield item
     cutter.finish()
-    async for item in drain():
+    async for item in ready():
         yield item

@@ -38,7 +38,6 @@ from functools import partial
 from types import MappingProxyType
 from typing import IO, Any, Literal, Protocol, TypeVar, get_args
 
-import aiofiles
 import anyio
 import anyio.to_thread
 import numpy as np
@@ -81,6 +80,8 @@ _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 _MAX_LINE_BYTES = 16 * 1024 * 1024
 # Text pieces at least this big are fingerprinted in a thread of their own, beside encoding.
 _SPLIT_BYTES = 1 << 20
+# How far past `chunk_bytes` a local file's chunk may run to end at a line end.
+_PROBE_BYTES = 64 * 1024
 
 _T = TypeVar("_T")
 
@@ -220,12 +221,37 @@ def _check_chunk_bytes(chunk_bytes: int) -> None:
 
 
 async def _file_chunks(path: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+    """The file's bytes, each chunk ending at a line end where one is near (`_line_chunk`)."""
     try:
-        async with aiofiles.open(path, "rb") as handle:
-            while chunk := await handle.read(chunk_bytes):
+        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            at = 0
+            while chunk := await anyio.to_thread.run_sync(_line_chunk, fd, at, chunk_bytes):
+                at += len(chunk)
                 yield chunk
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise InputError(f"cannot read input file {path}: {exc.strerror or exc}") from exc
+
+
+def _line_chunk(fd: int, at: int, size: int) -> bytes:
+    """The bytes of `fd` from `at` up to the first line end at or after `size` of them.
+
+    A chunk that ends that way is a whole piece to the cutter, which passes it on as it is; any
+    other (no line end in the next `_PROBE_BYTES`, gzip, end of file) is cut there as usual.
+    Peeking ahead costs a small read; copying the piece would cost a large one.
+    """
+    ahead = os.pread(fd, _PROBE_BYTES, at + size - 1)
+    end = ahead.find(b"\n")
+    want = size + end if end >= 0 else size
+    data = os.pread(fd, want, at)
+    while 0 < len(data) < want:  # a short read: the rest, unless at the end of the file
+        more = os.pread(fd, want - len(data), at + len(data))
+        if not more:
+            break
+        data += more
+    return data
 
 
 async def _stdin_chunks(chunk_bytes: int) -> AsyncIterator[bytes]:
@@ -294,7 +320,7 @@ def _starts(ends: I64) -> I64:
     return starts
 
 
-def _select(data: bytes, ends: I64, keep: Bools) -> tuple[bytes, I64]:
+def _select(data: bytes | memoryview, ends: I64, keep: Bools) -> tuple[bytes, I64]:
     """The records of `data` where `keep` is True."""
     starts = _starts(ends)
     first, last = _true_runs(keep)

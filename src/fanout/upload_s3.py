@@ -30,18 +30,16 @@ class S3PartWriter:
 
     async def write(self, part: PartFile) -> UploadedPart:
         uri = self._base.child(part.name)
+        # Joining the part's chunks and hashing them: tens of MB, off the event loop.
+        data, sha256 = await anyio.to_thread.run_sync(_body, part)
         try:
-            if len(part.data) < self._settings.multipart_threshold:
-                etag = await self._store.put_object(
-                    uri.bucket, uri.key, part.data, self._encryption
-                )
+            if len(data) < self._settings.multipart_threshold:
+                etag = await self._store.put_object(uri.bucket, uri.key, data, self._encryption)
             else:
-                etag = await self._multipart(uri, part.data)
+                etag = await self._multipart(uri, data)
         except (ClientError, BotoCoreError) as exc:
             raise_s3_error(exc, "PutObject", str(uri), UploadError)
-        return UploadedPart(
-            part.shard, part.part, str(uri), etag, len(part.data), part.records, part.sha256
-        )
+        return UploadedPart(part.shard, part.part, str(uri), etag, len(data), part.records, sha256)
 
     async def _multipart(self, uri: S3Uri, data: bytes) -> str:
         store = self._store
@@ -60,3 +58,8 @@ class S3PartWriter:
             with anyio.move_on_after(30, shield=True):
                 await store.abort_multipart(uri.bucket, uri.key, upload_id)
             raise
+
+
+def _body(part: PartFile) -> tuple[bytes, str]:
+    """The part as one request body, and its SHA-256."""
+    return part.data, part.sha256()

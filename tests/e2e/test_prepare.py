@@ -242,7 +242,7 @@ async def test_multipart_parts_upload_and_read_back(
         writer = S3PartWriter(
             aws.s3, S3Uri(info.bucket, "multipart/"), Encryption(info.kms_key_arn), settings
         )
-        uploaded = await writer.write(PartFile(0, 0, data, 500_000, "sha"))
+        uploaded = await writer.write(PartFile.of(0, 0, data, 500_000))
     assert len(data) > 2 * settings.multipart_chunk
     key = "multipart/shard-00000/part-00000.jsonl"
     assert uploaded.uri == f"s3://{info.bucket}/{key}"
