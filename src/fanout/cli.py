@@ -855,6 +855,15 @@ def _run_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The exception to report for a group: its first FanoutError or interrupt, else itself."""
+    for inner in group.exceptions:
+        found = _first_cause(inner) if isinstance(inner, BaseExceptionGroup) else inner
+        if isinstance(found, FanoutError | KeyboardInterrupt):
+            return found
+    return group
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -869,7 +878,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _run_status,
     }
     try:
-        return handlers[args.command](args)
+        try:
+            return handlers[args.command](args)
+        except BaseExceptionGroup as group:  # task groups wrap what their tasks raise
+            cause = _first_cause(group)
+            if cause is group:
+                raise
+            raise cause from group
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code

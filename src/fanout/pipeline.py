@@ -389,7 +389,7 @@ class _SkipWritten:
         event = self._known.get((part.shard, part.part))
         if event is None:
             return await self._writer.write(part)
-        if event["sha256"] != part.sha256:
+        if event["sha256"] != await anyio.to_thread.run_sync(part.sha256):
             raise InputError(
                 f"the input changed since the run started: shard {part.shard} part {part.part} "
                 "no longer has the bytes that were uploaded. Resume needs the same input and "

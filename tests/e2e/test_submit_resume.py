@@ -296,42 +296,65 @@ def test_the_service_quota_below_fanouts_means_waiting(
 # -- kill -9 at random moments, then resume ----------------------------------------------
 
 
-def _kill_at_random(args: list[str], env: dict[str, str], rng: random.Random, most: float) -> None:
+def _kill_at_random(
+    args: list[str], env: dict[str, str], rng: random.Random, least: float, most: float
+) -> None:
     process = subprocess.Popen(
         FANOUT + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     try:
-        process.wait(timeout=rng.uniform(0.2, most))
+        process.wait(timeout=rng.uniform(least, most))
     except subprocess.TimeoutExpired:
         os.kill(process.pid, signal.SIGKILL)
         process.wait()
 
 
-def kill_and_resume(user: User, run: str, seed: int, capsys: pytest.CaptureFixture[str]) -> None:
+def _phase(run_dir: Path) -> str:
+    """Where the run was when it was killed, from its journal."""
+    if not (run_dir / "journal.jsonl").exists() or not read_events(run_dir):
+        return "before the run began"
+    state = RunState.replay(read_events(run_dir))
+    if state.prepared is None:
+        return f"preparing ({len(state.parts)} parts uploaded)"
+    if state.submit is None:
+        return "prepared"
+    if state.submitted is None:
+        return f"submitting ({len(state.jobs)} jobs created)"
+    return "finished"
+
+
+def kill_and_resume(
+    user: User, run: str, seed: int, capsys: pytest.CaptureFixture[str]
+) -> tuple[str, str]:
+    """kill -9 `prepare`, resume; kill -9 `submit`, resume; check the result. Returns where
+    each kill landed."""
     rng = random.Random(seed)
     ids = user.ids(20_000, f"{run}.txt")
     env = {**os.environ, **user.env}
-    prepare = user.prepare_args(run, ids, "--max-job-bytes", "60KB", "--part-bytes", "20KB")
-    _kill_at_random(prepare, env, rng, 3.0)
     run_dir = user.state / run
-    if (run_dir / "journal.jsonl").exists() and read_events(run_dir):
-        code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
-    else:  # killed before the run began: start it again
+    prepare = user.prepare_args(run, ids, "--max-job-bytes", "60KB", "--part-bytes", "20KB")
+    _kill_at_random(prepare, env, rng, 0.7, 1.8)  # start-up takes ~0.6 s
+    first = _phase(run_dir)
+    if first == "before the run began":
         code, _, err = user.cli(prepare, capsys)
+    else:
+        code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
     assert code == 0, err
-    _kill_at_random(user.submit_args(run), env, rng, 4.0)
-    if RunState.replay(read_events(run_dir)).submit is None:  # killed before submit began
+    _kill_at_random(user.submit_args(run), env, rng, 0.7, 3.0)
+    second = _phase(run_dir)
+    if second == "prepared":  # killed before submit began: submit again
         code, _, err = user.cli(user.submit_args(run), capsys)
     else:
         code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
     assert code == 0, err
-    state = RunState.replay(read_events(user.state / run))
+    state = RunState.replay(read_events(run_dir))
     jobs = user.jobs(run)
     names = [j["jobName"] for j in jobs]
     assert len(names) == len(set(names)) == len(state.shards)  # one job per shard, none twice
     assert {j["status"] for j in jobs} == {"ACTIVE"}
     sent = user.sent_ids(run)
     assert sorted(sent) == sorted(f"user-{i}" for i in range(20_000))  # no ID lost or doubled
+    return first, second
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -340,6 +363,77 @@ def test_kill_9_then_resume(seed: int, user: User, capsys: pytest.CaptureFixture
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", range(100, 120))
-def test_kill_9_then_resume_many(seed: int, user: User, capsys: pytest.CaptureFixture[str]) -> None:
-    kill_and_resume(user, f"kills{seed}", seed, capsys)
+def test_kill_9_at_twenty_moments(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    landed = [kill_and_resume(user, f"kills{seed}", seed, capsys) for seed in range(100, 120)]
+    with capsys.disabled():
+        for seed, (first, second) in zip(range(100, 120), landed, strict=True):
+            print(f"seed {seed}: prepare killed {first}; submit killed {second}")
+    assert any(first.startswith("preparing") for first, _ in landed)
+    assert any(second.startswith("submitting") for _, second in landed)
+
+
+def test_resume_mid_upload_skips_parts_already_uploaded(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fanout import upload_s3
+
+    ids = user.ids(6000)
+    args = user.prepare_args("midway", ids, "--max-job-bytes", "40KB", "--part-bytes", "10KB")
+    real_write = upload_s3.S3PartWriter.write
+    started: list[str] = []
+
+    async def crash_after_five(self: Any, part: Any) -> Any:
+        started.append(part.name)
+        if len(started) > 5:
+            raise OSError("the network went away")
+        return await real_write(self, part)
+
+    monkeypatch.setattr(upload_s3.S3PartWriter, "write", crash_after_five)
+    with pytest.raises(BaseException):  # noqa: B017 - a crash, whatever it looks like
+        main(args)
+    capsys.readouterr()
+    state = RunState.replay(read_events(user.state / "midway"))
+    assert 0 < len(state.parts) <= 5 and state.prepared is None
+    before = len(state.parts)
+
+    uploads: list[str] = []
+
+    async def counting(self: Any, part: Any) -> Any:
+        uploads.append(part.name)
+        return await real_write(self, part)
+
+    monkeypatch.setattr(upload_s3.S3PartWriter, "write", counting)
+    code, _, err = user.cli(["resume", "midway", "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    state = RunState.replay(read_events(user.state / "midway"))
+    assert state.prepared is not None
+    assert len(uploads) == len(state.parts) - before  # those were checked, not re-sent
+    assert sorted(user.sent_ids("midway")) == sorted(f"user-{i}" for i in range(6000))
+    events = read_events(user.state / "midway")
+    assert len([e for e in events if e["event"] == "part-written"]) == len(state.parts)
+
+
+def test_resume_refuses_an_input_that_changed(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fanout import upload_s3
+
+    ids = user.ids(3000)
+    args = user.prepare_args("changed", ids, "--part-bytes", "10KB")
+    real_write = upload_s3.S3PartWriter.write
+    count = {"n": 0}
+
+    async def crash_after_two(self: Any, part: Any) -> Any:
+        count["n"] += 1
+        if count["n"] > 2:
+            raise OSError("killed")
+        return await real_write(self, part)
+
+    monkeypatch.setattr(upload_s3.S3PartWriter, "write", crash_after_two)
+    with pytest.raises(BaseException):  # noqa: B017
+        main(args)
+    monkeypatch.setattr(upload_s3.S3PartWriter, "write", real_write)
+    ids.write_text("".join(f"other-{i}\n" for i in range(3000)))
+    capsys.readouterr()
+    code, _, err = user.cli(["resume", "changed", "--state-dir", str(user.state)], capsys)
+    assert code == 1 and "the input changed since the run started" in err
