@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 import aioboto3
 import anyio
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -60,6 +61,7 @@ class AwsOptions:
     read_timeout: float = 60.0
     max_attempts: int = 8
     max_pool_connections: int = 32
+    sign: bool = True  # False: --no-sign-request
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,25 @@ class S3Store:
         except BotoCoreError as exc:
             raise_s3_error(exc, "HeadObject", f"s3://{bucket}/{key}")
 
+    async def check_bucket(self, bucket: str) -> None:
+        """Raise ConfigError, saying what to do, unless the bucket exists and is reachable."""
+        try:
+            await self._client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            code = error_code(exc)
+            if code in {"404", "NoSuchBucket", "NotFound"}:
+                raise ConfigError(
+                    f"bucket {bucket} does not exist (or not in this region): create it, or fix "
+                    "the path"
+                ) from exc
+            if code in {"403", "AccessDenied", "Forbidden"}:
+                raise ConfigError(
+                    f"access to bucket {bucket} denied: the caller needs s3:ListBucket on it"
+                ) from exc
+            raise ConfigError(f"bucket {bucket}: {code}") from exc
+        except BotoCoreError as exc:
+            raise ConfigError(f"cannot reach S3 for bucket {bucket}: {exc}") from exc
+
     async def _send(self, call: Any, data: bytes, **params: Any) -> Any:
         """`call(Body=data, ChecksumCRC32=…, **params)` on a worker thread, checksum included."""
 
@@ -249,7 +270,9 @@ class Aws:
         self._personalize: Any = None
 
     def _config(self, max_attempts: int | None = None) -> Config:
+        unsigned = {} if self.options.sign else {"signature_version": UNSIGNED}
         return Config(
+            **unsigned,
             retries={"mode": "standard", "max_attempts": max_attempts or self.options.max_attempts},
             connect_timeout=self.options.connect_timeout,
             read_timeout=self.options.read_timeout,
@@ -309,6 +332,38 @@ class Aws:
     @property
     def batch_jobs(self) -> BatchJobs:
         return BatchJobs(self.personalize)
+
+    async def check_kms_key(self, key_arn: str) -> None:
+        """Raise ConfigError unless the caller can make a data key with the KMS key."""
+        options = self.options
+        session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
+        verify: bool | str = options.ca_bundle or options.verify_ssl
+        try:
+            async with session.client("kms", config=self._config(), verify=verify) as kms:
+                await kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")
+        except ClientError as exc:
+            code = error_code(exc)
+            raise ConfigError(
+                f"KMS key {key_arn} cannot make a data key ({code}): it must exist, be enabled, "
+                "and allow the caller kms:GenerateDataKey and kms:Decrypt"
+            ) from exc
+        except BotoCoreError as exc:
+            raise ConfigError(f"cannot reach KMS for {key_arn}: {exc}") from exc
+
+    async def check_filter(self, arn: str) -> None:
+        """Raise ConfigError unless the filter exists and is ACTIVE."""
+        try:
+            found = (await self.personalize.describe_filter(filterArn=arn))["filter"]
+        except ClientError as exc:
+            if error_code(exc) == "ResourceNotFoundException":
+                raise ConfigError(
+                    f"filter {arn} does not exist in this account and region: check --filter-arn"
+                ) from exc
+            raise ConfigError(f"cannot describe filter {arn}: {error_code(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ConfigError(f"cannot reach Personalize to describe {arn}: {exc}") from exc
+        if found.get("status") != "ACTIVE":
+            raise ConfigError(f"filter {arn} is {found.get('status')}: wait until it is ACTIVE")
 
 
 def _epoch(value: Any) -> float | None:

@@ -1,6 +1,7 @@
 """The `fanout` command line: parse, build settings, call the library, map errors to exit codes.
 
-No pipeline logic lives here. Exit codes: 0 success, 1 failure, 2 usage error, 130 interrupted.
+No pipeline logic lives here. Exit codes: 0 success, 1 failure, 2 usage error, 3 partial result
+(some IDs errored or are missing; `--allow-partial` makes it 0), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
 
 EXIT_OK = 0
-EXIT_INTERRUPTED = 130  # usage errors (2) and failures (1): FanoutError.exit_code
+EXIT_FAILED = 1  # also every FanoutError but usage errors (FanoutError.exit_code)
+EXIT_PARTIAL = 3  # results written, but some IDs errored or are missing (--allow-partial: 0)
+EXIT_INTERRUPTED = 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -102,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("run_id", metavar="RUN", help="the run ID printed by prepare")
     _job_options(submit)
     _submit_options(submit)
+    _merge_options(submit, required=False)
     submit.add_argument("--state-dir", type=Path, help="where run state lives")
     _aws_options(submit)
     submit.add_argument("--output", choices=["text", "json"], default="text")
@@ -128,6 +132,57 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
     _aws_options(resume)
     resume.add_argument("--output", choices=["text", "json"], default="text")
+
+    run = commands.add_parser(
+        "run",
+        help="from an ID list to merged recommendations: prepare, submit and merge at once",
+        description="Validate, dedupe and shard the IDs, upload them (SSE-KMS), run one batch "
+        "inference job per shard under the account's quota, and merge every output into one "
+        "reconciled result set, all stages at once. Takes every option of `aws personalize "
+        "create-batch-inference-job` with the same names and syntaxes: --job-input and "
+        "--job-output are the prefixes fanout writes under, --job-name the jobs' name prefix. "
+        "Preflight checks run before anything is uploaded; the plan prints first.",
+    )
+    _input_options(run, job_fields=False, ids_required=False)
+    run.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML mapping of option names (without --) to values; the command line wins",
+    )
+    _job_options(run)
+    run.add_argument(
+        "--generate-cli-skeleton",
+        nargs="?",
+        const="input",
+        choices=["input", "yaml-input", "output"],
+        help="print a skeleton for --cli-input-json/--cli-input-yaml, as the AWS CLI does",
+    )
+    _merge_options(run, required=False)
+    _run_options(run)
+    _limit_options(run)
+    _submit_options(run, quota=False)
+    run.add_argument(
+        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
+    )
+    run.add_argument(
+        "--dry-run", action="store_true", help="stop after the plan and the preflight checks"
+    )
+    _aws_options(run)
+    _cli_output_options(run)
+
+    merge = commands.add_parser(
+        "merge",
+        help="merge a run's job outputs into one result file, with errors and missing IDs",
+        description="Merge every shard's output (finishing whatever the run had left to do "
+        "first) into one result file, and reconcile it with the input: every input line ends "
+        "in exactly one of results, errors.jsonl, rejects, duplicates or missing.txt (in the "
+        "run directory). Exit code 3 if some IDs errored or are missing.",
+    )
+    merge.add_argument("run_id", metavar="RUN")
+    merge.add_argument("--state-dir", type=Path, help="where run state lives")
+    _merge_options(merge, required=True)
+    _aws_options(merge)
+    merge.add_argument("--output", choices=["text", "json"], default="text")
 
     status = commands.add_parser(
         "status",
@@ -176,15 +231,55 @@ def _job_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--cli-input-yaml", metavar="YAML", help="YAML or file://PATH")
 
 
-def _submit_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("submission")
+def _merge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
+    group = parser.add_argument_group("results")
     add = group.add_argument
     add(
-        "--max-concurrent-jobs",
-        type=_positive_int,
-        default=5,
-        help="the account's batch inference jobs in progress at once, everybody's (5)",
+        "--out",
+        required=required,
+        metavar="PATH",
+        help="the result file: .jsonl (default), .csv or .parquet (.gz for text)"
+        + ("" if required else "; merged as each job turns ACTIVE"),
     )
+    add(
+        "--out-format",
+        choices=["jsonl", "csv", "parquet"],
+        help="the result format, if not from --out's name",
+    )
+    add("--overwrite", action="store_true", help="replace an existing result file")
+    add("--raw", action="store_true", help="JSON lines as the service wrote them")
+    add("--separator", default="|", help="joins lists in CSV (|)")
+    add(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 even if some IDs errored or are missing (they are listed either way)",
+    )
+
+
+def _merge_settings(args: argparse.Namespace) -> Any:
+    if not args.out:
+        return None
+    from .pipeline import MergeSettings
+
+    return MergeSettings(
+        out=args.out,
+        fmt=args.out_format,
+        overwrite=args.overwrite,
+        raw=args.raw,
+        separator=args.separator,
+    )
+
+
+def _submit_options(parser: argparse.ArgumentParser, *, quota: bool = True) -> None:
+    group = parser.add_argument_group("submission")
+    add = group.add_argument
+    if quota:  # `fanout run` has it among the limits: the planner fills the same quota
+        add(
+            "--max-concurrent-jobs",
+            type=_positive_int,
+            default=5,
+            help="the account's batch inference jobs in progress at once, everybody's (5)",
+        )
     add("--tps", type=_positive_float, default=2.0, help="Personalize calls per second (2)")
     add(
         "--job-retries",
@@ -200,12 +295,16 @@ def _submit_options(parser: argparse.ArgumentParser) -> None:
     add("--job-timeout", type=_positive_float, help="stop waiting for a job after this many s")
 
 
-def _input_options(parser: argparse.ArgumentParser) -> None:
+def _input_options(
+    parser: argparse.ArgumentParser, *, job_fields: bool = True, ids_required: bool = True
+) -> None:
+    """The input options; `job_fields=False` leaves out the two that `fanout run` takes as job
+    options (--solution-version-arn, --batch-inference-job-mode)."""
     group = parser.add_argument_group("input")
     add = group.add_argument
     add(
         "--ids",
-        required=True,
+        required=ids_required,
         metavar="SRC",
         help="a file, - for stdin, s3://bucket/key, or s3://bucket/prefix/ (every object)",
     )
@@ -221,7 +320,8 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         choices=["userId", "itemId", "itemList", "itemAttributes"],
         help="line shape; default: from --solution-version-arn's recipe, else userId",
     )
-    add("--solution-version-arn", help="the solution version the jobs will use")
+    if job_fields:
+        add("--solution-version-arn", help="the solution version the jobs will use")
     add(
         "--filter-values",
         action="append",
@@ -231,12 +331,13 @@ def _input_options(parser: argparse.ArgumentParser) -> None:
         "filterValues in JSON-lines input win); a JSON list is accepted: NAME='[\"a,b\"]'",
     )
     add("--keep-duplicates", action="store_true", help="send repeated IDs (default: remove)")
-    add(
-        "--batch-inference-job-mode",
-        choices=["BATCH_INFERENCE", "THEME_GENERATION"],
-        default="BATCH_INFERENCE",
-        help="THEME_GENERATION limits files to 100 records",
-    )
+    if job_fields:
+        add(
+            "--batch-inference-job-mode",
+            choices=["BATCH_INFERENCE", "THEME_GENERATION"],
+            default="BATCH_INFERENCE",
+            help="THEME_GENERATION limits files to 100 records",
+        )
 
 
 def _limit_options(parser: argparse.ArgumentParser) -> None:
@@ -286,6 +387,23 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
     add("--ca-bundle", help="CA bundle for TLS verification")
     add("--cli-read-timeout", type=float, default=60.0)
     add("--cli-connect-timeout", type=float, default=60.0)
+    add("--no-sign-request", action="store_true", help="do not sign requests (public buckets)")
+    add("--debug", action="store_true", help="log every AWS request and response to stderr")
+
+
+def _cli_output_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("output (as for the AWS CLI)")
+    add = group.add_argument
+    add("--output", choices=["text", "json", "yaml"], default="text", help="the summary's form")
+    add("--query", help="JMESPath applied to the summary (as with the AWS CLI)")
+    add("--color", choices=["on", "off", "auto"], default="auto", help="accepted; no colors")
+    add("--no-cli-pager", action="store_true", help="accepted; fanout never pages")
+    add(
+        "--log-format",
+        choices=["text", "json"],
+        help="progress on stderr: text lines, or one JSON event per line (default: json when "
+        "stderr is not a terminal)",
+    )
 
 
 _SIZE_UNITS = {
@@ -515,6 +633,7 @@ def _aws_settings(args: argparse.Namespace) -> Any:
         ca_bundle=args.ca_bundle,
         connect_timeout=args.cli_connect_timeout,
         read_timeout=args.cli_read_timeout,
+        sign=not args.no_sign_request,
         max_pool_connections=max(32, 2 * getattr(args, "upload_concurrency", 8)),
     )
 
@@ -534,8 +653,12 @@ def _job_option(member: str, text: str) -> Any:
     return OperationArgs.for_operation("CreateBatchInferenceJob").parse_value(member, text)
 
 
-def _prepare_settings(args: argparse.Namespace, kind: Any, run_id: str) -> Any:
-    """Every setting of plan/prepare, validated; `kind` None means "resolve it later"."""
+def _prepare_settings(
+    args: argparse.Namespace, kind: Any, run_id: str, request: dict[str, Any] | None = None
+) -> Any:
+    """Every setting of plan/prepare, validated; `kind` None means "resolve it later".
+
+    `request` (for `fanout run`) gives jobInput and jobOutput, already parsed."""
     from pydantic import ValidationError
 
     from .config import JobInput, JobOutput, Limits, Timing, UploadSettings, default_state_dir
@@ -545,7 +668,10 @@ def _prepare_settings(args: argparse.Namespace, kind: Any, run_id: str) -> Any:
 
     try:
         job_input = job_output = None
-        if getattr(args, "job_input", None):
+        if request is not None:
+            job_input = JobInput.model_validate(request["jobInput"]).s3_data_source
+            job_output = JobOutput.model_validate(request["jobOutput"]).s3_data_destination
+        elif getattr(args, "job_input", None):
             job_input = JobInput.model_validate(
                 _job_option("jobInput", args.job_input)
             ).s3_data_source
@@ -739,9 +865,24 @@ def _report(message: str) -> None:
     print(f"fanout: {message}", file=sys.stderr, flush=True)
 
 
-def _print_outcome(outcome: Any, output: str) -> int:
+def _json_report(message: str) -> None:
+    import time
+
+    event = {"t": round(time.time(), 3), "level": "info", "message": message}
+    print(json.dumps(event, ensure_ascii=False), file=sys.stderr, flush=True)
+
+
+def _reporter(args: argparse.Namespace) -> Any:
+    """Progress lines for people on a terminal; JSON events for schedulers and log shippers."""
+    chosen = getattr(args, "log_format", None)
+    if chosen is None:
+        chosen = "text" if sys.stderr.isatty() else "json"
+    return _json_report if chosen == "json" and hasattr(args, "log_format") else _report
+
+
+def outcome_summary(outcome: Any) -> dict[str, Any]:
+    """The end-of-run summary as data (what --output json prints)."""
     from .pipeline import RunOutcome
-    from .submit import outcome_lines
 
     assert isinstance(outcome, RunOutcome)
     submitted = outcome.submitted
@@ -753,9 +894,43 @@ def _print_outcome(outcome: Any, output: str) -> int:
             timed_out={str(k): v for k, v in submitted.timed_out.items()},
             jobs={str(k): v for k, v in submitted.active.items()},
         )
+    if outcome.merged is not None:
+        summary["result"] = outcome.result
+        summary["reconciliation"] = dataclasses.asdict(outcome.merged)
+        summary["errors_file"] = str(outcome.run_dir / "errors.jsonl")
+        summary["missing_file"] = str(outcome.run_dir / "missing.txt")
     summary["seconds"] = round(outcome.seconds, 3)
-    if output == "json":
-        print(json.dumps(summary, indent=2))
+    return summary
+
+
+def _print_data(data: Any, output: str, query: str | None) -> None:
+    """Print `data` as the AWS CLI would with --output json|yaml and --query."""
+    if query:
+        import jmespath
+
+        try:
+            data = jmespath.search(query, data)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ConfigError(f"--query {query!r}: {exc}") from None
+    if output == "yaml":
+        import yaml
+
+        print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
+    elif output == "json" or query:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+    else:
+        print(data)
+
+
+def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
+    from .pipeline import RunOutcome
+    from .submit import outcome_lines
+
+    assert isinstance(outcome, RunOutcome)
+    submitted = outcome.submitted
+    query = getattr(args, "query", None)
+    if args.output != "text" or query:
+        _print_data(outcome_summary(outcome), args.output, query)
     else:
         rows: list[tuple[str, object]] = [("run", outcome.run_id)]
         if submitted is None:
@@ -766,12 +941,29 @@ def _print_outcome(outcome: Any, output: str) -> int:
                 ("failed shards", len(submitted.failed)),
                 ("timed out", len(submitted.timed_out)),
             ]
+        merged = outcome.merged
+        if merged is not None:
+            rows += [
+                ("result", outcome.result),
+                ("results", f"{merged.results:,}"),
+                ("errors", f"{merged.errors:,} (errors.jsonl)"),
+                ("missing", f"{merged.missing:,} (missing.txt)"),
+            ]
+            if merged.corrupt:
+                rows.append(("corrupt lines", f"{merged.corrupt:,} (corrupt.jsonl)"))
         rows.append(("seconds", f"{outcome.seconds:.1f}"))
         _print_rows(rows)
         for line in outcome_lines(submitted) if submitted else []:
             print(f"  {line}")
-    if submitted is not None and not outcome.ok:
-        return 1
+    return exit_code(outcome, getattr(args, "allow_partial", False))
+
+
+def exit_code(outcome: Any, allow_partial: bool) -> int:
+    """0 complete; 1 failed shards or jobs still running (no merge); 3 partial results."""
+    if outcome.submitted is not None and not outcome.ok and outcome.merged is None:
+        return EXIT_FAILED
+    if outcome.merged is not None and not outcome.complete and not allow_partial:
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
@@ -793,11 +985,13 @@ def _run_submit(args: argparse.Namespace) -> int:
         job_timeout=args.job_timeout,
     )
 
+    merge = _merge_settings(args)
+
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await submit(run_dir, request, settings, aws, _report)
+            return await submit(run_dir, request, settings, aws, _report, merge)
 
-    return _print_outcome(anyio.run(go), args.output)
+    return _print_outcome(anyio.run(go), args)
 
 
 def _job_output_path(text: str | None) -> str | None:
@@ -827,7 +1021,100 @@ def _run_resume(args: argparse.Namespace) -> int:
                 await adopt_remote_journal(run_dir, aws, output)
             return await resume(run_dir, aws, overrides, _report, args.ids)
 
-    return _print_outcome(anyio.run(go), args.output)
+    return _print_outcome(anyio.run(go), args)
+
+
+def _run_run(args: argparse.Namespace) -> int:
+    if args.generate_cli_skeleton:
+        from .awsargs import OperationArgs
+
+        skeleton = OperationArgs.for_operation("CreateBatchInferenceJob")
+        print(skeleton.skeleton(args.generate_cli_skeleton), end="")
+        return EXIT_OK
+    outcome = execute_run(args, _reporter(args))
+    if outcome is None:  # --dry-run
+        return EXIT_OK
+    return _print_outcome(outcome, args)
+
+
+def execute_run(args: argparse.Namespace, report: Any) -> Any:
+    """`fanout run`: preflight, plan, then prepare, submit and merge at once. None if dry."""
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import begin, new_run_id, plan_input, submit
+    from .preflight import preflight
+    from .records import InputKind
+    from .submit import SubmitSettings, check_job_names
+
+    if not args.ids:
+        raise ConfigError("--ids is required: the IDs to get recommendations for")
+    if not args.out and not args.dry_run:
+        raise ConfigError("--out is required: where the merged results go (.jsonl, .csv, .parquet)")
+    request = _job_request(args)
+    missing = [
+        name
+        for name in ("solutionVersionArn", "roleArn", "jobInput", "jobOutput")
+        if not request.get(name)
+    ]
+    if missing:
+        from .awsargs import cli_name
+
+        names = ", ".join(cli_name(name) for name in missing)
+        raise ConfigError(f"missing {names}: every job needs them (or give --cli-input-json)")
+    args.solution_version_arn = request["solutionVersionArn"]
+    args.batch_inference_job_mode = request.get("batchInferenceJobMode") or "BATCH_INFERENCE"
+    run_id = args.run_id or new_run_id()
+    settings = _prepare_settings(args, None, run_id, request)
+    merge = _merge_settings(args) if args.out else None
+    submit_settings = SubmitSettings(
+        job_name_prefix=request.get("jobName") or "fanout",
+        max_concurrent_jobs=args.max_concurrent_jobs,
+        tps=args.tps,
+        job_retries=args.job_retries,
+        poll_interval=_poll_interval(args, args.poll_interval),
+        job_timeout=args.job_timeout,
+    )
+    check_job_names(
+        submit_settings.job_name_prefix, run_id, 100_000, submit_settings.job_retries + 1
+    )
+    given_kind = InputKind(args.input_kind) if args.input_kind else None
+
+    async def go() -> Any:
+        async with Aws(_aws_settings(args)) as aws:
+            kind = await preflight(aws, request, given_kind)
+            ready = dataclasses.replace(
+                settings, source=dataclasses.replace(settings.source, kind=kind)
+            )
+            if args.dry_run:
+                plan = await plan_input(ready.ids, aws.s3, ready)
+                _print_plan(plan)
+                print("preflight   every check passed; nothing was uploaded or created")
+                return None
+            plan = await begin(ready, aws)
+            report(
+                f"run {run_id}: {plan.records:,} records → {plan.shards} job shard(s), "
+                f"{plan.waves} wave(s) at the quota of {plan.quota}; {plan.reason}"
+            )
+            return await submit(ready.run_dir, request, submit_settings, aws, report, merge)
+
+    return anyio.run(go)
+
+
+def _run_merge(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import resume
+
+    run_dir = _run_dir(args)
+    merge = _merge_settings(args)
+
+    async def go() -> Any:
+        async with Aws(_aws_settings(args)) as aws:
+            return await resume(run_dir, aws, None, _report, None, merge)
+
+    return _print_outcome(anyio.run(go), args)
 
 
 def _run_status(args: argparse.Namespace) -> int:
@@ -864,9 +1151,67 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
+def _with_config(argv: list[str]) -> list[str]:
+    """`fanout run --config run.yaml …`: the file's options go first, so the command line wins.
+
+    The file maps option names (without --) to values: strings and numbers as given, `true` for
+    a flag, a list for a repeatable or multi-value option, a mapping for a structure (given on as
+    JSON, e.g. `job-output: {s3DataDestination: {path: s3://…}}`).
+    """
+    if "run" not in argv:
+        return argv
+    at = argv.index("run")
+    rest = argv[at + 1 :]
+    path = None
+    for index, token in enumerate(rest):
+        if token == "--config" and index + 1 < len(rest):
+            path = rest[index + 1]
+        elif token.startswith("--config="):
+            path = token.split("=", 1)[1]
+    if path is None:
+        return argv
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--config {path}: not valid YAML: {exc}") from None
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
+    tokens: list[str] = []
+    for name, value in loaded.items():
+        option = "--" + str(name).removeprefix("--")
+        if value is True:
+            tokens.append(option)
+        elif value is False or value is None:
+            continue
+        elif isinstance(value, list) and not (value and isinstance(value[0], dict)):
+            for item in value:
+                tokens += [option, item if isinstance(item, str) else json.dumps(item)]
+        elif isinstance(value, dict | list):
+            tokens += [option, json.dumps(value)]
+        else:
+            tokens += [option, str(value)]
+    if "--tags" in tokens:  # one --tags with every value, as the AWS CLI takes it
+        values = [tokens[i + 1] for i, t in enumerate(tokens) if t == "--tags"]
+        tokens = [t for i, t in enumerate(tokens) if t != "--tags" and tokens[i - 1] != "--tags"]
+        tokens += ["--tags", *values]
+    return [*argv[: at + 1], *tokens, *rest]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(_with_config(list(sys.argv[1:] if argv is None else argv)))
+    except FanoutError as exc:
+        print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if getattr(args, "debug", False):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
     release_large_buffers()
     handlers = {
         "emulator": _run_emulator,
@@ -875,6 +1220,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "prepare": _run_prepare,
         "submit": _run_submit,
         "resume": _run_resume,
+        "merge": _run_merge,
+        "run": _run_run,
         "status": _run_status,
     }
     try:

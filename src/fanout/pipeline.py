@@ -17,6 +17,8 @@ so `fanout resume RUN --job-output …` works on a machine that never saw the ru
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import secrets
 import time
@@ -30,7 +32,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
-from .errors import ConfigError, FanoutError, InputError
+from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
     JOURNAL_NAME,
     EventLog,
@@ -41,12 +43,13 @@ from .journal import (
     read_events,
     write_private,
 )
+from .merge import MergeSinks, MergeStats, Reconciliation, merge_shard
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind
-from .shard import PartFile, ShardSealed, cut_shards, shard_dir
+from .shard import PartFile, ShardSealed, cut_shards, part_name, shard_dir
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
 from .state import RunState, ShardInfo
-from .storage import ObjectReader, S3Uri
+from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
 from .upload import LocalPartWriter, PartWriter, UploadedPart, upload_parts
 
@@ -558,17 +561,51 @@ class JobTemplate:
 
 
 @dataclass(frozen=True, slots=True)
+class MergeSettings:
+    """Where and how a run's results are written (`--out` and its options)."""
+
+    out: str
+    fmt: str | None = None  # jsonl, csv or parquet; None: from the name
+    overwrite: bool = False
+    raw: bool = False  # the service's lines verbatim (JSON lines only)
+    separator: str = "|"  # joins lists in CSV
+    concurrency: int = 2  # shards merged at once
+
+    def __post_init__(self) -> None:
+        if self.fmt not in {None, "jsonl", "csv", "parquet"}:
+            raise ConfigError(f"--format {self.fmt}: use jsonl, csv or parquet")
+        if self.out.startswith("s3://"):
+            raise ConfigError(
+                f"--out {self.out}: writing results to S3 is not supported yet; write a local "
+                "file (.jsonl, .csv or .parquet) and copy it"
+            )
+        if self.concurrency < 1:
+            raise ConfigError("merge concurrency must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
 class RunOutcome:
     run_id: str
     run_dir: Path
     state: RunState  # as it was when this process started on the run
     submitted: SubmitOutcome | None
     seconds: float
+    merged: Reconciliation | None = None
+    result: str | None = None  # where the merged results are
 
     @property
     def ok(self) -> bool:
         sub = self.submitted
         return sub is not None and not sub.failed and not sub.timed_out
+
+    @property
+    def complete(self) -> bool:
+        """Every ID sent has a result: no failed shard, no error line, none missing."""
+        merged = self.merged
+        return self.ok and merged is not None and not merged.errors and not merged.missing
 
 
 def _job_input_of(state: RunState) -> S3DataConfig:
@@ -620,8 +657,10 @@ async def submit(
     settings: SubmitSettings,
     aws: Aws,
     report: Callable[[str], None] | None = None,
+    merge: MergeSettings | None = None,
 ) -> RunOutcome:
-    """Create and track the jobs of a run (preparing what is left of it first, if anything)."""
+    """Create and track the jobs of a run (preparing what is left of it first, if anything),
+    and merge each job's output as it turns ACTIVE when `merge` is given."""
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
@@ -641,6 +680,8 @@ async def submit(
                 settings.job_retries + 1,
             )
             await journal.append("submit-started", **record)
+        if merge is not None:
+            await journal.append("merge-started", settings=merge.to_dict())
         return await _drive(run_dir, journal, aws, template, settings, report)
 
 
@@ -650,14 +691,24 @@ async def resume(
     overrides: dict[str, Any] | None = None,
     report: Callable[[str], None] | None = None,
     ids: str | None = None,
+    merge: MergeSettings | None = None,
 ) -> RunOutcome:
-    """Continue a run from its journal: finish preparing, then submitting, whatever is left.
+    """Continue a run from its journal: finish preparing, submitting and merging, whatever is
+    left (a merge that did not finish is done again).
 
-    `overrides` may change `poll_interval` and `job_timeout`; `ids` gives the input again.
+    `overrides` may change `poll_interval` and `job_timeout`; `ids` gives the input again;
+    `merge` (re-)merges the results (`fanout merge RUN`).
     """
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+        if merge is not None:
+            if state.submit is None:
+                raise ConfigError(
+                    f"run {state.run_id} has no jobs yet: `fanout submit` creates them; merge "
+                    "comes after"
+                )
+            await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
         if aws is None:
@@ -690,6 +741,7 @@ async def _drive(
     send, receive = anyio.create_memory_object_stream[ShardInfo](max(1, len(state.shards)) + 1024)
     outcome: SubmitOutcome | None = None
     mirror = None
+    merging = state.merge is not None and state.merged is None and template is not None
     if template is not None and aws is not None:
         from .aws import Encryption
 
@@ -710,38 +762,205 @@ async def _drive(
             plan = Plan(**state.start["plan"])
             await _prepare(prepare_settings, plan, journal, aws, state, send.send)
 
-    try:
-        async with anyio.create_task_group() as group:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(send.close)  # however the run ends, no stream is left open
+        stack.callback(receive.close)
+        merger: _RunMerger | None = None
+        if merging:
+            assert state.merge is not None and template is not None and aws is not None
+            merger = await _RunMerger.open(stack, state, run_dir, template, aws, journal, report)
+            stack.callback(merger.close)
+        try:
+            async with anyio.create_task_group() as outer:
+                if mirror is not None:
+                    outer.start_soon(mirror.run)
+                async with anyio.create_task_group() as group:
+                    group.start_soon(prepare_rest)
+                    if merger is not None:
+                        group.start_soon(merger.run)
+                    if template is not None and settings is not None and aws is not None:
+                        submitter = Submitter(
+                            run_id=state.run_id,
+                            service=aws.batch_jobs,
+                            journal=journal,
+                            settings=settings,
+                            request_for=lambda shard, name: template.for_shard(
+                                state.run_id, shard, name
+                            ),
+                            jobs={n: job for n in state.jobs if (job := state.job(n))},
+                            failed={n: event["reason"] for n, event in state.failed.items()},
+                            report=report,
+                            on_active=merger.active if merger is not None else None,
+                        )
+                        outcome = await submitter.run(receive)
+                        await journal.append(
+                            "submitted",
+                            active=len(outcome.active),
+                            failed=len(outcome.failed),
+                            timed_out=len(outcome.timed_out),
+                        )
+                        if merger is not None:
+                            await merger.finish(submitter.shards(), outcome)
+                    else:
+                        async with receive:
+                            async for _ in receive:
+                                pass
+                outer.cancel_scope.cancel()  # the mirror's loop: everything else is done
+        finally:
             if mirror is not None:
-                group.start_soon(mirror.run)
-            group.start_soon(prepare_rest)
-            if template is not None and settings is not None and aws is not None:
-                submitter = Submitter(
-                    run_id=state.run_id,
-                    service=aws.batch_jobs,
-                    journal=journal,
-                    settings=settings,
-                    request_for=lambda shard, name: template.for_shard(state.run_id, shard, name),
-                    jobs={shard: job for shard in state.jobs if (job := state.job(shard))},
-                    failed={shard: event["reason"] for shard, event in state.failed.items()},
-                    report=report,
-                )
-                outcome = await submitter.run(receive)
-                await journal.append(
-                    "submitted",
-                    active=len(outcome.active),
-                    failed=len(outcome.failed),
-                    timed_out=len(outcome.timed_out),
-                )
-            else:
-                async with receive:
-                    async for _ in receive:
-                        pass
-            group.cancel_scope.cancel()  # the mirror's loop
-    finally:
+                await mirror.flush()
+        merged = merger.reconcile(run_dir) if merger is not None else None
+    if merger is not None and merged is not None:
+        await journal.append("merged", out=merger.out, counts=asdict(merged))
         if mirror is not None:
             await mirror.flush()
-    return RunOutcome(state.run_id, run_dir, state, outcome, time.perf_counter() - started)
+    return RunOutcome(
+        state.run_id,
+        run_dir,
+        state,
+        outcome,
+        time.perf_counter() - started,
+        merged,
+        merger.out if merger is not None else None,
+    )
+
+
+class _InputsOnly:
+    """An object reader that sees no job outputs: a shard without an ACTIVE job sent nothing
+    back, whatever a failed attempt may have left under its output prefix."""
+
+    def __init__(self, reader: ObjectReader, outputs: S3Uri) -> None:
+        self._reader = reader
+        self._outputs = outputs
+
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+        if bucket == self._outputs.bucket and prefix.startswith(self._outputs.key):
+            return
+        async for found in self._reader.list_objects(bucket, prefix):
+            yield found
+
+    def read_chunks(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        return self._reader.read_chunks(bucket, key, chunk_size)
+
+
+class _RunMerger:
+    """Merges each shard's outputs into the run's result set as its job turns ACTIVE, and the
+    shards that never got one as all missing, then reconciles the whole run."""
+
+    def __init__(
+        self,
+        state: RunState,
+        template: JobTemplate,
+        aws: Aws,
+        journal: EventLog,
+        sinks: MergeSinks,
+        settings: MergeSettings,
+        report: Callable[[str], None] | None,
+    ) -> None:
+        self._state = state
+        self._template = template
+        self._aws = aws
+        self._journal = journal
+        self._sinks = sinks
+        self._settings = settings
+        self._report = report or (lambda message: None)
+        self._kind = InputKind(state.settings["source"]["kind"])
+        self._send, self._receive = anyio.create_memory_object_stream[tuple[ShardInfo, bool]](
+            math.inf
+        )
+        self._queued: set[int] = set()
+        self.stats: dict[int, MergeStats] = {}
+        self.out = str(Path(settings.out).absolute())
+
+    @classmethod
+    async def open(
+        cls,
+        stack: contextlib.AsyncExitStack,
+        state: RunState,
+        run_dir: Path,
+        template: JobTemplate,
+        aws: Aws,
+        journal: EventLog,
+        report: Callable[[str], None] | None,
+    ) -> _RunMerger:
+        from .merge import ResultFormat, open_results
+
+        assert state.merge is not None
+        settings = MergeSettings(**state.merge["settings"])
+        kind = InputKind(state.settings["source"]["kind"])
+        results = await stack.enter_async_context(
+            open_results(
+                settings.out,
+                kind,
+                fmt=ResultFormat(settings.fmt) if settings.fmt else None,
+                overwrite=settings.overwrite,
+                raw=settings.raw,
+                separator=settings.separator,
+            )
+        )
+        errors = await stack.enter_async_context(FileSink(run_dir / "errors.jsonl"))
+        missing = await stack.enter_async_context(FileSink(run_dir / "missing.txt"))
+        corrupt = await stack.enter_async_context(FileSink(run_dir / "corrupt.jsonl"))
+        sinks = MergeSinks(results, errors, missing, corrupt)
+        return cls(state, template, aws, journal, sinks, settings, report)
+
+    def close(self) -> None:
+        self._send.close()
+        self._receive.close()
+
+    async def active(self, shard: ShardInfo) -> None:
+        """The shard's job is ACTIVE: merge its outputs (the submitter's `on_active`)."""
+        await self._queue(shard, outputs=True)
+
+    async def _queue(self, shard: ShardInfo, *, outputs: bool) -> None:
+        if shard.shard not in self._queued:
+            self._queued.add(shard.shard)
+            await self._send.send((shard, outputs))
+
+    async def finish(self, shards: list[ShardInfo], outcome: SubmitOutcome) -> None:
+        """Every job is terminal: shards without an ACTIVE job are merged as all missing."""
+        async with self._send:
+            for shard in shards:
+                if shard.shard not in outcome.active:
+                    await self._queue(shard, outputs=False)
+
+    async def run(self) -> None:
+        limiter = anyio.CapacityLimiter(self._settings.concurrency)
+        async with self._receive, anyio.create_task_group() as group:
+            async for shard, outputs in self._receive:
+                group.start_soon(self._merge, shard, outputs, limiter)
+
+    async def _merge(self, shard: ShardInfo, outputs: bool, limiter: anyio.CapacityLimiter) -> None:
+        async with limiter:
+            run_id = self._state.run_id
+            base = str(self._state.start["input_base"])
+            parts = [base + part_name(shard.shard, part) for part in range(shard.parts)]
+            prefix = self._template.output_base(run_id).child(shard_dir(shard.shard))
+            reader: ObjectReader = self._aws.s3 if outputs else _InputsOnly(self._aws.s3, prefix)
+            stats = await merge_shard(
+                reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard
+            )
+        self.stats[shard.shard] = stats
+        await self._journal.append("shard-merged", **asdict(stats))
+        self._report(
+            f"shard {shard.shard}: merged {stats.results:,} results, {stats.errors:,} errors, "
+            f"{stats.missing:,} missing" + ("" if outputs else " (no ACTIVE job)")
+        )
+
+    def reconcile(self, run_dir: Path) -> Reconciliation:
+        """The run's totals, checked against prepare's counts of the input."""
+        totals = Reconciliation.of(self.stats.values())
+        prepared = RunState.replay(read_events(run_dir)).prepared
+        if prepared is None:
+            raise MergeError("the run is not fully prepared, so it cannot be reconciled")
+        source = prepared["source"]
+        totals.check(
+            lines=int(source["lines"]),
+            blank=int(source["blank"]),
+            rejected=sum(int(v) for v in source["rejected"].values()),
+            duplicates=int(source["duplicates"]),
+        )
+        return totals
 
 
 class _Mirror:

@@ -12,6 +12,9 @@ Events and what they mean (fields beyond `t` and `event`):
     job-timeout     shard, attempt, arn, seconds                    fanout stopped waiting for it
     shard-failed    shard, attempt, reason, hint                    no more attempts for it
     submitted       active, failed, timed_out                       every job is terminal
+    merge-started   settings                                        results are being merged
+    shard-merged    shard, sent, results, errors, missing, …        one shard's counts
+    merged          out, counts                                     the result set is in place
 
 Unknown events are ignored, so an older fanout can read a newer journal's known parts.
 """
@@ -68,6 +71,8 @@ class RunState:
     jobs: dict[int, list[JobRecord]] = field(default_factory=dict)  # attempts, oldest first
     failed: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard-failed events
     submitted: dict[str, Any] | None = None
+    merge: dict[str, Any] | None = None  # the last merge-started event
+    merged: dict[str, Any] | None = None  # its merged event, if it finished
     last_event: float = 0.0
 
     @classmethod
@@ -134,6 +139,10 @@ class RunState:
             self.failed[int(event["shard"])] = event
         elif kind == "submitted":
             self.submitted = event
+        elif kind == "merge-started":
+            self.merge, self.merged = event, None
+        elif kind == "merged":
+            self.merged = event
 
     def job(self, shard: int) -> JobRecord | None:
         """The latest attempt at the shard's job, if any."""

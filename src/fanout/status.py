@@ -15,6 +15,10 @@ def _when(epoch: float | None) -> str | None:
 
 
 def phase(state: RunState) -> str:
+    if state.merged is not None:
+        return "merged"
+    if state.merge is not None and state.submitted is not None:
+        return "merging"
     if state.submitted is not None:
         return "submitted"
     if state.submit is not None:
@@ -71,6 +75,9 @@ def status_record(state: RunState) -> dict[str, Any]:
         record["source"] = state.prepared.get("source")
     if state.submit is not None:
         record["job_output"] = state.submit["request"]["jobOutput"]["s3DataDestination"]["path"]
+    if state.merged is not None:
+        record["result"] = state.merged["out"]
+        record["reconciliation"] = state.merged["counts"]
     return record
 
 
@@ -88,6 +95,16 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
         ("shards", f"{record['shards_ready']} ready of {record['shards_planned'] or '?'} planned"),
         ("jobs", jobs or "none yet"),
     ]
+    if "result" in record:
+        counts = record["reconciliation"]
+        rows.append(("result", record["result"]))
+        rows.append(
+            (
+                "reconciled",
+                f"{counts['results']:,} results, {counts['errors']:,} errors, "
+                f"{counts['missing']:,} missing",
+            )
+        )
     for shard in record["shards"]:
         job = shard.get("job")
         if job is None:

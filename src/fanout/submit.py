@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -205,8 +205,10 @@ class Submitter:
         jobs: dict[int, JobRecord] | None = None,
         failed: dict[int, str] | None = None,
         report: Callable[[str], None] | None = None,
+        on_active: Callable[[ShardInfo], Awaitable[None]] | None = None,
     ) -> None:
         self._run_id = run_id
+        self._on_active = on_active
         self._service = service
         self._journal = journal
         self._settings = settings
@@ -282,6 +284,10 @@ class Submitter:
                 return False
         return all(shard in self._jobs or shard in self._failed for shard in self._shards)
 
+    def shards(self) -> list[ShardInfo]:
+        """Every shard this submitter was given, in order."""
+        return [self._shards[number] for number in sorted(self._shards)]
+
     def outcome(self) -> SubmitOutcome:
         active: dict[int, str] = {}
         timed_out: dict[int, str] = {}
@@ -306,8 +312,8 @@ class Submitter:
             return
         if job is None:
             self._pending.append(shard.shard)
-        elif job.status is JobStatus.FAILED:
-            await self._job_ended(job)  # failed before a crash, decision not journalled
+        elif job.status.terminal:
+            await self._job_ended(job)  # ended before a crash or a restart
 
     def _in_flight(self) -> int:
         ours = sum(1 for job in self._jobs.values() if not job.status.terminal)
@@ -486,7 +492,11 @@ class Submitter:
             await self._job_ended(job)
 
     async def _job_ended(self, job: JobRecord) -> None:
+        if job.shard not in self._shards:  # resumed, its shard not re-cut yet: see _accept
+            return
         if job.status is JobStatus.ACTIVE:
+            if self._on_active is not None:
+                await self._on_active(self._shards[job.shard])
             return
         reason = job.reason or "no failureReason given"
         transient, hint = classify_failure(reason)

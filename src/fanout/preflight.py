@@ -1,0 +1,75 @@
+"""Checks before anything is uploaded or any job is created (`fanout run`, `--dry-run`).
+
+Each failure is a `ConfigError` that says what is wrong and what to do. The checks: the solution
+version exists, is ACTIVE and its recipe can serve batch jobs of this input kind; THEME_GENERATION
+only with Similar-Items and an itemName field; the filter exists and is ACTIVE; the buckets are
+reachable in the region; the KMS keys can make data keys; the output is not under the input;
+numResults in 1..500.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import S3DataConfig
+from .errors import ConfigError
+from .records import InputKind, input_kind_for_recipe
+from .storage import S3Uri
+
+if TYPE_CHECKING:
+    from .aws import Aws
+
+MAX_NUM_RESULTS = 500  # not published for batch jobs (reference §7): the real-time maximum
+THEME_RECIPE = "aws-similar-items"
+
+
+async def preflight(aws: Aws, request: dict[str, Any], kind: InputKind | None) -> InputKind:
+    """Check the job request against the account; return the input kind the recipe takes."""
+    from .aws import describe_solution_version
+    from .pipeline import check_output_outside_input
+
+    arn = request["solutionVersionArn"]
+    info = await describe_solution_version(aws.personalize, arn)
+    if info.status != "ACTIVE":
+        raise ConfigError(
+            f"solution version {arn} is {info.status}: batch jobs need an ACTIVE one; wait for "
+            "training to finish or pick another"
+        )
+    recipe_kind = input_kind_for_recipe(info.recipe_arn, info.recipe_type)
+    if recipe_kind is None:
+        raise ConfigError(
+            f"recipe {info.recipe_arn} cannot serve batch jobs (Trending-Now and "
+            "Next-Best-Action are not supported): use another solution version"
+        )
+    if kind is not None and kind is not recipe_kind:
+        raise ConfigError(
+            f"--input-kind {kind.value} does not fit recipe {info.recipe_arn}, which takes "
+            f"{recipe_kind.value} lines: leave --input-kind out, or use another solution version"
+        )
+    if request.get("batchInferenceJobMode") == "THEME_GENERATION":
+        if not info.recipe_arn.endswith("/" + THEME_RECIPE):
+            raise ConfigError(
+                "THEME_GENERATION needs a Similar-Items solution version "
+                f"(recipe {THEME_RECIPE}); {arn} uses {info.recipe_arn}"
+            )
+        fields = (request.get("themeGenerationConfig") or {}).get("fieldsForThemeGeneration")
+        if not fields or not fields.get("itemName"):
+            raise ConfigError(
+                "THEME_GENERATION needs --theme-generation-config "
+                "'fieldsForThemeGeneration={itemName=TITLE}' naming the items' name column"
+            )
+    number = request.get("numResults")
+    if number is not None and not 1 <= int(number) <= MAX_NUM_RESULTS:
+        raise ConfigError(f"--num-results {number}: use 1 to {MAX_NUM_RESULTS}")
+    if request.get("filterArn"):
+        await aws.check_filter(request["filterArn"])
+    source = S3DataConfig.model_validate(request["jobInput"]["s3DataSource"])
+    destination = S3DataConfig.model_validate(request["jobOutput"]["s3DataDestination"])
+    check_output_outside_input(source.path, destination.path)
+    buckets = {S3Uri.parse(source.path).bucket, S3Uri.parse(destination.path).bucket}
+    for bucket in sorted(buckets):
+        await aws.s3.check_bucket(bucket)
+    keys = {key for key in (source.kms_key_arn, destination.kms_key_arn) if key}
+    for key in sorted(keys):
+        await aws.check_kms_key(key)
+    return recipe_kind

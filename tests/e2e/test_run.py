@@ -1,0 +1,257 @@
+"""`fanout run` and `fanout merge` through the CLI against the emulator, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from emulated import User, start
+
+from fanout.cli import main
+from fanout.emulator import Emulator
+from fanout.journal import read_events
+from fanout.state import RunState
+
+
+@pytest.fixture
+def user(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> User:
+    return User(emulator.info, tmp_path, monkeypatch)
+
+
+def run_args(
+    user: User, run: str, ids: Path, out: Path, *extra: str, recipe: str = ""
+) -> list[str]:
+    info = user.info
+    key = info.kms_key_arn
+    return [
+        "run", "--ids", str(ids), "--out", str(out), "--run-id", run,
+        "--state-dir", str(user.state),
+        "--solution-version-arn", info.solution_versions[recipe or "user-personalization"],
+        "--role-arn", info.role_arn,
+        "--job-input", f"s3DataSource={{path=s3://{info.bucket}/in/,kmsKeyArn={key}}}",
+        "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/,kmsKeyArn={key}}}",
+        "--poll-interval", "0.05", "--tps", "50", "--log-format", "json", *extra,
+    ]  # fmt: skip
+
+
+def test_run_user_personalization_with_filter_tags_and_kms(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.tmp / "users.txt"
+    ids.write_text("".join(f"{i}\n" for i in range(1, 3001)) + "\n42\n" + "bad\x01id\n")
+    out = user.tmp / "recs.jsonl"
+    code, stdout, err = user.cli(
+        run_args(user, "up", ids, out, "--num-results", "7", "--max-job-bytes", "15KB",
+                 "--filter-arn", user.info.filters["fanout-genre-filter"],
+                 "--filter-values", "GENRE=Comedy",
+                 "--tags", "tagKey=team,tagValue=recs", "tagKey=env,tagValue=test",
+                 "--output", "json"),
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    summary = json.loads(stdout)
+    counts = summary["reconciliation"]
+    assert counts["results"] + counts["errors"] + counts["missing"] == 3000
+    assert counts["missing"] == 0 and summary["active"] > 1
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {row["userId"] for row in rows} == {str(i) for i in range(1, 3001)}
+    assert all(len(row["recommendedItems"]) <= 7 for row in rows)
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert events and all("message" in event for event in events)  # --log-format json
+    job = user.jobs("up")[0]
+    tags = user.personalize.list_tags_for_resource(resourceArn=job["batchInferenceJobArn"])
+    assert {t["tagKey"]: t["tagValue"] for t in tags["tags"]} == {"team": "recs", "env": "test"}
+    described = user.personalize.describe_batch_inference_job(
+        batchInferenceJobArn=job["batchInferenceJobArn"]
+    )["batchInferenceJob"]
+    assert described["filterArn"] == user.info.filters["fanout-genre-filter"]
+    head = user.s3.head_object(Bucket=user.info.bucket, Key="in/up/shard-00000/part-00000.jsonl")
+    assert head["ServerSideEncryption"] == "aws:kms"
+    state = RunState.replay(read_events(user.state / "up"))
+    assert state.merged is not None
+    source = state.prepared["source"] if state.prepared else {}
+    assert source["duplicates"] == 1 and sum(source["rejected"].values()) == 1
+    code, stdout, _ = user.cli(["status", "up", "--state-dir", str(user.state)], capsys)
+    assert code == 0 and "merged" in stdout and f"{counts['results']:,} results" in stdout
+
+
+def test_run_personalized_ranking_to_parquet(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.tmp / "ranking.jsonl"
+    lines = [{"userId": str(u), "itemList": [str(i) for i in range(1, 30)]} for u in range(1, 400)]
+    ids.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = user.tmp / "ranked.parquet"
+    code, _, err = user.cli(run_args(user, "rank", ids, out, recipe="personalized-ranking"), capsys)
+    assert code == 0, err
+    table = pq.read_table(out)
+    assert table.num_rows == 399
+    assert set(table.column_names) >= {"userId", "recommendedItems", "scores"}
+    ranked = table.to_pylist()[0]
+    assert sorted(ranked["recommendedItems"]) == sorted(str(i) for i in range(1, 30))
+
+
+def test_run_from_a_real_aws_cli_skeleton_with_query_and_yaml(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    skeleton = subprocess.run(
+        ["aws", "personalize", "create-batch-inference-job", "--generate-cli-skeleton"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    request = json.loads(skeleton)
+    info = user.info
+    request.update(
+        jobName="skel",
+        solutionVersionArn=info.solution_versions["user-personalization"],
+        roleArn=info.role_arn,
+        numResults=3,
+        jobInput={
+            "s3DataSource": {"path": f"s3://{info.bucket}/in/", "kmsKeyArn": info.kms_key_arn}
+        },
+        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/"}},
+    )
+    for unused in ("filterArn", "batchInferenceJobConfig", "tags", "themeGenerationConfig"):
+        request.pop(unused)
+    request["batchInferenceJobMode"] = "BATCH_INFERENCE"
+    path = user.tmp / "job.json"
+    path.write_text(json.dumps(request))
+    ids = user.ids(200)
+    info_args = [
+        "run", "--ids", str(ids), "--out", str(user.tmp / "r.csv"), "--run-id", "skel",
+        "--state-dir", str(user.state), "--cli-input-json", f"file://{path}",
+        "--poll-interval", "0.05", "--output", "yaml", "--query", "reconciliation",
+    ]  # fmt: skip
+    code, stdout, err = user.cli(info_args, capsys)
+    assert code == 0, err
+    assert yaml.safe_load(stdout)["results"] == 200
+    listed = user.personalize.list_batch_inference_jobs(maxResults=100)["batchInferenceJobs"]
+    assert "skel-skel-00000" in {job["jobName"] for job in listed}  # --job-name from the file
+    header = (user.tmp / "r.csv").read_text().splitlines()[0]
+    assert header == "userId,recommendedItems,scores"
+
+
+def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    info = user.info
+    ids = user.ids(300)
+    config = user.tmp / "nightly.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "ids": str(ids),
+                "out": str(user.tmp / "nightly.jsonl"),
+                "run-id": "nightly",
+                "state-dir": str(user.state),
+                "solution-version-arn": info.solution_versions["popularity-count"],
+                "role-arn": info.role_arn,
+                "job-input": {"s3DataSource": {"path": f"s3://{info.bucket}/in/"}},
+                "job-output": {"s3DataDestination": {"path": f"s3://{info.bucket}/out/"}},
+                "num-results": 4,
+                "poll-interval": 0.05,
+                "tags": ["tagKey=a,tagValue=b"],
+            }
+        )
+    )
+    code, _, err = user.cli(["run", "--config", str(config), "--num-results", "2"], capsys)
+    assert code == 0, err
+    rows = [json.loads(x) for x in (user.tmp / "nightly.jsonl").read_text().splitlines()]
+    assert len(rows) == 300 and all(len(r["recommendedItems"]) == 2 for r in rows)  # CLI wins
+    again = [
+        "merge",
+        "nightly",
+        "--state-dir",
+        str(user.state),
+        "--out",
+        str(user.tmp / "nightly.jsonl"),
+    ]
+    code, _, err = user.cli(again, capsys)
+    assert code == 2 and "--overwrite" in err
+    code, _, err = user.cli([*again, "--overwrite", "--raw"], capsys)
+    assert code == 0, err
+    raw = json.loads((user.tmp / "nightly.jsonl").read_text().splitlines()[0])
+    assert "input" in raw and "output" in raw
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (["--solution-version-arn", "arn:aws:personalize:us-east-1:123456789012:solution/nope/x"],
+         "does not exist"),
+        (["--num-results", "501"], "use 1 to 500"),
+        (["--filter-arn", "arn:aws:personalize:us-east-1:123456789012:filter/none"],
+         "does not exist"),
+        (["--job-output", "s3DataDestination={path=s3://no-such-bucket-x/out/}"], "does not exist"),
+        (["--batch-inference-job-mode", "THEME_GENERATION"], "Similar-Items"),
+        (["--input-kind", "itemId"], "does not fit recipe"),
+    ],
+)  # fmt: skip
+def test_preflight_refuses_before_anything_happens(
+    user: User, capsys: pytest.CaptureFixture[str], change: list[str], message: str
+) -> None:
+    ids = user.ids(50)
+    args = run_args(user, "pre", ids, user.tmp / "x.jsonl", "--dry-run")
+    code, _, err = user.cli([*args, *change], capsys)
+    assert code == 2 and message in err, err
+    assert not (user.state / "pre").exists()
+    assert user.jobs("pre") == []
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = user.ids(5000)
+    code, out, err = user.cli(run_args(user, "dry", ids, user.tmp / "x.jsonl", "--dry-run"), capsys)
+    assert code == 0, err
+    assert "job shards" in out and "every check passed" in out
+    assert not (user.state / "dry").exists() and user.jobs("dry") == []
+
+
+def test_failed_shards_give_a_partial_result_with_exit_3(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(fail_rate=1.0)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(100)
+        out = tmp_path / "partial.jsonl"
+        args = run_args(user, "part", ids, out, "--job-retries", "0")
+        code, stdout, err = user.cli(args, capsys)
+        assert code == 3, err
+        assert "100 (missing.txt)" in stdout and "Please try again" in stdout
+        missing = (user.state / "part" / "missing.txt").read_text().split()
+        assert sorted(missing) == sorted(f"user-{i}" for i in range(100))
+        assert out.exists() and out.read_text() == ""
+        code, _, _ = user.cli(
+            ["merge", "part", "--state-dir", str(user.state), "--out", str(out), "--overwrite",
+             "--allow-partial"],
+            capsys,
+        )  # fmt: skip
+        assert code == 0
+    finally:
+        emulator.stop()
+
+
+def test_generate_cli_skeleton_matches_the_aws_cli(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--generate-cli-skeleton"]) == 0
+    ours = json.loads(capsys.readouterr().out)
+    theirs = subprocess.run(
+        ["aws", "personalize", "create-batch-inference-job", "--generate-cli-skeleton"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    # The AWS CLI picks enum values at random, and its botocore may know newer members
+    # (rankingInfluence): the members fanout's botocore knows must match, with the same types.
+    reference = json.loads(theirs.stdout)
+    assert set(ours) == set(reference)
+    for key, value in ours.items():
+        assert type(value) is type(reference[key]), key
+        if isinstance(value, dict):
+            assert set(value) <= set(reference[key]), key
+    assert main(["run", "--generate-cli-skeleton", "yaml-input"]) == 0
+    assert set(yaml.safe_load(capsys.readouterr().out)) == set(ours)
