@@ -71,3 +71,6 @@ def test_emulator_section_runs_with_the_aws_cli(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "batchInferenceJobArn" in result.stdout
+    assert "results        5,000" in result.stdout  # fanout run: every ID has recommendations
+    rows = (tmp_path / "recs.csv").read_text().splitlines()
+    assert rows[0] == "userId,recommendedItems,scores" and len(rows) == 5001

@@ -255,3 +255,21 @@ def test_generate_cli_skeleton_matches_the_aws_cli(capsys: pytest.CaptureFixture
             assert set(value) <= set(reference[key]), key
     assert main(["run", "--generate-cli-skeleton", "yaml-input"]) == 0
     assert set(yaml.safe_load(capsys.readouterr().out)) == set(ours)
+
+
+def test_run_themes_with_similar_items(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    ids = user.tmp / "items.txt"
+    ids.write_text("".join(f"{i}\n" for i in range(1, 251)))
+    out = user.tmp / "themes.parquet"
+    args = run_args(user, "themes", ids, out, recipe="similar-items")
+    args += [
+        "--batch-inference-job-mode", "THEME_GENERATION",
+        "--theme-generation-config", "fieldsForThemeGeneration={itemName=TITLE}",
+    ]  # fmt: skip
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err
+    parts = [e for e in read_events(user.state / "themes") if e["event"] == "part-written"]
+    assert len(parts) >= 3 and all(p["records"] <= 100 for p in parts)  # the themes limit
+    rows = pq.read_table(out).to_pylist()
+    assert len(rows) == 250
+    assert all(row["theme"] and len(row["itemsThemeRelevanceScores"]) for row in rows)
