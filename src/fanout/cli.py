@@ -184,6 +184,22 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(merge)
     merge.add_argument("--output", choices=["text", "json"], default="text")
 
+    retry = commands.add_parser(
+        "retry",
+        help="send a merged run's errored and missing IDs again, and merge them in",
+        description="Collect the IDs in the run's errors.jsonl and missing.txt, run them as a "
+        "run of their own (<run>-rN: same settings and job options, resumable), append their "
+        "results to the run's result file, and replace errors.jsonl and missing.txt with what "
+        "still failed. Exit code 3 if some still did.",
+    )
+    retry.add_argument("run_id", metavar="RUN")
+    retry.add_argument("--state-dir", type=Path, help="where run state lives")
+    retry.add_argument(
+        "--allow-partial", action="store_true", help="exit 0 even if some IDs still failed"
+    )
+    _aws_options(retry)
+    retry.add_argument("--output", choices=["text", "json"], default="text")
+
     status = commands.add_parser(
         "status",
         help="show a run: shards, jobs by status, counts and times",
@@ -1117,6 +1133,25 @@ def _run_merge(args: argparse.Namespace) -> int:
     return _print_outcome(anyio.run(go), args)
 
 
+def _run_retry(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .aws import Aws
+    from .pipeline import retry
+
+    run_dir = _run_dir(args)
+
+    async def go() -> Any:
+        async with Aws(_aws_settings(args)) as aws:
+            return await retry(run_dir, aws, _report)
+
+    outcome = anyio.run(go)
+    if outcome is None:
+        print(f"run {args.run_id}: nothing to retry, every ID has recommendations")
+        return EXIT_OK
+    return _print_outcome(outcome, args)
+
+
 def _run_status(args: argparse.Namespace) -> int:
     import anyio
 
@@ -1222,6 +1257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": _run_resume,
         "merge": _run_merge,
         "run": _run_run,
+        "retry": _run_retry,
         "status": _run_status,
     }
     try:

@@ -18,6 +18,7 @@ so `fanout resume RUN --job-output …` works on a machine that never saw the ru
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import secrets
@@ -1033,3 +1034,48 @@ async def adopt_remote_journal(run_dir: Path, aws: Aws, job_output: str) -> None
     if len(parse_events(data, "the S3 journal")) > len(local):
         private_dir(run_dir)
         write_private(run_dir / JOURNAL_NAME, data if data.endswith(b"\n") else data + b"\n")
+
+
+async def retry(
+    run_dir: Path, aws: Aws, report: Callable[[str], None] | None = None
+) -> RunOutcome | None:
+    """Send the run's errored and missing IDs again as a run of their own (`<run>-rN`), then
+    append its results to the run's result file. None if there is nothing to retry."""
+    from . import retry as retrying
+    from .merge import ResultFormat
+
+    state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+    retrying.check_retryable(state)
+    assert state.merge is not None and state.merged is not None and state.submit is not None
+    ids = retrying.retry_ids(run_dir)
+    if not ids:
+        return None
+    child = retrying.child_run_id(state, run_dir.parent)
+    ids_path = run_dir / f"retry-{child}.jsonl"
+    retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
+    parent = _settings_from_record(state, run_dir.parent, str(ids_path))
+    settings = dataclasses.replace(
+        parent,
+        run_id=child,
+        ids=str(ids_path),
+        source=dataclasses.replace(parent.source, format="jsonl", id_column=None),
+    )
+    out = Path(state.merged["out"])
+    recorded = MergeSettings(**state.merge["settings"])
+    fmt = recorded.fmt or ResultFormat.for_path(out).value
+    child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
+    merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
+    async with Journal.open(run_dir) as journal:
+        await journal.append("retry-started", child=child, ids=len(ids))
+    await begin(settings, aws)
+    submitted = SubmitSettings(**state.submit["submit"])
+    outcome = await submit(
+        settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
+    )
+    if outcome.merged is None:
+        return outcome
+    await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
+    retrying.replace_reports(run_dir, settings.run_dir)
+    async with Journal.open(run_dir) as journal:
+        await journal.append("retried", child=child, counts=asdict(outcome.merged))
+    return dataclasses.replace(outcome, result=str(out))

@@ -15,6 +15,8 @@ Events and what they mean (fields beyond `t` and `event`):
     merge-started   settings                                        results are being merged
     shard-merged    shard, sent, results, errors, missing, …        one shard's counts
     merged          out, counts                                     the result set is in place
+    retry-started   child, ids                                      errored/missing IDs resent
+    retried         child, counts                                   and merged into the result
 
 Unknown events are ignored, so an older fanout can read a newer journal's known parts.
 """

@@ -273,3 +273,31 @@ def test_run_themes_with_similar_items(user: User, capsys: pytest.CaptureFixture
     rows = pq.read_table(out).to_pylist()
     assert len(rows) == 250
     assert all(row["theme"] and len(row["itemsThemeRelevanceScores"]) for row in rows)
+
+
+def test_retry_sends_only_what_failed_and_merges_it_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(fail_rate=0.5, seed=3)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(2000)
+        out = tmp_path / "recs.csv"
+        args = run_args(user, "again", ids, out, "--job-retries", "0", "--max-job-bytes", "5KB")
+        code, _, err = user.cli(args, capsys)
+        missing = (user.state / "again" / "missing.txt").read_text().split()
+        assert code == 3 and missing, err
+        emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+        code, stdout, err = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
+        assert code == 0, err
+        rows = out.read_text().splitlines()
+        assert rows[0] == "userId,recommendedItems,scores"
+        got = sorted(row.split(",", 1)[0] for row in rows[1:])
+        assert got == sorted(f"user-{i}" for i in range(2000))  # each exactly once
+        assert (user.state / "again" / "missing.txt").read_text() == ""
+        retried = [j for j in user.jobs("again-r1")]
+        assert retried and {j["status"] for j in retried} == {"ACTIVE"}
+        code, stdout, _ = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
+        assert code == 0 and "nothing to retry" in stdout
+    finally:
+        emulator.stop()

@@ -1,0 +1,136 @@
+"""`fanout retry RUN`: send only the IDs that errored or went missing again, and merge them in.
+
+The retry is a run of its own, `<run>-r<N>`, with the parent's settings and job options and the
+parent's errored and missing IDs as input, so it gets everything a run has: journal, resume,
+quota, merge. When it has merged, its results are appended to the parent's result file (a new
+file, moved into place atomically), and the parent's `errors.jsonl` and `missing.txt` are
+replaced by the retry's: what is still failing after the retry, and nothing else.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ConfigError
+from .journal import JOURNAL_NAME, read_events, write_private
+from .records import InputKind
+from .state import RunState
+
+MAX_RETRIES = 9
+
+
+def retry_ids(run_dir: Path) -> list[str]:
+    """The IDs of the run's last merge that errored or are missing, in that order, once each."""
+    seen: set[str] = set()
+    ids: list[str] = []
+    errors = run_dir / "errors.jsonl"
+    if errors.exists():
+        with errors.open("rb") as handle:
+            for line in handle:
+                if line.strip():
+                    key = str(orjson.loads(line)["id"])
+                    if key not in seen:
+                        seen.add(key)
+                        ids.append(key)
+    missing = run_dir / "missing.txt"
+    if missing.exists():
+        with missing.open("rb") as handle:
+            for raw in handle:
+                text = raw.rstrip(b"\n")
+                if not text:
+                    continue
+                key = orjson.loads(text) if text.startswith(b'"') else text.decode()
+                if key not in seen:
+                    seen.add(key)
+                    ids.append(str(key))
+    return ids
+
+
+def child_run_id(state: RunState, state_dir: Path) -> str:
+    for number in range(1, MAX_RETRIES + 1):
+        candidate = f"{state.run_id}-r{number}"
+        if not (state_dir / candidate / JOURNAL_NAME).exists():
+            return candidate
+    raise ConfigError(f"run {state.run_id} was retried {MAX_RETRIES} times already")
+
+
+def check_retryable(state: RunState) -> None:
+    if state.merged is None:
+        raise ConfigError(
+            f"run {state.run_id} has not been merged: `fanout merge {state.run_id} --out FILE` "
+            "first, then retry what errored or is missing"
+        )
+    kind = InputKind(state.settings["source"]["kind"])
+    if kind is InputKind.RANKING:
+        raise ConfigError(
+            "retry sends IDs only; personalized-ranking lines also need their itemList: "
+            "rerun those users from their original lines"
+        )
+
+
+def write_ids(path: Path, ids: list[str], kind: InputKind) -> None:
+    """The retry's input: JSON lines, so any ID (quotes, spaces, non-ASCII) goes as it was.
+
+    Per-line filterValues of a JSON-lines input are not kept (only IDs come back from a
+    merge); `--filter-values` given to the run apply as before."""
+    field = kind.id_field
+    write_private(path, b"".join(orjson.dumps({field: key}) + b"\n" for key in ids))
+
+
+def combine(parent: Path, child: Path, fmt: str) -> None:
+    """Append the child's results to the parent's result file (atomically)."""
+    tmp = parent.with_name(f".{parent.name}.retry.tmp")
+    try:
+        if fmt == "parquet":
+            _combine_parquet(parent, child, tmp)
+        else:
+            _combine_text(parent, child, tmp, header=fmt == "csv")
+        os.replace(tmp, parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _combine_text(parent: Path, child: Path, tmp: Path, *, header: bool) -> None:
+    compressed = parent.name.endswith(".gz")
+    with parent.open("rb") as first, tmp.open("wb") as out:
+        shutil.copyfileobj(first, out)
+        if compressed and not header:
+            with child.open("rb") as second:  # gzip members concatenate into one stream
+                shutil.copyfileobj(second, out)
+            return
+        opener: Any = gzip.open if compressed else open
+        with opener(child, "rb") as second:
+            if header:
+                second.readline()
+            body = gzip.GzipFile(fileobj=out, mode="wb") if compressed else out
+            shutil.copyfileobj(second, body)
+            if compressed:
+                body.close()
+
+
+def _combine_parquet(parent: Path, child: Path, tmp: Path) -> None:
+    import pyarrow.parquet as pq
+
+    first = pq.ParquetFile(parent)
+    with pq.ParquetWriter(tmp, first.schema_arrow, compression="zstd") as writer:
+        for path in (parent, child):
+            source = pq.ParquetFile(path)
+            for group in range(source.num_row_groups):
+                writer.write_table(source.read_row_group(group).cast(first.schema_arrow))
+
+
+def replace_reports(parent_dir: Path, child_dir: Path) -> None:
+    """What still failed after the retry becomes the parent's errors and missing lists."""
+    for name in ("errors.jsonl", "missing.txt"):
+        source = child_dir / name
+        write_private(parent_dir / name, source.read_bytes() if source.exists() else b"")
+
+
+def retried_state(child_dir: Path) -> RunState:
+    return RunState.replay(read_events(child_dir))
