@@ -28,7 +28,7 @@ from typing import Any, NoReturn
 import aioboto3
 import anyio
 import boto3
-from botocore import UNSIGNED
+from botocore import UNSIGNED, xform_name
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -41,7 +41,7 @@ from .errors import (
     SubmitError,
     UploadError,
 )
-from .records import JobSummary
+from .records import JobSummary, JobType
 from .storage import ObjectInfo, S3Uri
 
 PERSONALIZE_ATTEMPTS = 3
@@ -333,6 +333,10 @@ class Aws:
     def batch_jobs(self) -> BatchJobs:
         return BatchJobs(self.personalize)
 
+    def jobs(self, job_type: JobType) -> BatchJobs:
+        """Batch inference jobs, or batch segment jobs (same calls, other names)."""
+        return BatchJobs(self.personalize, job_type)
+
     async def check_kms_key(self, key_arn: str) -> None:
         """Raise ConfigError unless the caller can make a data key with the KMS key."""
         options = self.options
@@ -374,9 +378,9 @@ def _epoch(value: Any) -> float | None:
     return float(value.timestamp())
 
 
-def _summary(job: dict[str, Any]) -> JobSummary:
+def _summary(job: dict[str, Any], arn_key: str = "batchInferenceJobArn") -> JobSummary:
     return JobSummary(
-        arn=str(job["batchInferenceJobArn"]),
+        arn=str(job[arn_key]),
         name=str(job.get("jobName", "")),
         status_text=str(job.get("status", "")),
         failure_reason=job.get("failureReason") or None,
@@ -415,41 +419,51 @@ def _job_error(exc: Exception, operation: str) -> NoReturn:
 
 
 class BatchJobs:
-    """Batch inference jobs of the account: create, list (page by page), describe."""
+    """Batch inference (or segment) jobs of the account: create, list (page by page), describe."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, job_type: JobType = "inference") -> None:
         self._client = client
+        noun = "Inference" if job_type == "inference" else "Segment"
+        self._create = f"CreateBatch{noun}Job"
+        self._list = f"ListBatch{noun}Jobs"
+        self._describe = f"DescribeBatch{noun}Job"
+        self._arn = f"batch{noun}JobArn"
+        self._listed = f"batch{noun}Jobs"
+        self._described = f"batch{noun}Job"
+
+    def _call(self, operation: str) -> Any:
+        return getattr(self._client, xform_name(operation))
 
     async def create_job(self, request: dict[str, Any]) -> str:
         try:
-            response = await self._client.create_batch_inference_job(**request)
+            response = await self._call(self._create)(**request)
         except (ClientError, BotoCoreError) as exc:
-            _job_error(exc, "CreateBatchInferenceJob")
-        return str(response["batchInferenceJobArn"])
+            _job_error(exc, self._create)
+        return str(response[self._arn])
 
     async def list_jobs_page(self, token: str | None) -> tuple[list[JobSummary], str | None]:
-        """One page of every batch inference job of the account (all solution versions)."""
+        """One page of every job of this type in the account (all solution versions)."""
         params: dict[str, Any] = {"maxResults": 100}
         if token:
             params["nextToken"] = token
         try:
-            response = await self._client.list_batch_inference_jobs(**params)
+            response = await self._call(self._list)(**params)
         except (ClientError, BotoCoreError) as exc:
-            _job_error(exc, "ListBatchInferenceJobs")
-        jobs = [_summary(job) for job in response.get("batchInferenceJobs", [])]
+            _job_error(exc, self._list)
+        jobs = [_summary(job, self._arn) for job in response.get(self._listed, [])]
         return jobs, response.get("nextToken") or None
 
     async def describe_job(self, arn: str) -> JobSummary | None:
         """The job, or None if the service does not know it."""
         try:
-            response = await self._client.describe_batch_inference_job(batchInferenceJobArn=arn)
+            response = await self._call(self._describe)(**{self._arn: arn})
         except ClientError as exc:
             if error_code(exc) == "ResourceNotFoundException":
                 return None
-            _job_error(exc, "DescribeBatchInferenceJob")
+            _job_error(exc, self._describe)
         except BotoCoreError as exc:
-            _job_error(exc, "DescribeBatchInferenceJob")
-        return _summary(response["batchInferenceJob"])
+            _job_error(exc, self._describe)
+        return _summary(response[self._described], self._arn)
 
 
 @dataclass(frozen=True, slots=True)

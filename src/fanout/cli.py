@@ -170,6 +170,55 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(run)
     _cli_output_options(run)
 
+    segment = commands.add_parser(
+        "segment",
+        help="batch segment jobs: millions of items or attribute queries to merged segments",
+        description="The same fan-out for batch segment jobs (Item-Affinity with --items, "
+        "Item-Attribute-Affinity with --item-attributes): validate, shard within the segment "
+        "limits (500 items or 10 queries per file), upload, submit under the segment-job "
+        "quota, resume, merge one record per query with its users, reconcile. Takes every "
+        "option of `aws personalize create-batch-segment-job`.",
+    )
+    source = segment.add_argument_group("input (one of)")
+    chosen = source.add_mutually_exclusive_group()
+    chosen.add_argument("--items", metavar="SRC", help="item IDs (Item-Affinity)")
+    chosen.add_argument(
+        "--item-attributes",
+        metavar="SRC",
+        help='attribute queries, e.g. ITEMS.GENRES = "Comedy" (Item-Attribute-Affinity)',
+    )
+    source.add_argument(
+        "--format",
+        choices=["auto", "text", "csv", "tsv", "jsonl", "parquet"],
+        default="auto",
+        help="input format (auto: by extension, else sniffed)",
+    )
+    source.add_argument("--id-column", help="the item or query column of CSV/TSV/Parquet")
+    source.add_argument(
+        "--keep-duplicates", action="store_true", help="send repeated items (default: remove)"
+    )
+    segment.add_argument("--config", metavar="FILE", help="YAML of options, as for run")
+    _job_options(segment, SEGMENT_JOB_OPTIONS, "create-batch-segment-job")
+    segment.add_argument(
+        "--generate-cli-skeleton",
+        nargs="?",
+        const="input",
+        choices=["input", "yaml-input", "output"],
+        help="print a skeleton for --cli-input-json/--cli-input-yaml, as the AWS CLI does",
+    )
+    _merge_options(segment, required=False)
+    _run_options(segment)
+    _limit_options(segment)
+    _submit_options(segment, quota=False)
+    segment.add_argument(
+        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
+    )
+    segment.add_argument(
+        "--dry-run", action="store_true", help="stop after the plan and the preflight checks"
+    )
+    _aws_options(segment)
+    _cli_output_options(segment)
+
     merge = commands.add_parser(
         "merge",
         help="merge a run's job outputs into one result file, with errors and missing IDs",
@@ -234,11 +283,21 @@ JOB_OPTIONS = {
 }
 
 
-def _job_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "job options (as for aws personalize create-batch-inference-job)"
-    )
-    for option, member in JOB_OPTIONS.items():
+# create-batch-segment-job has the same options but the three about inference modes.
+SEGMENT_JOB_OPTIONS = {
+    option: member
+    for option, member in JOB_OPTIONS.items()
+    if member not in {"batchInferenceJobConfig", "batchInferenceJobMode", "themeGenerationConfig"}
+}
+
+
+def _job_options(
+    parser: argparse.ArgumentParser,
+    options: dict[str, str] = JOB_OPTIONS,
+    command: str = "create-batch-inference-job",
+) -> None:
+    group = parser.add_argument_group(f"job options (as for aws personalize {command})")
+    for option, member in options.items():
         if member == "tags":
             group.add_argument(option, nargs="+", metavar="TAG", dest=member)
         else:
@@ -842,11 +901,15 @@ def _run_dir(args: argparse.Namespace) -> Path:
     return (args.state_dir or default_state_dir()) / check_run_id(args.run_id)
 
 
-def _job_request(args: argparse.Namespace) -> dict[str, Any]:
-    """create-batch-inference-job's parameters from the options, as the AWS CLI reads them."""
+def _job_request(
+    args: argparse.Namespace,
+    name: str = "CreateBatchInferenceJob",
+    options: dict[str, str] = JOB_OPTIONS,
+) -> dict[str, Any]:
+    """The create-batch-*-job parameters from the options, as the AWS CLI reads them."""
     from .awsargs import OperationArgs
 
-    operation = OperationArgs.for_operation("CreateBatchInferenceJob")
+    operation = OperationArgs.for_operation(name)
     if args.cli_input_json and args.cli_input_yaml:
         raise ConfigError("give only one of --cli-input-json and --cli-input-yaml")
     cli_input: dict[str, Any] = {}
@@ -855,7 +918,7 @@ def _job_request(args: argparse.Namespace) -> dict[str, Any]:
     elif args.cli_input_yaml:
         cli_input = operation.load_cli_input(args.cli_input_yaml, yaml=True)
     explicit: dict[str, Any] = {}
-    for member in JOB_OPTIONS.values():
+    for member in options.values():
         value = getattr(args, member)
         if value is None:
             continue
@@ -1041,20 +1104,37 @@ def _run_resume(args: argparse.Namespace) -> int:
 
 
 def _run_run(args: argparse.Namespace) -> int:
+    return _run_jobs(args, "inference")
+
+
+def _run_segment(args: argparse.Namespace) -> int:
+    if not args.generate_cli_skeleton:
+        if not (args.items or args.item_attributes):
+            raise ConfigError("give --items SRC (Item-Affinity) or --item-attributes SRC")
+        args.ids = args.items or args.item_attributes
+        args.input_kind = "itemId" if args.items else "itemAttributes"
+        args.filter_values = []
+    return _run_jobs(args, "segment")
+
+
+def _run_jobs(args: argparse.Namespace, job_type: str) -> int:
+    operation = "CreateBatchInferenceJob" if job_type == "inference" else "CreateBatchSegmentJob"
     if args.generate_cli_skeleton:
         from .awsargs import OperationArgs
 
-        skeleton = OperationArgs.for_operation("CreateBatchInferenceJob")
+        skeleton = OperationArgs.for_operation(operation)
         print(skeleton.skeleton(args.generate_cli_skeleton), end="")
         return EXIT_OK
-    outcome = execute_run(args, _reporter(args))
+    outcome = execute_run(args, _reporter(args), job_type)
     if outcome is None:  # --dry-run
         return EXIT_OK
     return _print_outcome(outcome, args)
 
 
-def execute_run(args: argparse.Namespace, report: Any) -> Any:
-    """`fanout run`: preflight, plan, then prepare, submit and merge at once. None if dry."""
+def execute_run(args: argparse.Namespace, report: Any, job_type: Any = "inference") -> Any:
+    """`fanout run` (or `segment`): preflight, plan, then prepare, submit and merge at once.
+
+    None if --dry-run."""
     import anyio
 
     from .aws import Aws
@@ -1067,7 +1147,10 @@ def execute_run(args: argparse.Namespace, report: Any) -> Any:
         raise ConfigError("--ids is required: the IDs to get recommendations for")
     if not args.out and not args.dry_run:
         raise ConfigError("--out is required: where the merged results go (.jsonl, .csv, .parquet)")
-    request = _job_request(args)
+    if job_type == "segment":
+        request = _job_request(args, "CreateBatchSegmentJob", SEGMENT_JOB_OPTIONS)
+    else:
+        request = _job_request(args)
     missing = [
         name
         for name in ("solutionVersionArn", "roleArn", "jobInput", "jobOutput")
@@ -1081,7 +1164,9 @@ def execute_run(args: argparse.Namespace, report: Any) -> Any:
     args.solution_version_arn = request["solutionVersionArn"]
     args.batch_inference_job_mode = request.get("batchInferenceJobMode") or "BATCH_INFERENCE"
     run_id = args.run_id or new_run_id()
-    settings = _prepare_settings(args, None, run_id, request)
+    settings = dataclasses.replace(
+        _prepare_settings(args, None, run_id, request), job_type=job_type
+    )
     merge = _merge_settings(args) if args.out else None
     submit_settings = SubmitSettings(
         job_name_prefix=request.get("jobName") or "fanout",
@@ -1098,7 +1183,7 @@ def execute_run(args: argparse.Namespace, report: Any) -> Any:
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            kind = await preflight(aws, request, given_kind)
+            kind = await preflight(aws, request, given_kind, job_type)
             ready = dataclasses.replace(
                 settings, source=dataclasses.replace(settings.source, kind=kind)
             )
@@ -1193,9 +1278,10 @@ def _with_config(argv: list[str]) -> list[str]:
     a flag, a list for a repeatable or multi-value option, a mapping for a structure (given on as
     JSON, e.g. `job-output: {s3DataDestination: {path: s3://…}}`).
     """
-    if "run" not in argv:
+    commands = [name for name in ("run", "segment") if name in argv]
+    if not commands:
         return argv
-    at = argv.index("run")
+    at = argv.index(commands[0])
     rest = argv[at + 1 :]
     path = None
     for index, token in enumerate(rest):
@@ -1257,6 +1343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": _run_resume,
         "merge": _run_merge,
         "run": _run_run,
+        "segment": _run_segment,
         "retry": _run_retry,
         "status": _run_status,
     }

@@ -39,6 +39,12 @@ class Limits(_Frozen):
     max_job_files: int = Field(1000, gt=0, description="Input files per job.")
     max_file_records: int = Field(50_000_000, gt=0, description="Records per input file.")
     theme_max_file_records: int = Field(100, gt=0, description="Records per file with themes.")
+    segment_item_file_records: int = Field(
+        500, gt=0, description="Item queries per file in a batch segment job (Item-Affinity)."
+    )
+    segment_attribute_file_records: int = Field(
+        10, gt=0, description="Attribute queries per file (Item-Attribute-Affinity)."
+    )
     part_bytes: int = Field(16 * MiB, gt=0, description="Target size of one part file.")
     max_concurrent_jobs: int = Field(5, gt=0, description="The account's batch job quota.")
 

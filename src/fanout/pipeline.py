@@ -46,7 +46,7 @@ from .journal import (
 )
 from .merge import MergeSinks, MergeStats, Reconciliation, merge_shard
 from .plan import InputEstimate, Plan, make_plan
-from .records import InputKind
+from .records import InputKind, JobType
 from .shard import PartFile, ShardSealed, cut_shards, part_name, shard_dir
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
 from .state import RunState, ShardInfo
@@ -82,6 +82,7 @@ class PrepareSettings:
     timing: Timing = field(default_factory=Timing)
     upload: UploadSettings = field(default_factory=UploadSettings)
     theme_generation: bool = False
+    job_type: JobType = "inference"  # "segment": batch segment jobs (their per-file limits)
 
     def __post_init__(self) -> None:
         check_run_id(self.run_id)
@@ -97,6 +98,13 @@ class PrepareSettings:
     @property
     def file_records(self) -> int:
         limits = self.limits
+        if self.job_type == "segment":
+            per_file = (
+                limits.segment_attribute_file_records
+                if self.source.kind is InputKind.ITEM_ATTRIBUTES
+                else limits.segment_item_file_records
+            )
+            return min(limits.max_file_records, per_file)
         if self.theme_generation:
             return min(limits.max_file_records, limits.theme_max_file_records)
         return limits.max_file_records
@@ -462,6 +470,7 @@ def _settings_record(settings: PrepareSettings) -> dict[str, Any]:
         "timing": settings.timing.model_dump(),
         "upload": settings.upload.model_dump(),
         "theme_generation": settings.theme_generation,
+        "job_type": settings.job_type,
     }
 
 
@@ -511,6 +520,7 @@ def _settings_from_record(state: RunState, state_dir: Path, ids: str | None) -> 
         timing=Timing.model_validate(record["timing"]),
         upload=UploadSettings.model_validate(record["upload"]),
         theme_generation=record["theme_generation"],
+        job_type=record.get("job_type", "inference"),
     )
 
 
@@ -619,6 +629,11 @@ def _job_input_of(state: RunState) -> S3DataConfig:
     return S3DataConfig.model_validate(record)
 
 
+def job_type_of(state: RunState) -> JobType:
+    job_type: JobType = state.settings.get("job_type", "inference")
+    return job_type
+
+
 def make_template(state: RunState, request: dict[str, Any]) -> JobTemplate:
     """Check the job options against the run and build its template (no jobName)."""
     missing = [
@@ -641,7 +656,7 @@ def make_template(state: RunState, request: dict[str, Any]) -> JobTemplate:
     output = S3DataConfig.model_validate(request["jobOutput"]["s3DataDestination"])
     check_output_outside_input(job_input.path, output.path)
     theme = request.get("batchInferenceJobMode") == "THEME_GENERATION"
-    if theme != bool(state.settings.get("theme_generation")):
+    if job_type_of(state) == "inference" and theme != bool(state.settings.get("theme_generation")):
         raise ConfigError(
             "--batch-inference-job-mode must be the same as when the run was prepared "
             f"(THEME_GENERATION limits files to 100 records): the run was prepared "
@@ -782,7 +797,7 @@ async def _drive(
                     if template is not None and settings is not None and aws is not None:
                         submitter = Submitter(
                             run_id=state.run_id,
-                            service=aws.batch_jobs,
+                            service=aws.jobs(job_type_of(state)),
                             journal=journal,
                             settings=settings,
                             request_for=lambda shard, name: template.for_shard(
@@ -884,15 +899,17 @@ class _RunMerger:
         journal: EventLog,
         report: Callable[[str], None] | None,
     ) -> _RunMerger:
-        from .merge import ResultFormat, open_results
+        from .merge import ResultFormat, ResultShape, open_results
 
         assert state.merge is not None
         settings = MergeSettings(**state.merge["settings"])
         kind = InputKind(state.settings["source"]["kind"])
+        segments = job_type_of(state) == "segment"
         results = await stack.enter_async_context(
             open_results(
                 settings.out,
                 kind,
+                shape=ResultShape.SEGMENTS if segments else None,
                 fmt=ResultFormat(settings.fmt) if settings.fmt else None,
                 overwrite=settings.overwrite,
                 raw=settings.raw,

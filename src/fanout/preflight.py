@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import S3DataConfig
 from .errors import ConfigError
-from .records import InputKind, input_kind_for_recipe
+from .records import InputKind, JobType, input_kind_for_recipe
 from .storage import S3Uri
 
 if TYPE_CHECKING:
@@ -23,7 +23,12 @@ MAX_NUM_RESULTS = 500  # not published for batch jobs (reference §7): the real-
 THEME_RECIPE = "aws-similar-items"
 
 
-async def preflight(aws: Aws, request: dict[str, Any], kind: InputKind | None) -> InputKind:
+MAX_SEGMENT_USERS = 5_000_000  # users per segment (reference §3)
+
+
+async def preflight(
+    aws: Aws, request: dict[str, Any], kind: InputKind | None, job_type: JobType = "inference"
+) -> InputKind:
     """Check the job request against the account; return the input kind the recipe takes."""
     from .aws import describe_solution_version
     from .pipeline import check_output_outside_input
@@ -40,6 +45,17 @@ async def preflight(aws: Aws, request: dict[str, Any], kind: InputKind | None) -
         raise ConfigError(
             f"recipe {info.recipe_arn} cannot serve batch jobs (Trending-Now and "
             "Next-Best-Action are not supported): use another solution version"
+        )
+    segmentation = info.recipe_type == "USER_SEGMENTATION"
+    if job_type == "segment" and not segmentation:
+        raise ConfigError(
+            f"batch segment jobs need an Item-Affinity or Item-Attribute-Affinity solution "
+            f"version; {arn} uses {info.recipe_arn}: use `fanout run` for it"
+        )
+    if job_type == "inference" and segmentation:
+        raise ConfigError(
+            f"{arn} uses {info.recipe_arn}, a user-segmentation recipe: batch inference jobs "
+            "cannot use it; `fanout segment` runs batch segment jobs"
         )
     if kind is not None and kind is not recipe_kind:
         raise ConfigError(
@@ -59,8 +75,9 @@ async def preflight(aws: Aws, request: dict[str, Any], kind: InputKind | None) -
                 "'fieldsForThemeGeneration={itemName=TITLE}' naming the items' name column"
             )
     number = request.get("numResults")
-    if number is not None and not 1 <= int(number) <= MAX_NUM_RESULTS:
-        raise ConfigError(f"--num-results {number}: use 1 to {MAX_NUM_RESULTS}")
+    most = MAX_SEGMENT_USERS if job_type == "segment" else MAX_NUM_RESULTS
+    if number is not None and not 1 <= int(number) <= most:
+        raise ConfigError(f"--num-results {number}: use 1 to {most}")
     if request.get("filterArn"):
         await aws.check_filter(request["filterArn"])
     source = S3DataConfig.model_validate(request["jobInput"]["s3DataSource"])

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+JobType = Literal["inference", "segment"]  # batch inference jobs, or batch segment jobs
 
 
 class InputKind(enum.Enum):
