@@ -219,6 +219,36 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(segment)
     _cli_output_options(segment)
 
+    bench = commands.add_parser(
+        "bench",
+        help="measure each stage on a synthetic workload and project a big run",
+        description="Run N synthetic users through the real pipeline (the emulator, started "
+        "in-process, unless --endpoint-url or --profile point elsewhere: a real account costs "
+        "money and needs --i-understand-this-costs-money and the job options) and print per "
+        "stage records/s and MB/s, submit latency, job run time, merge rate, peak RSS and CPU, "
+        "and how long --project users would take at the quota. The run is an ordinary run.",
+    )
+    bench.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
+    bench.add_argument("--id-length", type=_positive_int, default=12, help="ID length (12)")
+    bench.add_argument("--num-results", type=_positive_int, default=25)
+    bench.add_argument(
+        "--recipe",
+        default="user-personalization",
+        choices=["user-personalization", "user-personalization-v2", "popularity-count"],
+        help="emulator recipe (user-personalization)",
+    )
+    bench.add_argument(
+        "--project", type=_positive_int, default=50_000_000, help="users to project (50M)"
+    )
+    bench.add_argument("--i-understand-this-costs-money", action="store_true", dest="consent")
+    for option in ("--solution-version-arn", "--role-arn", "--job-input", "--job-output"):
+        bench.add_argument(option, help="for a real account")
+    _run_options(bench)
+    _limit_options(bench)
+    bench.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
+    _aws_options(bench)
+    bench.add_argument("--output", choices=["text", "json"], default="text")
+
     merge = commands.add_parser(
         "merge",
         help="merge a run's job outputs into one result file, with errors and missing IDs",
@@ -1202,6 +1232,111 @@ def execute_run(args: argparse.Namespace, report: Any, job_type: Any = "inferenc
     return anyio.run(go)
 
 
+def _run_bench(args: argparse.Namespace) -> int:
+    import contextlib
+    import random
+    import tempfile
+
+    from .bench import measure, project, usage
+    from .config import Limits, Timing, default_state_dir
+    from .journal import read_events
+    from .pipeline import new_run_id
+
+    external = bool(args.endpoint_url or args.profile)
+    if external and not args.consent:
+        raise ConfigError(
+            "fanout bench against a real account creates batch jobs, which cost money: add "
+            "--i-understand-this-costs-money (or leave out --endpoint-url/--profile to use "
+            "the emulator)"
+        )
+    state_dir = args.state_dir or default_state_dir()
+    run_id = args.run_id or "bench-" + new_run_id()
+    workdir = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
+    ids = workdir / "users.txt"
+    rng = random.Random(args.users)
+    with ids.open("w") as handle:
+        for _ in range(args.users):
+            handle.write(f"{rng.getrandbits(4 * args.id_length):0{args.id_length}x}\n")
+    with contextlib.ExitStack() as stack:
+        if external:
+            job = [
+                "--solution-version-arn", args.solution_version_arn or "",
+                "--role-arn", args.role_arn or "",
+                "--job-input", args.job_input or "", "--job-output", args.job_output or "",
+            ]  # fmt: skip
+        else:
+            from .emulator import Emulator, EmulatorSettings
+
+            emulator = stack.enter_context(Emulator(EmulatorSettings(job_seconds=0.5)))
+            info = emulator.info
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+                os.environ.pop(name, None)
+            os.environ.update(info.environment())
+            key = info.kms_key_arn
+            job = [
+                "--solution-version-arn", info.solution_versions[args.recipe],
+                "--role-arn", info.role_arn,
+                "--job-input", f"s3DataSource={{path=s3://{info.bucket}/bench/in/,kmsKeyArn={key}}}",
+                "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/bench/out/}}",
+            ]  # fmt: skip
+        argv = [
+            "run", "--ids", str(ids), "--out", str(workdir / "results.jsonl"),
+            "--num-results", str(args.num_results), "--run-id", run_id,
+            "--state-dir", str(state_dir), "--log-format", "text",
+            "--max-job-bytes", str(args.max_job_bytes), "--max-job-files", str(args.max_job_files),
+            "--max-file-records", str(args.max_file_records), "--part-bytes", str(args.part_bytes),
+            "--max-concurrent-jobs", str(args.max_concurrent_jobs),
+            "--job-overhead-minutes", str(args.job_overhead_minutes),
+            "--records-per-minute", str(args.records_per_minute), *job,
+        ]  # fmt: skip
+        if args.poll_interval:
+            argv += ["--poll-interval", str(args.poll_interval)]
+        if args.region:
+            argv += ["--region", args.region]
+        for flag in ("endpoint_url", "profile", "s3_endpoint_url", "ca_bundle"):
+            if getattr(args, flag):
+                argv += ["--" + flag.replace("_", "-"), getattr(args, flag)]
+        outcome = execute_run(_parser().parse_args(argv), _report)
+    events = read_events(outcome.run_dir)
+    stages = measure(events)
+    used = usage()
+    prepared = next(e for e in events if e["event"] == "prepared")
+    limits = Limits(
+        max_job_bytes=args.max_job_bytes,
+        max_job_files=args.max_job_files,
+        max_file_records=args.max_file_records,
+        part_bytes=args.part_bytes,
+        max_concurrent_jobs=args.max_concurrent_jobs,
+    )
+    timing = Timing(
+        job_overhead_minutes=args.job_overhead_minutes,
+        records_per_minute=args.records_per_minute,
+    )
+    per_record = prepared["nbytes"] / max(1, prepared["records"])
+    projection = project(stages, args.project, per_record, limits, timing)
+    record = {
+        "run_id": outcome.run_id,
+        "run_dir": str(outcome.run_dir),
+        "users": args.users,
+        "endpoint": "external" if external else "emulator (in-process)",
+        "wall seconds": round(outcome.seconds, 2),
+        "stages": [stage.row() for stage in stages],
+        **used,
+        "projection": projection,
+    }
+    if args.output == "json":
+        print(json.dumps(record, indent=2))
+    else:
+        from .bench import format_table
+
+        print(format_table([stage.row() for stage in stages]))
+        print()
+        _print_rows([(k, v) for k, v in record.items() if k not in {"stages", "projection"}])
+        print()
+        _print_rows([("projection: " + k, v) for k, v in projection.items()])
+    return exit_code(outcome, allow_partial=False)
+
+
 def _run_merge(args: argparse.Namespace) -> int:
     import anyio
 
@@ -1343,6 +1478,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "resume": _run_resume,
         "merge": _run_merge,
         "run": _run_run,
+        "bench": _run_bench,
         "segment": _run_segment,
         "retry": _run_retry,
         "status": _run_status,

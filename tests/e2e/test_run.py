@@ -301,3 +301,23 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert code == 0 and "nothing to retry" in stdout
     finally:
         emulator.stop()
+
+
+def test_bench_measures_each_stage_and_projects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = str(tmp_path / "st")
+    args = ["--poll-interval", "0.1", "--project", "10000000", "--output", "json"]
+    code = main(["bench", "--users", "3000", "--state-dir", state, *args])
+    out = capsys.readouterr().out
+    assert code == 0
+    record = json.loads(out)
+    stages = {row["stage"]: row for row in record["stages"]}
+    assert set(stages) >= {"read+shard+upload", "job run time", "download+merge"}
+    assert stages["read+shard+upload"]["records"] == 3000
+    assert record["projection"]["users"] == 10_000_000
+    assert record["projection"]["bound by"]
+    run = record["run_id"]
+    assert main(["status", run, "--state-dir", state]) == 0  # an ordinary run
+    assert main(["bench", "--endpoint-url", "https://personalize.example"]) == 2
+    assert "cost money" in capsys.readouterr().err
