@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import math
 import os
 import secrets
@@ -905,6 +906,11 @@ class _RunMerger:
         settings = MergeSettings(**state.merge["settings"])
         kind = InputKind(state.settings["source"]["kind"])
         segments = job_type_of(state) == "segment"
+        out = Path(settings.out)
+        # A merge killed before it finished leaves its temporary file beside the result; this
+        # run holds the journal's lock, so no other writer of this result is alive.
+        for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+            stale.unlink(missing_ok=True)
         results = await stack.enter_async_context(
             open_results(
                 settings.out,

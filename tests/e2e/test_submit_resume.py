@@ -364,3 +364,75 @@ def test_resume_refuses_an_input_that_changed(
     capsys.readouterr()
     code, _, err = user.cli(["resume", "changed", "--state-dir", str(user.state)], capsys)
     assert code == 1 and "the input changed since the run started" in err
+
+
+# -- crash equivalence: fanout run killed again and again gives the uninterrupted result ----------
+
+
+def _run_to_the_end_with_kills(
+    user: User, args: list[str], run: str, kills: int, rng: random.Random
+) -> list[str]:
+    """Start `fanout run`, kill -9 it `kills` times at random moments (resuming in between),
+    then let a resume finish. Returns where each kill landed."""
+    env = {**os.environ, **user.env}
+    landed = []
+    command = args
+    for _ in range(kills):
+        _kill_at_random(command, env, rng, 0.7, 3.5)
+        landed.append(_phase(user.state / run))
+        if landed[-1] == "before the run began":
+            command = args  # nothing to resume yet
+        else:
+            command = ["resume", run, "--state-dir", str(user.state), "--log-format", "json"]
+    if _phase(user.state / run) == "before the run began":
+        result = subprocess.run(FANOUT + args, env=env, capture_output=True, text=True)
+    else:
+        result = subprocess.run(
+            [*FANOUT, "resume", run, "--state-dir", str(user.state)],
+            env=env, capture_output=True, text=True,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return landed
+
+
+def crash_equivalence(user: User, seed: int, kills: int) -> list[str]:
+    ids = user.ids(8000, f"eq{seed}.txt")
+    info = user.info
+
+    def args(run: str, out: Path) -> list[str]:
+        return [
+            "run", "--ids", str(ids), "--out", str(out), "--run-id", run,
+            "--state-dir", str(user.state),
+            "--solution-version-arn", info.solution_versions["user-personalization"],
+            "--role-arn", info.role_arn, "--num-results", "5",
+            "--job-input", f"s3DataSource={{path=s3://{info.bucket}/in/}}",
+            "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/}}",
+            "--max-job-bytes", "30KB", "--part-bytes", "10KB",
+            "--poll-interval", "0.05", "--tps", "50", "--log-format", "json",
+        ]  # fmt: skip
+
+    clean = user.tmp / f"clean{seed}.jsonl"
+    assert main(args(f"clean{seed}", clean)) == 0
+    crashed = user.tmp / f"crashed{seed}.jsonl"
+    run = f"crash{seed}"
+    landed = _run_to_the_end_with_kills(user, args(run, crashed), run, kills, random.Random(seed))
+    assert sorted(crashed.read_bytes().splitlines()) == sorted(clean.read_bytes().splitlines())
+    jobs = user.jobs(run)
+    state = RunState.replay(read_events(user.state / run))
+    active = [j["jobName"] for j in jobs if j["status"] == "ACTIVE"]
+    assert len(active) == len(set(active)) == len(state.shards)
+    assert not list(user.tmp.glob(f".crashed{seed}.jsonl.*"))  # no temporary file left behind
+    return landed
+
+
+@pytest.mark.parametrize("seed", [7, 8])
+def test_crash_equivalence(seed: int, user: User) -> None:
+    crash_equivalence(user, seed, kills=2)
+
+
+@pytest.mark.slow
+def test_crash_equivalence_twenty_kills(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    landed = [where for seed in (20, 21, 22, 23) for where in crash_equivalence(user, seed, 5)]
+    with capsys.disabled():
+        print("kills landed:", landed)
+    assert len(landed) == 20
