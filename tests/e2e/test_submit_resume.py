@@ -436,3 +436,46 @@ def test_crash_equivalence_twenty_kills(user: User, capsys: pytest.CaptureFixtur
     with capsys.disabled():
         print("kills landed:", landed)
     assert len(landed) == 20
+
+
+def test_jobs_lost_by_the_service_are_reported_then_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import threading
+
+    emulator = start(job_seconds=0.5)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(3000)
+        service = emulator.service
+
+        def forget_jobs() -> None:  # the endpoint restarts and forgets every job it had
+            deadline = time.monotonic() + 30
+            while not service.jobs and time.monotonic() < deadline:
+                time.sleep(0.01)
+            with service._lock:
+                service.jobs.clear()
+
+        thread = threading.Thread(target=forget_jobs)
+        thread.start()
+        out = tmp_path / "recs.jsonl"
+        info = user.info
+        args = [
+            "run", "--ids", str(ids), "--out", str(out), "--run-id", "lost",
+            "--state-dir", str(user.state), "--job-retries", "0",
+            "--solution-version-arn", info.solution_versions["user-personalization"],
+            "--role-arn", info.role_arn,
+            "--job-input", f"s3DataSource={{path=s3://{info.bucket}/in/}}",
+            "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/}}",
+            "--poll-interval", "0.05", "--tps", "50", "--log-format", "json",
+        ]  # fmt: skip
+        code, stdout, err = user.cli(args, capsys)
+        thread.join()
+        assert code == 3, err
+        assert "The job is gone" in err and "The job is gone" in stdout
+        assert len((user.state / "lost" / "missing.txt").read_text().split()) == 3000
+        code, _, err = user.cli(["retry", "lost", "--state-dir", str(user.state)], capsys)
+        assert code == 0, err
+        assert len(out.read_text().splitlines()) == 3000
+    finally:
+        emulator.stop()
