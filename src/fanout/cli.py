@@ -989,6 +989,15 @@ def _reporter(args: argparse.Namespace) -> Any:
     return _json_report if chosen == "json" and hasattr(args, "log_format") else _report
 
 
+def _live(args: argparse.Namespace) -> Any:
+    """A live status line when stderr is a terminal and text logs were asked for (or implied)."""
+    if getattr(args, "log_format", None) == "json" or not sys.stderr.isatty():
+        return None
+    from .progress import Progress
+
+    return Progress()
+
+
 def outcome_summary(outcome: Any) -> dict[str, Any]:
     """The end-of-run summary as data (what --output json prints)."""
     from .pipeline import RunOutcome
@@ -1155,13 +1164,21 @@ def _run_jobs(args: argparse.Namespace, job_type: str) -> int:
         skeleton = OperationArgs.for_operation(operation)
         print(skeleton.skeleton(args.generate_cli_skeleton), end="")
         return EXIT_OK
-    outcome = execute_run(args, _reporter(args), job_type)
+    live = _live(args)
+    try:
+        report = live.message if live is not None else _reporter(args)
+        outcome = execute_run(args, report, job_type, live.event if live is not None else None)
+    finally:
+        if live is not None:
+            live.close()
     if outcome is None:  # --dry-run
         return EXIT_OK
     return _print_outcome(outcome, args)
 
 
-def execute_run(args: argparse.Namespace, report: Any, job_type: Any = "inference") -> Any:
+def execute_run(
+    args: argparse.Namespace, report: Any, job_type: Any = "inference", listener: Any = None
+) -> Any:
     """`fanout run` (or `segment`): preflight, plan, then prepare, submit and merge at once.
 
     None if --dry-run."""
@@ -1227,7 +1244,9 @@ def execute_run(args: argparse.Namespace, report: Any, job_type: Any = "inferenc
                 f"run {run_id}: {plan.records:,} records → {plan.shards} job shard(s), "
                 f"{plan.waves} wave(s) at the quota of {plan.quota}; {plan.reason}"
             )
-            return await submit(ready.run_dir, request, submit_settings, aws, report, merge)
+            return await submit(
+                ready.run_dir, request, submit_settings, aws, report, merge, listener
+            )
 
     return anyio.run(go)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -73,6 +74,7 @@ class Journal:
         self._sync_lock = anyio.Lock()
         self._written = 0  # lines written (flushed to the OS)
         self._synced = 0  # lines known to be on disk
+        self.listener: Callable[[dict[str, Any]], None] | None = None  # sees each event
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
@@ -136,6 +138,8 @@ class Journal:
                     target = self._written
                     await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
                     self._synced = target
+        if self.listener is not None:
+            self.listener(record)
         return record
 
 

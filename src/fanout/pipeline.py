@@ -675,11 +675,17 @@ async def submit(
     aws: Aws,
     report: Callable[[str], None] | None = None,
     merge: MergeSettings | None = None,
+    listener: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
     """Create and track the jobs of a run (preparing what is left of it first, if anything),
-    and merge each job's output as it turns ACTIVE when `merge` is given."""
+    and merge each job's output as it turns ACTIVE when `merge` is given. `listener` sees every
+    journal event (live progress)."""
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:
+        journal.listener = listener
+        if listener is not None:
+            for event in read_events(run_dir):
+                listener(event)
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
         template = make_template(state, request)
         record = {"request": template.request, "submit": settings.to_dict()}
@@ -709,6 +715,7 @@ async def resume(
     report: Callable[[str], None] | None = None,
     ids: str | None = None,
     merge: MergeSettings | None = None,
+    listener: Callable[[dict[str, Any]], None] | None = None,
 ) -> RunOutcome:
     """Continue a run from its journal: finish preparing, submitting and merging, whatever is
     left (a merge that did not finish is done again).
@@ -718,6 +725,10 @@ async def resume(
     """
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:
+        journal.listener = listener
+        if listener is not None:
+            for event in read_events(run_dir):
+                listener(event)
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
         if merge is not None:
             if state.submit is None:
