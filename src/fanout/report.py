@@ -215,7 +215,7 @@ class _Folder:
         line = self.line
         end = line.t1 if line.t1 is not None else 0.0
         for number in list(self.open):
-            self.close(number, end, "still so when the journal ends")
+            self.close(number, end, "still open when the journal ends")
         total = 0
         for number, (t, done) in sorted(self.merges.items(), key=lambda item: item[1][0]):
             total += done

@@ -29,26 +29,32 @@ ARGS = [
 ]  # fmt: skip
 
 
-def _chromium() -> str:
+def _find_chromium() -> tuple[str | None, str]:
+    """The browser binary, or None and why the browser tests cannot run."""
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - dev installs have it
+        return None, f"the playwright package is not installed ({exc}): scripts/install adds it"
     named = os.environ.get("FANOUT_CHROMIUM")
     found = named or shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None or not Path(found).exists():
-        pytest.skip(
-            "no Chromium for the browser test: install Debian's `chromium` (or set "
-            f"FANOUT_CHROMIUM to a Chromium binary){f'; {named} does not exist' if named else ''}"
+        missing = f" ({named} does not exist)" if named else ""
+        return None, (
+            f"no Chromium for the browser test{missing}: install Debian's `chromium`, or set "
+            "FANOUT_CHROMIUM to a Chromium binary"
         )
-    return found
+    return found, ""
+
+
+CHROMIUM, WHY_NOT = _find_chromium()
+# Decided at collection, so a machine without a browser skips before any emulator run.
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason=WHY_NOT)
 
 
 @pytest.fixture
 def chromium() -> str:
-    """The browser binary, checked before a test does any work (else the test is skipped)."""
-    executable = _chromium()
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - dev installs have it
-        pytest.skip(f"the playwright package is not installed ({exc}): scripts/install adds it")
-    return executable
+    assert CHROMIUM is not None
+    return CHROMIUM
 
 
 class Opened:
