@@ -263,6 +263,17 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(merge)
     merge.add_argument("--output", choices=["text", "json"], default="text")
 
+    report = commands.add_parser(
+        "report",
+        help="draw a run as a timeline: a self-contained HTML page",
+        description="Write a run's timeline (one row per shard: upload, queue wait, job "
+        "states, merge; throughput over time) as one HTML file with inline SVG that needs no "
+        "network, from the run's journal.",
+    )
+    report.add_argument("run_id", metavar="RUN")
+    report.add_argument("--html", required=True, type=Path, metavar="FILE", help="the page")
+    report.add_argument("--state-dir", type=Path, help="where run state lives")
+
     retry = commands.add_parser(
         "retry",
         help="send a merged run's errored and missing IDs again, and merge them in",
@@ -1343,6 +1354,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         **used,
         "projection": projection,
     }
+    from .report import write_report
+
+    page = outcome.run_dir / "report.html"
+    write_report(outcome.run_dir, page)
+    record["report"] = str(page)
     if args.output == "json":
         print(json.dumps(record, indent=2))
     else:
@@ -1370,6 +1386,14 @@ def _run_merge(args: argparse.Namespace) -> int:
             return await resume(run_dir, aws, None, _report, None, merge)
 
     return _print_outcome(anyio.run(go), args)
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    write_report(_run_dir(args), args.html)
+    print(f"report of run {args.run_id}: {args.html}")
+    return EXIT_OK
 
 
 def _run_retry(args: argparse.Namespace) -> int:
@@ -1500,6 +1524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "bench": _run_bench,
         "segment": _run_segment,
         "retry": _run_retry,
+        "report": _run_report,
         "status": _run_status,
     }
     try:

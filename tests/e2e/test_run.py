@@ -175,6 +175,12 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
     assert code == 0, err
     raw = json.loads((user.tmp / "nightly.jsonl").read_text().splitlines()[0])
     assert "input" in raw and "output" in raw
+    page = user.tmp / "nightly.html"
+    code, _, err = user.cli(
+        ["report", "nightly", "--state-dir", str(user.state), "--html", str(page)], capsys
+    )
+    assert code == 0, err
+    assert 'data-shard="0"' in page.read_text()
 
 
 @pytest.mark.parametrize(
