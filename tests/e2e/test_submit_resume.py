@@ -369,6 +369,30 @@ def test_resume_refuses_an_input_that_changed(
 # -- crash equivalence: fanout run killed again and again gives the uninterrupted result ----------
 
 
+def _kill_at_event(args: list[str], env: dict[str, str], run_dir: Path, rng: random.Random) -> None:
+    """Run fanout and kill -9 it once its journal has a random number of events more than it
+    had (and a random few milliseconds later): every stage gets hit, however fast the machine."""
+    journal = run_dir / "journal.jsonl"
+
+    def events() -> int:
+        try:
+            return journal.read_bytes().count(b"\n")
+        except FileNotFoundError:
+            return 0
+
+    target = events() + rng.randint(1, 60)
+    process = subprocess.Popen(
+        FANOUT + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while process.poll() is None and events() < target and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0, 0.05))
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def _run_to_the_end_with_kills(
     user: User, args: list[str], run: str, kills: int, rng: random.Random
 ) -> list[str]:
@@ -378,7 +402,7 @@ def _run_to_the_end_with_kills(
     landed = []
     command = args
     for _ in range(kills):
-        _kill_at_random(command, env, rng, 0.7, 3.5)
+        _kill_at_event(command, env, user.state / run, rng)
         landed.append(_phase(user.state / run))
         if landed[-1] == "before the run began":
             command = args  # nothing to resume yet
