@@ -47,7 +47,7 @@ class FaultProxy:
             def _any(self) -> None:
                 proxy._handle(self)
 
-            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any  # noqa: N815
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _any
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True

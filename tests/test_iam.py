@@ -638,3 +638,20 @@ def test_caller_never_reaches_s3_outside_its_prefixes(
         for tail in tails:
             assert allows(caller, "s3:GetObject", f"arn:aws:s3:::{bucket}/{prefix}{tail}")
             assert allows(caller, "s3:PutObject", f"arn:aws:s3:::{bucket}/{prefix}{tail}")
+
+
+def test_the_cli_prints_the_policies_for_aws_cli_style_values(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fanout.cli import main
+
+    key = "arn:aws:kms:us-east-1:111122223333:key/abc"
+    code = main([
+        "iam-policy", "--job-input", f"s3DataSource={{path=s3://my-bucket/in/,kmsKeyArn={key}}}",
+        "--job-output", "s3://my-bucket/out/", "--role-arn", "arn:aws:iam::111122223333:role/P",
+        "--region", "us-east-1",
+    ])  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert key in json.dumps(printed["key_policies"])
+    assert set(printed) >= {"caller_policy", "service_role_trust_policy", "bucket_policies"}

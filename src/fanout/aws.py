@@ -177,10 +177,14 @@ class S3Store:
         except BotoCoreError as exc:
             raise_s3_error(exc, "HeadObject", f"s3://{bucket}/{key}")
 
-    async def check_bucket(self, bucket: str) -> None:
-        """Raise ConfigError, saying what to do, unless the bucket exists and is reachable."""
+    async def check_bucket(self, bucket: str, prefix: str = "") -> None:
+        """Raise ConfigError, saying what to do, unless the bucket exists and is reachable.
+
+        A one-key listing of fanout's own prefix, not HeadBucket: the least-privilege policy
+        (`fanout iam-policy`) allows ListBucket on those prefixes only, and HeadBucket carries
+        no prefix."""
         try:
-            await self._client.head_bucket(Bucket=bucket)
+            await self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         except ClientError as exc:
             code = error_code(exc)
             if code in {"404", "NoSuchBucket", "NotFound"}:

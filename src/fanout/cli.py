@@ -263,6 +263,27 @@ def _parser() -> argparse.ArgumentParser:
     _aws_options(merge)
     merge.add_argument("--output", choices=["text", "json"], default="text")
 
+    iam = commands.add_parser(
+        "iam-policy",
+        help="print the least-privilege IAM, bucket and KMS key policies for a setup",
+        description="Print, for these prefixes, role and keys: the caller's identity policy, "
+        "the service role's permissions and trust policies (with confused-deputy conditions), "
+        "the bucket policies and the KMS key policy statements. No AWS call is made.",
+    )
+    iam.add_argument("--job-input", required=True, metavar="VALUE", help="S3 path or shorthand")
+    iam.add_argument("--job-output", required=True, metavar="VALUE", help="S3 path or shorthand")
+    iam.add_argument("--role-arn", required=True)
+    iam.add_argument("--kms-key-arn", action="append", default=[], help="repeatable")
+    iam.add_argument("--region", help="default: the profile's or environment's region")
+    iam.add_argument("--account-id", help="default: the role's account")
+    iam.add_argument("--partition", help="default: the role ARN's partition")
+    iam.add_argument("--tags", action="store_true", help="the caller tags jobs")
+    iam.add_argument("--segments", action="store_true", help="batch segment jobs too")
+    iam.add_argument("--solution-version-arn", action="append", default=[])
+    iam.add_argument("--filter-arn", action="append", default=[])
+    iam.add_argument("--ids", action="append", default=[], help="s3:// ID lists read by runs")
+    iam.add_argument("--format", choices=["json", "text"], default="json")
+
     report = commands.add_parser(
         "report",
         help="draw a run as a timeline: a self-contained HTML page",
@@ -1388,6 +1409,42 @@ def _run_merge(args: argparse.Namespace) -> int:
     return _print_outcome(anyio.run(go), args)
 
 
+def _iam_path(text: str, member: str) -> tuple[str, str | None]:
+    """A plain s3:// path, or the AWS CLI value of jobInput/jobOutput: (path, kmsKeyArn)."""
+    if text.startswith("s3://"):
+        return text, None
+    value = _job_option(member, text)
+    config = value.get("s3DataSource") or value.get("s3DataDestination") or {}
+    return str(config.get("path", "")), config.get("kmsKeyArn")
+
+
+def _run_iam_policy(args: argparse.Namespace) -> int:
+    from .iam import policies, render
+
+    job_input, input_key = _iam_path(args.job_input, "jobInput")
+    job_output, output_key = _iam_path(args.job_output, "jobOutput")
+    keys = list(dict.fromkeys([*args.kms_key_arn, *(k for k in (input_key, output_key) if k)]))
+    region = args.region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    arn_parts = args.role_arn.split(":")
+    partition = args.partition or (arn_parts[1] if len(arn_parts) > 1 else "aws")
+    found = policies(
+        job_input=job_input,
+        job_output=job_output,
+        role_arn=args.role_arn,
+        kms_key_arns=keys,
+        account_id=args.account_id,
+        region=region,
+        tags=args.tags,
+        segments=args.segments,
+        solution_version_arns=args.solution_version_arn,
+        filter_arns=args.filter_arn,
+        id_sources=[spec for spec in args.ids if spec.startswith("s3://")],
+        partition=partition,
+    )
+    print(render(found, args.format))
+    return EXIT_OK
+
+
 def _run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
@@ -1525,6 +1582,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "segment": _run_segment,
         "retry": _run_retry,
         "report": _run_report,
+        "iam-policy": _run_iam_policy,
         "status": _run_status,
     }
     try:

@@ -83,9 +83,9 @@ async def preflight(
     source = S3DataConfig.model_validate(request["jobInput"]["s3DataSource"])
     destination = S3DataConfig.model_validate(request["jobOutput"]["s3DataDestination"])
     check_output_outside_input(source.path, destination.path)
-    buckets = {S3Uri.parse(source.path).bucket, S3Uri.parse(destination.path).bucket}
-    for bucket in sorted(buckets):
-        await aws.s3.check_bucket(bucket)
+    for path in (source.path, destination.path):
+        where = S3Uri.parse(path).as_prefix()
+        await aws.s3.check_bucket(where.bucket, where.key)
     keys = {key for key in (source.kms_key_arn, destination.kms_key_arn) if key}
     for key in sorted(keys):
         await aws.check_kms_key(key)
