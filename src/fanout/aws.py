@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import aioboto3
+import aiohttp
 import anyio
 import boto3
 from botocore import UNSIGNED, xform_name
@@ -45,6 +46,7 @@ from .records import JobSummary, JobType
 from .storage import ObjectInfo, S3Uri
 
 PERSONALIZE_ATTEMPTS = 3
+READ_ATTEMPTS = 5  # reads of one object body, each from where the last one broke off
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,17 +156,33 @@ class S3Store:
             raise_s3_error(exc, "ListObjectsV2", uri, InputError)
 
     async def read_chunks(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+        """The object's bytes in chunks. A body cut off mid-way (a reset connection, a truncated
+        response) is picked up where it stopped, with a ranged GET of the same version (If-Match
+        its ETag), up to `READ_ATTEMPTS` times: botocore retries requests, not bodies."""
         uri = f"s3://{bucket}/{key}"
-        try:
-            response = await self._client.get_object(Bucket=bucket, Key=key)
+        offset = 0
+        etag: str | None = None
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            params: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if etag is not None:
+                params.update(IfMatch=etag, Range=f"bytes={offset}-")
+            try:
+                response = await self._client.get_object(**params)
+            except (ClientError, BotoCoreError) as exc:
+                raise_s3_error(exc, "GetObject", uri, InputError)
+            etag = etag or response.get("ETag")
             body = response["Body"]
             try:
                 while chunk := await body.read(chunk_size):
+                    offset += len(chunk)
                     yield chunk
+                return
+            except (BotoCoreError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if attempt == READ_ATTEMPTS or etag is None:
+                    raise_s3_error(exc, "GetObject", uri, InputError)
+                await anyio.sleep(0.1 * 2**attempt)
             finally:
                 body.close()
-        except (ClientError, BotoCoreError) as exc:
-            raise_s3_error(exc, "GetObject", uri, InputError)
 
     async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
         """The object's metadata, or None if there is no such object."""
