@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,6 +47,7 @@ class _Blank:
 
 _BLANK = _Blank()
 _Bad = tuple[RejectReason, str]
+Check = Callable[[str], str | None]  # why an ID is not acceptable, or None
 _Reject = tuple[int, RejectReason, str, bytes | str]  # line in the piece, reason, detail, raw
 
 
@@ -54,8 +55,8 @@ _Reject = tuple[int, RejectReason, str, bytes | str]  # line in the piece, reaso
 # One ID
 
 
-def _check_id(text: str, limit: int) -> str | _Bad | _Blank:
-    """The normalised ID, or why it cannot be sent."""
+def _check_id(text: str, limit: int, check: Check | None = None) -> str | _Bad | _Blank:
+    """The normalised ID, or why it cannot be sent (`check`: a kind's own rule, e.g. queries)."""
     value = text.strip()
     if not value:
         return _BLANK
@@ -70,6 +71,10 @@ def _check_id(text: str, limit: int) -> str | _Bad | _Blank:
             RejectReason.TOO_LONG,
             f"ID is {len(value)} characters long; the limit is {limit}",
         )
+    if check is not None:
+        problem = check(value)
+        if problem is not None:
+            return (RejectReason.INVALID_QUERY, problem)
     return value
 
 
@@ -81,10 +86,10 @@ def _decode(raw: bytes) -> str | _Bad:
         return (RejectReason.INVALID_UTF8, f"invalid UTF-8 at byte {exc.start + 1}: {exc.reason}")
 
 
-def _check_line(raw: bytes, limit: int) -> str | _Bad | _Blank:
+def _check_line(raw: bytes, limit: int, check: Check | None = None) -> str | _Bad | _Blank:
     """`_check_id` of one line of input."""
     text = _decode(raw)
-    return text if isinstance(text, tuple) else _check_id(text, limit)
+    return text if isinstance(text, tuple) else _check_id(text, limit, check)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,13 +102,17 @@ class _Template:
     suffix: bytes  # b'"' + tail
     sep: bytes  # suffix + prefix: what each inner line end becomes
     extra: int  # bytes a record has more than its input line (which ends in b"\n")
+    check: Check | None = None  # the kind's own rule for an ID (every line then goes slow)
 
     @classmethod
-    def make(cls, id_field: str, filter_values: bytes | None) -> _Template:
+    def make(
+        cls, id_field: str, filter_values: bytes | None, check: Check | None = None
+    ) -> _Template:
         head = b'{"' + id_field.encode() + b'":'
         tail = (b',"filterValues":' + filter_values if filter_values else b"") + b"}\n"
         prefix, suffix = head + b'"', b'"' + tail
-        return cls(head, tail, prefix, suffix, suffix + prefix, len(prefix) + len(suffix) - 1)
+        extra = len(prefix) + len(suffix) - 1
+        return cls(head, tail, prefix, suffix, suffix + prefix, extra, check)
 
     @property
     def id_span(self) -> tuple[int, int]:
@@ -326,7 +335,7 @@ def _encode_mixed(
         bad_idx.tolist(), starts[bad_idx].tolist(), ends_nl[bad_idx].tolist(), strict=True
     ):
         raw = buf[lo:hi]
-        outcome = _check_line(raw, limit)
+        outcome = _check_line(raw, limit, tpl.check)
         if isinstance(outcome, str):
             kept_bad.append(index)
             kept_records.append(tpl.record(outcome))
@@ -408,7 +417,7 @@ class _JsonRecords:
         value = obj[self.field]
         if not isinstance(value, str):
             return (wrong, f"{self.field} must be a string, not {_json_type(value)}")
-        checked = _check_id(value, self.limit)
+        checked = _check_id(value, self.limit, self.tpl.check)
         if isinstance(checked, _Blank):
             return (wrong, f"{self.field} is empty")
         if isinstance(checked, tuple):

@@ -24,6 +24,7 @@ from ._dedupe import I64, U64, _fingerprints_fixed, _fingerprints_of, _Prints
 from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Template
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
+from .segments import query_problem
 
 if TYPE_CHECKING:
     from .source import SourceOptions
@@ -137,14 +138,16 @@ class _Encoder:
     def __init__(self, options: SourceOptions, *, slow: bool = False) -> None:
         self.dedupe = options.dedupe
         self.limit = options.max_id_length
-        self.slow = slow
+        # Item-attribute queries have rules of their own: each is checked, one by one.
+        check = query_problem if options.kind is InputKind.ITEM_ATTRIBUTES else None
+        self.slow = slow or check is not None
         self.field = options.kind.id_field
         filter_values = {
             name: ",".join(json.dumps(value) for value in values)
             for name, values in options.filter_values.items()
         }
         encoded = orjson.dumps(filter_values, option=orjson.OPT_SORT_KEYS)
-        self.tpl = _Template.make(self.field, encoded if filter_values else None)
+        self.tpl = _Template.make(self.field, encoded if filter_values else None, check)
         self.json = _JsonRecords(options.kind, self.limit, filter_values, self.tpl)
 
     def encode(self, piece: _Piece, defer: bool = False) -> _Encoded:

@@ -109,6 +109,9 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--state-dir", type=Path, help="where run state lives")
     _aws_options(submit)
     submit.add_argument("--output", choices=["text", "json"], default="text")
+    submit.add_argument(
+        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
+    )
 
     resume = commands.add_parser(
         "resume",
@@ -132,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
     _aws_options(resume)
     resume.add_argument("--output", choices=["text", "json"], default="text")
+    resume.add_argument(
+        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
+    )
 
     run = commands.add_parser(
         "run",
@@ -262,6 +268,9 @@ def _parser() -> argparse.ArgumentParser:
     _merge_options(merge, required=True)
     _aws_options(merge)
     merge.add_argument("--output", choices=["text", "json"], default="text")
+    merge.add_argument(
+        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
+    )
 
     iam = commands.add_parser(
         "iam-policy",
@@ -310,6 +319,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     _aws_options(retry)
     retry.add_argument("--output", choices=["text", "json"], default="text")
+    retry.add_argument(
+        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
+    )
 
     status = commands.add_parser(
         "status",
@@ -1139,7 +1151,7 @@ def _run_submit(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await submit(run_dir, request, settings, aws, _report, merge)
+            return await submit(run_dir, request, settings, aws, _reporter(args), merge)
 
     return _print_outcome(anyio.run(go), args)
 
@@ -1163,13 +1175,13 @@ def _run_resume(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         if not output and not needs_aws(await load_state(run_dir), args.ids):
-            return await resume(run_dir, None, overrides, _report, args.ids)
+            return await resume(run_dir, None, overrides, _reporter(args), args.ids)
         from .aws import Aws
 
         async with Aws(_aws_settings(args)) as aws:
             if output:
                 await adopt_remote_journal(run_dir, aws, output)
-            return await resume(run_dir, aws, overrides, _report, args.ids)
+            return await resume(run_dir, aws, overrides, _reporter(args), args.ids)
 
     return _print_outcome(anyio.run(go), args)
 
@@ -1404,7 +1416,7 @@ def _run_merge(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await resume(run_dir, aws, None, _report, None, merge)
+            return await resume(run_dir, aws, None, _reporter(args), None, merge)
 
     return _print_outcome(anyio.run(go), args)
 
@@ -1463,7 +1475,7 @@ def _run_retry(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await retry(run_dir, aws, _report)
+            return await retry(run_dir, aws, _reporter(args))
 
     outcome = anyio.run(go)
     if outcome is None:

@@ -40,6 +40,7 @@ class RejectReason(enum.Enum):
     MALFORMED_JSON = "malformed-json"
     WRONG_SHAPE = "wrong-shape"
     MISSING_COLUMN = "missing-column"
+    INVALID_QUERY = "invalid-query"  # an item-attribute query the service would refuse
 
 
 class JobStatus(enum.Enum):

@@ -58,7 +58,6 @@ def test_item_affinity_segments_within_the_file_limit(
     assert any(job["jobName"].startswith("fanout-aff-") for job in jobs)
 
 
-@pytest.mark.xfail(strict=True, reason="local query checks are wired into the source next")
 def test_item_attribute_queries_are_checked_and_sharded_by_ten(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:

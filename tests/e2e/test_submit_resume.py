@@ -247,6 +247,8 @@ def _phase(run_dir: Path) -> str:
         return "prepared"
     if state.submitted is None:
         return f"submitting ({len(state.jobs)} jobs created)"
+    if state.merge is not None and state.merged is None:
+        return "merging"
     return "finished"
 
 
