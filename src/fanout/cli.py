@@ -1513,7 +1513,7 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception to report for a group: its first FanoutError or interrupt, else itself."""
     for inner in group.exceptions:
         found = _first_cause(inner) if isinstance(inner, BaseExceptionGroup) else inner
-        if isinstance(found, FanoutError | KeyboardInterrupt):
+        if isinstance(found, FanoutError | KeyboardInterrupt | OSError):
             return found
     return group
 
@@ -1611,6 +1611,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fanout: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except OSError as exc:  # a full disk, a directory that went away: the journal is intact
+        where = f" ({exc.filename})" if exc.filename else ""
+        run = getattr(args, "run_id", None)
+        then = f"`fanout resume {run}`" if run else "run the command again"
+        print(
+            f"fanout: {exc.strerror or exc}{where}. Every finished step is in the run journal: "
+            f"free space or fix the cause, then {then} continues.",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
