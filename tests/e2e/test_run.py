@@ -354,3 +354,30 @@ def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(
     code, _, err = user.cli(["resume", "full", "--state-dir", str(user.state)], capsys)
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 2000
+
+
+NASTY = [
+    b"\xef\xbb\xbfu1\r\nu2\r\n\r\nu\x00x\nu1\n" + b"\xff\xfe\xfd\n" + b"z" * 300 + b"\nlast",
+    b"\n".join([b"a", b"  b  ", b"\tc", b"a", b"\xe2\x82\xac\xe2\x82", b'"q"', b"\\"]) + b"\n",
+    b"x" * 5_000_000 + b"\nok1\nok2\n",  # a line far over the limit, then good ones
+]
+
+
+@pytest.mark.parametrize("data", NASTY, ids=["mixed", "escapes", "huge-line"])
+def test_every_input_line_is_accounted_for_end_to_end(
+    user: User, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
+    ids = user.tmp / "nasty.txt"
+    ids.write_bytes(data)
+    out = user.tmp / "nasty.jsonl"
+    code, stdout, err = user.cli(run_args(user, "nasty", ids, out, "--output", "json"), capsys)
+    assert code in {0, 3}, err
+    assert "Traceback" not in err
+    counts = json.loads(stdout)["reconciliation"]
+    source = RunState.replay(read_events(user.state / "nasty")).prepared["source"]  # type: ignore[index]
+    lines = source["lines"]
+    accounted = (
+        source["blank"] + sum(source["rejected"].values()) + source["duplicates"]
+        + counts["results"] + counts["errors"] + counts["missing"]
+    )  # fmt: skip
+    assert accounted == lines == data.count(b"\n") + (not data.endswith(b"\n"))
