@@ -23,6 +23,7 @@ import contextlib
 import zlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import aioboto3
@@ -38,6 +39,7 @@ from .errors import (
     FanoutError,
     InputError,
     JobExists,
+    MergeError,
     RetryLater,
     SubmitError,
     UploadError,
@@ -92,6 +94,7 @@ _PERMISSION = {
     "CompleteMultipartUpload": "s3:PutObject",
     "AbortMultipartUpload": "s3:AbortMultipartUpload",
     "ListMultipartUploads": "s3:ListBucketMultipartUploads",
+    "DeleteObjects": "s3:DeleteObject",
 }
 
 
@@ -194,6 +197,41 @@ class S3Store:
             raise_s3_error(exc, "HeadObject", f"s3://{bucket}/{key}")
         except BotoCoreError as exc:
             raise_s3_error(exc, "HeadObject", f"s3://{bucket}/{key}")
+
+    async def upload_file(
+        self, path: Path, bucket: str, key: str, encryption: Encryption, chunk: int = 16 << 20
+    ) -> str:
+        """Upload a local file (a result dataset's file), one chunk in memory at a time: a single
+        PUT up to `chunk` bytes, multipart above. Returns the ETag."""
+        size = (await anyio.Path(path).stat()).st_size
+        uri = f"s3://{bucket}/{key}"
+        try:
+            if size <= chunk:
+                data = await anyio.Path(path).read_bytes()
+                return await self.put_object(bucket, key, data, encryption)
+            upload_id = await self.create_multipart(bucket, key, encryption)
+            try:
+                parts = []
+                async with await anyio.open_file(path, "rb") as handle:
+                    number = 1
+                    while data := await handle.read(chunk):
+                        parts.append(await self.upload_part(bucket, key, upload_id, number, data))
+                        number += 1
+                return await self.complete_multipart(bucket, key, upload_id, parts)
+            except BaseException:
+                with anyio.move_on_after(30, shield=True):
+                    await self.abort_multipart(bucket, key, upload_id)
+                raise
+        except (ClientError, BotoCoreError) as exc:
+            raise_s3_error(exc, "PutObject", uri, MergeError)
+
+    async def delete_objects(self, bucket: str, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):
+            batch = [{"Key": key} for key in keys[start : start + 1000]]
+            try:
+                await self._client.delete_objects(Bucket=bucket, Delete={"Objects": batch})
+            except (ClientError, BotoCoreError) as exc:
+                raise_s3_error(exc, "DeleteObjects", f"s3://{bucket}/", MergeError)
 
     async def check_bucket(self, bucket: str, prefix: str = "") -> None:
         """Raise ConfigError, saying what to do, unless the bucket exists and is reachable.

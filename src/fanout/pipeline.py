@@ -23,6 +23,8 @@ import glob
 import math
 import os
 import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass, field
@@ -586,13 +588,22 @@ class MergeSettings:
     def __post_init__(self) -> None:
         if self.fmt not in {None, "jsonl", "csv", "parquet"}:
             raise ConfigError(f"--format {self.fmt}: use jsonl, csv or parquet")
-        if self.out.startswith("s3://"):
-            raise ConfigError(
-                f"--out {self.out}: writing results to S3 is not supported yet; write a local "
-                "file (.jsonl, .csv or .parquet) and copy it"
-            )
+        if self.dataset:
+            if not self.out.endswith("/"):
+                raise ConfigError(
+                    f"--out {self.out}: an S3 result is a Parquet dataset, a folder: end it "
+                    "with / (e.g. s3://bucket/results/)"
+                )
+            if self.fmt not in {None, "parquet"} or self.raw:
+                raise ConfigError(f"--out {self.out}: an S3 result is Parquet only")
+            S3Uri.parse(self.out, what="--out")
         if self.concurrency < 1:
             raise ConfigError("merge concurrency must be at least 1")
+
+    @property
+    def dataset(self) -> bool:
+        """An S3 Parquet dataset (one file per shard), not one local file."""
+        return self.out.startswith("s3://")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -838,6 +849,8 @@ async def _drive(
             if mirror is not None:
                 await mirror.flush()
         merged = merger.reconcile(run_dir) if merger is not None else None
+        if merger is not None:
+            await merger.complete()
     if merger is not None and merged is not None:
         await journal.append("merged", out=merger.out, counts=asdict(merged))
         if mirror is not None:
@@ -851,6 +864,35 @@ async def _drive(
         merged,
         merger.out if merger is not None else None,
     )
+
+
+def dataset_file(run_id: str, shard: int) -> str:
+    """A result dataset's file for one shard: the run is in the name, so that a resumed merge
+    knows its own files from another run's."""
+    return f"part-{run_id}-{shard:05d}.parquet"
+
+
+async def _prepare_dataset(aws: Aws, where: S3Uri, run_id: str, overwrite: bool) -> None:
+    """An S3 result folder must hold no other run's dataset, unless --overwrite (which deletes
+    only what fanout writes there: part-*.parquet and _SUCCESS). This run's own files (a merge
+    cut short by a crash) are replaced."""
+    found = [
+        item.key
+        async for item in aws.s3.list_objects(where.bucket, where.as_prefix().key)
+        if "/" not in item.key[len(where.as_prefix().key) :]
+        and (
+            Path(item.key).name == "_SUCCESS"
+            or (Path(item.key).name.startswith("part-") and item.key.endswith(".parquet"))
+        )
+    ]
+    others = [key for key in found if not Path(key).name.startswith(f"part-{run_id}-")]
+    if others and not overwrite:
+        raise ConfigError(
+            f"--out {where} already holds a result dataset ({len(others)} files): pass "
+            "--overwrite to replace it, or choose another prefix"
+        )
+    if found:
+        await aws.s3.delete_objects(where.bucket, found)
 
 
 class _InputsOnly:
@@ -898,7 +940,10 @@ class _RunMerger:
         )
         self._queued: set[int] = set()
         self.stats: dict[int, MergeStats] = {}
-        self.out = str(Path(settings.out).absolute())
+        self.out = settings.out if settings.dataset else str(Path(settings.out).absolute())
+        self._scratch = (
+            Path(tempfile.mkdtemp(prefix="fanout-dataset-")) if settings.dataset else None
+        )
 
     @classmethod
     async def open(
@@ -917,22 +962,27 @@ class _RunMerger:
         settings = MergeSettings(**state.merge["settings"])
         kind = InputKind(state.settings["source"]["kind"])
         segments = job_type_of(state) == "segment"
-        out = Path(settings.out)
-        # A merge killed before it finished leaves its temporary file beside the result; this
-        # run holds the journal's lock, so no other writer of this result is alive.
-        for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
-            stale.unlink(missing_ok=True)
-        results = await stack.enter_async_context(
-            open_results(
-                settings.out,
-                kind,
-                shape=ResultShape.SEGMENTS if segments else None,
-                fmt=ResultFormat(settings.fmt) if settings.fmt else None,
-                overwrite=settings.overwrite,
-                raw=settings.raw,
-                separator=settings.separator,
+        results: Any = None
+        if settings.dataset:
+            where = S3Uri.parse(settings.out)
+            await _prepare_dataset(aws, where, state.run_id, settings.overwrite)
+        else:
+            out = Path(settings.out)
+            # A merge killed before it finished leaves its temporary file beside the result;
+            # this run holds the journal's lock, so no other writer of this result is alive.
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+                stale.unlink(missing_ok=True)
+            results = await stack.enter_async_context(
+                open_results(
+                    settings.out,
+                    kind,
+                    shape=ResultShape.SEGMENTS if segments else None,
+                    fmt=ResultFormat(settings.fmt) if settings.fmt else None,
+                    overwrite=settings.overwrite,
+                    raw=settings.raw,
+                    separator=settings.separator,
+                )
             )
-        )
         errors = await stack.enter_async_context(FileSink(run_dir / "errors.jsonl"))
         missing = await stack.enter_async_context(FileSink(run_dir / "missing.txt"))
         corrupt = await stack.enter_async_context(FileSink(run_dir / "corrupt.jsonl"))
@@ -942,6 +992,8 @@ class _RunMerger:
     def close(self) -> None:
         self._send.close()
         self._receive.close()
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     async def active(self, shard: ShardInfo) -> None:
         """The shard's job is ACTIVE: merge its outputs (the submitter's `on_active`)."""
@@ -972,15 +1024,54 @@ class _RunMerger:
             parts = [base + part_name(shard.shard, part) for part in range(shard.parts)]
             prefix = self._template.output_base(run_id).child(shard_dir(shard.shard))
             reader: ObjectReader = self._aws.s3 if outputs else _InputsOnly(self._aws.s3, prefix)
-            stats = await merge_shard(
-                reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard
-            )
+            if self._scratch is None:
+                stats = await merge_shard(
+                    reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard
+                )
+            else:
+                stats = await self._merge_to_dataset(shard, reader, str(prefix), parts)
         self.stats[shard.shard] = stats
         await self._journal.append("shard-merged", **asdict(stats))
         self._report(
             f"shard {shard.shard}: merged {stats.results:,} results, {stats.errors:,} errors, "
             f"{stats.missing:,} missing" + ("" if outputs else " (no ACTIVE job)")
         )
+
+    async def _merge_to_dataset(
+        self, shard: ShardInfo, reader: ObjectReader, prefix: str, parts: list[str]
+    ) -> MergeStats:
+        """One shard into its own Parquet file, uploaded to the dataset with SSE-KMS."""
+        from .aws import Encryption
+        from .merge import ResultFormat, ResultShape, open_results
+
+        assert self._scratch is not None
+        name = dataset_file(self._state.run_id, shard.shard)
+        local = self._scratch / name
+        segments = job_type_of(self._state) == "segment"
+        async with open_results(
+            local,
+            self._kind,
+            fmt=ResultFormat.PARQUET,
+            overwrite=True,
+            shape=ResultShape.SEGMENTS if segments else None,
+        ) as results:
+            sinks = dataclasses.replace(self._sinks, results=results)
+            stats = await merge_shard(reader, prefix, self._kind, parts, sinks, shard=shard.shard)
+        destination = S3Uri.parse(self.out).child(name)
+        key = self._template.output.kms_key_arn
+        await self._aws.s3.upload_file(local, destination.bucket, destination.key, Encryption(key))
+        await anyio.Path(local).unlink(missing_ok=True)
+        return stats
+
+    async def complete(self) -> None:
+        """A dataset gets its `_SUCCESS` marker once every shard's file is in place."""
+        if self._scratch is None:
+            return
+        from .aws import Encryption
+
+        marker = S3Uri.parse(self.out).child("_SUCCESS")
+        key = self._template.output.kms_key_arn
+        await self._aws.s3.put_object(marker.bucket, marker.key, b"", Encryption(key))
 
     def reconcile(self, run_dir: Path) -> Reconciliation:
         """The run's totals, checked against prepare's counts of the input."""

@@ -381,3 +381,29 @@ def test_every_input_line_is_accounted_for_end_to_end(
         + counts["results"] + counts["errors"] + counts["missing"]
     )  # fmt: skip
     assert accounted == lines == data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    import duckdb
+
+    ids = user.ids(3000)
+    bucket = user.info.bucket
+    out = f"s3://{bucket}/results/"
+    args = run_args(user, "ds", ids, Path("unused"), "--max-job-bytes", "20KB")
+    args[args.index("--out") + 1] = out
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err
+    listing = user.s3.list_objects_v2(Bucket=bucket, Prefix="results/")["Contents"]
+    names = sorted(item["Key"] for item in listing)
+    files = [name for name in names if name.endswith(".parquet")]
+    assert "results/_SUCCESS" in names and len(files) > 1
+    local = user.tmp / "dataset"
+    local.mkdir()
+    for key in files:
+        head = user.s3.head_object(Bucket=bucket, Key=key)
+        assert head["ServerSideEncryption"] == "aws:kms"  # the job output's key
+        user.s3.download_file(bucket, key, str(local / Path(key).name))
+    query = f"select count(*), count(distinct userId) from '{local}/*.parquet'"
+    assert duckdb.sql(query).fetchall() == [(3000, 3000)]  # DuckDB reads the dataset as is
+    code, _, err = user.cli([*args[:-2], "--run-id", "ds2", "--log-format", "json"], capsys)
+    assert code == 2 and "--overwrite" in err
