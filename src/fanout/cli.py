@@ -1579,7 +1579,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "debug", False):
         import logging
 
+        from ._redact import install
+
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        install()  # botocore logs headers: keys, signatures and tokens are masked
     release_large_buffers()
     handlers = {
         "emulator": _run_emulator,

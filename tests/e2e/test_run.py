@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -404,6 +406,34 @@ def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFi
         assert head["ServerSideEncryption"] == "aws:kms"  # the job output's key
         user.s3.download_file(bucket, key, str(local / Path(key).name))
     query = f"select count(*), count(distinct userId) from '{local}/*.parquet'"
-    assert duckdb.sql(query).fetchall() == [(3000, 3000)]  # DuckDB reads the dataset as is
+    relation = duckdb.sql(query)
+    assert relation is not None and relation.fetchall() == [(3000, 3000)]  # read as is
     code, _, err = user.cli([*args[:-2], "--run-id", "ds2", "--log-format", "json"], capsys)
     assert code == 2 and "--overwrite" in err
+
+
+def test_no_secret_in_logs_journal_files_or_debug_output(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    secrets = {
+        "AWS_ACCESS_KEY_ID": "AKIAFANOUTFAKEKEY123",
+        "AWS_SECRET_ACCESS_KEY": "fanoutFakeSecretKeyDoNotLeak/1234567890ab",
+        "AWS_SESSION_TOKEN": "FanoutFakeSessionTokenDoNotLeakZZZ",
+    }
+    ids = user.ids(500)
+    out = user.tmp / "secret.jsonl"
+    args = run_args(user, "secret", ids, out, "--debug")
+    env = {**os.environ, **user.env, **secrets}
+    result = subprocess.run(
+        [sys.executable, "-m", "fanout.cli", *args], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Authorization" in result.stderr  # --debug did log the requests
+    texts = [result.stdout, result.stderr, out.read_text()]
+    texts += [p.read_text(errors="replace") for p in (user.state / "secret").iterdir()]
+    mirror = user.s3.get_object(Bucket=user.info.bucket, Key="out/secret/_fanout/journal.jsonl")
+    texts.append(mirror["Body"].read().decode())
+    for name, value in secrets.items():
+        assert all(value not in text for text in texts), f"{name} leaked"
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (user.state / "secret").iterdir())
+    assert oct((user.state / "secret").stat().st_mode & 0o777) == "0o700"
