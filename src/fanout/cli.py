@@ -263,7 +263,19 @@ def _parser() -> argparse.ArgumentParser:
         "in exactly one of results, errors.jsonl, rejects, duplicates or missing.txt (in the "
         "run directory). Exit code 3 if some IDs errored or are missing.",
     )
-    merge.add_argument("run_id", metavar="RUN")
+    merge.add_argument("run_id", metavar="RUN", nargs="?", help="the run (or use --from)")
+    merge.add_argument(
+        "--from",
+        dest="source",
+        metavar="LOCATION",
+        help="merge any batch outputs instead: a folder or s3://bucket/prefix/ of *.out files "
+        "(no input to reconcile; errors and corrupt lines go beside the result)",
+    )
+    merge.add_argument(
+        "--input-kind",
+        choices=["userId", "itemId", "itemList", "itemAttributes"],
+        help="with --from: the lines' key (default: from the first line)",
+    )
     merge.add_argument("--state-dir", type=Path, help="where run state lives")
     _merge_options(merge, required=True)
     _aws_options(merge)
@@ -1411,6 +1423,10 @@ def _run_merge(args: argparse.Namespace) -> int:
     from .aws import Aws
     from .pipeline import resume
 
+    if args.source is not None:
+        return _merge_from(args)
+    if args.run_id is None:
+        raise ConfigError("give the RUN to merge, or --from LOCATION for other outputs")
     run_dir = _run_dir(args)
     merge = _merge_settings(args)
 
@@ -1482,6 +1498,42 @@ def _run_retry(args: argparse.Namespace) -> int:
         print(f"run {args.run_id}: nothing to retry, every ID has recommendations")
         return EXIT_OK
     return _print_outcome(outcome, args)
+
+
+def _merge_from(args: argparse.Namespace) -> int:
+    import anyio
+
+    from .collect import collect
+    from .records import InputKind
+
+    if args.run_id is not None:
+        raise ConfigError("give either a RUN or --from, not both")
+    kind = InputKind(args.input_kind) if args.input_kind else None
+    options = {
+        "kind": kind,
+        "fmt": args.out_format,
+        "overwrite": args.overwrite,
+        "raw": args.raw,
+        "separator": args.separator,
+    }
+
+    async def go() -> Any:
+        if not args.source.startswith("s3://"):
+            return await collect(args.source, args.out, None, **options)
+        from .aws import Aws
+
+        async with Aws(_aws_settings(args)) as aws:
+            return await collect(args.source, args.out, aws, **options)
+
+    found = anyio.run(go)
+    summary = dataclasses.asdict(found)
+    if args.output == "json":
+        print(json.dumps(summary, indent=2))
+    else:
+        _print_rows(list(summary.items()))
+    if (found.errors or found.corrupt) and not args.allow_partial:
+        return EXIT_PARTIAL
+    return EXIT_OK
 
 
 def _run_status(args: argparse.Namespace) -> int:

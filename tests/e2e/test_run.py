@@ -437,3 +437,50 @@ def test_no_secret_in_logs_journal_files_or_debug_output(
         assert all(value not in text for text in texts), f"{name} leaked"
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in (user.state / "secret").iterdir())
     assert oct((user.state / "secret").stat().st_mode & 0o777) == "0o700"
+
+
+def test_merge_from_outputs_fanout_did_not_make(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = user.tmp / "outs"
+    folder.mkdir()
+    (folder / "a.json.out").write_text(
+        '{"input":{"userId":"1"},"output":{"recommendedItems":["9","8"],"scores":[0.5,3.1E-4]},'
+        '"error":null}\n'
+        '{"input": {"userId": "2"}, "output": {"recommendedItems": [], "scores": []}, '
+        '"error": "User error: bad"}\n'
+        '{"input":{"userId":"3"},"output":{"recommendedItems":["7"]\n'
+    )
+    (folder / "_CHECK").write_text("")
+    (folder / "nested").mkdir()
+    (folder / "nested" / "b.out").write_text(
+        '{"input":{"userId":"4"},"output":{"recommendedItems":["1"],"scores":[1.0]}}\n'
+    )
+    out = user.tmp / "merged.csv"
+    code, stdout, err = user.cli(
+        ["merge", "--from", str(folder), "--out", str(out), "--output", "json"], capsys
+    )
+    assert code == 3, err  # one error line, one corrupt line
+    counts = json.loads(stdout)
+    assert (counts["objects"], counts["results"], counts["errors"], counts["corrupt"]) == (
+        2,
+        2,
+        1,
+        1,
+    )
+    assert out.read_text().splitlines()[1:] == ["1,9|8,0.5|0.00031", "4,1,1.0"]
+    errors = (user.tmp / "merged.csv.errors.jsonl").read_text()
+    assert "User error: bad" in errors
+    corrupt = json.loads((user.tmp / "merged.csv.corrupt.jsonl").read_text())
+    assert corrupt["line"] == 3 and corrupt["object"].endswith("a.json.out")
+
+    info = user.info  # and from an S3 prefix
+    user.s3.put_object(
+        Bucket=info.bucket, Key="foreign/x.out", Body=(folder / "nested" / "b.out").read_bytes()
+    )
+    code, _, err = user.cli(
+        ["merge", "--from", f"s3://{info.bucket}/foreign/", "--out", str(user.tmp / "s3.jsonl")],
+        capsys,
+    )
+    assert code == 0, err
+    assert json.loads((user.tmp / "s3.jsonl").read_text())["userId"] == "4"

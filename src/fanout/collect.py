@@ -1,0 +1,168 @@
+"""`fanout merge --from`: merge batch outputs fanout did not make (a folder or an S3 prefix).
+
+There is no input to reconcile against, so every usable line is written (in the order found),
+error lines go to `<result>.errors.jsonl` and unusable ones to `<result>.corrupt.jsonl`, and the
+counts say what was seen. Streams: one chunk of one object at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+
+from .errors import ConfigError, MergeError
+from .journal import FileSink
+from .merge import OutputRecord, ResultFormat, ResultShape, open_results, parse_output_line
+from .records import InputKind
+from .storage import S3Uri
+
+if TYPE_CHECKING:
+    from .aws import Aws
+
+CHUNK = 8 << 20
+BATCH = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Collected:
+    objects: int
+    lines: int
+    results: int
+    errors: int
+    corrupt: int
+    result: str
+
+
+async def _sources(location: str, aws: Aws | None) -> list[str]:
+    if location.startswith("s3://"):
+        if aws is None:
+            raise ConfigError("--from s3://… needs AWS access")
+        where = S3Uri.parse(location, what="--from").as_prefix()
+        found = [
+            f"s3://{where.bucket}/{item.key}"
+            async for item in aws.s3.list_objects(where.bucket, where.key)
+            if item.key.endswith(".out")
+        ]
+    else:
+        folder = Path(location)
+        if not await anyio.Path(folder).is_dir():
+            raise ConfigError(f"--from {location}: not a folder (or give s3://bucket/prefix/)")
+        found = sorted([str(p) async for p in anyio.Path(folder).rglob("*.out")])
+    if not found:
+        raise ConfigError(f"--from {location}: no *.out objects there")
+    return found
+
+
+async def _chunks(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
+    if source.startswith("s3://"):
+        assert aws is not None
+        uri = S3Uri.parse(source)
+        async for chunk in aws.s3.read_chunks(uri.bucket, uri.key, CHUNK):
+            yield chunk
+        return
+    async with await anyio.open_file(source, "rb") as handle:
+        while chunk := await handle.read(CHUNK):
+            yield chunk
+
+
+async def _lines(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
+    rest = b""
+    async for chunk in _chunks(source, aws):
+        lines = (rest + chunk).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
+
+
+def sniff(line: bytes) -> tuple[InputKind, ResultShape | None]:
+    """The input kind (and result shape) of an output line, from its keys."""
+    try:
+        obj: Any = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise MergeError("the first output line is not JSON: give --input-kind") from None
+    echoed = obj.get("input") if isinstance(obj, dict) else None
+    keys = set(echoed) if isinstance(echoed, dict) else set(obj if isinstance(obj, dict) else ())
+    output = obj.get("output") if isinstance(obj, dict) else None
+    segment = isinstance(output, dict) and bool({"usersList", "recommendedUsers"} & set(output))
+    shape = ResultShape.SEGMENTS if segment else None
+    if "itemAttributes" in keys:
+        return InputKind.ITEM_ATTRIBUTES, ResultShape.SEGMENTS
+    if "userId" in keys:
+        return (InputKind.RANKING if "itemList" in keys else InputKind.USER), shape
+    if "itemId" in keys:
+        return InputKind.ITEM, shape
+    raise MergeError("cannot tell the input kind from the first output line: give --input-kind")
+
+
+async def collect(
+    location: str,
+    out: str,
+    aws: Aws | None,
+    *,
+    kind: InputKind | None = None,
+    fmt: str | None = None,
+    overwrite: bool = False,
+    raw: bool = False,
+    separator: str = "|",
+) -> Collected:
+    sources = await _sources(location, aws)
+    shape: ResultShape | None = None
+    if kind is None:
+        async for line in _lines(sources[0], aws):
+            if line.strip():
+                kind, shape = sniff(line)
+                break
+        else:
+            raise MergeError(f"{sources[0]} is empty: give --input-kind")
+    result = Path(out)
+    results_file = open_results(
+        result,
+        kind,
+        fmt=ResultFormat(fmt) if fmt else None,
+        overwrite=overwrite,
+        raw=raw,
+        separator=separator,
+        shape=shape,
+    )
+    lines = found = errors = corrupt = 0
+    async with (
+        results_file as results,
+        FileSink(result.with_name(result.name + ".errors.jsonl")) as error_sink,
+        FileSink(result.with_name(result.name + ".corrupt.jsonl")) as corrupt_sink,
+    ):
+        for source in sources:
+            batch: list[OutputRecord] = []
+            number = 0
+            async for line in _lines(source, aws):
+                number += 1
+                if not line.strip():
+                    continue
+                lines += 1
+                parsed = parse_output_line(line, kind)
+                if not isinstance(parsed, OutputRecord):
+                    corrupt += 1
+                    report = {"object": source, "line": number, "reason": parsed.reason}
+                    await corrupt_sink.write(orjson.dumps(report) + b"\n")
+                elif parsed.error is not None:
+                    errors += 1
+                    await error_sink.write(
+                        orjson.dumps({"id": parsed.key, "error": parsed.error, "object": source})
+                        + b"\n"
+                    )
+                else:
+                    found += 1
+                    batch.append(parsed)
+                    if len(batch) >= BATCH:
+                        await results.write(batch)
+                        batch = []
+            if batch:
+                await results.write(batch)
+    where = str(await anyio.Path(result).absolute())
+    return Collected(len(sources), lines, found, errors, corrupt, where)
