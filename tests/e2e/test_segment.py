@@ -133,3 +133,21 @@ def test_segment_quota_and_resume(
         assert emulator.service.max_in_flight["segment"] <= 2
     finally:
         emulator.stop()
+
+
+def test_the_documented_output_form_merges_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    emulator = start(segment_output_key="recommendedUsers")
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        items = tmp_path / "items.txt"
+        items.write_text("".join(f"{i}\n" for i in range(1, 41)))
+        out = tmp_path / "documented.jsonl"
+        args = segment_args(user, "doc", ["--items", str(items)], out, "item-affinity")
+        code, _, err = user.cli(args, capsys)
+        assert code == 0, err
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert len(rows) == 40 and all(len(row["users"]) == 5 for row in rows)
+    finally:
+        emulator.stop()
