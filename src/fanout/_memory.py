@@ -18,12 +18,19 @@ made the fingerprint hash 4x slower than with warm memory. So the trim threshold
 per worker thread. Measured, 10M IDs, dedupe on (in-process, best of 3): 4.1 s CPU / 298 MiB
 before; trim 8 MiB with an arena per thread 3.7 s / 318-336 MiB; trim 8 MiB and one arena
 3.7 s / 290 MiB.
+
+numpy's OpenBLAS starts a pool of worker threads when numpy is imported, and they spin for a
+while before they sleep; fanout does no linear algebra, so the pool only takes CPU from the
+other core (`perf record`: 6-8% of the CPU samples of a 1,000-ID `fanout prepare`, 0.06-0.1 s
+of a 10,000,000-ID one; none with one thread). So `release_large_buffers` also asks OpenBLAS
+for one thread, unless the user set a count or numpy is already imported (too late then).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 # From glibc's malloc.h.
@@ -37,8 +44,11 @@ TRIM_THRESHOLD = 8 * 1024 * 1024
 def release_large_buffers() -> bool:
     """Tune glibc's malloc as above (Linux only); return whether it was done.
 
-    Call it early, before worker threads start (each would otherwise get an arena of its own).
+    Call it early, before worker threads start (each would otherwise get an arena of its own)
+    and before numpy is imported (for the OpenBLAS thread count).
     """
+    if "numpy" not in sys.modules:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if not sys.platform.startswith("linux"):
         return False
     name = ctypes.util.find_library("c")
