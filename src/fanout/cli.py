@@ -18,7 +18,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
 from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
 
@@ -28,12 +27,25 @@ EXIT_PARTIAL = 3  # results written, but some IDs errored or are missing (--allo
 EXIT_INTERRUPTED = 130
 
 
+class _Version(argparse.Action):
+    """`--version`, with the version looked up only then."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> None:
+        from . import __version__
+
+        print(f"fanout {__version__}")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fanout",
         description="Amazon Personalize batch recommendations for millions of users at once.",
     )
-    parser.add_argument("--version", action="version", version=f"fanout {__version__}")
+    parser.add_argument("--version", action=_Version, help="print fanout's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     emulator = commands.add_parser(
