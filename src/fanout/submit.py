@@ -222,7 +222,6 @@ class Submitter:
         self._jobs: dict[int, JobRecord] = dict(jobs or {})
         self._by_arn: dict[str, JobRecord] = {job.arn: job for job in self._jobs.values()}
         self._failed: dict[int, str] = dict(failed or {})
-        self._arrivals: list[ShardInfo] = []
         self._inputs_done = False
         self._pending: deque[int] = deque()  # shards waiting for a job, oldest first
         self._creating: set[int] = set()  # shards whose job is being created
@@ -247,9 +246,13 @@ class Submitter:
         return self.outcome()
 
     async def _receive(self, shards: MemoryObjectReceiveStream[ShardInfo]) -> None:
+        """Take each shard as it becomes ready and admit it at once if a slot is free: a poll
+        in progress on the other task does not hold it back."""
         async with shards:
             async for shard in shards:
-                self._arrivals.append(shard)
+                await self._accept(shard)
+                if self._polled:
+                    await self._admit()
                 self._wake.set()
         self._inputs_done = True
         self._wake.set()
@@ -258,8 +261,6 @@ class Submitter:
         next_poll = self._clock.now()
         while True:
             self._wake = anyio.Event()
-            for shard in self._take_arrivals():
-                await self._accept(shard)
             if self._clock.now() >= next_poll:
                 await self._poll()
                 next_poll = self._clock.now() + self._settings.poll_interval
@@ -269,12 +270,8 @@ class Submitter:
                 return
             await self._clock.wait(self._wake, next_poll - self._clock.now())
 
-    def _take_arrivals(self) -> list[ShardInfo]:
-        arrivals, self._arrivals = self._arrivals, []
-        return arrivals
-
     def _finished(self) -> bool:
-        if not self._inputs_done or self._arrivals or self._pending or self._creating:
+        if not self._inputs_done or self._pending or self._creating:
             return False
         for shard in self._shards:
             job = self._jobs.get(shard)
