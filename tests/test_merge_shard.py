@@ -27,6 +27,13 @@ BUCKET = "b"
 OUT = "s3://b/out/run/shard-00000/"
 
 
+@pytest.fixture(autouse=True, params=["sorted arrays", "dicts"])
+def reconcile_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with both ways of reconciling a partition (they must agree)."""
+    if request.param == "dicts":
+        monkeypatch.setattr(merge_module, "_fits_fixed_width", lambda lines: False)
+
+
 class MemoryStore:
     """An ObjectReader over a dict, chunking reads finely to exercise line splitting."""
 
