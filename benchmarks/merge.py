@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import sys
 import tempfile
@@ -190,10 +191,12 @@ class LocalStore:
 def case_fanout(run: Path, out: Path, concurrency: int) -> dict[str, object]:
     import anyio
 
+    from fanout._memory import release_large_buffers
     from fanout.journal import FileSink
     from fanout.merge import MergeSinks, MergeStats, Reconciliation, merge_shard, open_results
     from fanout.records import InputKind
 
+    release_large_buffers()  # as the `fanout` command does at start-up
     shards = sorted(path.name for path in (run / "out").iterdir())
     store = LocalStore(run)
     stats: list[MergeStats] = []
@@ -247,6 +250,7 @@ class Case:
     out_name: str
     note: str
     seconds: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
     rss: list[float] = field(default_factory=list)
     load: list[float] = field(default_factory=list)
     summary: dict[str, object] = field(default_factory=dict)
@@ -266,10 +270,13 @@ def run_case(case: Case, run: Path, scratch: Path, concurrency: int) -> None:
     load1 = os.getloadavg()[0]
     argv = [sys.executable, __file__, "--case", case.kind, str(run), str(out)]
     argv += ["--concurrency", str(concurrency)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = run_child(argv)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(f"{case.label}: exit code {result.returncode}")
     case.seconds.append(result.seconds)
+    case.cpu.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     case.rss.append(result.peak_rss_mib)
     case.load.append(load1)
     case.summary = orjson.loads(result.stdout.strip().splitlines()[-1])
@@ -333,6 +340,7 @@ def report(cases: list[Case], lines: int) -> None:
                 "seconds": round(case.seconds[best], 2),
                 "lines/s": round(rate),
                 "× duckdb": round(rate / duck_rate, 2),
+                "CPU s": round(case.cpu[best], 1),
                 "peak RSS MiB": round(case.rss[best]),
                 "MiB out": round(case.out_mib),
                 "load1": round(case.load[best], 2),

@@ -309,7 +309,8 @@ def _same_as_one_by_one(lines: list[bytes | None], kind: InputKind = USER) -> Pa
     usable = [r for _, r in expected if isinstance(r, OutputRecord)]
     assert parsed.keys == [r.key.encode() for r in usable]
     records = [
-        parsed.common[g].records(kind)[i] if g < 2 else parsed.records[i] for g, i in parsed.where
+        parsed.common[g].records(kind)[i] if g < 2 else parsed.records[i]
+        for g, i in zip(parsed.group.tolist(), parsed.index.tolist(), strict=True)
     ]
     assert records == usable
     for g, common in enumerate(parsed.common):  # the byte ranges say what the records say

@@ -176,6 +176,16 @@ class LineSplitter:
             if len(self._tail) > self._max:
                 self._skipping = True
                 self._tail = bytearray()
+        first = parts[0] if parts else None
+        if (
+            first is not None
+            and len(first) <= self._max
+            and not first.endswith(b"\r")
+            and len(chunk) <= self._max
+            and b"\r" not in chunk
+        ):  # the usual case: nothing to drop or trim
+            self.count += len(parts)
+            return parts
         return self._clean(parts)
 
     def finish(self) -> list[bytes | None]:
@@ -270,17 +280,18 @@ class CommonLines:
 
 @dataclass(slots=True)
 class ParsedLines:
-    """A batch of lines, parsed. Usable lines are numbered 0… in order; `common[g]` (g = 0 with
-    scores, 1 without) holds the common-shape ones, `records` the others; `where[u]` says which
-    (`(g, i)`: `common[g]` line i, `(2, i)`: `records[i]`)."""
+    """A batch of lines, parsed. Usable lines are numbered 0… in line order; `common[g]` (g = 0
+    with scores, 1 without) holds the common-shape ones, `records` the others; usable line `u`
+    is `common[group[u]]` line `index[u]`, or `records[index[u]]` if `group[u]` is 2."""
 
     lines: int  # non-blank lines
     keys: list[bytes]  # each usable line's ID, UTF-8
-    where: list[tuple[int, int]]
+    group: npt.NDArray[np.int8]
+    index: I64
     common: tuple[CommonLines, CommonLines]
     records: list[OutputRecord]
     bad: list[tuple[int, str]]  # (line number, reason)
-    record_at: list[int] = field(default_factory=list)  # the usable line of each record
+    record_at: list[int]  # the usable line of each record
 
 
 def parse_lines(first: int, lines: list[bytes | None], kind: InputKind) -> ParsedLines:
@@ -288,50 +299,59 @@ def parse_lines(first: int, lines: list[bytes | None], kind: InputKind) -> Parse
     blank lines are skipped. Never raises."""
     field_name = _ID_FIELD[kind]
     common = (CommonLines(field_name, True), CommonLines(field_name, False))
-    parsed = ParsedLines(0, [], [], common, [], [])
     found: list[_Candidate] = []
     if kind is not InputKind.ITEM_ATTRIBUTES:
-        found, values = _checked(_candidates(lines, field_name))
-        common[0].values = values
-    counts: tuple[list[int], list[int]] = ([], [])
-    found.append((len(lines), b"", b"", None, b"", 0))  # a sentinel
-    next_common = found[0][0]
-    at = 0
-    for index, line in enumerate(lines):
-        if index == next_common:
-            _, key, items, scores, raw, count = found[at]
-            at += 1
-            next_common = found[at][0]
-            g = 0 if scores is not None else 1
-            group = common[g]
-            parsed.where.append((g, len(group.keys)))
-            parsed.keys.append(key)
-            group.keys.append(key)
-            group.items.append(items)
-            if scores is not None:
-                group.scores.append(scores)
-            group.raw.append(raw)
-            counts[g].append(count)
-            parsed.lines += 1
+        found, common[0].values = _checked(_candidates(lines, field_name))
+    at_common = np.fromiter((entry[0] for entry in found), np.int64, len(found))
+    scored = np.fromiter((entry[3] is not None for entry in found), np.bool_, len(found))
+    for g, group in enumerate(common):
+        mine = (
+            found
+            if g == 0 and scored.all()
+            else [e for e in found if (e[3] is not None) == (g == 0)]
+        )
+        if not mine:
             continue
+        _, group.keys, group.items, scores, group.raw, counts = map(list, zip(*mine, strict=True))
+        group.scores = scores if g == 0 else []
+        group.counts = np.array(counts, np.int64)
+
+    rest = np.ones(len(lines), np.bool_)
+    rest[at_common] = False
+    records: list[OutputRecord] = []
+    at_record: list[int] = []
+    bad: list[tuple[int, str]] = []
+    blank = 0
+    for i in np.flatnonzero(rest).tolist():
+        line = lines[i]
         if line is None:
-            parsed.bad.append((first + index, "line longer than the line limit"))
-            parsed.lines += 1
-            continue
-        if not line.strip():
-            continue
-        parsed.lines += 1
-        result = parse_output_line(line, kind)
-        if isinstance(result, BadLine):
-            parsed.bad.append((first + index, result.reason))
-            continue
-        parsed.record_at.append(len(parsed.keys))
-        parsed.where.append((2, len(parsed.records)))
-        parsed.keys.append(result.key.encode())
-        parsed.records.append(result)
-    for group, numbers in zip(common, counts, strict=True):
-        group.counts = np.array(numbers, np.int64)
-    return parsed
+            bad.append((first + i, "line longer than the line limit"))
+        elif not line.strip():
+            blank += 1
+        else:
+            result = parse_output_line(line, kind)
+            if isinstance(result, BadLine):
+                bad.append((first + i, result.reason))
+            else:
+                records.append(result)
+                at_record.append(i)
+    count = len(found) + len(records)
+    group_of = np.where(scored, 0, 1).astype(np.int8)
+    index = np.empty(len(found), np.int64)
+    index[scored] = np.arange(int(scored.sum()))
+    index[~scored] = np.arange(int((~scored).sum()))
+    keys = [entry[1] for entry in found]
+    record_at: list[int] = []
+    if records:  # merge the records in by line number
+        at = np.concatenate((at_common, np.array(at_record, np.int64)))
+        order = np.argsort(at, kind="stable")
+        group_of = np.concatenate((group_of, np.full(len(records), 2, np.int8)))[order]
+        index = np.concatenate((index, np.arange(len(records))))[order]
+        everything = keys + [record.key.encode() for record in records]
+        keys = [everything[i] for i in order.tolist()]
+        record_at = np.flatnonzero(group_of == 2).tolist()
+    assert len(keys) == count
+    return ParsedLines(len(lines) - blank, keys, group_of, index, common, records, bad, record_at)
 
 
 # (index in the batch, key, inside of recommendedItems, inside of scores or None, line, items)

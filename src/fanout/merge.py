@@ -230,6 +230,9 @@ def _sent_ids(
     escapes) are read with a slice, others with orjson."""
     field = kind.id_field
     head = b'{"' + field.encode() + b'":"'
+    whole = _sent_ids_at_once(lines, head)
+    if whole is not None:
+        return whole
     start = len(head)
     keys: list[bytes] = []
     quoted: list[bytes] = []
@@ -238,7 +241,7 @@ def _sent_ids(
             key = line[start:-2]
             if key and b'"' not in key and b"\\" not in key:
                 keys.append(key)
-                quoted.append(b'"' + key + b'"\n')
+                quoted.append(b'"' + key + b'"')
                 continue
         problem = "longer than the line limit" if line is None else ""
         if line is not None:
@@ -251,7 +254,7 @@ def _sent_ids(
             value = obj.get(field) if isinstance(obj, dict) else None
             if isinstance(value, str) and value:
                 keys.append(value.encode())
-                quoted.append(orjson.dumps(value) + b"\n")
+                quoted.append(orjson.dumps(value))
                 continue
             problem = f"not a JSON object with a string {field!r}"
         raise MergeError(
@@ -261,6 +264,39 @@ def _sent_ids(
     if keys and not _plain_keys(keys):  # control characters or invalid UTF-8: the slow way
         return _sent_ids_slowly(first, lines, kind, where)
     return keys, quoted
+
+
+def _sent_ids_at_once(
+    lines: list[bytes | None], head: bytes
+) -> tuple[list[bytes], list[bytes]] | None:
+    """`_sent_ids` for a batch whose every line is `{"<id field>":"…"}` without escapes,
+    checked and cut with a few whole-batch calls; None for any other batch."""
+    n = len(lines)
+    if not n or None in lines or min(map(len, lines)) < len(head) + 3:  # type: ignore[arg-type]
+        return None  # (so that a line's head and its `"}` cannot overlap)
+    text = b"\n".join(lines) + b"\n"  # type: ignore[arg-type]
+    if not (
+        text.startswith(head)
+        and text.count(b"\n" + head) == n - 1  # every line starts with the head,
+        and text.count(b'"}\n') == n  # ends with `"}`,
+        and text.count(b'"') == 4 * n  # and has no other quote
+        and b"\\" not in text
+        and len(text.translate(None, _CONTROL_BUT_LF)) == len(text)
+        and _utf8(text)
+    ):
+        return None
+    inner = text.replace(b'"}\n' + head, b"\n")[len(head) : -3]
+    return inner.split(b"\n"), (b'"' + inner.replace(b"\n", b'"\n"') + b'"').split(b"\n")
+
+
+def _utf8(data: bytes) -> bool:
+    if data.isascii():
+        return True
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _plain_keys(keys: list[bytes]) -> bool:
@@ -290,11 +326,12 @@ def _sent_ids_slowly(
         if not isinstance(value, str) or not value:
             return _sent_ids(number, [line], kind, where)  # raises, naming the line
         keys.append(value.encode())
-        quoted.append(orjson.dumps(value) + b"\n")
+        quoted.append(orjson.dumps(value))
     return keys, quoted
 
 
 _CONTROL = bytes(range(32))
+_CONTROL_BUT_LF = _CONTROL.replace(b"\n", b"")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -316,7 +353,8 @@ class _Spill:
         self.sizes = [0] * partitions  # bytes per partition
 
     def group(self, fps: U64, lines: list[bytes]) -> None:
-        """Add `lines` to the buffers, by partition (call `flush` when `full`)."""
+        """Add `lines` (without line ends) to the buffers, by partition (call `flush` when
+        `full`)."""
         if not lines:
             return
         parts = (fps % np.uint64(self._partitions)).astype(np.intp)
@@ -326,7 +364,7 @@ class _Spill:
         for part in range(self._partitions):
             lo, hi = bounds[part], bounds[part + 1]
             if lo < hi:
-                data = b"".join(ordered[lo:hi])
+                data = b"\n".join(ordered[lo:hi]) + b"\n"
                 self._buffers[part] += data
                 self._pending += len(data)
                 self.sizes[part] += len(data)
@@ -557,25 +595,25 @@ def _route(
     tags[~hit] = ord(_TAG_UNSENT)
     tags[chosen] = ord(_TAG_RESULT)
     failed = [
-        at for at, record in zip(parsed.record_at, parsed.records, strict=True) if record.error
+        at
+        for at, index in zip(parsed.record_at, parsed.index[parsed.record_at].tolist(), strict=True)
+        if parsed.records[index].error is not None
     ]
     if failed:
         is_error = np.zeros(len(keys), np.bool_)
         is_error[failed] = True
         tags[chosen[is_error[chosen]]] = ord(_TAG_ERROR)
     tag_list = tags.tolist()
-    spilled = [_TAGS[tag] + b'"' + key + b'"\n' for tag, key in zip(tag_list, keys, strict=True)]
-    for at, record in zip(parsed.record_at, parsed.records, strict=True):
-        spilled[at] = _TAGS[tag_list[at]] + orjson.dumps(record.key) + b"\n"
+    spilled = [_TAGS[tag] + b'"' + key + b'"' for tag, key in zip(tag_list, keys, strict=True)]
+    for at, index in zip(parsed.record_at, parsed.index[parsed.record_at].tolist(), strict=True):
+        key = parsed.records[index].key
+        spilled[at] = _TAGS[tag_list[at]] + orjson.dumps(key)
     spill.group(fps, spilled)
 
-    picks: tuple[list[int], list[int]] = ([], [])
+    group = parsed.group[chosen]
+    picks = [parsed.index[chosen[group == g]].tolist() for g in (0, 1)]
     errors: list[bytes] = []
-    for at in chosen.tolist():
-        group, index = parsed.where[at]
-        if group < 2:
-            picks[group].append(index)
-            continue
+    for index in parsed.index[chosen[group == 2]].tolist():
         record = parsed.records[index]
         if record.error is None:
             routed.records.append(record)
