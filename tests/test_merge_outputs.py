@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fanout._outputs import BadLine, LineSplitter, OutputRecord, parse_output_line
+from fanout._outputs import (
+    BadLine,
+    LineSplitter,
+    OutputRecord,
+    ParsedLines,
+    join_flat,
+    parse_lines,
+    parse_output_line,
+)
+from fanout._writers import flat_record
 from fanout.records import InputKind
 
 USER, ITEM, RANKING, ATTRS = (
@@ -250,3 +259,92 @@ def test_splitter_round_trips(lines: list[bytes], data: st.DataObject) -> None:
     got = _split(chunks, limit=10_000)
     assert [d for _, d in got] == [line.removesuffix(b"\r") for line in lines]
     assert [n for n, _ in got] == list(range(1, len(lines) + 1))
+
+
+# -- whole batches: the common shape's shortcut agrees with parse_output_line ---------------------
+
+COMMON = [
+    b'{"input":{"userId":"u1"},"output":{"recommendedItems":["a","b"],"scores":[0.5,3.773E-4]},'
+    b'"error":null}',
+    b'{"input":{"userId":"u2"},"output":{"recommendedItems":["x"],"scores":[1]}}',
+    b'{"input":{"userId":"u3"},"output":{"recommendedItems":["a,b","c]"]},"error":null}',
+    b'{"input":{"userId":"Zo\xc3\xab"},"output":{"recommendedItems":["","\xc3\xbc"],'
+    b'"scores":[-0.0,1e5]},"error":null}',
+    b'{"input":{"userId":"u5"},"output":{"recommendedItems":["a"]}}',
+]
+ODD = [
+    *(g[1] for g in GOOD),
+    *(b[1] for b in BAD),
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1,2]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a","b"],"scores":[1]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[01]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1.]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1e999]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1,]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1]},"error":"no"}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1]},"error":null,"x":1}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1],"reasons":[]}}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"]},"x":{"y":["z"]}}',
+    b'{"input":{"userId":"u","b":"c"},"output":{"recommendedItems":["a"]}}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"recommendedItems":["b"]}}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[true]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a\tb"]},"error":null}',
+    b'{"input":{"userId":"u\xff"},"output":{"recommendedItems":["a"]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a\\"b"]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a""b"]},"error":null}',
+    b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"]},"error":null}}',
+]
+
+
+def _same_as_one_by_one(lines: list[bytes | None], kind: InputKind = USER) -> ParsedLines:
+    parsed = parse_lines(10, lines, kind)
+    expected = [
+        (number, parse_output_line(line, kind) if line is not None else None)
+        for number, line in enumerate(lines, start=10)
+        if line is None or line.strip()
+    ]
+    assert parsed.lines == len(expected)
+    assert [n for n, _ in parsed.bad] == [n for n, r in expected if not isinstance(r, OutputRecord)]
+    usable = [r for _, r in expected if isinstance(r, OutputRecord)]
+    assert parsed.keys == [r.key.encode() for r in usable]
+    records = [
+        parsed.common[g].records(kind)[i] if g < 2 else parsed.records[i]
+        for g, i in zip(parsed.group.tolist(), parsed.index.tolist(), strict=True)
+    ]
+    assert records == usable
+    for g, common in enumerate(parsed.common):  # the byte ranges say what the records say
+        if not len(common):
+            continue
+        mine = common.records(kind)
+        flat = [orjson.loads(line) for line in join_flat(common).splitlines()]
+        assert flat == [orjson.loads(orjson.dumps(flat_record(r, kind))) for r in mine]
+        assert common.counts.tolist() == [len(r.items) for r in mine]
+        if g == 0:
+            assert common.values.tolist() == [s for r in mine for s in r.scores or ()]
+        picked = common.take([len(common) - 1, 0])
+        assert picked.records(kind) == [mine[-1], mine[0]]
+        if g == 0:
+            assert picked.values.tolist() == [*mine[-1].scores, *mine[0].scores]  # type: ignore[misc]
+    return parsed
+
+
+def test_common_shape_is_taken_whole_and_agrees() -> None:
+    """Lines as the service writes them are kept as byte ranges, with the parser's values."""
+    parsed = _same_as_one_by_one([*COMMON, b"", None, *COMMON])
+    assert len(parsed.common[0]) == 6 and len(parsed.common[1]) == 4
+    assert parsed.records == []
+
+
+@pytest.mark.parametrize("line", ODD, ids=range(len(ODD)))
+def test_odd_lines_in_a_batch_agree_with_the_parser(line: bytes) -> None:
+    """Any other line in a batch of common ones is parsed, reported or kept as the parser says."""
+    _same_as_one_by_one([COMMON[0], line, COMMON[1]])
+    _same_as_one_by_one([line], ITEM)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(COMMON + ODD), max_size=8), st.binary(max_size=60))
+def test_mixed_batches_agree_with_the_parser(lines: list[bytes], noise: bytes) -> None:
+    """However common, odd and random lines mix, a batch parses as its lines one by one."""
+    _same_as_one_by_one([*lines, noise.replace(b"\n", b"")])

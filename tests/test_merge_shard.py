@@ -27,6 +27,13 @@ BUCKET = "b"
 OUT = "s3://b/out/run/shard-00000/"
 
 
+@pytest.fixture(autouse=True, params=["sorted arrays", "dicts"])
+def reconcile_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs with both ways of reconciling a partition (they must agree)."""
+    if request.param == "dicts":
+        monkeypatch.setattr(merge_module, "_fits_fixed_width", lambda lines: False)
+
+
 class MemoryStore:
     """An ObjectReader over a dict, chunking reads finely to exercise line splitting."""
 
@@ -96,7 +103,7 @@ async def run(
     store: MemoryStore, parts: list[str], kind: InputKind = InputKind.USER, **opts: object
 ) -> tuple[MergeStats, Results, Collect, Collect, Collect]:
     all_sinks, results, errors, missing, corrupt = sinks()
-    options = MergeOptions(chunk_bytes=7, **opts)  # type: ignore[arg-type]
+    options = MergeOptions(**{"chunk_bytes": 7, **opts})  # type: ignore[arg-type]
     stats = await merge_shard(store, OUT, kind, parts, all_sinks, shard=3, options=options)
     return stats, results, errors, missing, corrupt
 
@@ -269,3 +276,35 @@ async def test_unreadable_output_is_a_merge_error() -> None:
     store.objects["out/run/shard-00000/p.jsonl.out"] = b""
     with pytest.raises(MergeError, match=r"merging shard 3: access denied to s3://b/in/p.jsonl"):
         await run(store, ["s3://b/in/p.jsonl"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"userId":"}\n{"userId":"a"b"}\n',
+        b'{"userId":"a"}\n{"userId":""}\n',
+        b'{"userId":"a"}\n{"userId":"b","x":"y"}\n',
+        b'{"userId":"a"}\n{"userId":"b"} \n',
+        b'{"userId":"a"}\n{"userId":"b\\u0000"}\n{"userId":"c\\"}\n',
+    ],
+)
+async def test_input_parts_are_read_exactly(body: bytes) -> None:
+    """A damaged batch of input lines is an error naming the line; escapes are decoded."""
+    store = MemoryStore()
+    store.objects["in/p.jsonl"] = body
+    want: list[str] = []
+    for number, line in enumerate(body.splitlines(), start=1):
+        try:
+            value = orjson.loads(line).get("userId")
+        except (orjson.JSONDecodeError, AttributeError):
+            value = None
+        if not isinstance(value, str) or not value:
+            with pytest.raises(MergeError, match=f"line {number}: "):
+                await run(store, ["s3://b/in/p.jsonl"], chunk_bytes=1 << 20)
+            return
+        want.append(value)
+    stats, _, _, missing, _ = await run(store, ["s3://b/in/p.jsonl"], chunk_bytes=1 << 20)
+    assert stats.sent == len(want)
+    assert sorted(
+        orjson.loads(x) if x.startswith(b'"') else x.decode() for x in missing.lines()
+    ) == sorted(want)

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fanout._outputs import OutputRecord, parse_output_line
+from fanout._outputs import OutputRecord, parse_lines, parse_output_line
 from fanout.errors import ConfigError, MergeError
 from fanout.merge import ResultFormat, ResultShape, open_results
 from fanout.records import InputKind
@@ -216,3 +216,51 @@ async def test_missing_folder_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         async with open_results(tmp_path / "nope" / "r.jsonl", InputKind.USER):
             pass
+
+
+COMMON_LINES = [
+    b'{"input":{"userId":"u1"},"output":{"recommendedItems":["a","b"],"scores":[0.5,3.773E-4]},'
+    b'"error":null}',
+    b'{"input":{"userId":"Zo\xc3\xab, \'q\'"},"output":{"recommendedItems":["x|y","z"],'
+    b'"scores":[1E-7,1]},"error":null}',
+    b'{"input":{"userId":"u3"},"output":{"recommendedItems":[""],"scores":[0]}}',
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [
+        ("r.jsonl", {}),
+        ("raw.jsonl", {"raw": True}),
+        ("r.csv", {}),
+        ("r.parquet", {}),
+        ("t.parquet", {"shape": ResultShape.THEMES}),
+    ],
+)
+async def test_common_lines_write_as_their_records_do(
+    tmp_path: Path, name: str, options: dict[str, object]
+) -> None:
+    """Lines kept as byte ranges make the same file as the same lines parsed into records."""
+    parsed = parse_lines(1, list(COMMON_LINES), InputKind.USER)
+    common = parsed.common[0]
+    assert len(common) == 3
+    records = common.records(InputKind.USER)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    async with open_results(tmp_path / "a" / name, InputKind.USER, **options) as fast:  # type: ignore[arg-type]
+        await fast.write_common(common.take([2]))
+        await fast.write_common(common.take([0, 1]))
+    async with open_results(tmp_path / "b" / name, InputKind.USER, **options) as slow:  # type: ignore[arg-type]
+        await slow.write(records[2:])
+        await slow.write(records[:2])
+    assert fast.rows == slow.rows == 3
+    a, b = tmp_path / "a" / name, tmp_path / "b" / name
+    if name.endswith(".parquet"):
+        assert pq.read_table(a).equals(pq.read_table(b))
+    elif name == "r.jsonl":  # the same values; numbers as the service wrote them
+        assert [orjson.loads(x) for x in a.read_bytes().splitlines()] == [
+            orjson.loads(x) for x in b.read_bytes().splitlines()
+        ]
+        assert b"3.773E-4" in a.read_bytes()
+    else:
+        assert a.read_bytes() == b.read_bytes()

@@ -25,9 +25,10 @@ from types import TracebackType
 from typing import Any, BinaryIO
 
 import anyio
+import numpy as np
 import orjson
 
-from ._outputs import OutputRecord
+from ._outputs import CommonLines, OutputRecord, join_flat
 from .errors import ConfigError, MergeError
 from .records import InputKind
 
@@ -143,6 +144,17 @@ class ResultFile:
             await self._write(records)
             self.rows += len(records)
 
+    async def write_common(self, lines: CommonLines) -> None:
+        """Write results of the common shape, as the merge parsed them (`parse_lines`)."""
+        if not self._open:
+            raise RuntimeError("result file is not open: use `async with`")
+        if len(lines):
+            await self._write_common(lines)
+            self.rows += len(lines)
+
+    async def _write_common(self, lines: CommonLines) -> None:
+        await self._write(lines.records(self.kind))  # formats without a faster way
+
     # -- for subclasses --
 
     def _start(self) -> None:
@@ -206,7 +218,10 @@ class _TextFile(ResultFile):
         raise NotImplementedError
 
     async def _write(self, records: Sequence[OutputRecord]) -> None:
-        self._buffer += self._encode(records)
+        await self._add(self._encode(records))
+
+    async def _add(self, data: bytes) -> None:
+        self._buffer += data
         if len(self._buffer) >= _FLUSH_BYTES:
             await self._flush(final=False)
 
@@ -247,6 +262,12 @@ class _JsonlFile(_TextFile):
             return b"".join(record.raw + b"\n" for record in records)
         field = self.kind.id_field
         return b"".join([orjson.dumps(_flat(record, field)) + b"\n" for record in records])
+
+    async def _write_common(self, lines: CommonLines) -> None:
+        if self._raw:
+            await self._add(b"\n".join(lines.raw) + b"\n")
+        else:
+            await self._add(join_flat(lines))
 
 
 def _join_numbers(values: tuple[float, ...] | None, sep: str) -> str:
@@ -350,6 +371,9 @@ class _ParquetFile(ResultFile):
     ) -> None:
         super().__init__(path, kind, overwrite)
         self._pa, self._pq = _pyarrow()
+        import pyarrow.compute as pc
+
+        self._pc = pc
         self._shape = shape
         self._group_rows = row_group_rows
         self._group_bytes = row_group_bytes
@@ -405,7 +429,33 @@ class _ParquetFile(ResultFile):
     async def _write(self, records: Sequence[OutputRecord]) -> None:
         if self._schema is None:
             self._make_schema(self._shape or ResultShape.of(records[0]))
-        batch = self._batch(records)
+        await self._add(self._batch(records))
+
+    async def _write_common(self, lines: CommonLines) -> None:
+        if self._schema is None:
+            self._make_schema(self._shape or ResultShape.RECOMMENDATIONS)
+        if self._shape is not ResultShape.RECOMMENDATIONS:
+            await self._write(lines.records(self.kind))  # checks the shape, as records do
+            return
+        await self._add(await anyio.to_thread.run_sync(self._common_batch, lines))
+
+    def _common_batch(self, lines: CommonLines) -> Any:
+        """Arrow columns straight from the lines' byte ranges: the items split by `","` in
+        Arrow, the scores from the flat array the parser made."""
+        pa, pc = self._pa, self._pc
+        keys = pa.array(lines.keys, pa.string())
+        items = pc.split_pattern(pa.array(lines.items, pa.string()), '","')
+        if lines.scored:
+            offsets = np.zeros(len(lines) + 1, np.int32)
+            np.cumsum(lines.counts, out=offsets[1:])
+            scores = pa.ListArray.from_arrays(pa.array(offsets), pa.array(lines.values))
+        else:
+            scores = pa.nulls(len(lines), pa.list_(pa.float64()))
+        schema = self._schema
+        columns = [keys, items.cast(schema.field(1).type), scores.cast(schema.field(2).type)]
+        return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    async def _add(self, batch: Any) -> None:
         self._batches.append(batch)
         self._pending_rows += batch.num_rows
         self._pending_bytes += batch.nbytes
@@ -459,7 +509,7 @@ def open_results(
     separator: str = "|",
     shape: ResultShape | None = None,
     row_group_rows: int = 1_000_000,
-    row_group_bytes: int = 128 * 1024 * 1024,
+    row_group_bytes: int = 64 * 1024 * 1024,
 ) -> ResultFile:
     """A result file for `async with`: format from `fmt` or the name, gzip for `.gz` text files.
 
