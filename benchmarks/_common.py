@@ -5,15 +5,20 @@ Scripts import them as `from _common import ...` (a script's own folder is on `s
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 MiB = 1024 * 1024
 
@@ -162,3 +167,26 @@ def print_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | N
     print(line(["-" * w for w in widths]))
     for values in cells:
         print(line(values))
+
+
+@contextlib.contextmanager
+def emulator_process(workdir: Path, *options: str) -> Iterator[dict[str, Any]]:
+    """`fanout emulator OPTIONS` in its own process, as a remote service would be; yields the
+    info it writes (endpoints, seeded ARNs) and stops it by its PID at the end."""
+    info_file = workdir / "emulator.json"
+    command = [sys.executable, "-m", "fanout.cli", "emulator", *options]
+    process = subprocess.Popen(
+        [*command, "--info-file", str(info_file)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not info_file.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the emulator did not start")
+            time.sleep(0.1)
+        yield json.loads(info_file.read_text())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)

@@ -23,46 +23,20 @@ fanout ≥ 4× faster end to end.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 
-from _common import print_table
+from _common import emulator_process, print_table
 
 TARGET = 4.0
-
-
-@contextlib.contextmanager
-def emulator(args: argparse.Namespace, workdir: Path) -> Iterator[dict[str, Any]]:
-    info_file = workdir / "emulator.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fanout.cli", "emulator", "--quota", "5",
-         "--job-seconds", str(args.job_seconds),
-         "--seconds-per-million-records", str(args.seconds_per_million),
-         "--seed", "1", "--info-file", str(info_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 120
-        while not info_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the emulator did not start")
-            time.sleep(0.1)
-        yield json.loads(info_file.read_text())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=60)
 
 
 def clients(info: dict[str, Any]) -> tuple[Any, Any]:
@@ -178,7 +152,17 @@ def main() -> None:
         users = [f"user-{i}" for i in range(args.users)]
         ids = workdir / "users.txt"
         ids.write_text("".join(f"{user}\n" for user in users))
-        with emulator(args, workdir) as info:
+        with emulator_process(
+            workdir,
+            "--quota",
+            "5",
+            "--job-seconds",
+            str(args.job_seconds),
+            "--seconds-per-million-records",
+            str(args.seconds_per_million),
+            "--seed",
+            "1",
+        ) as info:
             rows = [naive(info, users, workdir, args.poll_interval)]
             rows.append(fanout(info, ids, workdir, args))
     base = rows[0]["wall"]

@@ -24,22 +24,16 @@ run is begun, then `submit` prepares and submits at once). From the service's ow
 from __future__ import annotations
 
 import argparse
-import contextlib
 import itertools
-import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from _common import print_table
+from _common import emulator_process, print_table
 from fanout.aws import Aws, AwsOptions
 from fanout.config import Limits, S3DataConfig
 from fanout.journal import read_events
@@ -52,32 +46,18 @@ def in_flight_at(intervals: list[tuple[float, float]], at: float) -> int:
     return sum(1 for start, end in intervals if start <= at < end)
 
 
-@contextlib.contextmanager
-def emulator_process(args: argparse.Namespace, workdir: Path) -> Iterator[dict[str, Any]]:
-    """`fanout emulator` in its own process, as a remote service would be; yields its info."""
-    info_file = workdir / "emulator.json"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "fanout.cli", "emulator", "--quota", str(args.quota),
-         "--job-seconds", str(args.job_seconds), "--seed", "1", "--info-file", str(info_file)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 60
-        while not info_file.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("the emulator did not start")
-            time.sleep(0.1)
-        yield json.loads(info_file.read_text())
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(timeout=30)
-
-
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory() as tmp,
-        emulator_process(args, Path(tmp)) as info,
+        emulator_process(
+            Path(tmp),
+            "--quota",
+            str(args.quota),
+            "--job-seconds",
+            str(args.job_seconds),
+            "--seed",
+            "1",
+        ) as info,
     ):
         ids = Path(tmp) / "ids.txt"
         ids.write_text("".join(f"user-{i}\n" for i in range(args.shards * 1000)))

@@ -120,10 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     _merge_options(submit, required=False)
     submit.add_argument("--state-dir", type=Path, help="where run state lives")
     _aws_options(submit)
-    submit.add_argument("--output", choices=["text", "json"], default="text")
-    submit.add_argument(
-        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
-    )
+    _text_or_json(submit)
 
     resume = commands.add_parser(
         "resume",
@@ -146,10 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     resume.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
     resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
     _aws_options(resume)
-    resume.add_argument("--output", choices=["text", "json"], default="text")
-    resume.add_argument(
-        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
-    )
+    _text_or_json(resume)
 
     run = commands.add_parser(
         "run",
@@ -162,31 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         "Preflight checks run before anything is uploaded; the plan prints first.",
     )
     _input_options(run, job_fields=False, ids_required=False)
-    run.add_argument(
-        "--config",
-        metavar="FILE",
-        help="YAML mapping of option names (without --) to values; the command line wins",
-    )
-    _job_options(run)
-    run.add_argument(
-        "--generate-cli-skeleton",
-        nargs="?",
-        const="input",
-        choices=["input", "yaml-input", "output"],
-        help="print a skeleton for --cli-input-json/--cli-input-yaml, as the AWS CLI does",
-    )
-    _merge_options(run, required=False)
-    _run_options(run)
-    _limit_options(run)
-    _submit_options(run, quota=False)
-    run.add_argument(
-        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
-    )
-    run.add_argument(
-        "--dry-run", action="store_true", help="stop after the plan and the preflight checks"
-    )
-    _aws_options(run)
-    _cli_output_options(run)
+    _jobs_command(run, JOB_OPTIONS, "create-batch-inference-job")
 
     segment = commands.add_parser(
         "segment",
@@ -215,27 +185,7 @@ def _parser() -> argparse.ArgumentParser:
     source.add_argument(
         "--keep-duplicates", action="store_true", help="send repeated items (default: remove)"
     )
-    segment.add_argument("--config", metavar="FILE", help="YAML of options, as for run")
-    _job_options(segment, SEGMENT_JOB_OPTIONS, "create-batch-segment-job")
-    segment.add_argument(
-        "--generate-cli-skeleton",
-        nargs="?",
-        const="input",
-        choices=["input", "yaml-input", "output"],
-        help="print a skeleton for --cli-input-json/--cli-input-yaml, as the AWS CLI does",
-    )
-    _merge_options(segment, required=False)
-    _run_options(segment)
-    _limit_options(segment)
-    _submit_options(segment, quota=False)
-    segment.add_argument(
-        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
-    )
-    segment.add_argument(
-        "--dry-run", action="store_true", help="stop after the plan and the preflight checks"
-    )
-    _aws_options(segment)
-    _cli_output_options(segment)
+    _jobs_command(segment, SEGMENT_JOB_OPTIONS, "create-batch-segment-job")
 
     bench = commands.add_parser(
         "bench",
@@ -291,10 +241,7 @@ def _parser() -> argparse.ArgumentParser:
     merge.add_argument("--state-dir", type=Path, help="where run state lives")
     _merge_options(merge, required=True)
     _aws_options(merge)
-    merge.add_argument("--output", choices=["text", "json"], default="text")
-    merge.add_argument(
-        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
-    )
+    _text_or_json(merge)
 
     iam = commands.add_parser(
         "iam-policy",
@@ -342,10 +289,7 @@ def _parser() -> argparse.ArgumentParser:
         "--allow-partial", action="store_true", help="exit 0 even if some IDs still failed"
     )
     _aws_options(retry)
-    retry.add_argument("--output", choices=["text", "json"], default="text")
-    retry.add_argument(
-        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
-    )
+    _text_or_json(retry)
 
     status = commands.add_parser(
         "status",
@@ -562,6 +506,43 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
     add("--cli-connect-timeout", type=float, default=60.0)
     add("--no-sign-request", action="store_true", help="do not sign requests (public buckets)")
     add("--debug", action="store_true", help="log every AWS request and response to stderr")
+
+
+def _text_or_json(parser: argparse.ArgumentParser) -> None:
+    """--output for the summary and --log-format for progress, on the commands that run jobs."""
+    parser.add_argument("--output", choices=["text", "json"], default="text")
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
+    )
+
+
+def _jobs_command(parser: argparse.ArgumentParser, options: dict[str, str], command: str) -> None:
+    """What `fanout run` and `fanout segment` share after their input options."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="YAML mapping of option names (without --) to values; the command line wins",
+    )
+    _job_options(parser, options, command)
+    parser.add_argument(
+        "--generate-cli-skeleton",
+        nargs="?",
+        const="input",
+        choices=["input", "yaml-input", "output"],
+        help="print a skeleton for --cli-input-json/--cli-input-yaml, as the AWS CLI does",
+    )
+    _merge_options(parser, required=False)
+    _run_options(parser)
+    _limit_options(parser)
+    _submit_options(parser, quota=False)
+    parser.add_argument(
+        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="stop after the plan and the preflight checks"
+    )
+    _aws_options(parser)
+    _cli_output_options(parser)
 
 
 def _cli_output_options(parser: argparse.ArgumentParser) -> None:
