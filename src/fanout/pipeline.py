@@ -851,6 +851,9 @@ async def _drive(
         merged = merger.reconcile(run_dir) if merger is not None else None
         if merger is not None:
             await merger.complete()
+            # The result is moved into place when this block ends: a crash between that and
+            # `merged` must not make the next resume refuse "its" file as someone else's.
+            await journal.append("results-ready", out=merger.out)
     if merger is not None and merged is not None:
         await journal.append("merged", out=merger.out, counts=asdict(merged))
         if mirror is not None:
@@ -965,7 +968,9 @@ class _RunMerger:
         results: Any = None
         if settings.dataset:
             where = S3Uri.parse(settings.out)
-            await _prepare_dataset(aws, where, state.run_id, settings.overwrite)
+            await _prepare_dataset(
+                aws, where, state.run_id, settings.overwrite or state.results_ready
+            )
         else:
             out = Path(settings.out)
             # A merge killed before it finished leaves its temporary file beside the result;
@@ -978,7 +983,7 @@ class _RunMerger:
                     kind,
                     shape=ResultShape.SEGMENTS if segments else None,
                     fmt=ResultFormat(settings.fmt) if settings.fmt else None,
-                    overwrite=settings.overwrite,
+                    overwrite=settings.overwrite or state.results_ready,
                     raw=settings.raw,
                     separator=settings.separator,
                 )

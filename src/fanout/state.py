@@ -14,6 +14,8 @@ Events and what they mean (fields beyond `t` and `event`):
     submitted       active, failed, timed_out                       every job is terminal
     merge-started   settings                                        results are being merged
     shard-merged    shard, sent, results, errors, missing, …        one shard's counts
+    results-ready   out                                             the result is about to be
+                                                                    moved into place
     merged          out, counts                                     the result set is in place
     retry-started   child, ids                                      errored/missing IDs resent
     retried         child, counts                                   and merged into the result
@@ -75,6 +77,7 @@ class RunState:
     submitted: dict[str, Any] | None = None
     merge: dict[str, Any] | None = None  # the last merge-started event
     merged: dict[str, Any] | None = None  # its merged event, if it finished
+    results_ready: bool = False  # its result may already be in place (replace it on resume)
     last_event: float = 0.0
 
     @classmethod
@@ -142,7 +145,9 @@ class RunState:
         elif kind == "submitted":
             self.submitted = event
         elif kind == "merge-started":
-            self.merge, self.merged = event, None
+            self.merge, self.merged, self.results_ready = event, None, False
+        elif kind == "results-ready":
+            self.results_ready = True
         elif kind == "merged":
             self.merged = event
 

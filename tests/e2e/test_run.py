@@ -484,3 +484,22 @@ def test_merge_from_outputs_fanout_did_not_make(
     )
     assert code == 0, err
     assert json.loads((user.tmp / "s3.jsonl").read_text())["userId"] == "4"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_crash_after_the_result_moved_into_place_resumes(
+    user: User, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    ids = user.ids(500)
+    run = f"moved-{where}"
+    out = f"s3://{user.info.bucket}/moved/" if where == "s3" else str(user.tmp / "moved.jsonl")
+    args = run_args(user, run, ids, Path("unused"))
+    args[args.index("--out") + 1] = out
+    assert user.cli(args, capsys)[0] == 0
+    journal = user.state / run / "journal.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert b'"event":"merged"' in lines[-1] and b'"results-ready"' in lines[-2]
+    journal.write_bytes(b"".join(lines[:-1]))  # killed after the rename, before `merged`
+    code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    assert RunState.replay(read_events(user.state / run)).merged is not None
