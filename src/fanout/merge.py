@@ -50,6 +50,7 @@ from ._outputs import (
     CommonLines,
     LineSplitter,
     OutputRecord,
+    _utf8,
     parse_lines,
     parse_output_line,
 )
@@ -297,16 +298,6 @@ def _sent_ids_at_once(
         return None
     inner = text.replace(b'"}\n' + head, b"\n")[len(head) : -3]
     return inner.split(b"\n"), (b'"' + inner.replace(b"\n", b'"\n"') + b'"').split(b"\n")
-
-
-def _utf8(data: bytes) -> bool:
-    if data.isascii():
-        return True
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _plain_keys(keys: list[bytes]) -> bool:
