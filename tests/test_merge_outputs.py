@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fanout import _mergekernels as K
 from fanout._outputs import (
     BadLine,
-    LineSplitter,
+    Block,
+    LineBlocks,
     OutputRecord,
-    ParsedLines,
-    join_flat,
-    parse_lines,
+    ParsedBlock,
+    parse_block,
     parse_output_line,
 )
 from fanout._writers import flat_record
@@ -229,11 +231,18 @@ def test_arbitrary_json_never_raises(
 
 
 def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes | None]]:
-    splitter = LineSplitter(limit)
+    """The lines of a chunked stream as the merge sees them: cut into blocks by `LineBlocks`,
+    then into lines by the kernel (None: over the limit), numbered from 1."""
+    splitter = LineBlocks(limit)
     out: list[tuple[int, bytes | None]] = []
-    for chunk in [*chunks, None]:
-        lines = splitter.feed(chunk) if chunk is not None else splitter.finish()
-        out.extend(enumerate(lines, start=splitter.count - len(lines) + 1))
+    for block in [*map(splitter.feed, chunks), splitter.finish()]:
+        if block is None:
+            continue
+        if block.overlong:
+            out.append((len(out) + 1, None))
+        kinds, spans = K.scan(np.frombuffer(block.data, np.uint8), K.NOTHING, limit)
+        for kind, (lo, hi) in zip(kinds.tolist(), spans[:, :2].tolist(), strict=True):
+            out.append((len(out) + 1, None if kind == K.OVERLONG else block.data[lo:hi]))
     return out
 
 
@@ -297,42 +306,41 @@ ODD = [
 ]
 
 
-def _same_as_one_by_one(lines: list[bytes | None], kind: InputKind = USER) -> ParsedLines:
-    parsed = parse_lines(10, lines, kind)
-    expected = [
-        (number, parse_output_line(line, kind) if line is not None else None)
+def _same_as_one_by_one(lines: list[bytes | None], kind: InputKind = USER) -> ParsedBlock:
+    """Parse `lines` (None: a line over the limit) as one block after line 9, and check that
+    it says what `parse_output_line` says of each line."""
+    limit = 1000
+    data = b"".join((b"x" * (limit + 1) if line is None else line) + b"\n" for line in lines)
+    parsed = parse_block(9, Block(data), kind, limit)
+    expected = [  # (a line's final \r is part of its line end)
+        (number, parse_output_line(line.removesuffix(b"\r"), kind) if line is not None else None)
         for number, line in enumerate(lines, start=10)
         if line is None or line.strip()
     ]
+    assert parsed.count == len(lines)
     assert parsed.lines == len(expected)
     assert [n for n, _ in parsed.bad] == [n for n, r in expected if not isinstance(r, OutputRecord)]
     usable = [r for _, r in expected if isinstance(r, OutputRecord)]
-    assert parsed.keys == [r.key.encode() for r in usable]
-    records = [
-        parsed.common[g].records(kind)[i] if g < 2 else parsed.records[i]
-        for g, i in zip(parsed.group.tolist(), parsed.index.tolist(), strict=True)
-    ]
-    assert records == usable
-    for g, common in enumerate(parsed.common):  # the byte ranges say what the records say
-        if not len(common):
-            continue
-        mine = common.records(kind)
-        flat = [orjson.loads(line) for line in join_flat(common).splitlines()]
+    common = parsed.common
+    mine = common.records(kind)
+    at = [*parsed.common_at.tolist(), *parsed.record_at.tolist()]
+    together = [*mine, *parsed.records]
+    assert [together[i] for i in sorted(range(len(at)), key=at.__getitem__)] == usable
+    assert common.keys() == [r.key.encode() for r in mine]
+    if len(common):  # the byte ranges say what the records say
+        flat = [orjson.loads(line) for line in bytes(common.flat()).splitlines()]
         assert flat == [orjson.loads(orjson.dumps(flat_record(r, kind))) for r in mine]
-        assert common.counts.tolist() == [len(r.items) for r in mine]
-        if g == 0:
-            assert common.values.tolist() == [s for r in mine for s in r.scores or ()]
+        assert common.spans[:, K.COUNT].tolist() == [len(r.items) for r in mine]
+        assert bytes(common.lines()).splitlines() == [r.raw for r in mine]
         picked = common.take([len(common) - 1, 0])
         assert picked.records(kind) == [mine[-1], mine[0]]
-        if g == 0:
-            assert picked.values.tolist() == [*mine[-1].scores, *mine[0].scores]  # type: ignore[misc]
     return parsed
 
 
 def test_common_shape_is_taken_whole_and_agrees() -> None:
     """Lines as the service writes them are kept as byte ranges, with the parser's values."""
     parsed = _same_as_one_by_one([*COMMON, b"", None, *COMMON])
-    assert len(parsed.common[0]) == 6 and len(parsed.common[1]) == 4
+    assert len(parsed.common) == 10
     assert parsed.records == []
 
 

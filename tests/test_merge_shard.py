@@ -27,13 +27,6 @@ BUCKET = "b"
 OUT = "s3://b/out/run/shard-00000/"
 
 
-@pytest.fixture(autouse=True, params=["sorted arrays", "dicts"])
-def reconcile_way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs with both ways of reconciling a partition (they must agree)."""
-    if request.param == "dicts":
-        monkeypatch.setattr(merge_module, "_fits_fixed_width", lambda lines: False)
-
-
 class MemoryStore:
     """An ObjectReader over a dict, chunking reads finely to exercise line splitting."""
 
@@ -203,12 +196,8 @@ async def test_no_outputs_means_everything_is_missing(tmp_path: Path) -> None:
 async def test_fingerprint_collisions_never_hide_a_missing_id(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """With a hash that collides all the time, every sent ID is still answered or listed."""
-
-    def weak(ids: Sequence[bytes]) -> np.ndarray:
-        return np.array([len(i) % 3 for i in ids], np.uint64)
-
-    monkeypatch.setattr(merge_module, "_fingerprints_of", weak)
+    """With fingerprints that collide all the time, every sent ID is still answered or listed."""
+    monkeypatch.setattr(merge_module, "_FINGERPRINT_BITS", np.uint64(3))
     store = MemoryStore()
     users = [f"user-{i}" for i in range(30)]
     parts = [put_input(store, "in/p.jsonl", users)]

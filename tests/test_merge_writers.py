@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from fanout._outputs import OutputRecord, parse_lines, parse_output_line
+from fanout._outputs import Block, OutputRecord, parse_block, parse_output_line
 from fanout.errors import ConfigError, MergeError
 from fanout.merge import ResultFormat, ResultShape, open_results
 from fanout.records import InputKind
@@ -241,8 +241,8 @@ async def test_common_lines_write_as_their_records_do(
     tmp_path: Path, name: str, options: dict[str, object]
 ) -> None:
     """Lines kept as byte ranges make the same file as the same lines parsed into records."""
-    parsed = parse_lines(1, list(COMMON_LINES), InputKind.USER)
-    common = parsed.common[0]
+    parsed = parse_block(0, Block(b"\n".join(COMMON_LINES)), InputKind.USER, 1000)
+    common = parsed.common
     assert len(common) == 3
     records = common.records(InputKind.USER)
     (tmp_path / "a").mkdir()

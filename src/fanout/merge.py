@@ -20,9 +20,11 @@ Reconciliation is exact. The shard's input parts are read back to learn which ID
    is about twice the bytes of the shard's IDs, in a private temporary folder removed
    afterwards.
 
-Lines of the common shape are never turned into Python objects: `_outputs.parse_lines` keeps
+Lines of the common shape are never turned into Python objects: `_outputs.parse_block` keeps
 them as byte ranges (`CommonLines`), which `ResultFile.write_common` writes; a result sink that
-is not a `ResultFile` gets them as `OutputRecord`s.
+is not a `ResultFile` gets them as `OutputRecord`s. The per-line work (checking lines,
+fingerprints, spilling IDs) is done by compiled kernels (`_mergekernels`) on worker threads,
+which release the GIL, so two shards merge on two cores.
 
 So a fingerprint collision can never hide a missing ID: an ID counts as answered only if a line
 with exactly that ID was written. A collision can at worst (probability ~n²/2⁶⁵ per shard) make
@@ -35,23 +37,24 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 import aiofiles
 import anyio
 import numpy as np
+import numpy.typing as npt
 import orjson
 
-from ._dedupe import U64, _fingerprints_of
+from . import _mergekernels as K
 from ._outputs import (
     BadLine,
+    Block,
     CommonLines,
-    LineSplitter,
+    LineBlocks,
     OutputRecord,
-    _utf8,
-    parse_lines,
+    parse_block,
     parse_output_line,
 )
 from ._writers import (
@@ -83,10 +86,11 @@ __all__ = [
     "parse_output_line",
 ]
 
-_TAG_RESULT = b"r"  # written as a result
-_TAG_ERROR = b"e"  # written as an error line
-_TAG_DROPPED = b"d"  # a sent fingerprint already written: not written again
-_TAG_UNSENT = b"u"  # a fingerprint never sent: not written
+# What was done with an output line, spilled with its ID:
+_RESULT = ord("r")  # written as a result
+_ERROR = ord("e")  # written as an error line
+_DROPPED = ord("d")  # a sent fingerprint already written: not written again
+_UNSENT = ord("u")  # a fingerprint never sent: not written
 
 
 class ResultSink(Protocol):
@@ -127,7 +131,7 @@ class MergeOptions:
     (lines, joined texts) then outgrow the CPU caches and glibc's mmap threshold (measured on
     2M lines: 8 MiB took 12% more CPU and twice the peak memory)."""
 
-    chunk_bytes: int = 1024 * 1024
+    chunk_bytes: int = 2 * 1024 * 1024
     max_line_bytes: int = 256 * 1024 * 1024  # a 5M-user segment line is ~60 MB
     partitions: int = 64
     spill_dir: Path | None = None  # default: the system's temporary folder
@@ -218,121 +222,85 @@ def _chunks(reader: ObjectReader, location: str, chunk_bytes: int) -> AsyncItera
     return _local_chunks(location, chunk_bytes)
 
 
-async def _lines(
-    chunks: AsyncIterator[bytes], max_line: int
-) -> AsyncIterator[tuple[int, list[bytes | None]]]:
-    """The lines of a stream, a chunk's worth at a time, with the number of the first one; an
-    overlong line is None."""
-    splitter = LineSplitter(max_line)
+async def _blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[Block]:
+    """The lines of a stream, in blocks of whole lines (`LineBlocks`)."""
+    splitter = LineBlocks(max_line)
     async for chunk in chunks:
-        lines = splitter.feed(chunk)
-        if lines:
-            yield splitter.count - len(lines) + 1, lines
+        block = splitter.feed(chunk)
+        if block is not None:
+            yield block
     last = splitter.finish()
-    if last:
-        yield splitter.count, last
+    if last is not None:
+        yield last
 
 
-def _sent_ids(
-    first: int, lines: list[bytes | None], kind: InputKind, where: str
-) -> tuple[list[bytes], list[bytes]]:
-    """The IDs on a batch of input lines (blank lines skipped), UTF-8, and each as a JSON
-    string; a damaged line is an error. Lines as prepare writes them (`{"userId":"…"}`, no
-    escapes) are read with a slice, others with orjson."""
-    field = kind.id_field
-    head = b'{"' + field.encode() + b'":"'
-    whole = _sent_ids_at_once(lines, head)
-    if whole is not None:
-        return whole
-    start = len(head)
+U64 = npt.NDArray[np.uint64]
+
+
+# The bits of an ID's fingerprint that are used: all of them, but tests keep two, so that
+# fingerprints collide all the time.
+_FINGERPRINT_BITS = np.uint64(2**64 - 1)
+
+
+def _fingerprints(data: K.U8, lo: K.I64, hi: K.I64) -> U64:
+    return K.fingerprints(data, lo, hi, _FINGERPRINT_BITS)
+
+
+def fingerprints_of(keys: Sequence[bytes]) -> U64:
+    """`_mergekernels.fingerprints` of each of `keys`."""
+    return _fingerprints(*_packed(keys, 0))
+
+
+def _packed(pieces: Sequence[bytes], trim: int) -> tuple[K.U8, K.I64, K.I64]:
+    """`pieces` joined, and where each starts and ends, less `trim` bytes at either end."""
+    sizes = np.fromiter(map(len, pieces), np.int64, len(pieces))
+    ends = np.cumsum(sizes)
+    data = np.frombuffer(b"".join(pieces), np.uint8)
+    return data, ends - sizes + trim, ends - trim
+
+
+def _sent_block(
+    before: int, block: Block, kind: InputKind, where: str, spill: _Spill
+) -> tuple[U64, int]:
+    """The fingerprints of the IDs on a block of input lines that follows line number
+    `before` (blank lines skipped), each ID spilled, and the number of lines in the block; a
+    damaged line is an error. Lines as prepare writes them (`{"userId":"…"}`, no escapes) are
+    read by a kernel, others with orjson."""
+    if block.overlong:
+        raise _damaged(where, before + 1, "longer than the line limit")
+    data = np.frombuffer(block.data, np.uint8)
+    count, lo, hi = K.scan_sent(data, K.as_array('{"' + kind.id_field + '":"'))
+    if count >= 0:
+        fps = _fingerprints(data, lo, hi)
+        spill.add(data, lo, hi, None, fps)
+        return fps, count
+    lines = block.data.split(b"\n")
+    if not lines[-1]:
+        lines.pop()
     keys: list[bytes] = []
     quoted: list[bytes] = []
-    for number, line in enumerate(lines, start=first):
-        if line is not None and line.startswith(head) and line.endswith(b'"}'):
-            key = line[start:-2]
-            if key and b'"' not in key and b"\\" not in key:
-                keys.append(key)
-                quoted.append(b'"' + key + b'"')
-                continue
-        problem = "longer than the line limit" if line is None else ""
-        if line is not None:
-            if not line.strip():
-                continue
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                obj = None
-            value = obj.get(field) if isinstance(obj, dict) else None
-            if isinstance(value, str) and value:
-                keys.append(value.encode())
-                quoted.append(orjson.dumps(value))
-                continue
-            problem = f"not a JSON object with a string {field!r}"
-        raise MergeError(
-            f"{where}, line {number}: {problem}; the shard's input is damaged, so what "
-            "was sent cannot be known: prepare the run again"
-        )
-    if keys and not _plain_keys(keys):  # control characters or invalid UTF-8: the slow way
-        return _sent_ids_slowly(first, lines, kind, where)
-    return keys, quoted
-
-
-def _sent_ids_at_once(
-    lines: list[bytes | None], head: bytes
-) -> tuple[list[bytes], list[bytes]] | None:
-    """`_sent_ids` for a batch whose every line is `{"<id field>":"…"}` without escapes,
-    checked and cut with a few whole-batch calls; None for any other batch."""
-    n = len(lines)
-    if not n or None in lines or min(map(len, lines)) < len(head) + 3:  # type: ignore[arg-type]
-        return None  # (so that a line's head and its `"}` cannot overlap)
-    text = b"\n".join(lines) + b"\n"  # type: ignore[arg-type]
-    if not (
-        text.startswith(head)
-        and text.count(b"\n" + head) == n - 1  # every line starts with the head,
-        and text.count(b'"}\n') == n  # ends with `"}`,
-        and text.count(b'"') == 4 * n  # and has no other quote
-        and b"\\" not in text
-        and len(text.translate(None, _CONTROL_BUT_LF)) == len(text)
-        and _utf8(text)
-    ):
-        return None
-    inner = text.replace(b'"}\n' + head, b"\n")[len(head) : -3]
-    return inner.split(b"\n"), (b'"' + inner.replace(b"\n", b'"\n"') + b'"').split(b"\n")
-
-
-def _plain_keys(keys: list[bytes]) -> bool:
-    text = b"".join(keys)
-    if len(text.translate(None, _CONTROL)) != len(text):
-        return False
-    try:
-        text.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _sent_ids_slowly(
-    first: int, lines: list[bytes | None], kind: InputKind, where: str
-) -> tuple[list[bytes], list[bytes]]:
-    keys: list[bytes] = []
-    quoted: list[bytes] = []
-    for number, line in enumerate(lines, start=first):
-        if line is not None and not line.strip():
+    for number, line in enumerate(lines, start=before + 1):
+        if not line.strip():
             continue
         try:
-            obj = orjson.loads(line) if line is not None else None
+            obj = orjson.loads(line)
         except orjson.JSONDecodeError:
             obj = None
         value = obj.get(kind.id_field) if isinstance(obj, dict) else None
         if not isinstance(value, str) or not value:
-            return _sent_ids(number, [line], kind, where)  # raises, naming the line
+            raise _damaged(where, number, f"not a JSON object with a string {kind.id_field!r}")
         keys.append(value.encode())
         quoted.append(orjson.dumps(value))
-    return keys, quoted
+    fps = fingerprints_of(keys)
+    spill.add(*_packed(quoted, 1), None, fps)
+    return fps, len(lines)
 
 
-_CONTROL = bytes(range(32))
-_CONTROL_BUT_LF = _CONTROL.replace(b"\n", b"")
+def _damaged(where: str, number: int, problem: str) -> MergeError:
+    return MergeError(
+        f"{where}, line {number}: {problem}; the shard's input is damaged, so what was sent "
+        "cannot be known: prepare the run again"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,22 +321,23 @@ class _Spill:
         self._partitions = partitions
         self.sizes = [0] * partitions  # bytes per partition
 
-    def group(self, fps: U64, lines: list[bytes]) -> None:
-        """Add `lines` (without line ends) to the buffers, by partition (call `flush` when
-        `full`)."""
-        if not lines:
+    def add(self, data: K.U8, lo: K.I64, hi: K.I64, tags: K.U8 | None, fps: U64) -> None:
+        """Add the IDs `data[lo:hi]` (JSON-escaped, without quotes), each with its tag byte
+        (or none), to the buffers by fingerprint (call `flush` when `full`)."""
+        if not len(lo):
             return
-        parts = (fps % np.uint64(self._partitions)).astype(np.intp)
-        order = np.argsort(parts, kind="stable")
-        bounds = np.searchsorted(parts[order], np.arange(self._partitions + 1)).tolist()
-        ordered = [lines[i] for i in order.tolist()]
+        parts = (fps % np.uint64(self._partitions)).astype(np.int64)
+        if tags is None:
+            tags = np.zeros(len(lo), np.uint8)
+        records, bounds = K.partitioned(data, lo, hi, tags, parts, self._partitions)
+        view = records.data
+        at = bounds.tolist()
         for part in range(self._partitions):
-            lo, hi = bounds[part], bounds[part + 1]
-            if lo < hi:
-                data = b"\n".join(ordered[lo:hi]) + b"\n"
-                self._buffers[part] += data
-                self._pending += len(data)
-                self.sizes[part] += len(data)
+            start, end = at[part], at[part + 1]
+            if start < end:
+                self._buffers[part] += view[start:end]
+                self.sizes[part] += end - start
+        self._pending += at[-1]
 
     @property
     def full(self) -> bool:
@@ -396,15 +365,12 @@ class _Spill:
                 handle.close()
         self._handles = [None] * len(self._handles)
 
-    def read(self, part: int) -> list[bytes]:
-        """Partition `part`'s lines (without line ends); call `close` first."""
+    def read(self, part: int) -> bytes:
+        """Partition `part`'s records; call `close` first."""
         data = b""
         if self._paths[part].exists():
             data = self._paths[part].read_bytes()
-        data += self._buffers[part]
-        lines = data.split(b"\n")
-        lines.pop()
-        return lines
+        return data + self._buffers[part]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -473,12 +439,14 @@ async def _merge(
     pieces: list[U64] = []
     for part in input_parts:
         source = _chunks(reader, part, options.chunk_bytes)
-        async for start, batch in _lines(source, options.max_line_bytes):
-            keys, quoted = await anyio.to_thread.run_sync(_sent_ids, start, batch, kind, part)
-            fps = _fingerprints_of(keys)
+        number = 0  # lines read so far
+        async for block in _blocks(source, options.max_line_bytes):
+            fps, lines = await anyio.to_thread.run_sync(
+                _sent_block, number, block, kind, part, sent_spill
+            )
+            number += lines
             pieces.append(fps)
-            counts.input_lines += len(keys)
-            sent_spill.group(fps, quoted)
+            counts.input_lines += len(fps)
             if sent_spill.full:
                 await sent_spill.flush()
     sent = _sorted_unique(pieces)
@@ -492,10 +460,12 @@ async def _merge(
         counts.objects += 1
         uri = f"s3://{prefix.bucket}/{info.key}"
         chunks = reader.read_chunks(prefix.bucket, info.key, options.chunk_bytes)
-        async for first, lines in _lines(chunks, options.max_line_bytes):
+        number = 0  # lines read so far
+        async for block in _blocks(chunks, options.max_line_bytes):
             routed = await anyio.to_thread.run_sync(
-                _route, first, lines, kind, uri, shard, sent, written, out_spill
+                _route, number, block, kind, uri, shard, sent, written, out_spill, options
             )
+            number += routed.count
             counts.lines += routed.lines
             counts.corrupt += routed.corrupt
             await _deliver(routed, sinks, kind)
@@ -544,44 +514,52 @@ def _sorted_unique(pieces: list[U64]) -> U64:
     return values[keep]
 
 
-_TAGS = {ord(tag): tag for tag in (_TAG_RESULT, _TAG_ERROR, _TAG_DROPPED, _TAG_UNSENT)}
-
-
 @dataclass(slots=True)
 class _Routed:
-    """What a batch of output lines comes to: what to write where, and counts."""
+    """What a block of output lines comes to: what to write where, and counts."""
 
+    count: int
     lines: int
     corrupt: int
     corrupt_report: bytes
-    errors: bytes
-    records: list[OutputRecord]
-    common: list[CommonLines]
+    errors: bytes = b""
+    records: list[OutputRecord] = field(default_factory=list)
+    common: CommonLines | None = None
 
 
 def _route(
-    first: int,
-    lines: list[bytes | None],
+    before: int,
+    block: Block,
     kind: InputKind,
     uri: str,
     shard: int,
     sent: U64,
     written: np.ndarray[tuple[int], np.dtype[np.uint8]],
     spill: _Spill,
+    options: MergeOptions,
 ) -> _Routed:
-    """Parse a batch of output lines, decide what is written (each sent fingerprint's first
+    """Parse a block of output lines, decide what is written (each sent fingerprint's first
     usable line) and spill every usable line's ID with what was done with it. On a worker
     thread; `written` and `spill` belong to the one shard being merged."""
-    parsed = parse_lines(first, lines, kind)
+    parsed = parse_block(before, block, kind, options.max_line_bytes)
     report = b"".join(
         orjson.dumps({"shard": shard, "object": uri, "line": number, "reason": reason}) + b"\n"
         for number, reason in parsed.bad
     )
-    routed = _Routed(parsed.lines, len(parsed.bad), report, b"", [], [])
-    keys = parsed.keys
-    if not keys:
+    routed = _Routed(parsed.count, parsed.lines, len(parsed.bad), report)
+    common, records = parsed.common, parsed.records
+    n_common = len(common)
+    if not n_common and not records:
         return routed
-    fps = _fingerprints_of(keys)
+    # Usable lines: the common ones, then the records ("source" order); `order` puts them in
+    # line order, which decides which line of an ID is its first.
+    record_keys = [record.key.encode() for record in records]
+    id_lo, id_hi = common.id_spans()
+    source_fps = np.concatenate(
+        (_fingerprints(common.data, id_lo, id_hi), fingerprints_of(record_keys))
+    )
+    order = np.argsort(np.concatenate((parsed.common_at, parsed.record_at)), kind="stable")
+    fps = source_fps[order]
     where = np.searchsorted(sent, fps)
     inside = where < len(sent)
     hit = np.zeros(len(fps), np.bool_)
@@ -590,32 +568,29 @@ def _route(
     fresh[hit] = written[where[hit]] == 0
     candidates = np.flatnonzero(fresh)
     _, first_seen = np.unique(where[candidates], return_index=True)
-    chosen = np.sort(candidates[first_seen])  # in line order
+    chosen = candidates[first_seen]
     written[where[chosen]] = 1
-    tags = np.full(len(keys), ord(_TAG_DROPPED), np.uint8)
-    tags[~hit] = ord(_TAG_UNSENT)
-    tags[chosen] = ord(_TAG_RESULT)
-    failed = [
-        at
-        for at, index in zip(parsed.record_at, parsed.index[parsed.record_at].tolist(), strict=True)
-        if parsed.records[index].error is not None
-    ]
+    tags = np.full(len(fps), _DROPPED, np.uint8)
+    tags[~hit] = _UNSENT
+    tags[chosen] = _RESULT
+    source_tags = np.empty_like(tags)
+    source_tags[order] = tags
+    failed = [i for i, record in enumerate(records) if record.error is not None]
     if failed:
-        is_error = np.zeros(len(keys), np.bool_)
-        is_error[failed] = True
-        tags[chosen[is_error[chosen]]] = ord(_TAG_ERROR)
-    tag_list = tags.tolist()
-    spilled = [_TAGS[tag] + b'"' + key + b'"' for tag, key in zip(tag_list, keys, strict=True)]
-    for at, index in zip(parsed.record_at, parsed.index[parsed.record_at].tolist(), strict=True):
-        key = parsed.records[index].key
-        spilled[at] = _TAGS[tag_list[at]] + orjson.dumps(key)
-    spill.group(fps, spilled)
+        at = np.array(failed, np.int64) + n_common
+        source_tags[at] = np.where(source_tags[at] == _RESULT, _ERROR, source_tags[at])
+    spill.add(common.data, id_lo, id_hi, source_tags[:n_common], source_fps[:n_common])
+    if records:
+        quoted = [orjson.dumps(record.key) for record in records]
+        spill.add(*_packed(quoted, 1), source_tags[n_common:], source_fps[n_common:])
 
-    group = parsed.group[chosen]
-    picks = [parsed.index[chosen[group == g]].tolist() for g in (0, 1)]
+    picked = np.sort(order[chosen])  # in line order
+    common_picks = picked[picked < n_common]
+    if len(common_picks):
+        routed.common = common.take(common_picks)
     errors: list[bytes] = []
-    for index in parsed.index[chosen[group == 2]].tolist():
-        record = parsed.records[index]
+    for index in (picked[picked >= n_common] - n_common).tolist():
+        record = records[index]
         if record.error is None:
             routed.records.append(record)
         else:
@@ -623,9 +598,6 @@ def _route(
                 orjson.dumps({"id": record.key, "error": record.error, "shard": shard}) + b"\n"
             )
     routed.errors = b"".join(errors)
-    routed.common = [
-        common.take(pick) for common, pick in zip(parsed.common, picks, strict=True) if pick
-    ]
     return routed
 
 
@@ -636,7 +608,8 @@ async def _deliver(routed: _Routed, sinks: MergeSinks, kind: InputKind) -> None:
         await sinks.errors.write(routed.errors)
     if routed.records:
         await sinks.results.write(routed.records)
-    for common in routed.common:
+    common = routed.common
+    if common is not None:
         if isinstance(sinks.results, ResultFile):
             await sinks.results.write_common(common)
         else:  # a sink that takes records only
@@ -660,91 +633,22 @@ def _groups(sent: _Spill, out: _Spill, partitions: int) -> Iterator[list[int]]:
         yield group
 
 
-_COUNT_NAMES = ("results", "errors", "missing", "unexpected", "duplicated_in_output", "collisions")
+_WRITTEN = np.array([_RESULT, _ERROR], np.uint8)
 
 
 def _reconcile(
     sent_spill: _Spill, out_spill: _Spill, group: list[int]
 ) -> tuple[list[bytes], dict[str, int], int]:
-    """Partitions `group`, exactly: (missing IDs as JSON strings, counts, distinct IDs sent).
-
-    IDs are compared as strings (numpy byte strings, sorted): an output line counts for a sent
-    ID only if its ID is exactly that one."""
-    sent_lines = [line for part in group for line in sent_spill.read(part)]
-    out_lines = [line for part in group for line in out_spill.read(part)]
-    if not _fits_fixed_width(sent_lines) or not _fits_fixed_width(out_lines):
-        return _reconcile_by_dict(sent_lines, out_lines)
-    counts = dict.fromkeys(_COUNT_NAMES, 0)
-    sent = np.unique(np.array(sent_lines, np.bytes_)) if sent_lines else np.empty(0, "S1")
-    if out_lines:
-        tags = np.frombuffer(b"".join([line[:1] for line in out_lines]), np.uint8)
-        keys = np.array([line[1:] for line in out_lines], np.bytes_)
-    else:
-        tags, keys = np.empty(0, np.uint8), np.empty(0, "S1")
-    if len(sent):
-        pos = np.minimum(np.searchsorted(sent, keys), len(sent) - 1)
-        found = sent[pos] == keys
-    else:
-        pos, found = np.zeros(len(keys), np.intp), np.zeros(len(keys), np.bool_)
-    is_written = (tags == ord(_TAG_RESULT)) | (tags == ord(_TAG_ERROR))
-    counts["unexpected"] = int(np.count_nonzero(~found))
-    collisions = int(np.count_nonzero(~found & is_written))
-    at = pos[found]
-    lines_per_id = np.bincount(at, minlength=len(sent))
-    has_result = np.zeros(len(sent), np.bool_)
-    has_result[pos[found & (tags == ord(_TAG_RESULT))]] = True
-    has_error = np.zeros(len(sent), np.bool_)
-    has_error[pos[found & (tags == ord(_TAG_ERROR))]] = True
-    has_error &= ~has_result
-    missing = ~(has_result | has_error)
-    counts["results"] = int(np.count_nonzero(has_result))
-    counts["errors"] = int(np.count_nonzero(has_error))
-    counts["missing"] = int(np.count_nonzero(missing))
-    # lines with a missing ID were left unwritten because of a collision
-    counts["collisions"] = collisions + int(np.count_nonzero(missing & (lines_per_id > 0)))
-    counts["duplicated_in_output"] = int(np.maximum(lines_per_id - 1, 0).sum())
-    return sent[missing].tolist(), counts, len(sent)
-
-
-def _fits_fixed_width(lines: list[bytes]) -> bool:
-    """Whether `lines` as a fixed-width numpy array (every entry as long as the longest) takes
-    at most 4 times their bytes: not so when a few IDs are much longer than the rest."""
-    if not lines:
-        return True
-    return max(map(len, lines)) * len(lines) <= 4 * sum(map(len, lines)) + 4096
-
-
-def _reconcile_by_dict(
-    sent_lines: list[bytes], out_lines: list[bytes]
-) -> tuple[list[bytes], dict[str, int], int]:
-    """`_reconcile` with Python dicts: slower, for IDs of very unequal lengths."""
-    sent: dict[bytes, int] = {}
-    for key in sent_lines:
-        sent[key] = sent.get(key, 0) + 1
-    seen: dict[bytes, bytes] = {}  # key -> the tags of its output lines
-    counts = dict.fromkeys(_COUNT_NAMES, 0)
-    for line in out_lines:
-        tag, key = line[:1], line[1:]
-        if key not in sent:
-            counts["unexpected"] += 1
-            if tag in (_TAG_RESULT, _TAG_ERROR):
-                counts["collisions"] += 1
-            continue
-        seen[key] = seen.get(key, b"") + tag
-    missing: list[bytes] = []
-    for key in sent:
-        tags = seen.get(key, b"")
-        if _TAG_RESULT in tags:
-            counts["results"] += 1
-        elif _TAG_ERROR in tags:
-            counts["errors"] += 1
-        else:
-            counts["missing"] += 1
-            missing.append(key)
-            if tags:  # lines with this ID were left unwritten because of a collision
-                counts["collisions"] += 1
-        counts["duplicated_in_output"] += max(len(tags) - 1, 0)
-    return missing, counts, len(sent)
+    """Partitions `group`, exactly (`_mergekernels.reconcile`): (missing IDs as JSON strings,
+    counts, distinct IDs sent)."""
+    sent = b"".join([sent_spill.read(part) for part in group])
+    out = b"".join([out_spill.read(part) for part in group])
+    numbers, lo, hi = K.reconcile(
+        np.frombuffer(sent, np.uint8), np.frombuffer(out, np.uint8), _WRITTEN, _FINGERPRINT_BITS
+    )
+    counts = dict(zip(K.RECONCILED, numbers.tolist(), strict=True))
+    missing = [sent[a - 1 : b + 1] for a, b in zip(lo.tolist(), hi.tolist(), strict=True)]
+    return missing, counts, counts.pop("sent")
 
 
 def _missing_line(key: bytes) -> bytes:
