@@ -17,7 +17,8 @@ then times, each case in its own process (peak RSS = `ru_maxrss` of that child, 
     (d) fanout merge_shard per shard → one Parquet file
 
 fanout merges as the product does: one `merge_shard` per shard, `--concurrency` shards at a
-time (default 2, the cores of the machine this was tuned on) into one shared result file, and
+time (default 4, `MergeSettings.concurrency`: each shard is read, parsed and written in turn,
+so two cores need more than two shards in flight) into one shared result file, and
 each merge reads the shard's input part back and reconciles every sent ID exactly (errors,
 missing and corrupt lines go to their files). duckdb and the naive loop only convert.
 
@@ -26,7 +27,7 @@ Targets (issue 5): (d) rate ≥ 1.0× duckdb, (c) rate ≥ 2.0× duckdb, peak RS
 of `--repeat` rounds is kept, cases taking turns, since the machine may be shared.
 
     .venv/bin/python benchmarks/merge.py [--lines 2000000] [--shards 20] [--repeat 2]
-        [--concurrency 2] [--workdir DIR]
+        [--concurrency 4] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -291,7 +292,7 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=2_000_000, help="output lines in all")
     parser.add_argument("--shards", type=int, default=20, help="shards (one .out file each)")
     parser.add_argument("--repeat", type=int, default=2, help="rounds, best kept")
-    parser.add_argument("--concurrency", type=int, default=2, help="shards merged at once")
+    parser.add_argument("--concurrency", type=int, default=4, help="shards merged at once")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the generated run here")
     parser.add_argument("--case", nargs=3, metavar=("CASE", "RUN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -240,9 +239,10 @@ def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes | No
             continue
         if block.overlong:
             out.append((len(out) + 1, None))
-        kinds, spans = K.scan(np.frombuffer(block.data, np.uint8), K.NOTHING, limit)
+        data = block.data()
+        kinds, spans = K.scan(data, K.NOTHING, limit)
         for kind, (lo, hi) in zip(kinds.tolist(), spans[:, :2].tolist(), strict=True):
-            out.append((len(out) + 1, None if kind == K.OVERLONG else block.data[lo:hi]))
+            out.append((len(out) + 1, None if kind == K.OVERLONG else data[lo:hi].tobytes()))
     return out
 
 

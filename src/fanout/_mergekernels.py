@@ -81,6 +81,15 @@ _CLASS[128:] = _HIGH
 
 
 @kernel
+def joined(head: U8, body: U8, end: int) -> U8:
+    """`head` followed by `body[:end]`, as a new array."""
+    out = np.empty(len(head) + end, np.uint8)
+    out[: len(head)] = head
+    out[len(head) :] = body[:end]
+    return out
+
+
+@kernel
 def _string_end(data: U8, p: int, end: int) -> tuple[int, bool]:
     """Where the string starting at `p` (after its opening quote) ends (its closing quote), and
     whether it has a non-ASCII byte; -1 for a control character, a backslash or no end."""

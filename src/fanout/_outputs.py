@@ -156,46 +156,59 @@ def _numbers(output: dict[str, Any], name: str, count: int) -> tuple[float, ...]
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """Whole lines of a stream: `data` (`\n`-separated; only the stream's last line may lack its
-    `\n`). `overlong` says a line just before them was skipped for being longer than the line
-    limit. Blocks do not number their lines: the kernels count them, off the event loop."""
+    """Whole lines of a stream: `head + body[:end]` (`\n`-separated; only the stream's last
+    line may lack its `\n`), where `head` is the start of a line carried over from earlier
+    chunks. `overlong` says a line just before them was skipped for being longer than the line
+    limit. A block is joined into one array (`data`) off the event loop, and does not number its
+    lines: the kernels count them."""
 
-    data: bytes
+    body: bytes
+    end: int = -1  # -1: all of body
+    head: bytes = b""
     overlong: bool = False
+
+    def data(self) -> K.U8:
+        """The block's bytes, contiguous (joined without the GIL: call it on a worker thread)."""
+        body = np.frombuffer(self.body, np.uint8)
+        end = len(body) if self.end < 0 else self.end
+        if not self.head:
+            return body[:end]
+        return K.joined(np.frombuffer(self.head, np.uint8), body, end)
 
 
 class LineBlocks:
     """Cuts a stream of chunks into blocks of whole lines, holding at most one chunk and one
     partial line (≤ `max_line` bytes); a line that grows past the limit is skipped and reported
-    as `Block.overlong` once its end is seen."""
+    as `Block.overlong` once its end is seen. Chunks are not copied here."""
 
     def __init__(self, max_line: int) -> None:
         self._max = max_line
-        self._tail = bytearray()
+        self._tail = b""
         self._skipping = False
 
     def feed(self, chunk: bytes) -> Block | None:
         overlong = False
+        start = 0
         if self._skipping:
-            end = chunk.find(b"\n")
-            if end < 0:
+            start = chunk.find(b"\n") + 1
+            if not start:
                 return None
             self._skipping = False
             overlong = True
-            chunk = chunk[end + 1 :]
-        cut = chunk.rfind(b"\n") + 1
+        cut = chunk.rfind(b"\n", start) + 1
+        head = self._tail
         if cut:
-            data = bytes(self._tail) + chunk[:cut] if self._tail else chunk[:cut]
-            self._tail = bytearray(chunk[cut:])
+            self._tail = chunk[cut:]
         else:
-            data = b""
-            self._tail += chunk
+            self._tail += chunk[start:]
         if len(self._tail) > self._max:
             self._skipping = True
-            self._tail = bytearray()
-        if data or overlong:
-            return Block(data, overlong)
-        return None
+            self._tail = b""
+        if not cut:
+            return Block(b"", overlong=True) if overlong else None
+        if start:
+            return Block(chunk[start:cut], overlong=overlong)
+        return Block(chunk, cut, head, overlong)
 
     def finish(self) -> Block | None:
         """The last line, if the stream does not end in a line end."""
@@ -203,7 +216,7 @@ class LineBlocks:
             self._skipping = False
             return Block(b"", overlong=True)
         if self._tail:
-            data, self._tail = bytes(self._tail), bytearray()
+            data, self._tail = self._tail, b""
             return Block(data)
         return None
 
@@ -282,7 +295,7 @@ class ParsedBlock:
 def parse_block(before: int, block: Block, kind: InputKind, max_line: int) -> ParsedBlock:
     """Parse a block of output lines (`LineBlocks`) that follows line number `before`; a line
     over `max_line` bytes is unusable. Blank lines are skipped. Never raises."""
-    data = np.frombuffer(block.data, np.uint8)
+    data = block.data()
     head = K.head_of(_ID_FIELD[kind]) if kind is not InputKind.ITEM_ATTRIBUTES else K.NOTHING
     kinds, spans = K.scan(data, head, max_line)
     bad: list[tuple[int, str]] = []

@@ -542,7 +542,7 @@ def open_results(
     separator: str = "|",
     shape: ResultShape | None = None,
     row_group_rows: int = 1_000_000,
-    row_group_bytes: int = 64 * 1024 * 1024,
+    row_group_bytes: int = 32 * 1024 * 1024,
 ) -> ResultFile:
     """A result file for `async with`: format from `fmt` or the name, gzip for `.gz` text files.
 

@@ -268,13 +268,13 @@ def _sent_block(
     read by a kernel, others with orjson."""
     if block.overlong:
         raise _damaged(where, before + 1, "longer than the line limit")
-    data = np.frombuffer(block.data, np.uint8)
+    data = block.data()
     count, lo, hi = K.scan_sent(data, K.as_array('{"' + kind.id_field + '":"'))
     if count >= 0:
         fps = _fingerprints(data, lo, hi)
         spill.add(data, lo, hi, None, fps)
         return fps, count
-    lines = block.data.split(b"\n")
+    lines = data.tobytes().split(b"\n")
     if not lines[-1]:
         lines.pop()
     keys: list[bytes] = []

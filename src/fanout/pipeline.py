@@ -583,7 +583,7 @@ class MergeSettings:
     overwrite: bool = False
     raw: bool = False  # the service's lines verbatim (JSON lines only)
     separator: str = "|"  # joins lists in CSV
-    concurrency: int = 2  # shards merged at once
+    concurrency: int = 4  # shards merged at once (each is read, parsed and written in turn)
 
     def __post_init__(self) -> None:
         if self.fmt not in {None, "jsonl", "csv", "parquet"}:
