@@ -34,6 +34,9 @@ from .errors import ConfigError, MergeError
 from .records import InputKind
 
 _FLUSH_BYTES = 4 * 1024 * 1024
+# Written data is synced to disk every so often while other shards are still being parsed,
+# rather than all at once by the fsync before the file is moved into place (1 GB: ~0.7 s idle).
+_SYNC_BYTES = 128 * 1024 * 1024
 _Piece = bytes | memoryview  # encoded rows
 
 
@@ -211,6 +214,7 @@ class _TextFile(ResultFile):
         super().__init__(path, kind, overwrite)
         self._pieces: list[_Piece] = []  # encoded rows not yet written, never copied here
         self._pending = 0
+        self._synced = 0  # bytes on disk (fdatasync), so that the final fsync has little to do
         self._gzip = zlib.compressobj(6, zlib.DEFLATED, 31) if gzip else None
         self._handle: BinaryIO | None = None
 
@@ -241,6 +245,10 @@ class _TextFile(ResultFile):
                 handle.writelines(packer.compress(piece) for piece in pieces)
                 if final:
                     handle.write(packer.flush())
+            if handle.tell() - self._synced >= _SYNC_BYTES:
+                handle.flush()
+                os.fdatasync(handle.fileno())
+                self._synced = handle.tell()
             if final:
                 handle.close()
 
@@ -493,16 +501,22 @@ class _ParquetFile(ResultFile):
             await anyio.to_thread.run_sync(self._write_group, batches)
 
     def _open_writer(self) -> Any:
-        """The Parquet writer: zstd; dictionary encoding only where values repeat (item and
+        """The Parquet writer: snappy (what Spark, duckdb and Athena default to; zstd is ~25%
+        smaller but costs ~15% more CPU); dictionary encoding only where values repeat (item and
         user IDs, themes), not for the unique IDs or the scores, where it costs half the time
-        of writing and saves nothing."""
+        of writing and saves nothing; min/max statistics for the ID column only, the one a
+        query filters on (on the list columns they cost a quarter of the time)."""
         repeated = [
             f"{field.name}.list.element" if self._pa.types.is_list(field.type) else field.name
             for field in self._schema
             if field.name in ("recommendedItems", "users", "theme")
         ]
         return self._pq.ParquetWriter(
-            str(self._tmp), self._schema, compression="zstd", use_dictionary=repeated
+            str(self._tmp),
+            self._schema,
+            compression="snappy",
+            use_dictionary=repeated,
+            write_statistics=[self.kind.id_field],
         )
 
     def _write_group(self, batches: list[Any]) -> None:
