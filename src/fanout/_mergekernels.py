@@ -660,3 +660,29 @@ def reconcile(sent: U8, out: U8, written: U8, mask: np.uint64) -> tuple[I64, I64
             found_missing += 1
     chosen = np.sort(missing[:found_missing])
     return counts, s_lo[chosen], s_hi[chosen]
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) every kernel with the argument types the merge
+    uses: `scripts/install` calls it, so that the first merge does not spend ~20 s compiling."""
+    line = b'{"input":{"userId":"u"},"output":{"recommendedItems":["a"],"scores":[1.5]}}\n'
+    data = readonly(joined(as_array(""), np.frombuffer(line, np.uint8), len(line)))
+    kinds, spans = scan(data, head_of("userId"), len(line))
+    common = spans[kinds == COMMON]
+    lo, hi = np.ascontiguousarray(common[:, ID_LO]), np.ascontiguousarray(common[:, ID_HI])
+    every = np.uint64(2**64 - 1)
+    scan_sent(readonly(as_array('{"userId":"u"}\n')), as_array('{"userId":"'))
+    prints = fingerprints(data, lo, hi, every)
+    partitioned(data, lo, hi, np.zeros(len(lo), np.uint8), (prints % np.uint64(1)).astype(np.int64), 1)
+    flat_lines(data, common, as_array('{"userId":"'), as_array('","recommendedItems":["'))
+    joined_lines(data, common)
+    columns(data, common)
+    tags = np.array([ord("r"), ord("e")], np.uint8)
+    reconcile(readonly(as_array('"u"\n')), readonly(as_array('r"u"\n')), tags, every)
+
+
+def readonly(array: U8) -> U8:
+    """`array`, marked read-only: every block the kernels get is, so each kernel is compiled for
+    one type of block only (a writable array is another type to numba)."""
+    array.flags.writeable = False
+    return array

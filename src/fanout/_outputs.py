@@ -173,7 +173,7 @@ class Block:
         end = len(body) if self.end < 0 else self.end
         if not self.head:
             return body[:end]
-        return K.joined(np.frombuffer(self.head, np.uint8), body, end)
+        return K.readonly(K.joined(np.frombuffer(self.head, np.uint8), body, end))
 
 
 class LineBlocks:
