@@ -162,3 +162,11 @@ async def test_result_files_are_synced_as_they_grow(
         for _ in range(5):
             await results.write([record])
     assert len(synced) >= 2
+
+
+def test_kernels_stay_in_bounds_on_damaged_lines(tmp_path: Path) -> None:
+    """Truncated and corrupted lines never make a kernel index outside an array: with numba's
+    bounds checks on (compiled apart, in a private cache), that would raise IndexError."""
+    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
+    fuzz = Path(__file__).with_name("kernel_fuzz.py")
+    subprocess.run([sys.executable, str(fuzz), "7", "300"], check=True, env=env, timeout=600)
