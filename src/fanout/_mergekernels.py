@@ -673,7 +673,9 @@ def warm() -> None:
     every = np.uint64(2**64 - 1)
     scan_sent(readonly(as_array('{"userId":"u"}\n')), as_array('{"userId":"'))
     prints = fingerprints(data, lo, hi, every)
-    partitioned(data, lo, hi, np.zeros(len(lo), np.uint8), (prints % np.uint64(1)).astype(np.int64), 1)
+    partitioned(
+        data, lo, hi, np.zeros(len(lo), np.uint8), (prints % np.uint64(1)).astype(np.int64), 1
+    )
     flat_lines(data, common, as_array('{"userId":"'), as_array('","recommendedItems":["'))
     joined_lines(data, common)
     columns(data, common)

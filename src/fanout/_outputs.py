@@ -18,6 +18,7 @@ it).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -219,6 +220,18 @@ class LineBlocks:
             data, self._tail = self._tail, b""
             return Block(data)
         return None
+
+
+async def blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[Block]:
+    """The lines of a stream of chunks, in blocks of whole lines (`LineBlocks`)."""
+    splitter = LineBlocks(max_line)
+    async for chunk in chunks:
+        block = splitter.feed(chunk)
+        if block is not None:
+            yield block
+    last = splitter.finish()
+    if last is not None:
+        yield last
 
 
 # ---------------------------------------------------------------------------------------------

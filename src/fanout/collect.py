@@ -1,8 +1,10 @@
 """`fanout merge --from`: merge batch outputs fanout did not make (a folder or an S3 prefix).
 
-There is no input to reconcile against, so every usable line is written (in the order found),
-error lines go to `<result>.errors.jsonl` and unusable ones to `<result>.corrupt.jsonl`, and the
-counts say what was seen. Streams: one chunk of one object at a time.
+There is no input to reconcile against, so every usable line is written (object by object, a
+block of lines at a time), error lines go to `<result>.errors.jsonl` and unusable ones to
+`<result>.corrupt.jsonl`, and the counts say what was seen. Lines are parsed as the run's merge
+parses them (`_outputs.parse_block`: compiled for the common shape). Streams: one chunk of one
+object at a time; a line over `MergeOptions.max_line_bytes` is reported corrupt, not held.
 """
 
 from __future__ import annotations
@@ -15,17 +17,18 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
+from ._outputs import blocks, parse_block
 from .errors import ConfigError, MergeError
 from .journal import FileSink
-from .merge import OutputRecord, ResultFormat, ResultShape, open_results, parse_output_line
+from .merge import MergeOptions, ResultFormat, ResultShape, open_results
 from .records import InputKind
 from .storage import S3Uri
 
 if TYPE_CHECKING:
     from .aws import Aws
 
-CHUNK = 8 << 20
-BATCH = 4096
+CHUNK = 2 << 20
+MAX_LINE = MergeOptions().max_line_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,31 +141,31 @@ async def collect(
         FileSink(result.with_name(result.name + ".corrupt.jsonl")) as corrupt_sink,
     ):
         for source in sources:
-            batch: list[OutputRecord] = []
-            number = 0
-            async for line in _lines(source, aws):
-                number += 1
-                if not line.strip():
-                    continue
-                lines += 1
-                parsed = parse_output_line(line, kind)
-                if not isinstance(parsed, OutputRecord):
-                    corrupt += 1
-                    report = {"object": source, "line": number, "reason": parsed.reason}
-                    await corrupt_sink.write(orjson.dumps(report) + b"\n")
-                elif parsed.error is not None:
-                    errors += 1
-                    await error_sink.write(
-                        orjson.dumps({"id": parsed.key, "error": parsed.error, "object": source})
-                        + b"\n"
+            number = 0  # lines read so far
+            async for block in blocks(_chunks(source, aws), MAX_LINE):
+                parsed = await anyio.to_thread.run_sync(parse_block, number, block, kind, MAX_LINE)
+                number += parsed.count
+                lines += parsed.lines
+                corrupt += len(parsed.bad)
+                if parsed.bad:
+                    await corrupt_sink.write(
+                        b"".join(
+                            orjson.dumps({"object": source, "line": at, "reason": reason}) + b"\n"
+                            for at, reason in parsed.bad
+                        )
                     )
-                else:
-                    found += 1
-                    batch.append(parsed)
-                    if len(batch) >= BATCH:
-                        await results.write(batch)
-                        batch = []
-            if batch:
-                await results.write(batch)
+                failed = [record for record in parsed.records if record.error is not None]
+                if failed:
+                    errors += len(failed)
+                    await error_sink.write(
+                        b"".join(
+                            orjson.dumps({"id": r.key, "error": r.error, "object": source}) + b"\n"
+                            for r in failed
+                        )
+                    )
+                usable = [record for record in parsed.records if record.error is None]
+                found += len(usable) + len(parsed.common)
+                await results.write(usable)
+                await results.write_common(parsed.common)
     where = str(await anyio.Path(result).absolute())
     return Collected(len(sources), lines, found, errors, corrupt, where)

@@ -52,8 +52,8 @@ from ._outputs import (
     BadLine,
     Block,
     CommonLines,
-    LineBlocks,
     OutputRecord,
+    blocks,
     parse_block,
     parse_output_line,
 )
@@ -220,18 +220,6 @@ def _chunks(reader: ObjectReader, location: str, chunk_bytes: int) -> AsyncItera
         uri = S3Uri.parse(location, what="shard input part")
         return reader.read_chunks(uri.bucket, uri.key, chunk_bytes)
     return _local_chunks(location, chunk_bytes)
-
-
-async def _blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[Block]:
-    """The lines of a stream, in blocks of whole lines (`LineBlocks`)."""
-    splitter = LineBlocks(max_line)
-    async for chunk in chunks:
-        block = splitter.feed(chunk)
-        if block is not None:
-            yield block
-    last = splitter.finish()
-    if last is not None:
-        yield last
 
 
 U64 = npt.NDArray[np.uint64]
@@ -440,7 +428,7 @@ async def _merge(
     for part in input_parts:
         source = _chunks(reader, part, options.chunk_bytes)
         number = 0  # lines read so far
-        async for block in _blocks(source, options.max_line_bytes):
+        async for block in blocks(source, options.max_line_bytes):
             fps, lines = await anyio.to_thread.run_sync(
                 _sent_block, number, block, kind, part, sent_spill
             )
@@ -461,7 +449,7 @@ async def _merge(
         uri = f"s3://{prefix.bucket}/{info.key}"
         chunks = reader.read_chunks(prefix.bucket, info.key, options.chunk_bytes)
         number = 0  # lines read so far
-        async for block in _blocks(chunks, options.max_line_bytes):
+        async for block in blocks(chunks, options.max_line_bytes):
             routed = await anyio.to_thread.run_sync(
                 _route, number, block, kind, uri, shard, sent, written, out_spill, options
             )
