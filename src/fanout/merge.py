@@ -1,22 +1,24 @@
 """The merge stage: read a finished job's outputs, write results and errors, reconcile.
 
 `merge_shard` streams every `*.out` object under a shard's output prefix (anything else, such as
-`_CHECK`, is ignored), parses each line (`parse_output_line`), writes successes to a result file
-(`open_results`: JSON lines, CSV or Parquet) and error lines to an errors sink, and reports lines
-it cannot use (object, line number, reason) to a corrupt-lines sink. Output order is not input
-order (reference §2.4), so lines are matched to what was sent by key, never by position.
+`_CHECK`, is ignored), parses it a block of lines at a time (`parse_block`), writes successes
+to a result file (`open_results`: JSON lines, CSV or Parquet) and error lines to an errors
+sink, and reports lines it cannot use (object, line number, reason) to a corrupt-lines sink.
+Output order is not input order (reference §2.4), so lines are matched to what was sent by key,
+never by position.
 
 Reconciliation is exact. The shard's input parts are read back to learn which IDs were sent:
 
-1. Each sent ID gets a 64-bit fingerprint (the dedupe's hash), kept in a sorted array with a
-   one-byte "written" flag: 9 bytes per sent ID (~270 MB for 30M IDs; ~17 bytes per ID for a
-   moment while the array is sorted). That array decides, while
+1. Each sent ID gets a 64-bit fingerprint (`_mergekernels.fingerprints`), kept in a sorted
+   array with a one-byte "written" flag: 9 bytes per sent ID (~270 MB for 30M IDs; ~17 bytes
+   per ID for a moment while the array is sorted). That array decides, while
    the outputs stream, whether a line is written (first line for a sent fingerprint) or not
    (a fingerprint never sent, or one already written).
 2. The IDs themselves are spilled, hash-partitioned, to `partitions` local files: the sent IDs,
    and every output line's ID with what was done with it (a small shard's spill stays in
-   memory). After the outputs are read, the partitions are reconciled with exact string
-   comparisons (sorted numpy byte strings), a group of ~16 MB of spilled IDs at a time. Disk use
+   memory). After the outputs are read, the partitions are reconciled with exact comparisons
+   (`_mergekernels.reconcile`: a hash table of the sent IDs, by fingerprint, then byte for
+   byte), a group of ~16 MB of spilled IDs at a time. Disk use
    is about twice the bytes of the shard's IDs, in a private temporary folder removed
    afterwards.
 
@@ -24,7 +26,7 @@ Lines of the common shape are never turned into Python objects: `_outputs.parse_
 them as byte ranges (`CommonLines`), which `ResultFile.write_common` writes; a result sink that
 is not a `ResultFile` gets them as `OutputRecord`s. The per-line work (checking lines,
 fingerprints, spilling IDs) is done by compiled kernels (`_mergekernels`) on worker threads,
-which release the GIL, so two shards merge on two cores.
+which release the GIL, so shards merge on every core.
 
 So a fingerprint collision can never hide a missing ID: an ID counts as answered only if a line
 with exactly that ID was written. A collision can at worst (probability ~n²/2⁶⁵ per shard) make
@@ -127,9 +129,8 @@ class MergeOptions:
     line (≤ `max_line_bytes`) per object being read, plus 4 MiB of spill buffers and one group
     of spill partitions (~16 MiB of IDs) while reconciling.
 
-    `chunk_bytes` is 1 MiB: larger reads are not faster, since each batch's temporary copies
-    (lines, joined texts) then outgrow the CPU caches and glibc's mmap threshold (measured on
-    2M lines: 8 MiB took 12% more CPU and twice the peak memory)."""
+    `chunk_bytes` is 2 MiB: with compiled kernels, 1 MiB spent ~10% more CPU on per-block
+    overhead, and 4 MiB more system time on fresh pages (2M lines, `benchmarks/merge.py`)."""
 
     chunk_bytes: int = 2 * 1024 * 1024
     max_line_bytes: int = 256 * 1024 * 1024  # a 5M-user segment line is ~60 MB
