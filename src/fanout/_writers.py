@@ -382,9 +382,6 @@ class _ParquetFile(ResultFile):
     ) -> None:
         super().__init__(path, kind, overwrite)
         self._pa, self._pq = _pyarrow()
-        import pyarrow.compute as pc
-
-        self._pc = pc
         self._shape = shape
         self._group_rows = row_group_rows
         self._group_bytes = row_group_bytes
