@@ -1,9 +1,11 @@
-"""The merge's compiled kernels: checking output lines of the common shape, and building what
-is written from their byte ranges, without a Python object per line (`fanout._jit`).
+"""The merge's compiled kernels (`fanout._jit`): checking output lines of the common shape,
+fingerprinting and spilling IDs, reconciling exactly, and building what is written (JSON lines,
+Arrow buffers) from byte ranges, without a Python object per line.
 
 A block is whole lines of one output object (`\n`-separated, a final `\r` dropped). `scan`
 sorts each line into blank, common, other (left to `_outputs.parse_output_line`) or overlong,
-and for a common line records where its parts are (`SPAN_*` columns of one int64 row):
+and for a common line records where its parts are (the `LINE_LO` … `COUNT` columns of one
+int64 row):
 
     {"input":{"<id field>":"ID"},"output":{"recommendedItems":["I1",…,"In"],"scores":[S1,…,Sn]}
     …followed by `}` or `,"error":null}`; `scores` may be absent.
