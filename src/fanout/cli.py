@@ -484,6 +484,24 @@ def _limit_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _limits(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The `Limits` and `Timing` that `_limit_options` asked for (pydantic validates them)."""
+    from .config import Limits, Timing
+
+    limits = Limits(
+        max_job_bytes=args.max_job_bytes,
+        max_job_files=args.max_job_files,
+        max_file_records=args.max_file_records,
+        part_bytes=args.part_bytes,
+        max_concurrent_jobs=args.max_concurrent_jobs,
+    )
+    timing = Timing(
+        job_overhead_minutes=args.job_overhead_minutes,
+        records_per_minute=args.records_per_minute,
+    )
+    return limits, timing
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-id", help="name the run (default: a new timestamped ID)")
     parser.add_argument(
@@ -815,7 +833,7 @@ def _prepare_settings(
     `request` (for `fanout run`) gives jobInput and jobOutput, already parsed."""
     from pydantic import ValidationError
 
-    from .config import JobInput, JobOutput, Limits, Timing, UploadSettings, default_state_dir
+    from .config import JobInput, JobOutput, UploadSettings, default_state_dir
     from .pipeline import PrepareSettings
     from .records import InputKind
     from .source import SourceOptions
@@ -833,17 +851,7 @@ def _prepare_settings(
             job_output = JobOutput.model_validate(
                 _job_option("jobOutput", args.job_output)
             ).s3_data_destination
-        limits = Limits(
-            max_job_bytes=args.max_job_bytes,
-            max_job_files=args.max_job_files,
-            max_file_records=args.max_file_records,
-            part_bytes=args.part_bytes,
-            max_concurrent_jobs=args.max_concurrent_jobs,
-        )
-        timing = Timing(
-            job_overhead_minutes=args.job_overhead_minutes,
-            records_per_minute=args.records_per_minute,
-        )
+        limits, timing = _limits(args)
         upload = UploadSettings(concurrency=getattr(args, "upload_concurrency", 8))
     except ValidationError as exc:
         from .config import model_errors
@@ -1306,7 +1314,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     import tempfile
 
     from .bench import measure, project, usage
-    from .config import Limits, Timing, default_state_dir
+    from .config import default_state_dir
     from .journal import read_events
     from .pipeline import new_run_id
 
@@ -1369,17 +1377,7 @@ def _run_bench(args: argparse.Namespace) -> int:
     stages = measure(events)
     used = usage()
     prepared = next(e for e in events if e["event"] == "prepared")
-    limits = Limits(
-        max_job_bytes=args.max_job_bytes,
-        max_job_files=args.max_job_files,
-        max_file_records=args.max_file_records,
-        part_bytes=args.part_bytes,
-        max_concurrent_jobs=args.max_concurrent_jobs,
-    )
-    timing = Timing(
-        job_overhead_minutes=args.job_overhead_minutes,
-        records_per_minute=args.records_per_minute,
-    )
+    limits, timing = _limits(args)
     per_record = prepared["nbytes"] / max(1, prepared["records"])
     projection = project(stages, args.project, per_record, limits, timing)
     record = {
