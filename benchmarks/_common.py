@@ -190,3 +190,19 @@ def emulator_process(workdir: Path, *options: str) -> Iterator[dict[str, Any]]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=60)
+
+
+def run_job(personalize: Any, poll: float, **params: Any) -> dict[str, Any]:
+    """Create one batch inference job, as the samples notebook does, and poll Describe until it
+    ends; its description once ACTIVE (a failed job stops the benchmark, saying why)."""
+    arn = personalize.create_batch_inference_job(**params)["batchInferenceJobArn"]
+    while True:
+        job: dict[str, Any] = personalize.describe_batch_inference_job(batchInferenceJobArn=arn)[
+            "batchInferenceJob"
+        ]
+        if job["status"] in {"ACTIVE", "CREATE FAILED"}:
+            break
+        time.sleep(poll)
+    if job["status"] != "ACTIVE":
+        raise SystemExit(f"job {params['jobName']} failed: {job.get('failureReason')}")
+    return job

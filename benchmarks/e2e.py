@@ -34,7 +34,7 @@ from typing import Any
 
 import boto3
 
-from _common import emulator_process, print_table
+from _common import emulator_process, print_table, run_job
 
 TARGET = 4.0
 
@@ -71,22 +71,16 @@ def naive(info: dict[str, Any], users: list[str], workdir: Path, poll: float) ->
         for user in users:
             handle.write(json.dumps({"userId": user}) + "\n")
     s3.upload_file(str(path), bucket, "naive/in/input.json")
-    arn = personalize.create_batch_inference_job(
+    run_job(
+        personalize,
+        poll,
         jobName="naive-notebook",
         solutionVersionArn=info["solution_versions"]["user-personalization"],
         roleArn=info["role_arn"],
         numResults=25,
         jobInput={"s3DataSource": {"path": f"s3://{bucket}/naive/in/input.json"}},
         jobOutput={"s3DataDestination": {"path": f"s3://{bucket}/naive/out/"}},
-    )["batchInferenceJobArn"]
-    while True:
-        job = personalize.describe_batch_inference_job(batchInferenceJobArn=arn)
-        status = job["batchInferenceJob"]["status"]
-        if status in {"ACTIVE", "CREATE FAILED"}:
-            break
-        time.sleep(poll)
-    if status != "ACTIVE":
-        raise SystemExit(f"the naive job failed: {job['batchInferenceJob'].get('failureReason')}")
+    )
     merged = 0
     with (workdir / "naive-merged.jsonl").open("w") as out:
         listing = s3.list_objects_v2(Bucket=bucket, Prefix="naive/out/")

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import orjson
 
+from _common import run_job
 from fanout.emulator import Emulator, EmulatorSettings
 
 TARGET_SECONDS = 60.0
@@ -39,22 +40,16 @@ def run(users: int, all_known: bool) -> dict[str, Any]:
         started = time.perf_counter()
         s3.put_object(Bucket=info.bucket, Key="bench/in/users.jsonl", Body=body)
         uploaded = time.perf_counter() - started
-        arn = personalize.create_batch_inference_job(
+        run_job(
+            personalize,
+            0.1,
             jobName=f"bench-{'known' if all_known else 'distinct'}",
             solutionVersionArn=info.solution_versions["user-personalization"],
             numResults=25,
             roleArn=info.role_arn,
             jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/bench/in/"}},
             jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/bench/out/"}},
-        )["batchInferenceJobArn"]
-        while True:
-            job = personalize.describe_batch_inference_job(batchInferenceJobArn=arn)
-            status = job["batchInferenceJob"]["status"]
-            if status in {"ACTIVE", "CREATE FAILED"}:
-                break
-            time.sleep(0.1)
-        if status != "ACTIVE":
-            raise SystemExit(f"job failed: {job['batchInferenceJob'].get('failureReason')}")
+        )
         history = dict(
             (state, at) for at, state in emulator.service.job_history()[0][1]
         )  # state -> first time
