@@ -254,9 +254,6 @@ class CommonLines:
         """The lines at `index` (in that order)."""
         return CommonLines(self.id_field, self.data, self.spans[index])
 
-    def _column(self, column: int) -> K.I64:
-        return np.ascontiguousarray(self.spans[:, column])
-
     def keys(self) -> list[bytes]:
         """Each line's ID, UTF-8."""
         data, (los, his) = self.data, self.id_spans()
@@ -264,7 +261,8 @@ class CommonLines:
 
     def id_spans(self) -> tuple[K.I64, K.I64]:
         """Where each line's ID starts and ends in `data`."""
-        return self._column(K.ID_LO), self._column(K.ID_HI)
+        spans = self.spans
+        return np.ascontiguousarray(spans[:, K.ID_LO]), np.ascontiguousarray(spans[:, K.ID_HI])
 
     def flat(self) -> memoryview:
         """The lines as flat JSON lines, `{"<id>":"…","recommendedItems":[…],"scores":[…]}\n`,
