@@ -15,6 +15,8 @@ then times, each case in its own process (peak RSS = `ru_maxrss` of that child, 
     (b) a naive loop: orjson.loads each line, orjson.dumps the flat record to JSON lines
     (c) fanout merge_shard per shard → one JSON lines file
     (d) fanout merge_shard per shard → one Parquet file
+    (e) as (c), in input order (`--order input`: `merge.InputOrder`); no target, checked for
+        order
 
 fanout merges as the product does: one `merge_shard` per shard, `--concurrency` shards at a
 time (default 4, `MergeSettings.concurrency`: each shard is read, parsed and written in turn,
@@ -189,12 +191,22 @@ class LocalStore:
                 yield chunk
 
 
-def case_fanout(run: Path, out: Path, concurrency: int) -> dict[str, object]:
+def case_fanout(
+    run: Path, out: Path, concurrency: int, *, ordered: bool = False
+) -> dict[str, object]:
     import anyio
 
     from fanout._memory import release_large_buffers
     from fanout.journal import FileSink
-    from fanout.merge import MergeSinks, MergeStats, Reconciliation, merge_shard, open_results
+    from fanout.merge import (
+        InputOrder,
+        MergeOptions,
+        MergeSinks,
+        MergeStats,
+        Reconciliation,
+        merge_shard,
+        open_results,
+    )
     from fanout.records import InputKind
 
     release_large_buffers()  # as the `fanout` command does at start-up
@@ -211,16 +223,20 @@ def case_fanout(run: Path, out: Path, concurrency: int) -> dict[str, object]:
             FileSink(out.parent / "corrupt.jsonl") as corrupt,
         ):
             sinks = MergeSinks(results, errors, missing, corrupt)
+            order = InputOrder(results, InputKind.USER, out.parent) if ordered else None
 
             async def one(number: int, shard: str) -> None:
+                lines = None if order is None else order.lines_for(number)
                 async with limit:
                     parts = [str(run / "in" / shard / "part-00000.jsonl")]
                     stats.append(
                         await merge_shard(
                             store, f"s3://b/out/{shard}/", InputKind.USER, parts, sinks,
-                            shard=number,
+                            shard=number, ordered=lines,
                         )
                     )  # fmt: skip
+                if order is not None and lines is not None:
+                    await order.merged(number, lines, MergeOptions().max_line_bytes)
 
             async with anyio.create_task_group() as tg:
                 for number, shard in enumerate(shards):
@@ -237,7 +253,28 @@ def case_fanout(run: Path, out: Path, concurrency: int) -> dict[str, object]:
     }
 
 
-CHILD_CASES = {"duckdb": case_duckdb, "naive": case_naive, "fanout": case_fanout}
+def case_fanout_ordered(run: Path, out: Path, concurrency: int) -> dict[str, object]:
+    return case_fanout(run, out, concurrency, ordered=True)
+
+
+CHILD_CASES = {
+    "duckdb": case_duckdb,
+    "naive": case_naive,
+    "fanout": case_fanout,
+    "fanout-ordered": case_fanout_ordered,
+}
+
+
+def in_input_order(out: Path) -> bool:
+    """The result's IDs ascend, as the generated input's do."""
+    previous = b""
+    with out.open("rb") as handle:
+        for line in handle:
+            user = line[len(b'{"userId":"') : line.index(b'"', len(b'{"userId":"'))]
+            if user <= previous:
+                return False
+            previous = user
+    return True
 
 
 # -- running and reporting --------------------------------------------------------------------
@@ -282,6 +319,8 @@ def run_case(case: Case, run: Path, scratch: Path, concurrency: int) -> None:
     case.load.append(load1)
     case.summary = orjson.loads(result.stdout.strip().splitlines()[-1])
     case.out_mib = out.stat().st_size / MiB
+    if case.kind == "fanout-ordered":
+        case.summary["in input order"] = in_input_order(out)
     took = f"{result.seconds:7.2f}s {result.peak_rss_mib:7.1f} MiB"
     print(f"  {case.label:<38} {took}  load {load1:.2f}", flush=True)
     shutil.rmtree(folder, ignore_errors=True)
@@ -318,7 +357,9 @@ def main() -> None:
             Case("b", "(b) naive orjson loop → jsonl", "naive", "r.jsonl", "converts only"),
             Case("c", "(c) fanout merge → jsonl", "fanout", "r.jsonl", fanout_note),
             Case("d", "(d) fanout merge → parquet", "fanout", "r.parquet", fanout_note),
-        ]
+            Case("e", "(e) fanout merge → jsonl, input order", "fanout-ordered", "r.jsonl",
+                 fanout_note + ", --order input"),
+        ]  # fmt: skip
         for attempt in range(1, args.repeat + 1):
             print(f"round {attempt}/{args.repeat}", flush=True)
             for case in cases:
@@ -360,15 +401,17 @@ def report(cases: list[Case], lines: int) -> None:
     for case in (c, d):
         peak = max(case.rss)
         checks.append((peak <= RSS_LIMIT_MIB, f"{case.label}: peak RSS {peak:.0f} MiB (≤ 512)"))
-    for case in (c, d):
+    for case in cases[2:]:
         s = case.summary
         want = {"rows": lines - errors, "errors": errors, "missing": 0, "corrupt": 0, "sent": lines}
+        if case.kind == "fanout-ordered":
+            want["in input order"] = True
         got = {k: s.get(k) for k in want}
         checks.append((got == want, f"check {case.label}: {got}"))
     print()
     for ok, text in checks:
         print(f"{'PASS' if ok else 'FAIL'}  {text}")
-    if not all(ok for ok, _ in checks[-2:]):
+    if not all(ok for ok, _ in checks[-3:]):
         sys.exit(1)
 
 

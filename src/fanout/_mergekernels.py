@@ -439,6 +439,67 @@ def joined_lines(data: U8, spans: I64) -> U8:
     return out
 
 
+_HEX = as_array("0123456789abcdef")
+
+
+@kernel
+def positioned(data: U8, lo: I64, hi: I64, positions: I64, span: int, files: int) -> tuple[U8, I64]:
+    """Records `<position, 16 lowercase hex digits><data[lo:hi]>\n`, ordered by file
+    (`position // span`, stable): the bytes, and where each file's records start (`files + 1`
+    bounds). For `--order input` (`merge.OrderedLines`)."""
+    bounds = np.zeros(files + 1, np.int64)
+    for i in range(len(lo)):
+        bounds[positions[i] // span + 1] += hi[i] - lo[i] + 17
+    for k in range(files):
+        bounds[k + 1] += bounds[k]
+    at = bounds[:-1].copy()
+    out = np.empty(bounds[files], np.uint8)
+    for i in range(len(lo)):
+        file = positions[i] // span
+        p = at[file]
+        value = positions[i]
+        for k in range(15, -1, -1):
+            out[p + k] = _HEX[value & 15]
+            value >>= 4
+        p += 16
+        size = hi[i] - lo[i]
+        out[p : p + size] = data[lo[i] : hi[i]]
+        p += size
+        out[p] = 10
+        at[file] = p + 1
+    return out, bounds
+
+
+@kernel
+def record_spans(records: U8) -> tuple[I64, I64, I64]:
+    """Each record's position and where its line starts and ends, of records as `positioned`
+    writes them (whole records only; -1 positions if one is damaged)."""
+    count = 0
+    for byte in records:
+        count += byte == 10
+    positions = np.empty(count, np.int64)
+    lo = np.empty(count, np.int64)
+    hi = np.empty(count, np.int64)
+    p = 0
+    for i in range(count):
+        value = 0
+        for k in range(16):
+            c = records[p + k] if p + k < len(records) else 0
+            digit = c - 48 if 48 <= c <= 57 else (c - 87 if 97 <= c <= 102 else -1)
+            if digit < 0:
+                positions[:] = -1
+                return positions, lo, hi
+            value = value * 16 + digit
+        positions[i] = value
+        lo[i] = p + 16
+        q = p + 16
+        while records[q] != 10:
+            q += 1
+        hi[i] = q
+        p = q + 1
+    return positions, lo, hi
+
+
 _POWERS = np.array([10.0**k for k in range(23)])  # exact as doubles
 
 
@@ -681,6 +742,9 @@ def warm() -> None:
     flat_lines(data, common, as_array('{"userId":"'), as_array('","recommendedItems":["'))
     joined_lines(data, common)
     columns(data, common)
+    where = np.zeros(len(lo), np.int64)
+    records, _ = positioned(data, lo, hi, where, 1, 1)
+    record_spans(readonly(records))
     tags = np.array([ord("r"), ord("e")], np.uint8)
     reconcile(readonly(as_array('"u"\n')), readonly(as_array('r"u"\n')), tags, every)
 

@@ -367,6 +367,13 @@ def _merge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
     add("--raw", action="store_true", help="JSON lines as the service wrote them")
     add("--separator", default="|", help="joins lists in CSV (|)")
     add(
+        "--order",
+        choices=["completion", "input"],
+        default="completion",
+        help="row order: as jobs finish (completion, the default, fastest) or the input's "
+        "(input: results wait on disk beside --out for every earlier shard)",
+    )
+    add(
         "--allow-partial",
         action="store_true",
         help="exit 0 even if some IDs errored or are missing (they are listed either way)",
@@ -384,6 +391,7 @@ def _merge_settings(args: argparse.Namespace) -> Any:
         overwrite=args.overwrite,
         raw=args.raw,
         separator=args.separator,
+        order=args.order,
     )
 
 
@@ -1499,6 +1507,11 @@ def _merge_from(args: argparse.Namespace) -> int:
 
     if args.run_id is not None:
         raise ConfigError("give either a RUN or --from, not both")
+    if args.order == "input":
+        raise ConfigError(
+            "--order input needs the input the outputs answer, and --from has none: merge a "
+            "fanout run (fanout merge RUN --order input) to get results in input order"
+        )
     kind = InputKind(args.input_kind) if args.input_kind else None
     options = {
         "kind": kind,

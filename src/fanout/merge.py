@@ -37,6 +37,7 @@ counted as missing too, and missing IDs can be sent again.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
@@ -48,6 +49,7 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 import orjson
+from anyio.streams.memory import MemoryObjectSendStream
 
 from . import _mergekernels as K
 from ._outputs import (
@@ -55,6 +57,7 @@ from ._outputs import (
     Block,
     CommonLines,
     OutputRecord,
+    ParsedBlock,
     blocks,
     parse_block,
     parse_output_line,
@@ -322,24 +325,23 @@ class _Spill:
         view = records.data
         at = bounds.tolist()
         for part in range(self._partitions):
-            start, end = at[part], at[part + 1]
-            if start < end:
-                self._buffers[part] += view[start:end]
-                self.sizes[part] += end - start
-        self._pending += at[-1]
+            self.append(part, view[at[part] : at[part + 1]])
+
+    def append(self, part: int, data: bytes | memoryview) -> None:
+        """Add whole records (lines) to partition `part` (call `flush` when `full`)."""
+        if data:
+            self._buffers[part] += data
+            self.sizes[part] += len(data)
+            self._pending += len(data)
 
     @property
     def full(self) -> bool:
         return self._pending >= self._FLUSH
 
     async def flush(self) -> None:
-        buffers = [bytes(b) for b in self._buffers]
-        for b in self._buffers:
-            b.clear()
-        self._pending = 0
-        await anyio.to_thread.run_sync(self._write, buffers)
+        await anyio.to_thread.run_sync(self.write_now)
 
-    def _write(self, buffers: list[bytes]) -> None:
+    def _write(self, buffers: list[bytearray]) -> None:
         for part, data in enumerate(buffers):
             if not data:
                 continue
@@ -356,10 +358,192 @@ class _Spill:
 
     def read(self, part: int) -> bytes:
         """Partition `part`'s records; call `close` first."""
-        data = b""
+        return b"".join(self._chunks(part))
+
+    def split(self, part: int, into: _Spill, first: int, span: int) -> None:
+        """Partition `part`'s records, each led by a 16-hex-digit position, moved to `into` by
+        position: `(position - first) // span`. Streams; call `close` first."""
+        tail = b""
+        for chunk in self._chunks(part):
+            records = (tail + chunk).split(b"\n")
+            tail = records.pop()
+            for record in records:
+                into.append((int(record[:16], 16) - first) // span, record + b"\n")  # rare
+            if into.full:
+                into.write_now()
+        into.close()
+
+    def _chunks(self, part: int) -> Iterator[bytes]:
         if self._paths[part].exists():
-            data = self._paths[part].read_bytes()
-        return data + self._buffers[part]
+            with open(self._paths[part], "rb") as handle:
+                while chunk := handle.read(8 * 1024 * 1024):
+                    yield chunk
+        yield bytes(self._buffers[part])
+
+    def write_now(self) -> None:
+        """`flush`, on this thread."""
+        buffers, self._buffers = self._buffers, [bytearray() for _ in self._buffers]
+        self._pending = 0
+        self._write(buffers)
+
+    def discard(self, part: int) -> None:
+        """Forget partition `part` (after `read`), freeing its disk space."""
+        self._paths[part].unlink(missing_ok=True)
+        self._buffers[part] = bytearray()
+
+
+# ---------------------------------------------------------------------------------------------
+# Input order (`--order input`)
+
+
+class OrderedLines:
+    """One shard's result lines put back in input order (`--order input`), on disk meanwhile.
+
+    The merge hands over each result line with its position among the shard's input lines;
+    the lines are spilled (as `<16 hex digits of position><line>\n`) to `FILES` files, each
+    for one range of positions. `write_to` then reads the files in order, sorts each one and
+    writes its lines: memory is one file, and a file of more than `budget` bytes is first split
+    again, by narrower ranges of positions, until it fits (or holds a single line). Disk use is
+    about the bytes of the shard's results, in `folder`, removed by `close`.
+    """
+
+    FILES = 64
+
+    def __init__(self, folder: Path, budget: int = 32 * 1024 * 1024) -> None:
+        self.folder = folder
+        self._budget = budget
+        self._spill = _Spill(folder, "ordered", self.FILES)
+        self._span = 1  # positions per file
+        self.lines = 0
+
+    def begin(self, positions: int) -> None:
+        """The shard has `positions` input lines: set the range of positions per file."""
+        self._span = max(1, -(-positions // self.FILES))
+
+    def add(self, positions: K.I64, data: K.U8, lo: K.I64, hi: K.I64) -> None:
+        """The lines `data[lo:hi]`, at these input positions (each at most once per shard)."""
+        records, bounds = K.positioned(data, lo, hi, positions, self._span, self.FILES)
+        view, at = records.data, bounds.tolist()
+        for part in range(self.FILES):
+            self._spill.append(part, view[at[part] : at[part + 1]])
+
+    @property
+    def full(self) -> bool:
+        return self._spill.full
+
+    async def flush(self) -> None:
+        await self._spill.flush()
+
+    async def write_to(self, results: ResultSink, kind: InputKind, max_line: int) -> None:
+        """Write every line to `results`, in position order. Each file is sorted and parsed
+        on a worker thread while the one before it is written."""
+        self._spill.close()
+        send, receive = anyio.create_memory_object_stream[ParsedBlock](1)
+        async with anyio.create_task_group() as group:
+            group.start_soon(self._sort_all, send, kind, max_line)
+            async with receive:
+                async for parsed in receive:
+                    await _write_in_order(parsed, results, kind)
+
+    async def _sort_all(
+        self, send: MemoryObjectSendStream[ParsedBlock], kind: InputKind, max_line: int
+    ) -> None:
+        async with send:
+            for part in range(self.FILES):
+                await self._sort_range(self._spill, part, self._span, send, kind, max_line)
+
+    async def _sort_range(
+        self,
+        spill: _Spill,
+        part: int,
+        span: int,
+        send: MemoryObjectSendStream[ParsedBlock],
+        kind: InputKind,
+        max_line: int,
+    ) -> None:
+        if not spill.sizes[part]:
+            return
+        if spill.sizes[part] > self._budget and span > 1:  # too big to sort in memory: split
+            narrower = -(-span // 16)
+            finer = _Spill(self.folder, f"ordered-{part}-{span}", 16)
+            try:
+                await anyio.to_thread.run_sync(spill.split, part, finer, part * span, narrower)
+                spill.discard(part)
+                for sub in range(16):
+                    await self._sort_range(finer, sub, narrower, send, kind, max_line)
+            finally:
+                finer.close()
+            return
+        await send.send(await anyio.to_thread.run_sync(self._sorted, spill, part, kind, max_line))
+
+    def _sorted(self, spill: _Spill, part: int, kind: InputKind, max_line: int) -> ParsedBlock:
+        """Partition `part`'s lines, sorted by position and parsed again."""
+        records = np.frombuffer(spill.read(part), np.uint8)
+        spill.discard(part)
+        positions, lo, hi = K.record_spans(records)
+        spans = np.stack((lo, hi), axis=1)[np.argsort(positions)]
+        parsed = parse_block(0, Block(K.joined_lines(records, spans).tobytes()), kind, max_line)
+        if parsed.bad or (len(positions) and positions[0] < 0):  # lines parsed once already:
+            raise MergeError(f"the spilled results in {self.folder} were damaged")
+        return parsed
+
+    def close(self) -> None:
+        self._spill.close()
+
+
+async def _write_in_order(parsed: ParsedBlock, results: ResultSink, kind: InputKind) -> None:
+    """A parsed block's usable lines to `results`, in line order."""
+    common = parsed.common
+    if not parsed.records:
+        if isinstance(results, ResultFile):
+            await results.write_common(common)
+        else:
+            await results.write(common.records(kind))
+        return
+    everything = common.records(kind) + parsed.records
+    at = np.concatenate((parsed.common_at, parsed.record_at))
+    await results.write([everything[i] for i in np.argsort(at).tolist()])
+
+
+class InputOrder:
+    """Writes the shards of a run to one result sink in shard order, each in input order
+    (`OrderedLines`): shard k is written as soon as shards 0 to k are merged. Shards are cut
+    from the input in order, so this is the input's order. Each shard waiting its turn is held
+    on disk under `folder`."""
+
+    def __init__(self, results: ResultSink, kind: InputKind, folder: Path) -> None:
+        self._results = results
+        self._kind = kind
+        self.folder = folder
+        self._next = 0
+        self._ready: dict[int, OrderedLines] = {}
+        self._lock = anyio.Lock()
+
+    def lines_for(self, shard: int) -> OrderedLines:
+        folder = self.folder / f"shard-{shard:05d}"
+        folder.mkdir(mode=0o700)
+        return OrderedLines(folder)
+
+    async def merged(self, shard: int, lines: OrderedLines, max_line: int) -> None:
+        """Shard `shard`'s merge is done: write it and any later shards it was holding back."""
+        self._ready[shard] = lines
+        async with self._lock:
+            while self._next in self._ready:
+                ready = self._ready.pop(self._next)
+                try:
+                    await ready.write_to(self._results, self._kind, max_line)
+                finally:
+                    ready.close()
+                    shutil.rmtree(ready.folder, ignore_errors=True)
+                self._next += 1
+
+    def check_written(self) -> None:
+        """Raise MergeError if a shard is still held back (a shard before it never merged)."""
+        if self._ready:
+            raise MergeError(
+                f"shards {sorted(self._ready)} were merged but not written: shard {self._next} "
+                "was never merged (a bug in fanout: please report)"
+            )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -384,6 +568,7 @@ async def merge_shard(
     *,
     shard: int,
     options: MergeOptions | None = None,
+    ordered: OrderedLines | None = None,
 ) -> MergeStats:
     """Merge one finished job: results and errors to `sinks`, and the reconciled counts.
 
@@ -391,7 +576,9 @@ async def merge_shard(
     `input_parts` are the shard's input part files as the job read them (`s3://…` or local
     paths), read back to learn which IDs were sent. Raises MergeError if the outputs cannot be
     listed or read, or the input parts are unreadable or damaged; errors of the sinks (a
-    `MergeError` for a result of another shape) pass through.
+    `MergeError` for a result of another shape) pass through. With `ordered`, results go there
+    (with their input positions) instead of to `sinks.results`, for the caller to write in input
+    order (`OrderedLines.write_to`).
     """
     options = options or MergeOptions()
     prefix = S3Uri.parse(output_prefix, what="job output path").as_prefix()
@@ -403,7 +590,14 @@ async def merge_shard(
         out_spill = _Spill(Path(folder), "out", options.partitions)
         try:
             return await _merge(
-                reader, prefix, kind, input_parts, sinks, shard, options, sent_spill, out_spill
+                reader,
+                prefix,
+                kind,
+                input_parts,
+                sinks,
+                shard,
+                options,
+                _Shard(sent_spill, out_spill, ordered),
             )
         except InputError as exc:  # the object store could not list or read something
             raise MergeError(f"merging shard {shard}: {exc}") from exc
@@ -420,10 +614,10 @@ async def _merge(
     sinks: MergeSinks,
     shard: int,
     options: MergeOptions,
-    sent_spill: _Spill,
-    out_spill: _Spill,
+    spills: _Shard,
 ) -> MergeStats:
     counts = _Counts()
+    sent_spill, out_spill, ordered = spills.sent, spills.out, spills.ordered
     # 1. What was sent: fingerprints in memory, IDs spilled.
     pieces: list[U64] = []
     for part in input_parts:
@@ -438,8 +632,10 @@ async def _merge(
             counts.input_lines += len(fps)
             if sent_spill.full:
                 await sent_spill.flush()
-    sent = _sorted_unique(pieces)
-    written = np.zeros(len(sent), np.uint8)
+    sent, spills.positions = _sorted_unique(pieces, positions=ordered is not None)
+    spills.written = np.zeros(len(sent), np.uint8)
+    if ordered is not None:
+        ordered.begin(counts.input_lines)
 
     # 2. The outputs, streamed: write each sent fingerprint's first usable line.
     async for info in reader.list_objects(prefix.bucket, prefix.key):
@@ -452,7 +648,7 @@ async def _merge(
         number = 0  # lines read so far
         async for block in blocks(chunks, options.max_line_bytes):
             routed = await anyio.to_thread.run_sync(
-                _route, number, block, kind, uri, shard, sent, written, out_spill, options
+                _route, number, block, kind, uri, shard, sent, spills, options
             )
             number += routed.count
             counts.lines += routed.lines
@@ -460,6 +656,8 @@ async def _merge(
             await _deliver(routed, sinks, kind)
             if out_spill.full:
                 await out_spill.flush()
+            if ordered is not None and ordered.full:
+                await ordered.flush()
     sent_spill.close()
     out_spill.close()
 
@@ -488,19 +686,35 @@ async def _merge(
     )
 
 
-def _sorted_unique(pieces: list[U64]) -> U64:
-    """The distinct fingerprints, sorted; `pieces` is emptied (peak: ~17 bytes per fingerprint)."""
-    if not pieces:
-        return np.empty(0, np.uint64)
-    values = np.concatenate(pieces)
+def _sorted_unique(pieces: list[U64], *, positions: bool) -> tuple[U64, K.I64 | None]:
+    """The distinct fingerprints, sorted, and (if `positions`) where each first appears among
+    them all; `pieces` is emptied. Peak: ~17 bytes per fingerprint, ~33 with positions."""
+    values = np.concatenate(pieces) if pieces else np.empty(0, np.uint64)
     pieces.clear()
-    values.sort()
+    first: K.I64 | None = None
+    if positions:
+        first = np.argsort(values, kind="stable")
+        values = values[first]
+    else:
+        values.sort()
     if len(values) < 2:
-        return values
+        return values, first
     keep = np.empty(len(values), np.bool_)
     keep[0] = True
     np.not_equal(values[1:], values[:-1], out=keep[1:])
-    return values[keep]
+    return values[keep], None if first is None else first[keep]
+
+
+@dataclass(slots=True)
+class _Shard:
+    """What the merge of one shard keeps: its spills and, once the input is read, which
+    fingerprints were written and (for `--order input`) where each was first sent."""
+
+    sent: _Spill
+    out: _Spill
+    ordered: OrderedLines | None
+    written: npt.NDArray[np.uint8] = field(default_factory=lambda: np.empty(0, np.uint8))
+    positions: K.I64 | None = None
 
 
 @dataclass(slots=True)
@@ -523,13 +737,13 @@ def _route(
     uri: str,
     shard: int,
     sent: U64,
-    written: np.ndarray[tuple[int], np.dtype[np.uint8]],
-    spill: _Spill,
+    shard_state: _Shard,
     options: MergeOptions,
 ) -> _Routed:
     """Parse a block of output lines, decide what is written (each sent fingerprint's first
     usable line) and spill every usable line's ID with what was done with it. On a worker
-    thread; `written` and `spill` belong to the one shard being merged."""
+    thread; `shard_state` belongs to the one shard being merged."""
+    written, spill = shard_state.written, shard_state.out
     parsed = parse_block(before, block, kind, options.max_line_bytes)
     report = b"".join(
         orjson.dumps({"shard": shard, "object": uri, "line": number, "reason": reason}) + b"\n"
@@ -587,7 +801,30 @@ def _route(
                 orjson.dumps({"id": record.key, "error": record.error, "shard": shard}) + b"\n"
             )
     routed.errors = b"".join(errors)
+    if shard_state.ordered is not None:
+        source_where = np.empty_like(where)
+        source_where[order] = where
+        _hold_in_order(routed, shard_state, source_where[source_tags == _RESULT])
     return routed
+
+
+def _hold_in_order(routed: _Routed, shard_state: _Shard, where: npt.NDArray[np.intp]) -> None:
+    """Hand the block's results to `OrderedLines` rather than to the result sink. `where`:
+    each result's index in the sent fingerprints, results in `_route`'s source order (common
+    lines first, then records, each in line order)."""
+    assert shard_state.ordered is not None and shard_state.positions is not None
+    ordered, positions = shard_state.ordered, shard_state.positions[where]
+    common = routed.common
+    taken = 0
+    if common is not None:
+        spans = common.spans
+        lo = np.ascontiguousarray(spans[:, K.LINE_LO])
+        hi = np.ascontiguousarray(spans[:, K.LINE_HI])
+        ordered.add(positions[: len(lo)], common.data, lo, hi)
+        taken = len(lo)
+    if routed.records:
+        ordered.add(positions[taken:], *_packed([record.raw for record in routed.records], 0))
+    routed.common, routed.records = None, []
 
 
 async def _deliver(routed: _Routed, sinks: MergeSinks, kind: InputKind) -> None:

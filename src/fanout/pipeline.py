@@ -47,7 +47,15 @@ from .journal import (
     read_events,
     write_private,
 )
-from .merge import MergeSinks, MergeStats, Reconciliation, merge_shard
+from .merge import (
+    InputOrder,
+    MergeOptions,
+    MergeSinks,
+    MergeStats,
+    OrderedLines,
+    Reconciliation,
+    merge_shard,
+)
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind, JobType
 from .shard import PartFile, ShardSealed, cut_shards, part_name, shard_dir
@@ -584,10 +592,13 @@ class MergeSettings:
     raw: bool = False  # the service's lines verbatim (JSON lines only)
     separator: str = "|"  # joins lists in CSV
     concurrency: int = 4  # shards merged at once (each is read, parsed and written in turn)
+    order: str = "completion"  # or "input": the input's order (`merge.InputOrder`)
 
     def __post_init__(self) -> None:
         if self.fmt not in {None, "jsonl", "csv", "parquet"}:
             raise ConfigError(f"--format {self.fmt}: use jsonl, csv or parquet")
+        if self.order not in {"completion", "input"}:
+            raise ConfigError(f"--order {self.order}: use completion or input")
         if self.dataset:
             if not self.out.endswith("/"):
                 raise ConfigError(
@@ -916,6 +927,9 @@ class _InputsOnly:
         return self._reader.read_chunks(bucket, key, chunk_size)
 
 
+_MAX_LINE = MergeOptions().max_line_bytes
+
+
 class _RunMerger:
     """Merges each shard's outputs into the run's result set as its job turns ACTIVE, and the
     shards that never got one as all missing, then reconciles the whole run."""
@@ -947,6 +961,12 @@ class _RunMerger:
         self._scratch = (
             Path(tempfile.mkdtemp(prefix="fanout-dataset-")) if settings.dataset else None
         )
+        self._order: InputOrder | None = None
+        if settings.order == "input" and not settings.dataset:
+            # Results held back for their turn: beside the result file, which needs that room.
+            out = Path(self.out)
+            held = Path(tempfile.mkdtemp(prefix=f".{out.name}.order-", dir=out.parent))
+            self._order = InputOrder(sinks.results, self._kind, held)
 
     @classmethod
     async def open(
@@ -977,6 +997,8 @@ class _RunMerger:
             # this run holds the journal's lock, so no other writer of this result is alive.
             for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
                 stale.unlink(missing_ok=True)
+            for stale in out.parent.glob(f".{glob.escape(out.name)}.order-*"):
+                shutil.rmtree(stale, ignore_errors=True)
             results = await stack.enter_async_context(
                 open_results(
                     settings.out,
@@ -999,6 +1021,8 @@ class _RunMerger:
         self._receive.close()
         if self._scratch is not None:
             shutil.rmtree(self._scratch, ignore_errors=True)
+        if self._order is not None:
+            shutil.rmtree(self._order.folder, ignore_errors=True)
 
     async def active(self, shard: ShardInfo) -> None:
         """The shard's job is ACTIVE: merge its outputs (the submitter's `on_active`)."""
@@ -1029,12 +1053,16 @@ class _RunMerger:
             parts = [base + part_name(shard.shard, part) for part in range(shard.parts)]
             prefix = self._template.output_base(run_id).child(shard_dir(shard.shard))
             reader: ObjectReader = self._aws.s3 if outputs else _InputsOnly(self._aws.s3, prefix)
-            if self._scratch is None:
-                stats = await merge_shard(
-                    reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard
-                )
-            else:
+            ordered = None if self._order is None else self._order.lines_for(shard.shard)
+            if self._scratch is not None:
                 stats = await self._merge_to_dataset(shard, reader, str(prefix), parts)
+            else:
+                stats = await merge_shard(
+                    reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard,
+                    ordered=ordered,
+                )  # fmt: skip
+        if self._order is not None and ordered is not None:  # written in turn, outside the
+            await self._order.merged(shard.shard, ordered, _MAX_LINE)  # limit on merges at once
         self.stats[shard.shard] = stats
         await self._journal.append("shard-merged", **asdict(stats))
         self._report(
@@ -1061,7 +1089,23 @@ class _RunMerger:
             shape=ResultShape.SEGMENTS if segments else None,
         ) as results:
             sinks = dataclasses.replace(self._sinks, results=results)
-            stats = await merge_shard(reader, prefix, self._kind, parts, sinks, shard=shard.shard)
+            if self._settings.order == "completion":
+                stats = await merge_shard(
+                    reader, prefix, self._kind, parts, sinks, shard=shard.shard
+                )
+            else:  # each shard's file in input order
+                folder = self._scratch / f"order-{shard.shard:05d}"
+                folder.mkdir()
+                ordered = OrderedLines(folder)
+                try:
+                    stats = await merge_shard(
+                        reader, prefix, self._kind, parts, sinks, shard=shard.shard,
+                        ordered=ordered,
+                    )  # fmt: skip
+                    await ordered.write_to(results, self._kind, _MAX_LINE)
+                finally:
+                    ordered.close()
+                    shutil.rmtree(folder, ignore_errors=True)
         destination = S3Uri.parse(self.out).child(name)
         key = self._template.output.kms_key_arn
         await self._aws.s3.upload_file(local, destination.bucket, destination.key, Encryption(key))
@@ -1080,6 +1124,8 @@ class _RunMerger:
 
     def reconcile(self, run_dir: Path) -> Reconciliation:
         """The run's totals, checked against prepare's counts of the input."""
+        if self._order is not None:
+            self._order.check_written()
         totals = Reconciliation.of(self.stats.values())
         prepared = RunState.replay(read_events(run_dir)).prepared
         if prepared is None:

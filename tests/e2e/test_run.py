@@ -503,3 +503,46 @@ def test_a_crash_after_the_result_moved_into_place_resumes(
     code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
     assert code == 0, err
     assert RunState.replay(read_events(user.state / run)).merged is not None
+
+
+def test_order_input_restores_the_input_order_in_every_format(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Shards finish in any order and each job's output is shuffled; `--order input` still
+    gives the input's order (first occurrence of a repeated ID), as JSON lines, as Parquet on
+    a merge again, and within each file of a dataset on S3."""
+    wanted = [str((i * 7919) % 5003) for i in range(1, 2501)]  # not sorted in any sense
+    ids = user.tmp / "shuffled.txt"
+    ids.write_text("\n".join([*wanted, wanted[5], "bad\x01id", wanted[0]]) + "\n")
+    out = user.tmp / "ordered.jsonl"
+    small = ("--max-job-bytes", "12KB", "--order", "input")
+    code, _, err = user.cli(run_args(user, "ord", ids, out, *small), capsys)
+    assert code == 0, err
+    assert [json.loads(line)["userId"] for line in out.read_text().splitlines()] == wanted
+    assert len(user.jobs("ord")) > 2
+    assert [p.name for p in user.tmp.iterdir() if ".order-" in p.name] == []
+
+    again = ["merge", "ord", "--state-dir", str(user.state), "--order", "input"]
+    parquet = user.tmp / "ordered.parquet"
+    code, _, err = user.cli([*again, "--out", str(parquet)], capsys)
+    assert code == 0, err
+    assert pq.read_table(parquet).column("userId").to_pylist() == wanted
+
+    bucket = user.info.bucket
+    args = run_args(user, "ordds", ids, Path("unused"), *small)
+    args[args.index("--out") + 1] = f"s3://{bucket}/ordered/"
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err
+    listing = user.s3.list_objects_v2(Bucket=bucket, Prefix="ordered/")["Contents"]
+    found: list[str] = []
+    for key in sorted(item["Key"] for item in listing if item["Key"].endswith(".parquet")):
+        local = user.tmp / Path(key).name
+        user.s3.download_file(bucket, key, str(local))
+        found += pq.read_table(local).column("userId").to_pylist()
+    assert found == wanted  # files by shard, each in input order
+
+    code, _, err = user.cli(
+        ["merge", "--from", str(user.tmp), "--out", str(user.tmp / "x.jsonl"), *small[2:]],
+        capsys,
+    )
+    assert code == 2 and "--order input needs the input" in err
