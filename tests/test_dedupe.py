@@ -1,40 +1,35 @@
-"""The dedupe set and the ID fingerprints: exact repeats, memory per ID, one hash on every path."""
+"""The dedupe set and the ID fingerprints (`fanout._native`): exact repeats, memory per ID, one
+hash on every path, the definition in plain Python, and arguments checked before any loop."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from fanout import _native
 from fanout._dedupe import _fingerprints, _fingerprints_fixed, _fingerprints_of, _FingerprintSet
 
-
-def test_fingerprint_set_finds_duplicates_across_runs_merges_and_growth() -> None:
-    """The set reports exactly the repeats, through run merges, segments and filter growth."""
-    seen = _FingerprintSet()
-    seen.RUN_CAP = 1 << 12
-    seen.SEGMENT = 1 << 6
-    seen.BLOCK = 1 << 9
-    rng = np.random.default_rng(5)
-    pool = rng.integers(0, 2**64 - 1, 40_000, dtype=np.uint64, endpoint=True)
-    known: set[int] = set()
-    for step in range(40):
-        picks = pool[rng.integers(0, min(len(pool), 1000 * (step + 1)), 700)]
-        dup = seen.add(picks)
-        expected = []
-        for value in picks.tolist():
-            expected.append(value in known)
-            known.add(value)
-        assert dup.tolist() == expected
-    assert len(seen) == len(known)
-    assert len(seen._runs) > 1
+MASK = (1 << 64) - 1
 
 
-def test_fingerprint_set_memory_per_id_is_about_eleven_bytes() -> None:
-    """A million distinct IDs take 10 to 12.5 bytes each in the set."""
-    seen = _FingerprintSet()
-    rng = np.random.default_rng(1)
-    for _ in range(5):
-        seen.add(rng.integers(0, 2**64 - 1, 200_000, dtype=np.uint64, endpoint=True))
-    assert 10 <= seen.nbytes / len(seen) <= 12.5
+def reference(value: bytes) -> int:
+    """The fingerprint's definition (`fanout._dedupe`), one ID at a time."""
+    h = (len(value) * 0x165667B19E3779F9 + 0x27D4EB2F165667C5) & MASK
+    for at in range(0, len(value), 8):
+        h = ((h ^ int.from_bytes(value[at : at + 8], "little")) * 0x9E3779B185EBCA87) & MASK
+        h ^= h >> 29
+    h ^= h >> 33
+    h = (h * 0xFF51AFD7ED558CCD) & MASK
+    h ^= h >> 33
+    h = (h * 0xC4CEB9FE1A85EC53) & MASK
+    return h ^ (h >> 33)
+
+
+@given(st.lists(st.binary(max_size=70), max_size=40))
+def test_fingerprints_are_the_definition(ids: list[bytes]) -> None:
+    assert _fingerprints_of(ids).tolist() == [reference(value) for value in ids]
 
 
 def test_fingerprints_are_the_same_on_every_path() -> None:
@@ -43,20 +38,20 @@ def test_fingerprints_are_the_same_on_every_path() -> None:
     buf = b"\n".join(ids) + b"\n"
     starts = np.arange(0, len(buf), 11, dtype=np.int64)
     lens = np.full(50, 10, np.int64)
-    strided = _fingerprints(buf, starts, lens, 11)
+    strided = _fingerprints_fixed(buf, 0, 11, 10, 50)
     gathered = _fingerprints(buf, starts, lens)
     separate = _fingerprints_of(ids)
     assert strided.tolist() == gathered.tolist() == separate.tolist()
     assert len(set(strided.tolist())) == 50
-    assert _fingerprints_of([b"u1"]).tolist() == [_fingerprints_of([b"u1", b"x"])[0]]
     assert int(_fingerprints_of([b"user-1"])[0]) == 0x2FA477FF4FEE90D2
 
 
 def test_fixed_width_fingerprints_match_for_every_width() -> None:
-    """Fingerprints read in place from fixed-width lines equal those of the separate IDs."""
-    for size in range(1, 40):
+    """Fingerprints read in place from fixed-width lines equal those of the separate IDs, also
+    for the last line, whose last word would run past the end of the buffer."""
+    for size in range(0, 40):
         ids = [bytes(97 + (i * 7 + k) % 26 for k in range(size)) for i in range(9)]
-        buf = b"\n".join(ids) + b"\n"
+        buf = b"\n".join(ids)  # no line end after the last
         assert _fingerprints_fixed(buf, 0, size + 1, size, 9).tolist() == (
             _fingerprints_of(ids).tolist()
         )
@@ -66,3 +61,51 @@ def test_fingerprints_of_many_similar_ids_do_not_collide() -> None:
     """Sequential numeric IDs and prefixes of each other get distinct fingerprints."""
     ids = [str(i).encode() for i in range(200_000)] + [b"a" * n for n in range(1, 300)]
     assert len(np.unique(_fingerprints_of(ids))) == len(ids)
+
+
+def test_out_of_range_arguments_raise_instead_of_reading_past_the_buffer() -> None:
+    out = np.empty(2, np.uint64)
+    with pytest.raises(ValueError, match=r"ID 1 .* outside the buffer"):
+        _native.fingerprints(b"abcd", np.array([0, 3], np.int64), np.array([2, 2], np.int64), out)
+    with pytest.raises(ValueError, match="differ in length"):
+        _native.fingerprints(b"ab", np.zeros(1, np.int64), np.zeros(1, np.int64), out)
+    with pytest.raises(ValueError, match="outside the buffer"):
+        _native.fingerprints_strided(b"abcdefg", 0, 4, 4, out)
+    with pytest.raises(ValueError, match="at least one slot"):
+        _native.insert(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint8))
+    with pytest.raises(TypeError):
+        _native.insert(b"\0" * 16, np.zeros(1, np.uint64), np.zeros(1, np.uint8))  # read-only
+
+
+def test_fingerprint_set_finds_exactly_the_repeats_through_growth() -> None:
+    """The set reports exactly the repeats, 0 and the largest fingerprint included, growing
+    from its smallest table many times over."""
+    seen = _FingerprintSet()
+    rng = np.random.default_rng(5)
+    pool = rng.integers(0, 2**64 - 1, 400_000, dtype=np.uint64, endpoint=True)
+    pool[:3] = [0, 2**64 - 1, 1]
+    known: set[int] = set()
+    for step in range(40):
+        picks = pool[rng.integers(0, min(len(pool), 10_000 * (step + 1)), 7_000)]
+        picks[::500] = pool[step % 3]
+        dup = seen.add(picks)
+        expected = []
+        for value in picks.tolist():
+            expected.append(value in known)
+            known.add(value)
+        assert dup.tolist() == expected
+    assert len(seen) == len(known)
+    assert seen.slots > 3 * _FingerprintSet.MIN_SLOTS
+
+
+def test_fingerprint_set_memory_per_id() -> None:
+    """Sized ahead, a million distinct IDs take 10 bytes each; grown as they come, at most 15."""
+    rng = np.random.default_rng(1)
+    prints = rng.integers(0, 2**64 - 1, 1_000_000, dtype=np.uint64, endpoint=True)
+    ahead, grown = _FingerprintSet(), _FingerprintSet()
+    ahead.reserve(len(prints))
+    for part in np.array_split(prints, 5):
+        assert not ahead.add(part).any()
+        assert not grown.add(part).any()
+    assert 9.9 <= ahead.nbytes / len(ahead) <= 10.1
+    assert 10 <= grown.nbytes / len(grown) <= 15

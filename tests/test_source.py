@@ -19,8 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from fanout import source as source_module
-from fanout._encode import _encode_lines, _fixed_prints, _Template
-from fanout._formats import _Encoder, _Piece
+from fanout._encode import _encode_lines, _Template
 from fanout.errors import ConfigError, InputError
 from fanout.records import InputKind, RecordBatch
 from fanout.source import InputFile, Source, SourceOptions, SourceStats, open_input
@@ -305,30 +304,8 @@ async def test_normalised_ids_are_compared() -> None:
     assert result.stats.duplicates == 2
 
 
-def test_deferred_fingerprints_are_taken_or_made() -> None:
-    """Fixed-width text fingerprinted beside its encoding gets the same fingerprints, and an
-    encoding whose lines did not match the side result makes its own."""
-    buf = b"".join(b"%08d\n" % i for i in range(1000))
-    encoder = _Encoder(SourceOptions())
-    plain = encoder.encode(_Piece(0, "in.txt", "text", buf))
-    deferred = encoder.encode(_Piece(0, "in.txt", "text", buf), defer=True)
-    assert deferred.fixed and not len(deferred.fps)
-    prints = _fixed_prints(buf)
-    assert prints is not None
-    deferred.take(prints)
-    assert deferred.fps.tolist() == plain.fps.tolist()
-    assert deferred.ordered is not None and deferred.ordered.tolist() == sorted(plain.fps.tolist())
-    other = encoder.encode(_Piece(0, "in.txt", "text", buf), defer=True)
-    other.take(_fixed_prints(buf[:90]))  # not these lines: left for stage 2
-    assert other.fixed
-    other.take(None)
-    assert other.fps.tolist() == plain.fps.tolist()
-    assert _fixed_prints(b"a\nbb\n") is None
-    assert _fixed_prints(b"ab\r\ncd\r\n") is None
-
-
-async def test_large_fixed_width_input_dedupes_through_the_parallel_path() -> None:
-    """Pieces big enough to be fingerprinted in their own thread dedupe exactly as small ones."""
+async def test_large_fixed_width_input_dedupes_as_small_pieces_do() -> None:
+    """Big pieces of fixed-width lines (the strided fingerprints) dedupe exactly as small ones."""
     ids = [b"%036d" % (i * 7919 % 40_000) for i in range(60_000)]  # 20,000 repeats
     data = b"\n".join(ids) + b"\n"
     big = await read(data, chunk_bytes=1 << 21, raw_chunk=1 << 20)

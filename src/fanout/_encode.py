@@ -22,15 +22,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ._dedupe import (
-    I64,
-    U64,
-    Bools,
-    _fingerprints,
-    _fingerprints_fixed,
-    _fingerprints_of,
-    _Prints,
-)
+from ._dedupe import I64, U64, Bools, _fingerprints, _fingerprints_fixed, _fingerprints_of
 from .records import InputKind, RejectReason
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
@@ -143,7 +135,6 @@ class _Core:
     blank: list[int]
     rejects: list[_Reject]
     count: int
-    fixed: int = 0  # the line stride, when fingerprints of fixed-width lines were left out
 
 
 def _encode_lines(
@@ -152,13 +143,9 @@ def _encode_lines(
     limit: int,
     slow: bool = False,
     fingerprint: bool = True,
-    defer_fixed: bool = False,
 ) -> _Core:
     """Encode `buf`, one candidate ID per line; clean lines vectorised, others one by one.
-
-    Fingerprints are left empty unless `fingerprint`, and also if `defer_fixed` and the lines
-    are clean and of one width (`_fixed_prints` makes them then, in parallel).
-    """
+    Fingerprints are left empty unless `fingerprint`."""
     if not buf:
         return _Core(b"", np.empty(0, np.int64), np.empty(0, np.uint64), None, [], [], 0)
     if buf[-1:] != b"\n":
@@ -180,11 +167,11 @@ def _encode_lines(
             size = step + tpl.extra
             fixed = _encode_fixed(buf, stride, count, tpl)
             ends = np.arange(size, size * count + 1, size, dtype=np.int64)
-            if fingerprint and not defer_fixed:
+            if fingerprint:
                 fps = _fingerprints_fixed(buf, 0, step, first, count)
             else:
                 fps = np.empty(0, np.uint64)
-            return _Core(fixed, ends, fps, None, [], [], count, step if fingerprint else 0)
+            return _Core(fixed, ends, fps, None, [], [], count)
         ends_nl = np.arange(first, len(buf), step, dtype=np.int64)
     else:
         ends_nl = np.flatnonzero(arr == 10).astype(np.int64, copy=False)
@@ -203,21 +190,6 @@ def _encode_lines(
         fps = _fingerprints(buf, starts, lens) if fingerprint else np.empty(0, np.uint64)
         return _Core(data, ends, fps, None, [], [], count)
     return _encode_mixed(buf, tpl, limit, starts, ends_nl, lens, bad, fingerprint)
-
-
-def _fixed_prints(buf: bytes) -> _Prints | None:
-    """The fingerprints of a piece of fixed-width lines, if it looks like one.
-
-    Runs beside `_encode_lines(..., defer_fixed=True)`, which says (`_Core.fixed`) whether these
-    are the ones it needs.
-    """
-    if b"\r" in buf:
-        return None
-    grid = _line_grid(buf, np.frombuffer(buf, np.uint8))
-    if grid is None:
-        return None
-    first = grid.shape[1] - 1
-    return _Prints.of(_fingerprints_fixed(buf, 0, first + 1, first, len(grid)))
 
 
 def _line_grid(buf: bytes, arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8] | None:

@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from ._dedupe import I64, U64, _fingerprints_fixed, _fingerprints_of, _Prints
+from ._dedupe import I64, U64, _fingerprints_of
 from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Template
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
@@ -89,9 +89,6 @@ class _Encoded:
     rec_lines: I64 | None  # 0-based line in the piece of each record; None: record i is line i
     rejects: list[_Reject]
     id_span: tuple[int, int] | None  # record[head:-tail] is the ID as a JSON string
-    fixed: int = 0  # see _Core.fixed: fps still to be made (or taken from a _Prints)
-    ordered: U64 | None = None
-    masks: U64 | None = None
 
     @classmethod
     def empty(
@@ -100,19 +97,6 @@ class _Encoded:
         """A piece with no records."""
         no_ends, no_fps = np.empty(0, np.int64), np.empty(0, np.uint64)
         return cls(piece, lines, rows, blank, b"", no_ends, no_fps, None, rejects, None)
-
-    def take(self, prints: _Prints | None) -> None:
-        """Complete deferred fingerprints with `prints`, or make them."""
-        if not self.fixed:
-            return
-        if prints is not None and len(prints.fps) == len(self.ends):
-            self.fps, self.ordered, self.masks = prints.fps, prints.ordered, prints.masks
-        elif prints is None:
-            buf = self.piece.data
-            self.fps = _fingerprints_fixed(buf, 0, self.fixed, self.fixed - 1, len(self.ends))
-        else:
-            return  # not these lines' fingerprints: stage 2 makes them, from the piece
-        self.fixed = 0
 
 
 @dataclass(slots=True)
@@ -150,11 +134,10 @@ class _Encoder:
         self.tpl = _Template.make(self.field, encoded if filter_values else None, check)
         self.json = _JsonRecords(options.kind, self.limit, filter_values, self.tpl)
 
-    def encode(self, piece: _Piece, defer: bool = False) -> _Encoded:
-        """Stage 1 for `piece`; with `defer`, fixed-width text leaves its fingerprints to
-        `_fixed_prints`, run beside."""
+    def encode(self, piece: _Piece) -> _Encoded:
+        """Stage 1 for `piece`."""
         if piece.fmt == "text":
-            return self._text(piece, defer)
+            return self._text(piece)
         if piece.fmt == "jsonl":
             return self._jsonl(piece)
         if piece.fmt in ("csv", "tsv"):
@@ -163,8 +146,8 @@ class _Encoder:
             return self._parquet(piece)
         raise AssertionError(f"unknown piece format {piece.fmt}")
 
-    def _text(self, piece: _Piece, defer: bool = False) -> _Encoded:
-        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe, defer)
+    def _text(self, piece: _Piece) -> _Encoded:
+        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe)
         return _Encoded(
             piece,
             core.count,
@@ -176,7 +159,6 @@ class _Encoder:
             core.rec,
             core.rejects,
             self.tpl.id_span,
-            fixed=core.fixed,
         )
 
     def _rows(self, piece: _Piece, lines: int, rows: int, blank: int, found: _Rows) -> _Encoded:

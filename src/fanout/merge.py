@@ -126,6 +126,9 @@ class MergeSinks:
     corrupt: ReportSink
 
 
+MAX_LINE_BYTES = 256 * 1024 * 1024  # the longest output line read; a 5M-user segment's is ~60 MB
+
+
 @dataclass(frozen=True, slots=True)
 class MergeOptions:
     """Tuning; the defaults bound memory to ~9 bytes per sent ID, plus `chunk_bytes` and one
@@ -136,7 +139,7 @@ class MergeOptions:
     overhead, and 4 MiB more system time on fresh pages (2M lines, `benchmarks/merge.py`)."""
 
     chunk_bytes: int = 2 * 1024 * 1024
-    max_line_bytes: int = 256 * 1024 * 1024  # a 5M-user segment line is ~60 MB
+    max_line_bytes: int = MAX_LINE_BYTES
     partitions: int = 64
     spill_dir: Path | None = None  # default: the system's temporary folder
 

@@ -47,15 +47,6 @@ from .journal import (
     read_events,
     write_private,
 )
-from .merge import (
-    InputOrder,
-    MergeOptions,
-    MergeSinks,
-    MergeStats,
-    OrderedLines,
-    Reconciliation,
-    merge_shard,
-)
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind, JobType
 from .shard import PartFile, ShardSealed, cut_shards, part_name, shard_dir
@@ -65,8 +56,9 @@ from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
 from .upload import LocalPartWriter, PartWriter, UploadedPart, upload_parts
 
-if TYPE_CHECKING:  # the AWS SDK is imported only by runs that use S3
+if TYPE_CHECKING:  # the AWS SDK only by runs that use S3, the merge only by runs that merge
     from .aws import Aws
+    from .merge import InputOrder, MergeSinks, MergeStats, Reconciliation
 
 EXACT_COUNT_BYTES = 64 * 1024 * 1024  # inputs up to this size are counted, not extrapolated
 SAMPLE_BYTES = 4 * 1024 * 1024
@@ -927,9 +919,6 @@ class _InputsOnly:
         return self._reader.read_chunks(bucket, key, chunk_size)
 
 
-_MAX_LINE = MergeOptions().max_line_bytes
-
-
 class _RunMerger:
     """Merges each shard's outputs into the run's result set as its job turns ACTIVE, and the
     shards that never got one as all missing, then reconciles the whole run."""
@@ -963,6 +952,8 @@ class _RunMerger:
         )
         self._order: InputOrder | None = None
         if settings.order == "input" and not settings.dataset:
+            from .merge import InputOrder
+
             # Results held back for their turn: beside the result file, which needs that room.
             out = Path(self.out)
             held = Path(tempfile.mkdtemp(prefix=f".{out.name}.order-", dir=out.parent))
@@ -979,7 +970,7 @@ class _RunMerger:
         journal: EventLog,
         report: Callable[[str], None] | None,
     ) -> _RunMerger:
-        from .merge import ResultFormat, ResultShape, open_results
+        from .merge import MergeSinks, ResultFormat, ResultShape, open_results
 
         assert state.merge is not None
         settings = MergeSettings(**state.merge["settings"])
@@ -1047,6 +1038,8 @@ class _RunMerger:
                 group.start_soon(self._merge, shard, outputs, limiter)
 
     async def _merge(self, shard: ShardInfo, outputs: bool, limiter: anyio.CapacityLimiter) -> None:
+        from .merge import MAX_LINE_BYTES, merge_shard
+
         async with limiter:
             run_id = self._state.run_id
             base = str(self._state.start["input_base"])
@@ -1062,7 +1055,7 @@ class _RunMerger:
                     ordered=ordered,
                 )  # fmt: skip
         if self._order is not None and ordered is not None:  # written in turn, outside the
-            await self._order.merged(shard.shard, ordered, _MAX_LINE)  # limit on merges at once
+            await self._order.merged(shard.shard, ordered, MAX_LINE_BYTES)  # limit on merges
         self.stats[shard.shard] = stats
         await self._journal.append("shard-merged", **asdict(stats))
         self._report(
@@ -1075,7 +1068,14 @@ class _RunMerger:
     ) -> MergeStats:
         """One shard into its own Parquet file, uploaded to the dataset with SSE-KMS."""
         from .aws import Encryption
-        from .merge import ResultFormat, ResultShape, open_results
+        from .merge import (
+            MAX_LINE_BYTES,
+            OrderedLines,
+            ResultFormat,
+            ResultShape,
+            merge_shard,
+            open_results,
+        )
 
         assert self._scratch is not None
         name = dataset_file(self._state.run_id, shard.shard)
@@ -1102,7 +1102,7 @@ class _RunMerger:
                         reader, prefix, self._kind, parts, sinks, shard=shard.shard,
                         ordered=ordered,
                     )  # fmt: skip
-                    await ordered.write_to(results, self._kind, _MAX_LINE)
+                    await ordered.write_to(results, self._kind, MAX_LINE_BYTES)
                 finally:
                     ordered.close()
                     shutil.rmtree(folder, ignore_errors=True)
@@ -1124,6 +1124,8 @@ class _RunMerger:
 
     def reconcile(self, run_dir: Path) -> Reconciliation:
         """The run's totals, checked against prepare's counts of the input."""
+        from .merge import Reconciliation
+
         if self._order is not None:
             self._order.check_written()
         totals = Reconciliation.of(self.stats.values())

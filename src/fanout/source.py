@@ -34,7 +34,6 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from functools import partial
 from types import MappingProxyType
 from typing import IO, Any, Literal, Protocol, TypeVar, get_args
 
@@ -43,8 +42,8 @@ import anyio.to_thread
 import numpy as np
 import orjson
 
-from ._dedupe import I64, Bools, _FingerprintSet, _Prints
-from ._encode import _fixed_prints, _true_runs
+from ._dedupe import I64, Bools, _FingerprintSet
+from ._encode import _true_runs
 from ._formats import (
     _GZIP_MAGIC,
     _PARQUET_MAGIC,
@@ -78,8 +77,6 @@ _BOM = b"\xef\xbb\xbf"
 _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 # A line longer than this is rejected without being held in memory (no ID is anywhere near it).
 _MAX_LINE_BYTES = 16 * 1024 * 1024
-# Text pieces at least this big are fingerprinted in a thread of their own, beside encoding.
-_SPLIT_BYTES = 1 << 20
 # How far past `chunk_bytes` a local file's chunk may run to end at a line end.
 _PROBE_BYTES = 64 * 1024
 
@@ -340,8 +337,7 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
     if seen is not None and len(ends):
         if enc.piece.scale:  # size the filter for the whole input at once
             seen.reserve(int(enc.rows * enc.piece.scale * 1.1))
-        enc.take(None)
-        dup = seen.add(enc.fps, enc.ordered, enc.masks)
+        dup = seen.add(enc.fps)
         dup_idx = np.flatnonzero(dup)
         if len(dup_idx):
             duplicates = len(dup_idx)
@@ -509,7 +505,7 @@ class Source:
     Dedupe (on by default) keeps the first occurrence of each ID (for personalized ranking, of
     each userId: the output is keyed by it) and lists later ones in the duplicates sink as
     `<ID as a JSON string>\\t<file>:<line>`. IDs are compared by 64-bit fingerprint, in about
-    11 bytes of memory per distinct ID: an ID whose fingerprint collides with an earlier one's
+    10 bytes of memory per distinct ID: an ID whose fingerprint collides with an earlier one's
     counts as a duplicate, so it is listed in the duplicates file, never dropped unlisted. Memory
     and the odds of a collision (3e-6 for 10 million IDs) are in `fanout._dedupe._FingerprintSet`.
 
@@ -567,29 +563,19 @@ class Source:
 
     async def _run(self) -> AsyncIterator[RecordBatch]:
         # A lockstep pipeline: while piece k is deduplicated (thread) piece k+1 is encoded
-        # (thread; fixed-width text is fingerprinted in another) and piece k+2 is read, so both
-        # cores work and memory holds three pieces.
+        # (thread) and piece k+2 is read, so both cores work and memory holds three pieces.
         pieces = self._pieces()
         try:
             piece = await _next(pieces)
             ready: tuple[_Encoded, int] | None = None
             while piece is not None or ready is not None:
                 encoded: list[_Encoded] = []
-                prints: list[_Prints | None] = []
                 outcome: list[_Outcome] = []
                 fetched: list[_Piece | None] = []
                 failures: list[BaseException] = []
                 async with anyio.create_task_group() as group:
                     if piece is not None:
-                        split = (
-                            self._seen is not None
-                            and piece.fmt == "text"
-                            and len(piece.data) >= _SPLIT_BYTES
-                        )
-                        encode = partial(self._encode, defer=split)
-                        group.start_soon(_guarded, failures, encode, piece, encoded)
-                        if split:
-                            group.start_soon(_guarded, failures, _fixed_prints, piece.data, prints)
+                        group.start_soon(_guarded, failures, self._encode, piece, encoded)
                     if ready is not None:
                         group.start_soon(_guarded, failures, self._dedupe, ready, outcome)
                     if piece is not None:
@@ -611,10 +597,7 @@ class Source:
                 ready = None
                 if encoded:
                     enc = encoded[0]
-                    if prints and prints[0] is not None:
-                        enc.take(prints[0])
-                    if not enc.fixed:  # the input is no longer needed: free it early
-                        enc.piece.data, enc.piece.values = b"", None
+                    enc.piece.data, enc.piece.values = b"", None  # no longer needed: free it
                     file_no = enc.piece.file_no
                     base = self._line_base.get(file_no, 0) + enc.piece.skip
                     self._line_base[file_no] = base + enc.lines
@@ -626,11 +609,11 @@ class Source:
             if closer is not None:
                 await closer()
 
-    def _encode(self, piece: _Piece, defer: bool = False) -> _Encoded:
+    def _encode(self, piece: _Piece) -> _Encoded:
         """Stage 1 for `piece` (see `_Encoder.encode`)."""
         if piece.fmt == "long":
             return _long_line(piece)
-        return self._encoder.encode(piece, defer)
+        return self._encoder.encode(piece)
 
     def _dedupe(self, ready: tuple[_Encoded, int]) -> _Outcome:
         enc, base = ready

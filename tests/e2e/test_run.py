@@ -345,14 +345,14 @@ def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(
     async def disk_full(*args: object, **kwargs: object) -> object:
         raise OSError(errno.ENOSPC, "No space left on device", str(out))
 
-    monkeypatch.setattr("fanout.pipeline.merge_shard", disk_full)
+    monkeypatch.setattr("fanout.merge.merge_shard", disk_full)
     code, _, err = user.cli(run_args(user, "full", ids, out, "--run-id", "full"), capsys)
     assert code == 1
     assert "No space left on device" in err and "fanout resume full" in err
     assert "Traceback" not in err and not out.exists()
     events = read_events(user.state / "full")  # intact: every line parses
     assert events[-1]["event"] in {"job-status", "submitted", "shard-ready", "job-created"}
-    monkeypatch.setattr("fanout.pipeline.merge_shard", real)
+    monkeypatch.setattr("fanout.merge.merge_shard", real)
     code, _, err = user.cli(["resume", "full", "--state-dir", str(user.state)], capsys)
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 2000
