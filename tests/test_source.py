@@ -289,6 +289,17 @@ async def test_dedupe_spans_files() -> None:
     assert result.duplicates == [b'"u1"\tb.txt:2']
 
 
+async def test_an_id_is_the_same_in_every_format() -> None:
+    """An ID repeats across text, CSV and JSON lines, escapes and non-ASCII included."""
+    users = ["u1", 'a"b', "Zoë", "back\\slash"]
+    text = "".join(u + "\n" for u in users).encode()
+    table = ("userId\n" + "".join('"' + u.replace('"', '""') + '"\n' for u in users)).encode()
+    jsonl = "".join(json.dumps({"userId": u}) + "\n" for u in [*users, "new"]).encode()
+    result = await read([("a.txt", text), ("b.csv", table), ("c.jsonl", jsonl)], id_column="userId")
+    assert result.ids() == [*users, "new"]
+    assert result.stats.duplicates == 2 * len(users)
+
+
 async def test_keep_duplicates_mode_sends_every_line() -> None:
     """With dedupe off every valid line is sent and nothing is counted as a duplicate."""
     result = await read(b"u1\nu1\nu1\n", dedupe=False)

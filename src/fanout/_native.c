@@ -32,16 +32,23 @@
 #define M2 0xC4CEB9FE1A85EC53ULL
 #define AHEAD 16
 
-static inline uint64_t load_word(const unsigned char *p, Py_ssize_t n) {
+/* The `n` (1 to 8) bytes at p as a little-endian word, zero-padded. Reads 8 bytes when they are
+ * inside the buffer (which ends at `end`), masking what is not the ID's; else byte by byte. */
+static inline uint64_t load_word(const unsigned char *p, Py_ssize_t n, const unsigned char *end) {
     uint64_t w = 0;
-    memcpy(&w, p, (size_t)(n < 8 ? n : 8)); /* little-endian hosts only: checked at import */
+    if (end - p >= 8) {
+        memcpy(&w, p, 8); /* little-endian hosts only: checked at import */
+        return n >= 8 ? w : w & ((1ULL << (8 * n)) - 1);
+    }
+    for (Py_ssize_t k = 0; k < n; k++) w |= (uint64_t)p[k] << (8 * k);
     return w;
 }
 
-static inline uint64_t fingerprint(const unsigned char *p, Py_ssize_t len) {
+static inline uint64_t fingerprint(const unsigned char *p, Py_ssize_t len,
+                                   const unsigned char *end) {
     uint64_t h = (uint64_t)len * P3 + P5;
     for (Py_ssize_t at = 0; at < len; at += 8) {
-        h = (h ^ load_word(p + at, len - at)) * P1;
+        h = (h ^ load_word(p + at, len - at, end)) * P1;
         h ^= h >> 29;
     }
     h ^= h >> 33;
@@ -81,10 +88,10 @@ static PyObject *py_fingerprints(PyObject *self, PyObject *args) {
             goto done;
         }
     }
-    const unsigned char *data = buf.buf;
+    const unsigned char *data = buf.buf, *end = data + buf.len;
     uint64_t *o = out.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) o[i] = fingerprint(data + s[i], l[i]);
+    for (Py_ssize_t i = 0; i < count; i++) o[i] = fingerprint(data + s[i], l[i], end);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -108,9 +115,10 @@ static PyObject *py_fingerprints_strided(PyObject *self, PyObject *args) {
         goto done;
     }
     const unsigned char *data = (const unsigned char *)buf.buf + start;
+    const unsigned char *end = (const unsigned char *)buf.buf + buf.len;
     uint64_t *o = out.buf;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) o[i] = fingerprint(data + i * stride, size);
+    for (Py_ssize_t i = 0; i < count; i++) o[i] = fingerprint(data + i * stride, size, end);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
