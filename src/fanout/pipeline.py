@@ -179,8 +179,8 @@ async def _limited(files: AsyncIterator[InputFile], budget: int) -> AsyncIterato
             if seen >= budget:
                 return
 
-    async for first in files:
-        yield InputFile(first.name, head(first.chunks), first.size)
+    async for first in files:  # no size: a sample must not size the dedupe set for the whole file
+        yield InputFile(first.name, head(first.chunks), None)
         return
 
 
