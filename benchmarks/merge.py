@@ -211,6 +211,7 @@ def case_fanout(
 
     release_large_buffers()  # as the `fanout` command does at start-up
     shards = sorted(path.name for path in (run / "out").iterdir())
+    sizes = [(run / "in" / shard / "part-00000.jsonl").stat().st_size for shard in shards]
     store = LocalStore(run)
     stats: list[MergeStats] = []
 
@@ -229,10 +230,11 @@ def case_fanout(
                 lines = None if order is None else order.lines_for(number)
                 async with limit:
                     parts = [str(run / "in" / shard / "part-00000.jsonl")]
+                    options = MergeOptions().for_input(sizes[number])  # as a run does
                     stats.append(
                         await merge_shard(
                             store, f"s3://b/out/{shard}/", InputKind.USER, parts, sinks,
-                            shard=number, ordered=lines,
+                            shard=number, options=options, ordered=lines,
                         )
                     )  # fmt: skip
                 if order is not None and lines is not None:

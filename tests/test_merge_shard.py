@@ -110,8 +110,10 @@ def assert_exactly_once(
     assert stats.sent == len(sent) == stats.results + stats.errors + stats.missing
 
 
-async def test_results_errors_and_missing_are_routed_and_reconciled() -> None:
-    """Successes, error lines and unanswered IDs each land in their sink, each ID once."""
+@pytest.mark.parametrize("partitions", [1, 3, 64])
+async def test_results_errors_and_missing_are_routed_and_reconciled(partitions: int) -> None:
+    """Successes, error lines and unanswered IDs each land in their sink, each ID once, however
+    many spill partitions."""
     store = MemoryStore()
     users = [f"u{i}" for i in range(40)] + ["Zoë", 'q"uote']
     parts = [
@@ -125,7 +127,7 @@ async def test_results_errors_and_missing_are_routed_and_reconciled() -> None:
     store.objects["out/run/shard-00000/part-00000.jsonl.out"] = b"\n".join(lines[::-1]) + b"\n"
     store.objects["out/run/shard-00000/_CHECK"] = b""
     store.objects["out/run/shard-00000/notes.txt"] = b"not output"
-    stats, results, errors, missing, corrupt = await run(store, parts)
+    stats, results, errors, missing, corrupt = await run(store, parts, partitions=partitions)
     assert stats == MergeStats(
         shard=3,
         sent=42,
@@ -297,3 +299,13 @@ async def test_input_parts_are_read_exactly(body: bytes) -> None:
     assert sorted(
         orjson.loads(x) if x.startswith(b'"') else x.decode() for x in missing.lines()
     ) == sorted(want)
+
+
+def test_spill_partitions_follow_the_shard_size() -> None:
+    """One partition per 8 MiB of input lines, at least one, at most the configured number."""
+    options = MergeOptions()
+    assert options.for_input(0).partitions == 1
+    assert options.for_input(8 * 1024 * 1024).partitions == 1
+    assert options.for_input(8 * 1024 * 1024 + 1).partitions == 2
+    assert options.for_input(10**12).partitions == 64
+    assert MergeOptions(partitions=4).for_input(10**12).partitions == 4

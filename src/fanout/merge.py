@@ -37,6 +37,7 @@ counted as missing too, and missing IDs can be sent again.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -146,6 +147,16 @@ class MergeOptions:
     def __post_init__(self) -> None:
         if self.chunk_bytes <= 0 or self.max_line_bytes <= 0 or not 1 <= self.partitions <= 4096:
             raise ValueError("chunk_bytes, max_line_bytes > 0 and 1 ≤ partitions ≤ 4096")
+
+    PARTITION_INPUT_BYTES = 8 * 1024 * 1024
+
+    def for_input(self, nbytes: int) -> MergeOptions:
+        """These options for a shard of `nbytes` of input lines: one spill partition per
+        `PARTITION_INPUT_BYTES` of them (at most `partitions`), since a partition's IDs take
+        fewer bytes than their input lines. A shard of a few MB then spills into one buffer,
+        not 64 (each appended to for every block of lines)."""
+        wanted = max(1, -(-nbytes // self.PARTITION_INPUT_BYTES))
+        return dataclasses.replace(self, partitions=min(self.partitions, wanted))
 
 
 @dataclass(frozen=True, slots=True)

@@ -1038,7 +1038,7 @@ class _RunMerger:
                 group.start_soon(self._merge, shard, outputs, limiter)
 
     async def _merge(self, shard: ShardInfo, outputs: bool, limiter: anyio.CapacityLimiter) -> None:
-        from .merge import MAX_LINE_BYTES, merge_shard
+        from .merge import MAX_LINE_BYTES, MergeOptions, merge_shard
 
         async with limiter:
             run_id = self._state.run_id
@@ -1052,7 +1052,7 @@ class _RunMerger:
             else:
                 stats = await merge_shard(
                     reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard,
-                    ordered=ordered,
+                    options=MergeOptions().for_input(shard.nbytes), ordered=ordered,
                 )  # fmt: skip
         if self._order is not None and ordered is not None:  # written in turn, outside the
             await self._order.merged(shard.shard, ordered, MAX_LINE_BYTES)  # limit on merges
@@ -1070,6 +1070,7 @@ class _RunMerger:
         from .aws import Encryption
         from .merge import (
             MAX_LINE_BYTES,
+            MergeOptions,
             OrderedLines,
             ResultFormat,
             ResultShape,
@@ -1089,9 +1090,10 @@ class _RunMerger:
             shape=ResultShape.SEGMENTS if segments else None,
         ) as results:
             sinks = dataclasses.replace(self._sinks, results=results)
+            options = MergeOptions().for_input(shard.nbytes)
             if self._settings.order == "completion":
                 stats = await merge_shard(
-                    reader, prefix, self._kind, parts, sinks, shard=shard.shard
+                    reader, prefix, self._kind, parts, sinks, shard=shard.shard, options=options
                 )
             else:  # each shard's file in input order
                 folder = self._scratch / f"order-{shard.shard:05d}"
@@ -1100,7 +1102,7 @@ class _RunMerger:
                 try:
                     stats = await merge_shard(
                         reader, prefix, self._kind, parts, sinks, shard=shard.shard,
-                        ordered=ordered,
+                        options=options, ordered=ordered,
                     )  # fmt: skip
                     await ordered.write_to(results, self._kind, MAX_LINE_BYTES)
                 finally:

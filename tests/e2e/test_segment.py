@@ -36,20 +36,22 @@ def parts_of(user: User, run: str) -> list[dict[str, Any]]:
     return [e for e in read_events(user.state / run) if e["event"] == "part-written"]
 
 
+@pytest.mark.parametrize("order", ["completion", "input"])
 def test_item_affinity_segments_within_the_file_limit(
-    user: User, capsys: pytest.CaptureFixture[str]
+    user: User, capsys: pytest.CaptureFixture[str], order: str
 ) -> None:
     items = user.tmp / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(1, 1101)) + "5\n")
     out = user.tmp / "segments.jsonl"
-    code, stdout, err = user.cli(
-        segment_args(user, "aff", ["--items", str(items)], out, "item-affinity"), capsys
-    )
+    args = segment_args(user, "aff", ["--items", str(items)], out, "item-affinity")
+    code, stdout, err = user.cli([*args, "--order", order], capsys)
     assert code == 3, err  # items 1001-1100 are not in the catalog: error lines, listed
     parts = parts_of(user, "aff")
     assert len(parts) >= 3 and all(p["records"] <= 500 for p in parts)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["itemId"] for row in rows} == {str(i) for i in range(1, 1001)}
+    if order == "input":
+        assert [row["itemId"] for row in rows] == [str(i) for i in range(1, 1001)]
     assert all(len(row["users"]) == 5 for row in rows)
     errors = [json.loads(x) for x in (user.state / "aff" / "errors.jsonl").read_text().splitlines()]
     assert sorted(int(e["id"]) for e in errors) == list(range(1001, 1101))
