@@ -524,9 +524,13 @@ def test_order_input_restores_the_input_order_in_every_format(
 
     again = ["merge", "ord", "--state-dir", str(user.state), "--order", "input"]
     parquet = user.tmp / "ordered.parquet"
+    stale = user.tmp / ".ordered.parquet.order-k1ll3d"  # what a crash mid-merge leaves
+    (stale / "shard-00000").mkdir(parents=True)
+    (stale / "shard-00000" / "ordered-0000").write_bytes(b"0" * 16 + b"{}\n")
     code, _, err = user.cli([*again, "--out", str(parquet)], capsys)
     assert code == 0, err
     assert pq.read_table(parquet).column("userId").to_pylist() == wanted
+    assert not stale.exists(), "the next merge removes what a crashed one held back"
 
     bucket = user.info.bucket
     args = run_args(user, "ordds", ids, Path("unused"), *small)
