@@ -238,7 +238,7 @@ def case_fanout(
                         )
                     )  # fmt: skip
                 if order is not None and lines is not None:
-                    await order.merged(number, lines, MergeOptions().max_line_bytes)
+                    await order.merged(number, lines)
 
             async with anyio.create_task_group() as tg:
                 for number, shard in enumerate(shards):

@@ -57,13 +57,12 @@ def main(seed: int, rounds: int) -> None:
             )
             sent = K.readonly(np.frombuffer(records.tobytes().replace(b'r"', b'"'), np.uint8))
             K.reconcile(sent, K.readonly(records), np.array([114, 101], np.uint8), every)
-            line_lo = np.ascontiguousarray(common.spans[:, K.LINE_LO])
-            line_hi = np.ascontiguousarray(common.spans[:, K.LINE_HI])
             where = np.array(rng.sample(range(1 << 40), len(lo)), np.int64)
-            held, _ = K.positioned(common.data, line_lo, line_hi, where, 1 << 36, 16)
-            K.record_spans(K.readonly(held))
-            K.record_spans(K.readonly(held[: rng.randrange(len(held) + 1)].copy()))
-            K.record_spans(np.frombuffer(damaged(rng) + b"\n" + damaged(rng), np.uint8))
+            kept, _ = K.held(common.data, common.spans, where, 1 << 36, 16)
+            K.unheld(K.readonly(kept))
+            K.unheld(K.readonly(kept[: rng.randrange(len(kept) + 1)].copy()))
+            noise = bytes(rng.randrange(256) for _ in range(rng.randrange(200)))
+            K.unheld(np.frombuffer(noise + damaged(rng), np.uint8))
         K.scan_sent(np.frombuffer(data, np.uint8), K.as_array('{"input":{"userId":"'))
 
 

@@ -35,7 +35,7 @@ async def merge_ordered(
         options=MergeOptions(chunk_bytes=97), ordered=lines,
     )  # fmt: skip
     assert isinstance(results, Results) and not results.records, "nothing written before"
-    await lines.write_to(results, InputKind.USER, 1 << 20)
+    await lines.write_to(results, InputKind.USER)
     lines.close()
     return stats, errors
 
@@ -102,7 +102,7 @@ async def test_run_shards_are_written_in_shard_order_whatever_order_they_finish(
             store, f"s3://b/out/s{shard}/", InputKind.USER, [part], sinks, shard=shard,
             ordered=lines,
         )  # fmt: skip
-        await order.merged(shard, lines, 1 << 20)
+        await order.merged(shard, lines)
         written_after[shard] = "".join(r.key for r in results.records)
     assert written_after == {2: "", 0: "abc", 1: "abcdef"}
     order.check_written()

@@ -439,65 +439,87 @@ def joined_lines(data: U8, spans: I64) -> U8:
     return out
 
 
-_HEX = as_array("0123456789abcdef")
+# A held line (`--order input`, `merge.OrderedLines`): a header of HELD_HEADER bytes, little-endian:
+# its input position (8 bytes), the line's length (4), then 7 × 4 bytes: ID_LO … SCORES_HI as
+# offsets into the line (-1 stays -1) and COUNT (-1: not of the common shape); then the line.
+HELD_HEADER = 40
 
 
 @kernel
-def positioned(data: U8, lo: I64, hi: I64, positions: I64, span: int, files: int) -> tuple[U8, I64]:
-    """Records `<position, 16 lowercase hex digits><data[lo:hi]>\n`, ordered by file
-    (`position // span`, stable): the bytes, and where each file's records start (`files + 1`
-    bounds). For `--order input` (`merge.OrderedLines`)."""
+def _put_le(out: U8, p: int, value: int, size: int) -> None:
+    for k in range(size):
+        out[p + k] = (value >> (8 * k)) & 255
+
+
+@kernel
+def _get_le(data: U8, p: int, size: int) -> int:
+    value = 0
+    for k in range(size - 1, -1, -1):
+        value = (value << 8) | data[p + k]
+    if size == 4 and value >= 2**31:  # a signed 32-bit value
+        value -= 2**32
+    return value
+
+
+@kernel
+def held(data: U8, spans: I64, positions: I64, span: int, files: int) -> tuple[U8, I64]:
+    """The lines of `spans` (rows as `scan` gives them; COUNT -1 for a line not of the common
+    shape) as held lines, each led by its header, ordered by file (`position // span`,
+    stable): the bytes, and where each file's lines start (`files + 1` bounds)."""
     bounds = np.zeros(files + 1, np.int64)
-    for i in range(len(lo)):
-        bounds[positions[i] // span + 1] += hi[i] - lo[i] + 17
+    for i in range(len(spans)):
+        bounds[positions[i] // span + 1] += HELD_HEADER + spans[i, LINE_HI] - spans[i, LINE_LO]
     for k in range(files):
         bounds[k + 1] += bounds[k]
     at = bounds[:-1].copy()
     out = np.empty(bounds[files], np.uint8)
-    for i in range(len(lo)):
+    for i in range(len(spans)):
         file = positions[i] // span
         p = at[file]
-        value = positions[i]
-        for k in range(15, -1, -1):
-            out[p + k] = _HEX[value & 15]
-            value >>= 4
-        p += 16
-        size = hi[i] - lo[i]
-        out[p : p + size] = data[lo[i] : hi[i]]
-        p += size
-        out[p] = 10
-        at[file] = p + 1
+        lo, hi = spans[i, LINE_LO], spans[i, LINE_HI]
+        _put_le(out, p, positions[i], 8)
+        _put_le(out, p + 8, hi - lo, 4)
+        for c in range(ID_LO, COUNT):
+            _put_le(out, p + 12 + 4 * (c - ID_LO), spans[i, c] - lo if spans[i, c] >= 0 else -1, 4)
+        _put_le(out, p + 36, spans[i, COUNT], 4)
+        p += HELD_HEADER
+        out[p : p + hi - lo] = data[lo:hi]
+        at[file] = p + hi - lo
     return out, bounds
 
 
 @kernel
-def record_spans(records: U8) -> tuple[I64, I64, I64]:
-    """Each record's position and where its line starts and ends, of records as `positioned`
-    writes them (whole records only; -1 positions if one is damaged)."""
+def unheld(records: U8) -> tuple[I64, I64, int]:
+    """The held lines in `records` (as `held` writes them): each one's position, its span row
+    (offsets into `records`), and how many bytes the whole, sound lines take (the rest is a
+    line cut short, or damage: no span reaches outside its line)."""
     count = 0
-    for byte in records:
-        count += byte == 10
+    p = 0
+    while p + HELD_HEADER <= len(records):
+        size = _get_le(records, p + 8, 4)
+        if size < 0 or p + HELD_HEADER + size > len(records):
+            break
+        count += 1
+        p += HELD_HEADER + size
     positions = np.empty(count, np.int64)
-    lo = np.empty(count, np.int64)
-    hi = np.empty(count, np.int64)
+    spans = np.empty((count, SPAN_COLUMNS), np.int64)
     p = 0
     for i in range(count):
-        value = 0
-        for k in range(16):
-            c = records[p + k] if p + k < len(records) else 0
-            digit = c - 48 if 48 <= c <= 57 else (c - 87 if 97 <= c <= 102 else -1)
-            if digit < 0:
-                positions[:] = -1
-                return positions, lo, hi
-            value = value * 16 + digit
-        positions[i] = value
-        lo[i] = p + 16
-        q = p + 16
-        while records[q] != 10:
-            q += 1
-        hi[i] = q
-        p = q + 1
-    return positions, lo, hi
+        positions[i] = _get_le(records, p, 8)
+        lo = p + HELD_HEADER
+        size = _get_le(records, p + 8, 4)
+        spans[i, LINE_LO] = lo
+        spans[i, LINE_HI] = lo + size
+        for c in range(ID_LO, COUNT):
+            offset = _get_le(records, p + 12 + 4 * (c - ID_LO), 4)
+            if offset < -1 or offset > size:  # damaged: never a range outside the line
+                return positions[:i], spans[:i], p
+            spans[i, c] = lo + offset if offset >= 0 else -1
+        spans[i, COUNT] = _get_le(records, p + 36, 4)
+        if spans[i, COUNT] < -1 or positions[i] < 0:
+            return positions[:i], spans[:i], p
+        p = spans[i, LINE_HI]
+    return positions, spans, p
 
 
 _POWERS = np.array([10.0**k for k in range(23)])  # exact as doubles
@@ -742,9 +764,9 @@ def warm() -> None:
     flat_lines(data, common, as_array('{"userId":"'), as_array('","recommendedItems":["'))
     joined_lines(data, common)
     columns(data, common)
-    where = np.zeros(len(lo), np.int64)
-    records, _ = positioned(data, lo, hi, where, 1, 1)
-    record_spans(readonly(records))
+    where = np.zeros(len(common), np.int64)
+    records, _ = held(data, common, where, 1, 1)
+    unheld(readonly(records))
     tags = np.array([ord("r"), ord("e")], np.uint8)
     reconcile(readonly(as_array('"u"\n')), readonly(as_array('r"u"\n')), tags, every)
 

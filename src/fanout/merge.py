@@ -38,6 +38,7 @@ counted as missing too, and missing IDs can be sent again.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
@@ -58,7 +59,6 @@ from ._outputs import (
     Block,
     CommonLines,
     OutputRecord,
-    ParsedBlock,
     blocks,
     parse_block,
     parse_output_line,
@@ -375,16 +375,21 @@ class _Spill:
         return b"".join(self._chunks(part))
 
     def split(self, part: int, into: _Spill, first: int, span: int) -> None:
-        """Partition `part`'s records, each led by a 16-hex-digit position, moved to `into` by
-        position: `(position - first) // span`. Streams; call `close` first."""
+        """Partition `part`'s held lines (`_mergekernels.held`) moved to `into` by position:
+        `(position - first) // span`. Streams; call `close` first."""
         tail = b""
         for chunk in self._chunks(part):
-            records = (tail + chunk).split(b"\n")
-            tail = records.pop()
-            for record in records:
-                into.append((int(record[:16], 16) - first) // span, record + b"\n")  # rare
+            records = K.readonly(np.frombuffer(tail + chunk, np.uint8))
+            positions, spans, whole = K.unheld(records)
+            out, bounds = K.held(records, spans, positions - first, span, into._partitions)
+            view, at = out.data, bounds.tolist()
+            for sub in range(into._partitions):
+                into.append(sub, view[at[sub] : at[sub + 1]])
+            tail = records[whole:].tobytes()
             if into.full:
                 into.write_now()
+        if tail:
+            raise MergeError(f"the results held back in {self._paths[part]} were damaged")
         into.close()
 
     def _chunks(self, part: int) -> Iterator[bytes]:
@@ -413,12 +418,13 @@ class _Spill:
 class OrderedLines:
     """One shard's result lines put back in input order (`--order input`), on disk meanwhile.
 
-    The merge hands over each result line with its position among the shard's input lines;
-    the lines are spilled (as `<16 hex digits of position><line>\n`) to `FILES` files, each
-    for one range of positions. `write_to` then reads the files in order, sorts each one and
-    writes its lines: memory is one file, and a file of more than `budget` bytes is first split
-    again, by narrower ranges of positions, until it fits (or holds a single line). Disk use is
-    about the bytes of the shard's results, in `folder`, removed by `close`.
+    The merge hands over each result line with its position among the shard's input lines
+    and where its parts are; the lines are spilled, each behind a header of those
+    (`_mergekernels.held`), to `FILES` files, each for one range of positions. `write_to` then
+    reads the files in order, sorts each one by position and writes its lines from where they
+    lie in it, not parsed again: memory is one file, and a file of more than `budget` bytes is
+    first split again, by narrower ranges of positions, until it fits (or holds a single line).
+    Disk use is about the bytes of the shard's results, in `folder`, removed by `close`.
     """
 
     FILES = 64
@@ -434,9 +440,11 @@ class OrderedLines:
         """The shard has `positions` input lines: set the range of positions per file."""
         self._span = max(1, -(-positions // self.FILES))
 
-    def add(self, positions: K.I64, data: K.U8, lo: K.I64, hi: K.I64) -> None:
-        """The lines `data[lo:hi]`, at these input positions (each at most once per shard)."""
-        records, bounds = K.positioned(data, lo, hi, positions, self._span, self.FILES)
+    def add(self, positions: K.I64, data: K.U8, spans: K.I64) -> None:
+        """The lines of `spans` (rows of `data` as `_mergekernels.scan` gives them; COUNT -1
+        for a line to parse again when written), at these input positions (each at most once
+        per shard)."""
+        records, bounds = K.held(data, spans, positions, self._span, self.FILES)
         view, at = records.data, bounds.tolist()
         for part in range(self.FILES):
             self._spill.append(part, view[at[part] : at[part + 1]])
@@ -448,32 +456,29 @@ class OrderedLines:
     async def flush(self) -> None:
         await self._spill.flush()
 
-    async def write_to(self, results: ResultSink, kind: InputKind, max_line: int) -> None:
+    async def write_to(self, results: ResultSink, kind: InputKind) -> None:
         """Write every line to `results`, in position order. Each file is sorted and parsed
         on a worker thread while the one before it is written."""
         self._spill.close()
-        send, receive = anyio.create_memory_object_stream[ParsedBlock](1)
+        send, receive = anyio.create_memory_object_stream[_Sorted](1)
         async with anyio.create_task_group() as group:
-            group.start_soon(self._sort_all, send, kind, max_line)
+            group.start_soon(self._sort_all, send, kind)
             async with receive:
-                async for parsed in receive:
-                    await _write_in_order(parsed, results, kind)
+                async for lines in receive:
+                    await lines.write_to(results, kind)
 
-    async def _sort_all(
-        self, send: MemoryObjectSendStream[ParsedBlock], kind: InputKind, max_line: int
-    ) -> None:
+    async def _sort_all(self, send: MemoryObjectSendStream[_Sorted], kind: InputKind) -> None:
         async with send:
             for part in range(self.FILES):
-                await self._sort_range(self._spill, part, self._span, send, kind, max_line)
+                await self._sort_range(self._spill, part, self._span, send, kind)
 
     async def _sort_range(
         self,
         spill: _Spill,
         part: int,
         span: int,
-        send: MemoryObjectSendStream[ParsedBlock],
+        send: MemoryObjectSendStream[_Sorted],
         kind: InputKind,
-        max_line: int,
     ) -> None:
         if not spill.sizes[part]:
             return
@@ -484,39 +489,60 @@ class OrderedLines:
                 await anyio.to_thread.run_sync(spill.split, part, finer, part * span, narrower)
                 spill.discard(part)
                 for sub in range(16):
-                    await self._sort_range(finer, sub, narrower, send, kind, max_line)
+                    await self._sort_range(finer, sub, narrower, send, kind)
             finally:
                 finer.close()
             return
-        await send.send(await anyio.to_thread.run_sync(self._sorted, spill, part, kind, max_line))
+        await send.send(await anyio.to_thread.run_sync(self._sorted, spill, part, kind))
 
-    def _sorted(self, spill: _Spill, part: int, kind: InputKind, max_line: int) -> ParsedBlock:
-        """Partition `part`'s lines, sorted by position and parsed again."""
+    def _sorted(self, spill: _Spill, part: int, kind: InputKind) -> _Sorted:
+        """Partition `part`'s lines, sorted by position."""
         records = np.frombuffer(spill.read(part), np.uint8)
         spill.discard(part)
-        positions, lo, hi = K.record_spans(records)
-        spans = np.stack((lo, hi), axis=1)[np.argsort(positions)]
-        parsed = parse_block(0, Block(K.joined_lines(records, spans).tobytes()), kind, max_line)
-        if parsed.bad or (len(positions) and positions[0] < 0):  # lines parsed once already:
-            raise MergeError(f"the spilled results in {self.folder} were damaged")
-        return parsed
+        positions, spans, whole = K.unheld(records)
+        if whole != len(records):
+            raise MergeError(f"the results held back in {self.folder} were damaged")
+        return _Sorted(CommonLines(kind.id_field, records, spans[np.argsort(positions)]))
 
     def close(self) -> None:
         self._spill.close()
 
 
-async def _write_in_order(parsed: ParsedBlock, results: ResultSink, kind: InputKind) -> None:
-    """A parsed block's usable lines to `results`, in line order."""
-    common = parsed.common
-    if not parsed.records:
-        if isinstance(results, ResultFile):
-            await results.write_common(common)
-        else:
-            await results.write(common.records(kind))
-        return
-    everything = common.records(kind) + parsed.records
-    at = np.concatenate((parsed.common_at, parsed.record_at))
-    await results.write([everything[i] for i in np.argsort(at).tolist()])
+@dataclass(frozen=True, slots=True)
+class _Sorted:
+    """Held lines in order, as byte ranges; the ones not of the common shape (COUNT -1) are
+    parsed again when written."""
+
+    lines: CommonLines
+
+    async def write_to(self, results: ResultSink, kind: InputKind) -> None:
+        lines = self.lines
+        other = lines.spans[:, K.COUNT] < 0
+        if not other.any() and isinstance(results, ResultFile):
+            await results.write_common(lines)
+            return
+        # Runs of one kind at a time, in order: common lines as byte ranges, others parsed.
+        edges = np.flatnonzero(np.diff(other.astype(np.int8))) + 1
+        for lo, hi in itertools.pairwise([0, *edges.tolist(), len(other)]):
+            run = lines.take(np.arange(lo, hi))
+            if other[lo]:
+                await results.write(_parsed_again(run, kind))
+            elif isinstance(results, ResultFile):
+                await results.write_common(run)
+            else:
+                await results.write(run.records(kind))
+
+
+def _parsed_again(lines: CommonLines, kind: InputKind) -> list[OutputRecord]:
+    """Lines not of the common shape, as records (they were usable when first parsed)."""
+    data = lines.data
+    out: list[OutputRecord] = []
+    for lo, hi in lines.spans[:, : K.LINE_HI + 1].tolist():
+        record = parse_output_line(data[lo:hi].tobytes(), kind)
+        if not isinstance(record, OutputRecord):
+            raise MergeError(f"a result held back for input order was damaged: {record.reason}")
+        out.append(record)
+    return out
 
 
 class InputOrder:
@@ -538,14 +564,14 @@ class InputOrder:
         folder.mkdir(mode=0o700)
         return OrderedLines(folder)
 
-    async def merged(self, shard: int, lines: OrderedLines, max_line: int) -> None:
+    async def merged(self, shard: int, lines: OrderedLines) -> None:
         """Shard `shard`'s merge is done: write it and any later shards it was holding back."""
         self._ready[shard] = lines
         async with self._lock:
             while self._next in self._ready:
                 ready = self._ready.pop(self._next)
                 try:
-                    await ready.write_to(self._results, self._kind, max_line)
+                    await ready.write_to(self._results, self._kind)
                 finally:
                     ready.close()
                     shutil.rmtree(ready.folder, ignore_errors=True)
@@ -831,13 +857,13 @@ def _hold_in_order(routed: _Routed, shard_state: _Shard, where: npt.NDArray[np.i
     common = routed.common
     taken = 0
     if common is not None:
-        spans = common.spans
-        lo = np.ascontiguousarray(spans[:, K.LINE_LO])
-        hi = np.ascontiguousarray(spans[:, K.LINE_HI])
-        ordered.add(positions[: len(lo)], common.data, lo, hi)
-        taken = len(lo)
-    if routed.records:
-        ordered.add(positions[taken:], *_packed([record.raw for record in routed.records], 0))
+        ordered.add(positions[: len(common)], common.data, common.spans)
+        taken = len(common)
+    if routed.records:  # kept as they are, parsed again when written (COUNT -1)
+        data, lo, hi = _packed([record.raw for record in routed.records], 0)
+        spans = np.full((len(lo), K.SPAN_COLUMNS), -1, np.int64)
+        spans[:, K.LINE_LO], spans[:, K.LINE_HI] = lo, hi
+        ordered.add(positions[taken:], data, spans)
     routed.common, routed.records = None, []
 
 

@@ -1038,7 +1038,7 @@ class _RunMerger:
                 group.start_soon(self._merge, shard, outputs, limiter)
 
     async def _merge(self, shard: ShardInfo, outputs: bool, limiter: anyio.CapacityLimiter) -> None:
-        from .merge import MAX_LINE_BYTES, MergeOptions, merge_shard
+        from .merge import MergeOptions, merge_shard
 
         async with limiter:
             run_id = self._state.run_id
@@ -1055,7 +1055,7 @@ class _RunMerger:
                     options=MergeOptions().for_input(shard.nbytes), ordered=ordered,
                 )  # fmt: skip
         if self._order is not None and ordered is not None:  # written in turn, outside the
-            await self._order.merged(shard.shard, ordered, MAX_LINE_BYTES)  # limit on merges
+            await self._order.merged(shard.shard, ordered)  # limit on merges at once
         self.stats[shard.shard] = stats
         await self._journal.append("shard-merged", **asdict(stats))
         self._report(
@@ -1069,7 +1069,6 @@ class _RunMerger:
         """One shard into its own Parquet file, uploaded to the dataset with SSE-KMS."""
         from .aws import Encryption
         from .merge import (
-            MAX_LINE_BYTES,
             MergeOptions,
             OrderedLines,
             ResultFormat,
@@ -1104,7 +1103,7 @@ class _RunMerger:
                         reader, prefix, self._kind, parts, sinks, shard=shard.shard,
                         options=options, ordered=ordered,
                     )  # fmt: skip
-                    await ordered.write_to(results, self._kind, MAX_LINE_BYTES)
+                    await ordered.write_to(results, self._kind)
                 finally:
                     ordered.close()
                     shutil.rmtree(folder, ignore_errors=True)
