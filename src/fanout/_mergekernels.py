@@ -154,12 +154,14 @@ def _blank(data: U8, p: int, end: int) -> bool:
 
 
 @kernel
-def _items_end(data: U8, p: int, end: int) -> int:
-    """Where the list of strings whose first one starts at `p` (after its quote) ends: the
-    quote of the last one, followed by `]`; -1 if anything but plain strings joined by `","`
-    comes first (an escape, a control character, invalid UTF-8)."""
+def _items_end(data: U8, p: int, end: int) -> tuple[int, int]:
+    """Where the list of strings whose first one starts at `p` (after its quote) ends (the
+    quote of the last one, followed by `]`), and how many strings it has; -1 if anything but
+    plain strings joined by `","` comes first (an escape, a control character, invalid
+    UTF-8)."""
     start = p
     high = False
+    count = 1
     while p < end:
         c = _CLASS[data[p]]
         if c == _PLAIN:
@@ -168,14 +170,15 @@ def _items_end(data: U8, p: int, end: int) -> int:
             high = True
             p += 1
         elif c == _STOP or p + 2 >= end:
-            return -1
+            return -1, 0
         elif data[p + 1] == 93:  # "]
-            return p if not high or _utf8(data, start, p) else -1
+            return (p if not high or _utf8(data, start, p) else -1), count
         elif data[p + 1] == 44 and data[p + 2] == 34:  # ","
             p += 3
+            count += 1
         else:
-            return -1
-    return -1
+            return -1, 0
+    return -1, 0
 
 
 @kernel
@@ -237,14 +240,11 @@ def _common(data: U8, s: int, end: int, head: U8, row: I64) -> int:
         return -1
     p = id_hi + len(MID)
     row[ITEMS_LO] = p
-    items = _items_end(data, p, end)
+    items, count = _items_end(data, p, end)
     if items < 0:
         return -1
     row[ITEMS_HI] = items
-    count = 1
-    for k in range(p, items):  # (no quote is inside an item: each one here is in a `","`)
-        count += data[k] == 34
-    row[COUNT] = count = (count + 1) // 2
+    row[COUNT] = count
     p = items + 2
     row[SCORES_LO] = row[SCORES_HI] = -1
     if _at(data, p, end, SCORES_KEY):
