@@ -57,6 +57,12 @@ def main(seed: int, rounds: int) -> None:
             )
             sent = K.readonly(np.frombuffer(records.tobytes().replace(b'r"', b'"'), np.uint8))
             K.reconcile(sent, K.readonly(records), np.array([114, 101], np.uint8), every)
+            K.route(
+                np.sort(prints[::2]),
+                np.zeros(len(prints[::2]), np.uint8),
+                prints,
+                K.as_array("rdu"),
+            )
             where = np.array(rng.sample(range(1 << 40), len(lo)), np.int64)
             kept, _ = K.held(common.data, common.spans, where, 1 << 36, 16)
             K.unheld(K.readonly(kept))

@@ -635,6 +635,26 @@ def columns(data: U8, spans: I64) -> tuple[U8, I32, U8, I32, I32, F64, I64, I32]
     )
 
 
+@kernel
+def route(sent: U64, written: U8, fps: U64, tags: U8) -> tuple[U8, I64]:
+    """Each of `fps`, in turn: its tag, and its index in the sorted `sent` (where it would go).
+    The tag is `tags[0]` for the first line of a sent fingerprint not yet `written` (which it
+    then marks), `tags[1]` for a sent one already written, `tags[2]` for one never sent."""
+    out = np.empty(len(fps), np.uint8)
+    where = np.searchsorted(sent, fps)
+    for i in range(len(fps)):
+        w = where[i]
+        if w < len(sent) and sent[w] == fps[i]:
+            if written[w] == 0:
+                written[w] = 1
+                out[i] = tags[0]
+            else:
+                out[i] = tags[1]
+        else:
+            out[i] = tags[2]
+    return out, where
+
+
 # What `reconcile` counts, in this order.
 RECONCILED = (
     "results",
@@ -767,6 +787,8 @@ def warm() -> None:
     where = np.zeros(len(common), np.int64)
     records, _ = held(data, common, where, 1, 1)
     unheld(readonly(records))
+    sent = np.sort(prints)
+    route(sent, np.zeros(len(sent), np.uint8), prints, as_array("rdu"))
     tags = np.array([ord("r"), ord("e")], np.uint8)
     reconcile(readonly(as_array('"u"\n')), readonly(as_array('r"u"\n')), tags, every)
 

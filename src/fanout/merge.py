@@ -97,6 +97,7 @@ _RESULT = ord("r")  # written as a result
 _ERROR = ord("e")  # written as an error line
 _DROPPED = ord("d")  # a sent fingerprint already written: not written again
 _UNSENT = ord("u")  # a fingerprint never sent: not written
+_ROUTE_TAGS = np.array([_RESULT, _DROPPED, _UNSENT], np.uint8)  # for `_mergekernels.route`
 
 
 class ResultSink(Protocol):
@@ -801,21 +802,14 @@ def _route(
     source_fps = np.concatenate(
         (_fingerprints(common.data, id_lo, id_hi), fingerprints_of(record_keys))
     )
-    order = np.argsort(np.concatenate((parsed.common_at, parsed.record_at)), kind="stable")
-    fps = source_fps[order]
-    where = np.searchsorted(sent, fps)
-    inside = where < len(sent)
-    hit = np.zeros(len(fps), np.bool_)
-    hit[inside] = sent[where[inside]] == fps[inside]
-    fresh = hit.copy()
-    fresh[hit] = written[where[hit]] == 0
-    candidates = np.flatnonzero(fresh)
-    _, first_seen = np.unique(where[candidates], return_index=True)
-    chosen = candidates[first_seen]
-    written[where[chosen]] = 1
-    tags = np.full(len(fps), _DROPPED, np.uint8)
-    tags[~hit] = _UNSENT
-    tags[chosen] = _RESULT
+    if records:
+        order = np.argsort(np.concatenate((parsed.common_at, parsed.record_at)), kind="stable")
+        fps = source_fps[order]
+    else:  # common lines only: source order is line order
+        order = np.arange(n_common)
+        fps = source_fps
+    tags, where = K.route(sent, written, fps, _ROUTE_TAGS)
+    chosen = np.flatnonzero(tags == _RESULT)
     source_tags = np.empty_like(tags)
     source_tags[order] = tags
     failed = [i for i, record in enumerate(records) if record.error is not None]
