@@ -234,7 +234,7 @@ def _split(chunks: list[bytes], limit: int = 1000) -> list[tuple[int, bytes | No
     then into lines by the kernel (None: over the limit), numbered from 1."""
     splitter = LineBlocks(limit)
     out: list[tuple[int, bytes | None]] = []
-    for block in [*map(splitter.feed, chunks), splitter.finish()]:
+    for block in [*(b for chunk in chunks for b in splitter.feed(chunk)), splitter.finish()]:
         if block is None:
             continue
         if block.overlong:

@@ -157,47 +157,52 @@ def _numbers(output: dict[str, Any], name: str, count: int) -> tuple[float, ...]
 
 @dataclass(frozen=True, slots=True)
 class Block:
-    """Whole lines of a stream: `head + body[:end]` (`\n`-separated; only the stream's last
-    line may lack its `\n`), where `head` is the start of a line carried over from earlier
-    chunks. `overlong` says a line just before them was skipped for being longer than the line
-    limit. A block is joined into one array (`data`) off the event loop, and does not number its
+    """Whole lines of a stream: `head + body[start:end]` (`\n`-separated; only the stream's
+    last line may lack its `\n`), where `head` is the start of a line carried over from earlier
+    chunks (then `start` is 0 and the block is that one line). `overlong` says a line just
+    before them was skipped for being longer than the line limit. A block does not number its
     lines: the kernels count them."""
 
     body: bytes
     end: int = -1  # -1: all of body
     head: bytes = b""
     overlong: bool = False
+    start: int = 0
 
     def data(self) -> K.U8:
-        """The block's bytes, contiguous (joined without the GIL: call it on a worker thread)."""
+        """The block's bytes, contiguous: a view of `body`, or for a carried-over line, joined
+        without the GIL (call it on a worker thread)."""
         body = np.frombuffer(self.body, np.uint8)
         end = len(body) if self.end < 0 else self.end
         if not self.head:
-            return body[:end]
+            return body[self.start : end]
         return K.readonly(K.joined(np.frombuffer(self.head, np.uint8), body, end))
 
 
 class LineBlocks:
     """Cuts a stream of chunks into blocks of whole lines, holding at most one chunk and one
     partial line (≤ `max_line` bytes); a line that grows past the limit is skipped and reported
-    as `Block.overlong` once its end is seen. Chunks are not copied here."""
+    as `Block.overlong` once its end is seen. Chunks are not copied: the line carried over into
+    a chunk is a block of its own (joined on a worker thread), and the chunk's other whole lines
+    a view of it."""
 
     def __init__(self, max_line: int) -> None:
         self._max = max_line
         self._tail = b""
         self._skipping = False
 
-    def feed(self, chunk: bytes) -> Block | None:
+    def feed(self, chunk: bytes) -> list[Block]:
+        """The blocks of whole lines that `chunk` completes (none, one or two)."""
         overlong = False
         start = 0
         if self._skipping:
             start = chunk.find(b"\n") + 1
             if not start:
-                return None
+                return []
             self._skipping = False
             overlong = True
         cut = chunk.rfind(b"\n", start) + 1
-        head = self._tail
+        head = self._tail  # (empty after a skipped line: then start may be > 0)
         if cut:
             self._tail = chunk[cut:]
         else:
@@ -206,10 +211,12 @@ class LineBlocks:
             self._skipping = True
             self._tail = b""
         if not cut:
-            return Block(b"", overlong=True) if overlong else None
-        if start:
-            return Block(chunk[start:cut], overlong=overlong)
-        return Block(chunk, cut, head, overlong)
+            return [Block(b"", overlong=True)] if overlong else []
+        if not head:
+            return [Block(chunk, cut, overlong=overlong, start=start)]
+        first = chunk.find(b"\n") + 1  # the end of the carried-over line
+        joined = Block(chunk, first, head, overlong)
+        return [joined, Block(chunk, cut, start=first)] if first < cut else [joined]
 
     def finish(self) -> Block | None:
         """The last line, if the stream does not end in a line end."""
@@ -226,8 +233,7 @@ async def blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[B
     """The lines of a stream of chunks, in blocks of whole lines (`LineBlocks`)."""
     splitter = LineBlocks(max_line)
     async for chunk in chunks:
-        block = splitter.feed(chunk)
-        if block is not None:
+        for block in splitter.feed(chunk):
             yield block
     last = splitter.finish()
     if last is not None:
