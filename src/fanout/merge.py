@@ -435,7 +435,6 @@ class OrderedLines:
         self._budget = budget
         self._spill = _Spill(folder, "ordered", self.FILES)
         self._span = 1  # positions per file
-        self.lines = 0
 
     def begin(self, positions: int) -> None:
         """The shard has `positions` input lines: set the range of positions per file."""
@@ -458,8 +457,8 @@ class OrderedLines:
         await self._spill.flush()
 
     async def write_to(self, results: ResultSink, kind: InputKind) -> None:
-        """Write every line to `results`, in position order. Each file is sorted and parsed
-        on a worker thread while the one before it is written."""
+        """Write every line to `results`, in position order. Each file is sorted on a worker
+        thread while the one before it is written."""
         self._spill.close()
         send, receive = anyio.create_memory_object_stream[_Sorted](1)
         async with anyio.create_task_group() as group:

@@ -1089,24 +1089,21 @@ class _RunMerger:
             shape=ResultShape.SEGMENTS if segments else None,
         ) as results:
             sinks = dataclasses.replace(self._sinks, results=results)
-            options = MergeOptions().for_input(shard.nbytes)
-            if self._settings.order == "completion":
+            held = self._scratch / f"order-{shard.shard:05d}"  # each file in input order
+            ordered = OrderedLines(held) if self._settings.order == "input" else None
+            try:
+                if ordered is not None:
+                    held.mkdir()
                 stats = await merge_shard(
-                    reader, prefix, self._kind, parts, sinks, shard=shard.shard, options=options
-                )
-            else:  # each shard's file in input order
-                folder = self._scratch / f"order-{shard.shard:05d}"
-                folder.mkdir()
-                ordered = OrderedLines(folder)
-                try:
-                    stats = await merge_shard(
-                        reader, prefix, self._kind, parts, sinks, shard=shard.shard,
-                        options=options, ordered=ordered,
-                    )  # fmt: skip
+                    reader, prefix, self._kind, parts, sinks, shard=shard.shard,
+                    options=MergeOptions().for_input(shard.nbytes), ordered=ordered,
+                )  # fmt: skip
+                if ordered is not None:
                     await ordered.write_to(results, self._kind)
-                finally:
+            finally:
+                if ordered is not None:
                     ordered.close()
-                    shutil.rmtree(folder, ignore_errors=True)
+                    shutil.rmtree(held, ignore_errors=True)
         destination = S3Uri.parse(self.out).child(name)
         key = self._template.output.kms_key_arn
         await self._aws.s3.upload_file(local, destination.bucket, destination.key, Encryption(key))
