@@ -2,7 +2,7 @@
  *
  * - fingerprints(buf, starts, lens, out): the 64-bit fingerprint of each ID
  *   buf[starts[i] : starts[i] + lens[i]] into out[i] (the function `fanout._dedupe` documents;
- *   its numpy version is the reference the tests hold this one to).
+ *   tests/test_dedupe.py holds it to a plain-Python copy of the definition).
  * - fingerprints_strided(buf, start, stride, size, out): the same for len(out) IDs of `size`
  *   bytes, `stride` bytes apart from `start`.
  * - insert(table, fps, dup): add each of fps to the open-addressing hash set `table`, in order;
