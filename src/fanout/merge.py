@@ -336,18 +336,18 @@ class _Spill:
         parts = (fps % np.uint64(self._partitions)).astype(np.int64)
         if tags is None:
             tags = np.zeros(len(lo), np.uint8)
-        records, bounds = K.partitioned(data, lo, hi, tags, parts, self._partitions)
-        view = records.data
-        at = bounds.tolist()
-        for part in range(self._partitions):
-            self.append(part, view[at[part] : at[part + 1]])
+        self.append_grouped(*K.partitioned(data, lo, hi, tags, parts, self._partitions))
 
-    def append(self, part: int, data: bytes | memoryview) -> None:
-        """Add whole records (lines) to partition `part` (call `flush` when `full`)."""
-        if data:
-            self._buffers[part] += data
-            self.sizes[part] += len(data)
-            self._pending += len(data)
+    def append_grouped(self, records: K.U8, bounds: K.I64) -> None:
+        """Add whole records ordered by partition, partition p's at `bounds[p]:bounds[p + 1]`
+        (as the kernels give them; call `flush` when `full`)."""
+        view, at = records.data, bounds.tolist()
+        for part in range(self._partitions):
+            data = view[at[part] : at[part + 1]]
+            if data:
+                self._buffers[part] += data
+                self.sizes[part] += len(data)
+                self._pending += len(data)
 
     @property
     def full(self) -> bool:
@@ -382,10 +382,7 @@ class _Spill:
         for chunk in self._chunks(part):
             records = K.readonly(np.frombuffer(tail + chunk, np.uint8))
             positions, spans, whole = K.unheld(records)
-            out, bounds = K.held(records, spans, positions - first, span, into._partitions)
-            view, at = out.data, bounds.tolist()
-            for sub in range(into._partitions):
-                into.append(sub, view[at[sub] : at[sub + 1]])
+            into.append_grouped(*K.held(records, spans, positions - first, span, into._partitions))
             tail = records[whole:].tobytes()
             if into.full:
                 into.write_now()
@@ -444,10 +441,7 @@ class OrderedLines:
         """The lines of `spans` (rows of `data` as `_mergekernels.scan` gives them; COUNT -1
         for a line to parse again when written), at these input positions (each at most once
         per shard)."""
-        records, bounds = K.held(data, spans, positions, self._span, self.FILES)
-        view, at = records.data, bounds.tolist()
-        for part in range(self.FILES):
-            self._spill.append(part, view[at[part] : at[part + 1]])
+        self._spill.append_grouped(*K.held(data, spans, positions, self._span, self.FILES))
 
     @property
     def full(self) -> bool:
