@@ -4,7 +4,7 @@ There is no input to reconcile against, so every usable line is written (object 
 block of lines at a time), error lines go to `<result>.errors.jsonl` and unusable ones to
 `<result>.corrupt.jsonl`, and the counts say what was seen. Lines are parsed as the run's merge
 parses them (`_outputs.parse_block`: compiled for the common shape). Streams: one chunk of one
-object at a time; a line over `MergeOptions.max_line_bytes` is reported corrupt, not held.
+object at a time; a line over `merge.MAX_LINE_BYTES` is reported corrupt, not held.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import orjson
 from ._outputs import blocks, parse_block
 from .errors import ConfigError, MergeError
 from .journal import FileSink
-from .merge import MergeOptions, ResultFormat, ResultShape, open_results
+from .merge import MAX_LINE_BYTES, ResultFormat, ResultShape, open_results
 from .records import InputKind
 from .storage import S3Uri
 
@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from .aws import Aws
 
 CHUNK = 2 << 20
-MAX_LINE = MergeOptions().max_line_bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +141,10 @@ async def collect(
     ):
         for source in sources:
             number = 0  # lines read so far
-            async for block in blocks(_chunks(source, aws), MAX_LINE):
-                parsed = await anyio.to_thread.run_sync(parse_block, number, block, kind, MAX_LINE)
+            async for block in blocks(_chunks(source, aws), MAX_LINE_BYTES):
+                parsed = await anyio.to_thread.run_sync(
+                    parse_block, number, block, kind, MAX_LINE_BYTES
+                )
                 number += parsed.count
                 lines += parsed.lines
                 corrupt += len(parsed.bad)

@@ -335,7 +335,7 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
     dup_lines = b""
     duplicates = 0
     if seen is not None and len(ends):
-        if enc.piece.scale:  # size the filter for the whole input at once
+        if enc.piece.scale:  # size the set for the whole input at once
             seen.reserve(int(enc.rows * enc.piece.scale * 1.1))
         dup = seen.add(enc.fps)
         dup_idx = np.flatnonzero(dup)
