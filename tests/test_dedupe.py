@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout import _native
-from fanout._dedupe import _fingerprints, _fingerprints_fixed, _fingerprints_of, _FingerprintSet
+from fanout._dedupe import _fingerprints, _fingerprints_of, _FingerprintSet
+from fanout._encode import _encode_lines, _Template
 
 MASK = (1 << 64) - 1
 
@@ -33,28 +34,28 @@ def test_fingerprints_are_the_definition(ids: list[bytes]) -> None:
 
 
 def test_fingerprints_are_the_same_on_every_path() -> None:
-    """Fixed-stride, gathered and separate fingerprints of the same IDs agree, and are stable."""
+    """The line encoder's, gathered and separate fingerprints of the same IDs agree, and are
+    stable."""
     ids = [b"abcdefgh%02d" % i for i in range(50)]
     buf = b"\n".join(ids) + b"\n"
     starts = np.arange(0, len(buf), 11, dtype=np.int64)
     lens = np.full(50, 10, np.int64)
-    strided = _fingerprints_fixed(buf, 0, 11, 10, 50)
+    encoded = _encode_lines(buf, _Template.make("userId", None), 256).fps
     gathered = _fingerprints(buf, starts, lens)
     separate = _fingerprints_of(ids)
-    assert strided.tolist() == gathered.tolist() == separate.tolist()
-    assert len(set(strided.tolist())) == 50
+    assert encoded.tolist() == gathered.tolist() == separate.tolist()
+    assert len(set(encoded.tolist())) == 50
     assert int(_fingerprints_of([b"user-1"])[0]) == 0x2FA477FF4FEE90D2
 
 
-def test_fixed_width_fingerprints_match_for_every_width() -> None:
-    """Fingerprints read in place from fixed-width lines equal those of the separate IDs, also
-    for the last line, whose last word would run past the end of the buffer."""
-    for size in range(0, 40):
+def test_line_fingerprints_match_for_every_width() -> None:
+    """Fingerprints read in place from lines equal those of the separate IDs, also for the last
+    line, whose last word would run past the end of the buffer."""
+    tpl = _Template.make("userId", None)
+    for size in range(1, 40):
         ids = [bytes(97 + (i * 7 + k) % 26 for k in range(size)) for i in range(9)]
         buf = b"\n".join(ids)  # no line end after the last
-        assert _fingerprints_fixed(buf, 0, size + 1, size, 9).tolist() == (
-            _fingerprints_of(ids).tolist()
-        )
+        assert _encode_lines(buf, tpl, 256).fps.tolist() == _fingerprints_of(ids).tolist()
 
 
 def test_fingerprints_of_many_similar_ids_do_not_collide() -> None:
@@ -69,8 +70,6 @@ def test_out_of_range_arguments_raise_instead_of_reading_past_the_buffer() -> No
         _native.fingerprints(b"abcd", np.array([0, 3], np.int64), np.array([2, 2], np.int64), out)
     with pytest.raises(ValueError, match="differ in length"):
         _native.fingerprints(b"ab", np.zeros(1, np.int64), np.zeros(1, np.int64), out)
-    with pytest.raises(ValueError, match="outside the buffer"):
-        _native.fingerprints_strided(b"abcdefg", 0, 4, 4, out)
     with pytest.raises(ValueError, match="at least one slot"):
         _native.insert(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint8))
     with pytest.raises(TypeError):

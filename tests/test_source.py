@@ -335,36 +335,120 @@ LINE_PARTS = [
     b" ",
     b"\t",
     b"\r",
+    b"\x0b",
+    b"\x1c",
     b"\x00",
     b"\x7f",
     b'"',
     b"\\",
     b"\xff",
+    b"\xc0\x80",  # overlong
+    b"\xed\xa0\x80",  # a surrogate
+    b"\xf4\x90\x80\x80",  # past U+10FFFF
     b"\xc3\xa9",
+    b"\xc2\x85",  # U+0085: whitespace to str.strip, not a control character to fanout
+    b"\xc2\x9f",  # U+009F: neither
     "🎉".encode(),
     "\u3000".encode(),
     "\u00a0".encode(),
+    "\u1680".encode(),
+    "\u2000".encode(),
+    "\u200a".encode(),
+    "\u200b".encode(),  # not whitespace
+    "\u2028".encode(),
+    "\u202f".encode(),
+    "\u205f".encode(),
+    "\ufeff".encode(),
     b"\xe2\x80",
     b"x" * 20,
 ]
 
 
-@FAST
-@given(st.lists(st.lists(st.sampled_from(LINE_PARTS), max_size=5).map(b"".join), max_size=30))
-def test_vectorised_and_per_line_encoding_agree(lines: list[bytes]) -> None:
-    """Any lines encode to the same records, fingerprints and rejects on both paths."""
-    buf = b"\n".join(lines) + b"\n"
-    tpl = _Template.make("userId", None)
-    fast = _encode_lines(buf, tpl, 24)
-    slow = _encode_lines(buf, tpl, 24, slow=True)
-    assert fast.data == slow.data
+def assert_same_core(fast: Any, slow: Any) -> None:
+    """The kernel's encoding equals the per-line path's, field by field."""
+    assert bytes(fast.data) == bytes(slow.data)
     assert fast.ends.tolist() == slow.ends.tolist()
     assert fast.fps.tolist() == slow.fps.tolist()
     fast_rec = list(range(len(fast.ends))) if fast.rec is None else fast.rec.tolist()
-    assert slow.rec is not None
-    assert fast_rec == slow.rec.tolist()
+    slow_rec = list(range(len(slow.ends))) if slow.rec is None else slow.rec.tolist()
+    assert fast_rec == slow_rec
     assert fast.blank == slow.blank
     assert fast.rejects == slow.rejects
+    assert fast.count == slow.count
+
+
+@settings(FAST, max_examples=300)
+@given(
+    st.lists(st.lists(st.sampled_from(LINE_PARTS), max_size=5).map(b"".join), max_size=30),
+    st.sampled_from([b"\n", b"\r\n"]),
+    st.booleans(),
+    st.sampled_from([1, 3, 24]),
+)
+def test_kernel_and_per_line_encoding_agree(
+    lines: list[bytes], end: bytes, last_end: bool, limit: int
+) -> None:
+    """Any lines encode to the same records, fingerprints and rejects in the C pass as one by
+    one through `_check_line`, whatever the line ends and the length limit."""
+    buf = end.join(lines) + (end if last_end else b"")
+    tpl = _Template.make("userId", None)
+    fast = _encode_lines(buf, tpl, limit)
+    slow = _encode_lines(buf, tpl, limit, slow=True)
+    assert_same_core(fast, slow)
+    without = _encode_lines(buf, tpl, limit, fingerprint=False)
+    assert bytes(without.data) == bytes(fast.data) and not len(without.fps)
+
+
+@FAST
+@given(st.binary(max_size=300), st.sampled_from([1, 8, 256]))
+def test_kernel_agrees_on_arbitrary_bytes(buf: bytes, limit: int) -> None:
+    """Arbitrary bytes, too: the C pass never settles a line differently."""
+    tpl = _Template.make("itemId", b'{"x":"\\"a\\""}')
+    assert_same_core(_encode_lines(buf, tpl, limit), _encode_lines(buf, tpl, limit, slow=True))
+
+
+def test_kernel_strips_exactly_what_str_strip_strips() -> None:
+    """Every character Python counts as whitespace, and its neighbours in code point order, at
+    either end or inside an ID, settles as `_check_line` settles it."""
+    spaces = [c for c in range(0x110000) if chr(c).isspace()]
+    near = sorted({n for c in spaces for n in (c - 1, c, c + 1)} - set(range(0xD800, 0xE000)))
+    lines = []
+    for code in near:
+        char = chr(code)
+        lines += [char + "a", "a" + char, "a" + char + "b", char, " " + char + " "]
+    buf = "\n".join(lines).encode("utf-8", "surrogatepass") + b"\n"
+    tpl = _Template.make("userId", None)
+    assert_same_core(_encode_lines(buf, tpl, 256), _encode_lines(buf, tpl, 256, slow=True))
+
+
+def test_kernel_escapes_quotes_and_keeps_unicode() -> None:
+    """The common odd IDs stay on the fast path and come out as orjson writes them."""
+    buf = 'a"b\nc\\d\n  Zoë 🎉\t\r\ne f\n'.encode()
+    tpl = _Template.make("userId", None)
+    core = _encode_lines(buf, tpl, 256)
+    assert bytes(core.data).splitlines() == [
+        b'{"userId":"a\\"b"}',
+        b'{"userId":"c\\\\d"}',
+        '{"userId":"Zoë 🎉"}'.encode(),
+        b'{"userId":"e f"}',
+    ]
+    assert core.rec is None and not core.rejects and not core.blank
+
+
+def test_kernel_refuses_arrays_too_small() -> None:
+    """Arrays that could not hold the output raise, before anything is written."""
+    from fanout import _native
+
+    big = np.empty(100, np.int64)
+    with pytest.raises(ValueError, match="too small"):
+        _native.encode_lines(
+            b"a\nb\n", 8, False, b"{", b"}", np.empty(10, np.uint8), big, big, big, big, big
+        )
+    with pytest.raises(ValueError, match="too small"):
+        out = np.empty(100, np.uint8)
+        small = np.empty(1, np.int64)
+        _native.encode_lines(b"a\nb\n", 8, False, b"{", b"}", out, small, big, big, big, big)
+    counts = [_native.count_lines(b) for b in (b"", b"a", b"a\n", b"\n\n", b"a\nb")]
+    assert counts == [0, 1, 1, 2, 2]
 
 
 # -- hypothesis over whole sources -------------------------------------------------------------

@@ -33,15 +33,6 @@ def _fingerprints(buf: bytes | memoryview, starts: I64, lens: I64) -> U64:
     return out
 
 
-def _fingerprints_fixed(
-    buf: bytes | memoryview, start: int, stride: int, size: int, count: int
-) -> U64:
-    """The fingerprints of `count` IDs of `size` bytes, `stride` bytes apart from `start`."""
-    out = np.empty(count, np.uint64)
-    _native.fingerprints_strided(buf, start, stride, size, out)
-    return out
-
-
 def _fingerprints_of(ids: Sequence[bytes]) -> U64:
     """The fingerprints of separate byte strings."""
     lens = np.fromiter(map(len, ids), np.int64, len(ids))

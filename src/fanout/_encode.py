@@ -5,15 +5,15 @@ is not valid UTF-8; a valid one becomes `{"userId":"<ID>"...}\\n` (`_Template`).
 is checked key by key against what the batch job accepts and written again canonically
 (`_JsonRecords`).
 
-The hot path (one ID per line) is vectorised per piece: a piece whose lines are all clean (valid
-UTF-8, no control characters, quotes or backslashes, no surrounding whitespace, none blank or too
-long) is encoded with one `bytes.replace` and fingerprinted with numpy; only the lines that fail
-those checks go through the per-line path, which gives byte-identical results for clean lines.
+The hot path (one ID per line) is one C pass per piece (`_native.encode_lines`, without the
+GIL): each line is stripped, checked, JSON-escaped and fingerprinted as it is copied. The few
+lines it cannot settle on its own (invalid UTF-8, control characters, too long, non-ASCII
+whitespace around the ID) go through the per-line path (`_check_line`), which says exactly why a
+line is rejected; the kernel's records are byte-identical to that path's.
 """
 
 from __future__ import annotations
 
-import codecs
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,15 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ._dedupe import I64, U64, Bools, _fingerprints, _fingerprints_fixed, _fingerprints_of
+from . import _native
+from ._dedupe import I64, U64, Bools, _fingerprints_of
 from .records import InputKind, RejectReason
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
-# UTF-8 of every non-ASCII character that str.strip() removes (str.isspace() beyond ASCII).
-_WIDE_SPACE = re.compile(
-    rb"\xc2[\x85\xa0]|\xe1\x9a\x80|\xe2\x80[\x80-\x8a\xa8\xa9\xaf]|\xe2\x81\x9f|\xe3\x80\x80"
-)
-_MAX_UTF8_ERRORS = 64
 
 
 class _Blank:
@@ -90,10 +86,8 @@ class _Template:
 
     head: bytes  # b'{"userId":'
     tail: bytes  # b'}\n', or b',"filterValues":{...}}\n'
-    prefix: bytes  # head + b'"': before an ID that needs no escaping
+    prefix: bytes  # head + b'"': before the ID's JSON-escaped UTF-8
     suffix: bytes  # b'"' + tail
-    sep: bytes  # suffix + prefix: what each inner line end becomes
-    extra: int  # bytes a record has more than its input line (which ends in b"\n")
     check: Check | None = None  # the kind's own rule for an ID (every line then goes slow)
 
     @classmethod
@@ -102,9 +96,7 @@ class _Template:
     ) -> _Template:
         head = b'{"' + id_field.encode() + b'":'
         tail = (b',"filterValues":' + filter_values if filter_values else b"") + b"}\n"
-        prefix, suffix = head + b'"', b'"' + tail
-        extra = len(prefix) + len(suffix) - 1
-        return cls(head, tail, prefix, suffix, suffix + prefix, extra, check)
+        return cls(head, tail, head + b'"', b'"' + tail, check)
 
     @property
     def id_span(self) -> tuple[int, int]:
@@ -113,11 +105,6 @@ class _Template:
 
     def record(self, value: str) -> bytes:
         return self.head + orjson.dumps(value) + self.tail
-
-    def run(self, lines: bytes) -> bytes:
-        """Encode clean lines (each ending in b"\\n") in one pass."""
-        body = lines.replace(b"\n", self.sep)
-        return b"".join((self.prefix, memoryview(body)[: len(body) - len(self.prefix)]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,210 +125,97 @@ class _Core:
 
 
 def _encode_lines(
-    buf: bytes,
-    tpl: _Template,
-    limit: int,
-    slow: bool = False,
-    fingerprint: bool = True,
+    buf: bytes, tpl: _Template, limit: int, slow: bool = False, fingerprint: bool = True
 ) -> _Core:
-    """Encode `buf`, one candidate ID per line; clean lines vectorised, others one by one.
-    Fingerprints are left empty unless `fingerprint`."""
+    """Encode `buf`, one candidate ID per line (`\\r\\n` or `\\n`; the last may have none).
+
+    `_native.encode_lines` does every line in one pass without the GIL: it strips ASCII
+    whitespace, and a clean line (valid UTF-8 without control characters, at most `limit`
+    characters, no other whitespace around it) becomes `tpl.prefix + ID + tpl.suffix` (`"` and
+    `\\` escaped as JSON does) with its fingerprint. The few lines it cannot settle go through
+    `_check_line` one by one (`_settle`), which says why a line is rejected; a record made there
+    is put in its place. With `slow` every line goes that way (the reference the kernel is
+    tested against, and the path for a kind with a rule of its own). Fingerprints are left
+    empty unless `fingerprint`.
+    """
     if not buf:
         return _Core(b"", np.empty(0, np.int64), np.empty(0, np.uint64), None, [], [], 0)
-    if buf[-1:] != b"\n":
-        buf += b"\n"
-    if b"\r" in buf:
-        buf = buf.replace(b"\r\n", b"\n")
-    arr = np.frombuffer(buf, np.uint8)
-    plain = buf.isascii()
-    first = buf.find(b"\n")
-    step = first + 1
-    stride = 0
-    if plain:
-        grid = _line_grid(buf, arr)
-        if grid is not None and int(grid[:, :first].min()) >= 32 and b"\x7f" not in buf:
-            stride = step  # fixed-width lines of printable ASCII
-    if stride:
-        count = len(buf) // step
-        if not slow and first <= limit and not _fixed_bad(buf, arr, step):
-            size = step + tpl.extra
-            fixed = _encode_fixed(buf, stride, count, tpl)
-            ends = np.arange(size, size * count + 1, size, dtype=np.int64)
-            if fingerprint:
-                fps = _fingerprints_fixed(buf, 0, step, first, count)
-            else:
-                fps = np.empty(0, np.uint64)
-            return _Core(fixed, ends, fps, None, [], [], count)
-        ends_nl = np.arange(first, len(buf), step, dtype=np.int64)
-    else:
-        ends_nl = np.flatnonzero(arr == 10).astype(np.int64, copy=False)
-    count = len(ends_nl)
-    starts = np.empty(count, np.int64)
-    starts[0] = 0
-    starts[1:] = ends_nl[:-1] + 1
-    lens = ends_nl - starts
-    if slow:
-        bad = np.ones(count, np.bool_)
-    else:
-        bad = _bad_lines(buf, arr, ends_nl, starts, lens, limit, plain, stride)
-    if not bad.any():
-        data = tpl.run(buf)
-        ends = ends_nl + 1 + np.arange(1, count + 1, dtype=np.int64) * tpl.extra
-        fps = _fingerprints(buf, starts, lens) if fingerprint else np.empty(0, np.uint64)
-        return _Core(data, ends, fps, None, [], [], count)
-    return _encode_mixed(buf, tpl, limit, starts, ends_nl, lens, bad, fingerprint)
+    count = _native.count_lines(buf)
+    # At most every byte escaped, plus the template around every line and 16 bytes the C
+    # code may overrun (unused pages cost nothing: they are never touched).
+    out = np.empty(2 * len(buf) + count * (len(tpl.prefix) + len(tpl.suffix)) + 16, np.uint8)
+    ends = np.empty(count, np.int64)
+    fps = np.empty(count if fingerprint else 0, np.uint64)
+    rec = np.empty(count, np.int64)
+    marks = np.empty(count, np.int64)  # blank lines from the front, slow ones from the back
+    spans = np.empty((count, 2), np.int64)  # where each slow line is, beside its mark
+    lines, records, blanks, slows, size = _native.encode_lines(
+        buf, limit, slow, tpl.prefix, tpl.suffix, out, ends, fps, rec, marks, spans
+    )
+    data = out[:size]
+    data.flags.writeable = False
+    core = _Core(
+        data.data,
+        ends[:records],
+        fps[: records if fingerprint else 0],
+        rec[:records],
+        marks[:blanks].tolist(),
+        [],
+        lines,
+    )
+    if slows:
+        back = slice(lines - slows, lines)
+        slow_lines, slow_spans = marks[back][::-1].tolist(), spans[back][::-1].tolist()
+        _settle(core, buf, tpl, limit, slow_lines, slow_spans, fingerprint)
+    if core.rec is not None and len(core.rec) == lines:
+        core.rec = None
+    return core
 
 
-def _line_grid(buf: bytes, arr: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8] | None:
-    """`arr` (the bytes of `buf`) as one row per line, if its lines are non-empty and all of one
-    width (each row ends in b"\\n")."""
-    first = buf.find(b"\n")
-    step = first + 1
-    if first <= 0 or len(buf) % step:
-        return None
-    grid = arr.reshape(-1, step)
-    return grid if bool((grid[:, first] == 10).all()) else None
-
-
-def _encode_fixed(buf: bytes, stride: int, count: int, tpl: _Template) -> memoryview:
-    """`tpl.run(buf)` for clean lines that are all `stride - 1` bytes long, GIL-free.
-
-    The records are built in place in fresh numpy memory and handed on as a view of it, not
-    copied into `bytes`: numpy asks for huge pages for large arrays, so the fresh memory costs a
-    few page faults where a `bytes` copy of it cost one per 4 KiB (and a pass over the data).
-    """
-    size = stride - 1
-    prefix, suffix = len(tpl.prefix), len(tpl.suffix)
-    layout = np.dtype([("p", f"V{prefix}"), ("id", f"V{size}"), ("s", f"V{suffix}")])
-    space = np.empty(count * layout.itemsize, np.uint8)
-    out = space.view(layout)
-    out["p"] = np.frombuffer(tpl.prefix, f"V{prefix}")[0]
-    out["id"] = np.ndarray((count,), f"V{size}", buffer=buf, strides=(stride,))  # no copy
-    out["s"] = np.frombuffer(tpl.suffix, f"V{suffix}")[0]
-    space.flags.writeable = False
-    return space.data
-
-
-def _fixed_bad(buf: bytes, arr: npt.NDArray[np.uint8], stride: int) -> bool:
-    """Whether any of the fixed-width lines of printable ASCII needs the per-line path."""
-    if b'"' in buf or b"\\" in buf:
-        return True
-    return bool((arr[0::stride] == 32).any() or (arr[stride - 2 :: stride] == 32).any())
-
-
-def _bad_lines(
-    buf: bytes,
-    arr: npt.NDArray[np.uint8],
-    ends_nl: I64,
-    starts: I64,
-    lens: I64,
-    limit: int,
-    plain: bool,
-    stride: int,
-) -> Bools:
-    """Lines that might not encode as `prefix + line + suffix`: they take the per-line path."""
-    count = len(ends_nl)
-    bad = lens > limit
-    if stride:
-        first = stride - 1
-        bad |= arr[0::stride] == 32
-        bad |= arr[first - 1 :: stride] == 32
-    else:
-        bad |= lens == 0
-        bad |= arr[starts] == 32
-        bad |= arr[ends_nl - 1] == 32
-        if int(np.count_nonzero(arr < 32)) != count or b"\x7f" in buf:
-            odd = np.flatnonzero(((arr < 32) & (arr != 10)) | (arr == 127))
-            bad[np.searchsorted(ends_nl, odd)] = True
-    for char in (b'"', b"\\"):
-        if char in buf:
-            bad[np.searchsorted(ends_nl, np.flatnonzero(arr == char[0]))] = True
-    if not plain:
-        for found in _WIDE_SPACE.finditer(buf):
-            bad[np.searchsorted(ends_nl, found.start())] = True
-        invalid = _invalid_utf8_lines(buf, ends_nl)
-        if invalid is None:
-            bad[:] = True
-        else:
-            bad[invalid] = True
-    return bad
-
-
-def _invalid_utf8_lines(buf: bytes, ends_nl: I64) -> list[int] | None:
-    """Indices of lines with invalid UTF-8, or None if there are too many to look for."""
-    view = memoryview(buf)
-    at = 0
-    found: list[int] = []
-    for _ in range(_MAX_UTF8_ERRORS):
-        try:
-            codecs.utf_8_decode(view[at:], "strict", True)
-        except UnicodeDecodeError as exc:
-            line = int(np.searchsorted(ends_nl, at + exc.start))
-            found.append(line)
-            at = int(ends_nl[line]) + 1
-            if at >= len(buf):
-                return found
-        else:
-            return found
-    return None
-
-
-def _encode_mixed(
+def _settle(
+    core: _Core,
     buf: bytes,
     tpl: _Template,
     limit: int,
-    starts: I64,
-    ends_nl: I64,
-    lens: I64,
-    bad: Bools,
+    lines: list[int],
+    spans: list[list[int]],
     fingerprint: bool,
-) -> _Core:
-    """Clean runs of lines vectorised, the `bad` lines one by one, in line order."""
-    bad_idx = np.flatnonzero(bad)
-    blank: list[int] = []
-    rejects: list[_Reject] = []
-    kept_bad: list[int] = []
+) -> None:
+    """The kernel's slow `lines` (ascending, at `spans` of `buf`) one by one: their records put
+    into `core` in line order, their rejects and blanks listed."""
+    assert core.rec is not None
+    kept_lines: list[int] = []
     kept_records: list[bytes] = []
     kept_ids: list[bytes] = []
-    for index, lo, hi in zip(
-        bad_idx.tolist(), starts[bad_idx].tolist(), ends_nl[bad_idx].tolist(), strict=True
-    ):
+    for index, (lo, hi) in zip(lines, spans, strict=True):
         raw = buf[lo:hi]
         outcome = _check_line(raw, limit, tpl.check)
         if isinstance(outcome, str):
-            kept_bad.append(index)
+            kept_lines.append(index)
             kept_records.append(tpl.record(outcome))
             kept_ids.append(outcome.encode())
         elif isinstance(outcome, tuple):
-            rejects.append((index, outcome[0], outcome[1], raw))
+            core.rejects.append((index, outcome[0], outcome[1], raw))
         else:
-            blank.append(index)
-    good = ~bad
-    run_first, run_last = _true_runs(good)
-    segments: list[tuple[int, bytes]] = [
-        (a, tpl.run(buf[lo : hi + 1]))
-        for a, lo, hi in zip(
-            run_first.tolist(),
-            starts[run_first].tolist(),
-            ends_nl[run_last].tolist(),
-            strict=True,
-        )
-    ]
-    segments.extend(zip(kept_bad, kept_records, strict=True))
-    segments.sort(key=lambda item: item[0])
-    data = b"".join(part for _, part in segments)
-    keep = good.copy()
-    keep[kept_bad] = True
-    rec = np.flatnonzero(keep).astype(np.int64)
-    from_good = good[rec]
-    sizes = np.empty(len(rec), np.int64)
-    sizes[from_good] = lens[good] + 1 + tpl.extra
-    sizes[~from_good] = np.fromiter(map(len, kept_records), np.int64, len(kept_records))
-    fps = np.empty(len(rec) if fingerprint else 0, np.uint64)
+            core.blank.append(index)
+    core.blank.sort()
+    if not kept_lines:
+        return
+    at = np.searchsorted(core.rec, kept_lines)  # each kept line goes before these records
+    bounds = np.concatenate(([0], core.ends))
+    view = memoryview(core.data)
+    parts: list[bytes | memoryview] = []
+    done = 0
+    for cut, record in zip(bounds[at].tolist(), kept_records, strict=True):
+        parts += (view[done:cut], record)
+        done = cut
+    parts.append(view[done:])
+    core.data = b"".join(parts)
+    added = np.fromiter(map(len, kept_records), np.int64, len(kept_records))
+    core.ends = np.cumsum(np.insert(np.diff(bounds), at, added))
+    core.rec = np.insert(core.rec, at, kept_lines)
     if fingerprint:
-        fps[from_good] = _fingerprints(buf, starts[good], lens[good])
-        fps[~from_good] = _fingerprints_of(kept_ids)
-    return _Core(data, np.cumsum(sizes), fps, rec, blank, rejects, len(starts))
+        core.fps = np.insert(core.fps, at, _fingerprints_of(kept_ids))
 
 
 def _true_runs(mask: Bools) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:

@@ -3,8 +3,8 @@
  * - fingerprints(buf, starts, lens, out): the 64-bit fingerprint of each ID
  *   buf[starts[i] : starts[i] + lens[i]] into out[i] (the function `fanout._dedupe` documents;
  *   tests/test_dedupe.py holds it to a plain-Python copy of the definition).
- * - fingerprints_strided(buf, start, stride, size, out): the same for len(out) IDs of `size`
- *   bytes, `stride` bytes apart from `start`.
+ * - encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans): validate,
+ *   JSON-encode and fingerprint one ID per line (below, before py_encode_lines).
  * - insert(table, fps, dup): add each of fps to the open-addressing hash set `table`, in order;
  *   dup[i] = 1 if fps[i] was already in it (earlier in fps included), else 0. Returns how many
  *   were new.
@@ -102,31 +102,6 @@ done:
     return result;
 }
 
-static PyObject *py_fingerprints_strided(PyObject *self, PyObject *args) {
-    Py_buffer buf, out;
-    Py_ssize_t start, stride, size;
-    if (!PyArg_ParseTuple(args, "y*nnnw*", &buf, &start, &stride, &size, &out)) return NULL;
-    PyObject *result = NULL;
-    if (check_items(&out, 8, "out")) goto done;
-    Py_ssize_t count = out.len / 8;
-    if (start < 0 || stride < 1 || size < 0 ||
-        (count && (start > buf.len - size || count - 1 > (buf.len - size - start) / stride))) {
-        PyErr_SetString(PyExc_ValueError, "the strided IDs run outside the buffer");
-        goto done;
-    }
-    const unsigned char *data = (const unsigned char *)buf.buf + start;
-    const unsigned char *end = (const unsigned char *)buf.buf + buf.len;
-    uint64_t *o = out.buf;
-    Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) o[i] = fingerprint(data + i * stride, size, end);
-    Py_END_ALLOW_THREADS
-    result = Py_NewRef(Py_None);
-done:
-    PyBuffer_Release(&buf);
-    PyBuffer_Release(&out);
-    return result;
-}
-
 static inline uint64_t home(uint64_t fp, uint64_t slots) {
     return (uint64_t)(((__uint128_t)fp * slots) >> 64);
 }
@@ -211,14 +186,265 @@ done:
     return result;
 }
 
+/* ---- encode_lines: validate, JSON-encode and fingerprint one ID per line ------------------- */
+
+enum { PLAIN = 0, NEWLINE, SPACE, CTRL, QUOTE, HIGH };
+static unsigned char byte_class[256];
+
+static void init_classes(void) {
+    static const unsigned char spaces[] = {9, 11, 12, 13, 28, 29, 30, 31, 32}; /* str.isspace */
+    for (int c = 0; c < 32; c++) byte_class[c] = CTRL;
+    byte_class[127] = CTRL;
+    for (size_t k = 0; k < sizeof spaces; k++) byte_class[spaces[k]] = SPACE;
+    byte_class['\n'] = NEWLINE;
+    byte_class['"'] = byte_class['\\'] = QUOTE; /* escaped by JSON */
+    for (int c = 128; c < 256; c++) byte_class[c] = HIGH;
+}
+
+/* The length of the valid UTF-8 sequence starting with the non-ASCII byte p[0], of the n bytes
+ * from p; 0 if it is not one (overlong forms, surrogates and code points past U+10FFFF are not). */
+static inline Py_ssize_t utf8_length(const unsigned char *p, Py_ssize_t n) {
+    unsigned char lead = p[0], low = 0x80, high = 0xBF;
+    Py_ssize_t need;
+    if (lead >= 0xC2 && lead <= 0xDF) need = 1;
+    else if (lead == 0xE0) need = 2, low = 0xA0;
+    else if (lead == 0xED) need = 2, high = 0x9F;
+    else if (lead >= 0xE1 && lead <= 0xEF) need = 2;
+    else if (lead == 0xF0) need = 3, low = 0x90;
+    else if (lead >= 0xF1 && lead <= 0xF3) need = 3;
+    else if (lead == 0xF4) need = 3, high = 0x8F;
+    else return 0;
+    if (need >= n || p[1] < low || p[1] > high) return 0;
+    for (Py_ssize_t k = 2; k <= need; k++)
+        if ((p[k] & 0xC0) != 0x80) return 0;
+    return need + 1;
+}
+
+/* Whether a non-ASCII character that str.strip() removes starts at p (n bytes from p). */
+static inline int wide_space(const unsigned char *p, Py_ssize_t n) {
+    if (p[0] == 0xC2) return n >= 2 && (p[1] == 0x85 || p[1] == 0xA0);
+    if (n < 3 || p[0] < 0xE1 || p[0] > 0xE3) return 0;
+    unsigned char one = p[1], two = p[2];
+    if (p[0] == 0xE1) return one == 0x9A && two == 0x80;                 /* U+1680 */
+    if (p[0] == 0xE3) return one == 0x80 && two == 0x80;                 /* U+3000 */
+    if (one == 0x80) return two <= 0x8A || two == 0xA8 || two == 0xA9 || two == 0xAF;
+    return one == 0x81 && two == 0x9F;                                   /* U+205F */
+}
+
+/* Whether the valid UTF-8 p[0:n] starts or ends with such a character. */
+static inline int wide_space_around(const unsigned char *p, Py_ssize_t n) {
+    if (wide_space(p, n)) return 1;
+    if (n >= 2 && p[n - 2] == 0xC2 && wide_space(p + n - 2, 2)) return 1;
+    return n >= 3 && wide_space(p + n - 3, 3);
+}
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Whether each of the 8 bytes of w is printable ASCII (0x20 to 0x7E) other than " and \. */
+static inline int plain_word(uint64_t w) {
+    uint64_t quote = w ^ (ONES * '"'), slash = w ^ (ONES * '\\'), del = w ^ (ONES * 0x7F);
+    uint64_t odd = (w - ONES * 0x20) & ~w;   /* a byte under 0x20 (or 0x80 and up) */
+    odd |= (quote - ONES) & ~quote;          /* a zero byte in quote: a " */
+    odd |= (slash - ONES) & ~slash;
+    odd |= (del - ONES) & ~del;
+    return !((odd | w) & HIGHS);
+}
+
+typedef struct {
+    Py_ssize_t lines, records, blanks, slows, size;
+} encoded_t;
+
+/* The loop of py_encode_lines (see there), for at most `lines` lines: at one more it stops,
+ * returning lines + 1. */
+static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssize_t limit,
+                              int slow, const unsigned char *prefix, Py_ssize_t n_prefix,
+                              const unsigned char *suffix, Py_ssize_t n_suffix, unsigned char *out,
+                              int64_t *ends, uint64_t *fps, int64_t *rec, int64_t *marks,
+                              int64_t *spans, Py_ssize_t lines) {
+    encoded_t r = {0, 0, 0, 0, 0};
+    const unsigned char *end_of_buf = buf + size;
+    /* A prefix or suffix of up to 16 bytes is put with one fixed-size copy from a padded copy
+     * of it (out has 16 bytes to spare for the overrun, which what follows overwrites). */
+    unsigned char pre[16] = {0}, suf[16] = {0};
+    int short_pre = n_prefix <= 16, short_suf = n_suffix <= 16;
+    if (short_pre) memcpy(pre, prefix, n_prefix);
+    if (short_suf) memcpy(suf, suffix, n_suffix);
+    Py_ssize_t pos = 0, line = 0, at = 0;
+    while (at < size) {
+        if (line == lines) {
+            r.lines = lines + 1;
+            return r;
+        }
+        Py_ssize_t i = at;
+        while (i < size && byte_class[buf[i]] == SPACE) i++;
+        Py_ssize_t first = i, last = i, inner = -1;
+        int high = 0, bad = 0;
+        if (short_pre) memcpy(out + pos, pre, 16);
+        else memcpy(out + pos, prefix, n_prefix);
+        Py_ssize_t put = pos + n_prefix, stop_put = put; /* the copy of buf[first:last] ends there */
+        while (i < size) {
+            /* A run of printable ASCII but " and \ (spaces included: trailing ones are taken
+             * off at the end), 8 bytes at a time while it lasts. */
+            Py_ssize_t run = i;
+            uint64_t w;
+            while (i <= size - 8 && (memcpy(&w, buf + i, 8), plain_word(w))) {
+                memcpy(out + put, &w, 8);
+                i += 8, put += 8;
+            }
+            while (i < size && (byte_class[buf[i]] == PLAIN || buf[i] == ' ')) out[put++] = buf[i++];
+            if (i > run) {
+                last = i, stop_put = put;
+                if (i == size) break;
+            }
+            unsigned char c = buf[i];
+            int kind = byte_class[c];
+            if (kind == NEWLINE) break;
+            if (kind == SPACE) { /* kept if more of the ID follows; ends not yet known */
+                if (inner < 0) inner = i;
+                out[put++] = c;
+                i++;
+                continue;
+            }
+            Py_ssize_t step = 1;
+            if (kind == HIGH) {
+                high = 1;
+                step = utf8_length(buf + i, size - i);
+                if (!step) bad = 1, step = 1;
+            } else if (kind == QUOTE) {
+                out[put++] = '\\';
+            } else {
+                bad = 1; /* a control character */
+            }
+            memcpy(out + put, buf + i, step);
+            put += step;
+            i += step;
+            last = i, stop_put = put;
+        }
+        while (last > first && buf[last - 1] == ' ') last--, stop_put--; /* copied 1:1 */
+        Py_ssize_t stop = i; /* the line's end: its \n, or the end of buf */
+        if (stop > at && buf[stop - 1] == '\r') stop--; /* \r\n ends a line as \n does */
+        if (last == first && !slow) {
+            marks[r.blanks++] = line;
+        } else {
+            if (slow || last == first || (inner >= 0 && inner < last)) bad = 1;
+            if (!bad && last - first > limit) {
+                Py_ssize_t chars = last - first;
+                if (high)
+                    for (Py_ssize_t k = first; k < last; k++) chars -= (buf[k] & 0xC0) == 0x80;
+                bad = chars > limit;
+            }
+            if (!bad && high) bad = wide_space_around(buf + first, last - first);
+            if (bad) {
+                r.slows++;
+                marks[lines - r.slows] = line;
+                spans[2 * (lines - r.slows)] = at;
+                spans[2 * (lines - r.slows) + 1] = stop;
+            } else {
+                if (short_suf) memcpy(out + stop_put, suf, 16);
+                else memcpy(out + stop_put, suffix, n_suffix);
+                pos = stop_put + n_suffix;
+                ends[r.records] = pos;
+                rec[r.records] = line;
+                if (fps) fps[r.records] = fingerprint(buf + first, last - first, end_of_buf);
+                r.records++;
+            }
+        }
+        line++;
+        at = i + 1;
+    }
+    r.lines = line;
+    r.size = pos;
+    return r;
+}
+
+/* encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)
+ *   -> (lines, records, blank, slow, size)
+ *
+ * Validate and encode every line of buf as fanout._encode._check_line and _Template.record
+ * would. A line (its \r\n or \n left off; the last may have neither) is stripped of ASCII
+ * whitespace; then it is blank (its index goes to the front of `marks`), or clean: valid UTF-8
+ * without control characters, at most `limit` characters, not starting or ending in other
+ * whitespace. A clean line becomes prefix + ID + suffix in `out` (" and \ escaped as JSON
+ * does: the ID is copied as it is checked, and the copy of a line that is not clean is
+ * overwritten by the next), its end in `ends`, its index in `rec` and its fingerprint in `fps`
+ * (unless `fps` is empty). Any other line, and with `slow` every line, is left to the caller:
+ * its index goes to the back of `marks` and its span of buf to `spans` (pairs of int64).
+ * The other arrays need one entry per line (count_lines) and `out` 2 * len(buf) + lines *
+ * (len(prefix) + len(suffix)) + 16 bytes for the lines they have room for; a line more raises
+ * ValueError. Returns the counts and the bytes of `out` used. */
+static PyObject *py_encode_lines(PyObject *self, PyObject *args) {
+    Py_buffer buf, prefix, suffix, out, ends, fps, rec, marks, spans;
+    Py_ssize_t limit;
+    int slow;
+    if (!PyArg_ParseTuple(args, "y*npy*y*w*w*w*w*w*w*", &buf, &limit, &slow, &prefix, &suffix,
+                          &out, &ends, &fps, &rec, &marks, &spans))
+        return NULL;
+    PyObject *result = NULL;
+    if (check_items(&ends, 8, "ends") || check_items(&fps, 8, "fps") ||
+        check_items(&rec, 8, "rec") || check_items(&marks, 8, "marks") ||
+        check_items(&spans, 16, "spans"))
+        goto done;
+    /* The lines the arrays have room for; the loop stops with an error at one more. */
+    Py_ssize_t room = ends.len / 8;
+    if (rec.len / 8 < room) room = rec.len / 8;
+    if (marks.len / 8 < room) room = marks.len / 8;
+    if (spans.len / 16 < room) room = spans.len / 16;
+    if (fps.len && fps.len / 8 < room) room = fps.len / 8;
+    Py_ssize_t need = 2 * buf.len + room * (prefix.len + suffix.len) + 16;
+    if (limit < 0 || out.len < need) {
+        PyErr_Format(PyExc_ValueError, "encode_lines: out is too small (%zd bytes, needs %zd)",
+                     out.len, need);
+        goto done;
+    }
+    encoded_t r;
+    Py_BEGIN_ALLOW_THREADS
+    r = encode_lines(buf.buf, buf.len, limit, slow, prefix.buf, prefix.len, suffix.buf,
+                     suffix.len, out.buf, ends.buf, fps.len ? fps.buf : NULL, rec.buf, marks.buf,
+                     spans.buf, room);
+    Py_END_ALLOW_THREADS
+    if (r.lines > room) {
+        PyErr_Format(PyExc_ValueError, "encode_lines: arrays too small for the lines (room for %zd)",
+                     room);
+        goto done;
+    }
+    result = Py_BuildValue("nnnnn", r.lines, r.records, r.blanks, r.slows, r.size);
+done:
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&prefix);
+    PyBuffer_Release(&suffix);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&fps);
+    PyBuffer_Release(&rec);
+    PyBuffer_Release(&marks);
+    PyBuffer_Release(&spans);
+    return result;
+}
+
+/* count_lines(buf) -> the number of lines: of \n, plus one if the last byte is not one. */
+static PyObject *py_count_lines(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    if (!PyArg_ParseTuple(args, "y*", &buf)) return NULL;
+    const unsigned char *data = buf.buf, *end = data + buf.len;
+    Py_ssize_t lines = buf.len && end[-1] != '\n';
+    Py_BEGIN_ALLOW_THREADS
+    for (const unsigned char *p = data; (p = memchr(p, '\n', end - p)); p++) lines++;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&buf);
+    return PyLong_FromSsize_t(lines);
+}
+
 static PyMethodDef methods[] = {
     {"fingerprints", py_fingerprints, METH_VARARGS,
      "fingerprints(buf, starts, lens, out): out[i] = the fingerprint of ID i."},
-    {"fingerprints_strided", py_fingerprints_strided, METH_VARARGS,
-     "fingerprints_strided(buf, start, stride, size, out): fixed-width IDs' fingerprints."},
     {"insert", py_insert, METH_VARARGS,
      "insert(table, fps, dup) -> new: add fps to the set; dup[i] = 1 if already there."},
     {"rehash", py_rehash, METH_VARARGS, "rehash(old, new): old's fingerprints into new."},
+    {"encode_lines", py_encode_lines, METH_VARARGS,
+     "encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)"
+     " -> (lines, records, blank, slow, size): see _native.c."},
+    {"count_lines", py_count_lines, METH_VARARGS, "count_lines(buf) -> the number of lines."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -236,5 +462,6 @@ PyMODINIT_FUNC PyInit__native(void) {
         PyErr_SetString(PyExc_ImportError, "fanout._native supports little-endian hosts only");
         return NULL;
     }
+    init_classes();
     return PyModule_Create(&module);
 }

@@ -7,8 +7,19 @@ import numpy as np
 _Buffer: TypeAlias = bytes | bytearray | memoryview | np.ndarray[Any, Any]
 
 def fingerprints(buf: _Buffer, starts: _Buffer, lens: _Buffer, out: _Buffer) -> None: ...
-def fingerprints_strided(
-    buf: _Buffer, start: int, stride: int, size: int, out: _Buffer
-) -> None: ...
 def insert(table: _Buffer, fps: _Buffer, dup: _Buffer) -> int: ...
 def rehash(old: _Buffer, new: _Buffer) -> None: ...
+def encode_lines(
+    buf: _Buffer,
+    limit: int,
+    slow: bool,
+    prefix: bytes,
+    suffix: bytes,
+    out: _Buffer,
+    ends: _Buffer,
+    fps: _Buffer,
+    rec: _Buffer,
+    marks: _Buffer,
+    spans: _Buffer,
+) -> tuple[int, int, int, int, int]: ...
+def count_lines(buf: _Buffer) -> int: ...

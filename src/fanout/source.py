@@ -13,7 +13,7 @@ at most three pieces are alive at once (one being read, one being encoded, one b
 each stage in a worker thread so that uploads proceed meanwhile.
 
 This module reads, cuts and orchestrates; the work on a piece is elsewhere: `_formats` (detecting
-the format, parsing each one: stage 1), `_encode` (validating IDs, encoding records, vectorised
+the format, parsing each one: stage 1), `_encode` (validating IDs, encoding records, one C pass
 per piece) and `_dedupe` (fingerprints and the set of IDs sent: stage 2).
 """
 
