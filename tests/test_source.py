@@ -434,6 +434,34 @@ def test_kernel_escapes_quotes_and_keeps_unicode() -> None:
     assert core.rec is None and not core.rejects and not core.blank
 
 
+def test_output_pool_reuses_only_buffers_nothing_refers_to() -> None:
+    """A batch's records stay intact while it is alive, however many pieces come after; once
+    it is gone its buffer is written again, and a piece too big for a free buffer gets a new
+    one in its place."""
+    from fanout._encode import _OutputPool
+
+    tpl = _Template.make("userId", None)
+    pool = _OutputPool()
+    pieces = [b"".join(b"%d-%d\n" % (k, i) for i in range(1000)) for k in range(8)]
+    alive = [_encode_lines(piece, tpl, 256, pool=pool) for piece in pieces]
+    for piece, core in zip(pieces, alive, strict=True):
+        assert bytes(core.data) == bytes(_encode_lines(piece, tpl, 256).data)
+    assert len(pool._buffers) == _OutputPool.KEEP
+    alive = alive[1:]  # the first batch is gone: its buffer is free
+    again = _encode_lines(pieces[0], tpl, 256, pool=pool)
+    assert np.shares_memory(np.frombuffer(again.data, np.uint8), pool._buffers[0])
+    del again
+    big = b"x\n" * 100_000
+    core = _encode_lines(big, tpl, 256, pool=pool)
+    assert bytes(core.data) == b'{"userId":"x"}\n' * 100_000
+    # The free buffer was too small: a bigger one took its place.
+    assert len(pool._buffers) == _OutputPool.KEEP
+    assert np.shares_memory(np.frombuffer(core.data, np.uint8), pool._buffers[-1])
+    assert [bytes(c.data) for c in alive] == [
+        bytes(_encode_lines(p, tpl, 256).data) for p in pieces[1:]
+    ]
+
+
 def test_kernel_refuses_arrays_too_small() -> None:
     """Arrays that could not hold the output raise, before anything is written."""
     from fanout import _native

@@ -49,10 +49,11 @@ class _FingerprintSet:
     """The fingerprints of every ID sent so far, in an open-addressing hash table (`_native`:
     linear probing, a slot by the fingerprint's top bits, lookups prefetched ahead).
 
-    Memory: 8 bytes per slot, with the table kept at most `LOAD` (80%) full: 10 bytes per
-    distinct ID when the table was sized for the input (`reserve`, from the input's size, as the
-    source does for a file), up to 15 after it grew by half for more IDs than expected, and, for
-    a moment while it grows, the old table beside the new (10,000,000 IDs: 100 MB sized ahead).
+    Memory: 8 bytes per slot, the table sized to be `LOAD` (80%) full: 10 bytes per distinct
+    ID when it was sized for the input (`reserve`, from the input's size, as the source does
+    for a file). It grows by half only when it would be more than `MAX_LOAD` (90%) full, so an
+    estimate up to 12% short still fits; after growing, up to 15 bytes per ID, and, for a moment
+    while it grows, the old table beside the new (10,000,000 IDs: 100 MB sized ahead).
 
     Collisions: the set holds fingerprints, not IDs, so two distinct IDs with the same 64-bit
     fingerprint look like one, and the later one counts as a duplicate (the source then lists it
@@ -61,6 +62,7 @@ class _FingerprintSet:
     """
 
     LOAD = 0.8
+    MAX_LOAD = 0.9
     MIN_SLOTS = 1 << 16
     GROWTH = 1.5
 
@@ -82,7 +84,7 @@ class _FingerprintSet:
     def add(self, fps: U64) -> Bools:
         """Add `fps`; True for each one already present (earlier in `fps` or in the set)."""
         fps = np.ascontiguousarray(fps, np.uint64)
-        if self._count + len(fps) > self.LOAD * self.slots:
+        if self._count + len(fps) > self.MAX_LOAD * self.slots:
             self._grow(max(self._count + len(fps), int(self._count * self.GROWTH)))
         dup = np.empty(len(fps), np.uint8)
         self._count += _native.insert(self._table, fps, dup)

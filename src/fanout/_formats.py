@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from ._dedupe import I64, U64, _fingerprints_of
-from ._encode import _decode, _encode_lines, _JsonRecords, _Reject, _Template
+from ._encode import _decode, _encode_lines, _JsonRecords, _OutputPool, _Reject, _Template
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
 from .segments import query_problem
@@ -117,10 +117,12 @@ class _Rows:
 
 
 class _Encoder:
-    """Stage 1: pieces to encoded records, fingerprints and rejects. Pure; thread-safe."""
+    """Stage 1: pieces to encoded records, fingerprints and rejects. Thread-safe; the only
+    state is the pool of output buffers."""
 
     def __init__(self, options: SourceOptions, *, slow: bool = False) -> None:
         self.dedupe = options.dedupe
+        self.outputs = _OutputPool()
         self.limit = options.max_id_length
         # Item-attribute queries have rules of their own: each is checked, one by one.
         check = query_problem if options.kind is InputKind.ITEM_ATTRIBUTES else None
@@ -147,7 +149,7 @@ class _Encoder:
         raise AssertionError(f"unknown piece format {piece.fmt}")
 
     def _text(self, piece: _Piece) -> _Encoded:
-        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe)
+        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe, self.outputs)
         return _Encoded(
             piece,
             core.count,
@@ -167,7 +169,7 @@ class _Encoder:
         if not found.ids:
             return _Encoded.empty(piece, lines, rows, blank, rejects)
         joined = b"\n".join(found.ids) + b"\n"  # every candidate a line, even an empty last one
-        core = _encode_lines(joined, self.tpl, self.limit, self.slow, self.dedupe)
+        core = _encode_lines(joined, self.tpl, self.limit, self.slow, self.dedupe, self.outputs)
         cand_line, cand_raw = found.lines, found.raws
         for index in core.blank:
             detail = f"column {piece.column_name!r} is empty"

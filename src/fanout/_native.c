@@ -17,13 +17,16 @@
  * A table holds `slots` uint64 slots plus one last word: 0 marks an empty slot, and the last word
  * says whether the fingerprint 0 (which cannot be stored in a slot) was added. A fingerprint goes
  * to slot (fp * slots) >> 64 and probes linearly, wrapping around; the caller keeps the table
- * at most ~80% full (`fanout._dedupe._FingerprintSet`). Inserts look up a few fingerprints
+ * at most 90% full (`fanout._dedupe._FingerprintSet`). Inserts look up a few fingerprints
  * ahead with a prefetch, since a table of tens of millions of IDs is far bigger than the caches.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
 #include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #define P1 0x9E3779B185EBCA87ULL
 #define P3 0x165667B19E3779F9ULL
@@ -255,6 +258,12 @@ typedef struct {
     Py_ssize_t lines, records, blanks, slows, size;
 } encoded_t;
 
+/* rec[k] = k for the first n records; returns 1. */
+static inline int number(int64_t *rec, Py_ssize_t n) {
+    for (Py_ssize_t k = 0; k < n; k++) rec[k] = k;
+    return 1;
+}
+
 /* The loop of py_encode_lines (see there), for at most `lines` lines: at one more it stops,
  * returning lines + 1. */
 static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssize_t limit,
@@ -263,6 +272,7 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                               int64_t *ends, uint64_t *fps, int64_t *rec, int64_t *marks,
                               int64_t *spans, Py_ssize_t lines) {
     encoded_t r = {0, 0, 0, 0, 0};
+    int numbered = 0; /* rec is left unwritten while record k is line k for every k */
     const unsigned char *end_of_buf = buf + size;
     /* A prefix or suffix of up to 16 bytes is put with one fixed-size copy from a padded copy
      * of it (out has 16 bytes to spare for the overrun, which what follows overwrites). */
@@ -285,8 +295,27 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
         Py_ssize_t put = pos + n_prefix, stop_put = put; /* the copy of buf[first:last] ends there */
         while (i < size) {
             /* A run of printable ASCII but " and \ (spaces included: trailing ones are taken
-             * off at the end), 8 bytes at a time while it lasts. */
+             * off at the end), 16 bytes at a time while it lasts: all 16 are copied, and the
+             * bytes after the run's end are overwritten by what comes next (out has 16 bytes to
+             * spare at its end). */
             Py_ssize_t run = i;
+#ifdef __SSE2__
+            while (i <= size - 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(buf + i));
+                _mm_storeu_si128((__m128i *)(out + put), v);
+                int odd = _mm_movemask_epi8(_mm_or_si128(
+                    _mm_or_si128(_mm_cmpgt_epi8(_mm_set1_epi8(0x20), v), /* < 0x20, >= 0x80 */
+                                 _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F))),
+                    _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                 _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))));
+                if (odd) {
+                    int n = __builtin_ctz((unsigned)odd);
+                    i += n, put += n;
+                    break;
+                }
+                i += 16, put += 16;
+            }
+#endif
             uint64_t w;
             while (i <= size - 8 && (memcpy(&w, buf + i, 8), plain_word(w))) {
                 memcpy(out + put, &w, 8);
@@ -345,7 +374,10 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                 else memcpy(out + stop_put, suffix, n_suffix);
                 pos = stop_put + n_suffix;
                 ends[r.records] = pos;
-                rec[r.records] = line;
+                if (r.records != line) { /* not every line so far is a record */
+                    if (!numbered) numbered = number(rec, r.records);
+                    rec[r.records] = line;
+                }
                 if (fps) fps[r.records] = fingerprint(buf + first, last - first, end_of_buf);
                 r.records++;
             }
@@ -353,6 +385,7 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
         line++;
         at = i + 1;
     }
+    if (r.records != line && !numbered) number(rec, r.records);
     r.lines = line;
     r.size = pos;
     return r;
@@ -367,9 +400,10 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
  * without control characters, at most `limit` characters, not starting or ending in other
  * whitespace. A clean line becomes prefix + ID + suffix in `out` (" and \ escaped as JSON
  * does: the ID is copied as it is checked, and the copy of a line that is not clean is
- * overwritten by the next), its end in `ends`, its index in `rec` and its fingerprint in `fps`
- * (unless `fps` is empty). Any other line, and with `slow` every line, is left to the caller:
- * its index goes to the back of `marks` and its span of buf to `spans` (pairs of int64).
+ * overwritten by the next), its end in `ends`, its index in `rec` (only if some line is not a
+ * record: else rec is left as it was) and its fingerprint in `fps` (unless `fps` is empty).
+ * Any other line, and with `slow` every line, is left to the caller: its index goes to the
+ * back of `marks` and its span of buf to `spans` (pairs of int64).
  * The other arrays need one entry per line (count_lines) and `out` 2 * len(buf) + lines *
  * (len(prefix) + len(suffix)) + 16 bytes for the lines they have room for; a line more raises
  * ValueError. Returns the counts and the bytes of `out` used. */

@@ -5,8 +5,10 @@ defaults (the worst case, per run):
 
     read buffers    2 × chunk_bytes                                      ≈  16 MiB
     parts           (upload concurrency + upload queue + 1) × part_bytes ≈ 176 MiB
-                    (uploads send the part's own buffer: no second copy per request)
-    dedupe          8 bytes per distinct ID (+ transient merge space)    ≈  80 MiB at 10M IDs
+                    (uploads send the part's own buffer: no second copy per request;
+                    `--local-dir` writes with at most 2 writers: ≈ 80 MiB)
+    dedupe          ~10 bytes per distinct ID (a hash table sized ahead) ≈ 100 MiB at 10M IDs
+                    (up to 15 when the input's size is unknown and the table grows)
 
 so about 300 MiB at 10 million IDs with the defaults, plus the interpreter; lower `part_bytes`
 or the upload concurrency to lower it.

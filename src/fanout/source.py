@@ -336,7 +336,7 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
     duplicates = 0
     if seen is not None and len(ends):
         if enc.piece.scale:  # size the set for the whole input at once
-            seen.reserve(int(enc.rows * enc.piece.scale * 1.1))
+            seen.reserve(int(enc.rows * enc.piece.scale))
         dup = seen.add(enc.fps)
         dup_idx = np.flatnonzero(dup)
         if len(dup_idx):
