@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fanout import _mergekernels as old
+import numba_kernels as old
 from fanout import _mergenative as C
 from kernel_fuzz import GOOD, damaged
 
