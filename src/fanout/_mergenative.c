@@ -340,8 +340,8 @@ static const double POWERS[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
 
 /* The JSON number d[p:end] (as `scores_end` checked it) as a double, if the fast exact way can
  * read it: at most 15 digits (so below 2**53), scaled by 10**k with |k| <= 22, which is one
- * correctly rounded multiplication or division; NaN if not. Integer arithmetic wraps (unsigned)
- * as it did in the numba kernel this replaces, so even unchecked text is read the same way. */
+ * correctly rounded multiplication or division; NaN if not. Integer arithmetic is unsigned, so
+ * it wraps (never undefined) even on text that `scores_end` did not check. */
 static inline double number(bytes d, Py_ssize_t p, Py_ssize_t end) {
     int negative = p < end && d[p] == '-';
     p += negative;
