@@ -4,9 +4,9 @@ ranges, without a Python object per line.
 
 Each kernel is a loop in C (`fanout._mergenative`, `_mergenative.c`, built with the package)
 that runs without the GIL, so a kernel called through `anyio.to_thread.run_sync` uses a second
-core. This module gives them their types and says what they do; it checks nothing itself: the C
-code checks every argument and index, so bad arguments raise ValueError, never read or write
-out of range.
+core. This module gives them their types and says what they do, and hands them contiguous arrays
+of the right dtype; the C code checks every argument and index, so bad arguments raise
+ValueError and never make a kernel read or write out of range.
 
 A block is whole lines of one output object (`\n`-separated, a final `\r` dropped). `scan`
 sorts each line into blank, common, other (left to `_outputs.parse_output_line`) or overlong,
