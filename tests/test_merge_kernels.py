@@ -1,12 +1,16 @@
-"""The merge's compiled kernels against plain Python: scores read exactly, reconciliation counted
-exactly (however often fingerprints collide), numba loaded only when a kernel runs."""
+"""The merge's kernels (C, `fanout._mergenative`) against plain Python: scores read exactly,
+reconciliation counted exactly (however often fingerprints collide), damaged lines read as the
+parser reads them, and no read or write outside a buffer, whatever the lines or the arguments."""
 
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
+import sysconfig
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -17,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import kernel_fuzz
 from fanout import _mergekernels as K
 from fanout import _writers
 from fanout._outputs import Block, OutputRecord, parse_block, parse_output_line
@@ -133,18 +138,36 @@ def test_reconcile_counts_exactly_whatever_the_fingerprints(
     assert sorted(missing) == sorted(set(sent) - answered)
 
 
-def test_numba_is_imported_only_when_a_kernel_runs() -> None:
-    """Commands that never merge (prepare, plan, status) do not pay for numba and LLVM."""
-    code = (
-        "import sys, fanout.cli, fanout.pipeline, fanout.merge\n"
-        "assert 'numba' not in sys.modules\n"
-        "from fanout import _mergekernels as K\n"
-        "import numpy as np\n"
-        "K.fingerprints(np.zeros(1, np.uint8), np.zeros(1, np.int64), np.ones(1, np.int64),"
-        " np.uint64(1))\n"
-        "assert 'numba' in sys.modules\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+def test_bad_arguments_raise_value_error() -> None:
+    """Spans, positions and partitions outside what they index are refused before any loop
+    runs."""
+    data = K.as_array('{"input":{"userId":"u"},"output":{"recommendedItems":["a"]}}')
+    kinds, spans = K.scan(data, K.head_of("userId"), 1000)
+    assert kinds.tolist() == [K.COMMON]
+    past = spans.copy()
+    past[0, K.ITEMS_HI] = len(data) + 1
+    head, middle = K.as_array('{"userId":"'), K.as_array('","recommendedItems":["')
+    lo, hi = spans[:, K.ID_LO].copy(), spans[:, K.ID_HI].copy()
+    calls: list[Callable[[], object]] = [
+        lambda: K.flat_lines(data, past, head, middle),
+        lambda: K.columns(data, past),
+        lambda: K.flat_lines(data, spans[:, :8], head, middle),
+        lambda: K.fingerprints(data, hi, lo, np.uint64(1)),
+        lambda: K.partitioned(data, lo, hi, np.zeros(1, np.uint8), np.array([2]), 2),
+        lambda: K.held(data, spans, np.array([-1]), 1, 4),
+        lambda: K.held(data, spans, np.array([4]), 1, 4),
+        lambda: K.joined(data, data, len(data) + 1),
+        lambda: K.route(np.zeros(2, np.uint64), np.zeros(1, np.uint8), lo.view(np.uint64), head),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError):
+            call()
+
+
+def test_damaged_lines_read_as_the_parser_reads_them() -> None:
+    """On damaged lines and with spoilt arguments (`kernel_fuzz`), the kernels agree with the
+    parser and refuse what they cannot use with ValueError, never another error."""
+    kernel_fuzz.main(3, 200)
 
 
 async def test_result_files_are_synced_as_they_grow(
@@ -164,9 +187,65 @@ async def test_result_files_are_synced_as_they_grow(
     assert len(synced) >= 2
 
 
+# Reads one byte past the end of a buffer: AddressSanitizer must stop it, or the fuzz below
+# proves nothing.
+_CANARY = r"""
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+static PyObject *past_end(PyObject *self, PyObject *args) {
+    Py_buffer b;
+    if (!PyArg_ParseTuple(args, "y*", &b)) return NULL;
+    unsigned char c = ((volatile unsigned char *)b.buf)[b.len];
+    PyBuffer_Release(&b);
+    return PyLong_FromLong(c);
+}
+static PyMethodDef methods[] = {{"past_end", past_end, METH_VARARGS, NULL}, {NULL, NULL, 0, NULL}};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "canary", NULL, -1, methods};
+PyMODINIT_FUNC PyInit_canary(void) { return PyModule_Create(&module); }
+"""
+
+
 def test_kernels_stay_in_bounds_on_damaged_lines(tmp_path: Path) -> None:
-    """Truncated and corrupted lines never make a kernel index outside an array: with numba's
-    bounds checks on (compiled apart, in a private cache), that would raise IndexError."""
-    env = {**os.environ, "NUMBA_BOUNDSCHECK": "1", "NUMBA_CACHE_DIR": str(tmp_path)}
-    fuzz = Path(__file__).with_name("kernel_fuzz.py")
-    subprocess.run([sys.executable, str(fuzz), "7", "300"], check=True, env=env, timeout=600)
+    """Damaged lines and spoilt arguments never make a kernel read or write outside a buffer:
+    the fuzz (`kernel_fuzz`) runs against the extension built with AddressSanitizer, which
+    stops the run at the first such access, as it stops a canary that reads one byte too far."""
+    cc = shlex.split(sysconfig.get_config_var("CC") or "cc")
+    found = subprocess.run([*cc, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    libasan = found.stdout.strip()
+    if found.returncode or not os.path.isabs(libasan):
+        pytest.skip(f"{cc[0]} has no AddressSanitizer runtime (libasan.so)")
+    paths = sysconfig.get_paths()
+    includes = [f"-I{paths['include']}", f"-I{paths['platinclude']}"]
+    flags = ["-shared", "-fPIC", "-O1", "-g", "-std=c11", "-fsanitize=address"]
+    flags.append("-fno-omit-frame-pointer")
+
+    def build(source: Path, target: Path) -> None:
+        subprocess.run([*cc, *flags, *includes, str(source), "-o", str(target)], check=True)
+
+    extension = tmp_path / "_mergenative.so"
+    build(Path(K.__file__).with_name("_mergenative.c"), extension)
+    (tmp_path / "canary.c").write_text(_CANARY)
+    build(tmp_path / "canary.c", tmp_path / "canary.so")
+    env = {
+        **os.environ,
+        "LD_PRELOAD": libasan,
+        "ASAN_OPTIONS": "detect_leaks=0",
+        "PYTHONMALLOC": "malloc",  # Python's own objects in ASan's heap too
+    }
+    canary = (
+        f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import canary, numpy\n"
+        "canary.past_end(numpy.zeros(16, numpy.uint8))\n"
+    )
+    tripped = subprocess.run(
+        [sys.executable, "-c", canary], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert tripped.returncode != 0 and "heap-buffer-overflow" in tripped.stderr, tripped.stderr
+    fuzz = Path(kernel_fuzz.__file__)
+    run = subprocess.run(
+        [sys.executable, str(fuzz), "7", "2000", str(extension)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-5000:]
