@@ -103,9 +103,8 @@ class _FingerprintSet:
 
 
 def _zeros(count: int) -> U64:
-    """A zeroed table, written now rather than left to `calloc`: numpy asks for huge pages for a
-    large `np.empty`, and random lookups over a hundred MB ran 3× faster with them (fewer TLB
-    misses) than in calloc's pages, faulted in one by one as the lookups first touched them."""
-    table = np.empty(count, np.uint64)
-    table.fill(0)
-    return table
+    """A zeroed table: `np.zeros` (calloc, whose fresh pages the kernel zeroes as they are first
+    written; numpy asks for huge pages for it). Measured, 12.5M slots and 10M random inserts,
+    three runs each: 0.26-0.46 s in all, against 0.24-0.75 s for `np.empty` + `fill(0)`, which
+    writes every page up front (0.02-0.4 s of it before the first insert)."""
+    return np.zeros(count, np.uint64)

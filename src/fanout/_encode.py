@@ -141,7 +141,7 @@ class _OutputPool:
     A piece that finds none free when the pool is full gets fresh memory of its own.
     """
 
-    KEEP = 4
+    KEEP = 8
 
     def __init__(self) -> None:
         self._buffers: list[npt.NDArray[np.uint8]] = []

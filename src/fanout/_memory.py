@@ -11,14 +11,14 @@ IDs through `fanout prepare --local-dir` took 5.0 s / 312 MB at 4 MiB, 3.8 s / 3
 and shard stages are the way to win the time back.
 
 Since then parts became views into the record batches, and the threshold is `MMAP_THRESHOLD`,
-9 MiB: just above the source's input chunks (8 MiB and up to a 64 KiB probe to a line end, read
-anew for every piece), which now come from the heap and reuse its memory, and below what still
-wants mmap (encoded batches of ~11 MiB per 8 MiB of UUIDs, in numpy's huge pages; joined S3
-parts). Measured with `/usr/bin/time` on 10M IDs, 4 MiB and 9 MiB taking turns (machine
-shared): dedupe on, 155K → 85-95K minor page faults, system CPU 1.3-1.8 → 1.0-1.2 s, wall
--10%, peak RSS 274-280 → 282-284 MiB (input chunks the heap keeps); dedupe off, 125K → 53-58K
-faults, RSS unchanged (170-175 MiB). 12 MiB faulted least (28-49K) but raised dedupe off to
-200 MiB and dedupe on to 309 MiB once.
+9 MiB: above the source's input chunks (8 MiB then, 4 MiB now, and up to a 64 KiB probe to a
+line end, read anew for every piece), which now come from the heap and reuse its memory, and
+below what still wants mmap (encoded batches, ~11 MiB per 8 MiB of UUIDs, in numpy's huge pages,
+now mostly reused from `_encode._OutputPool`; joined S3 parts). Measured with `/usr/bin/time`
+on 10M IDs, 4 MiB and 9 MiB taking turns (machine shared): dedupe on, 155K → 85-95K minor page
+faults, system CPU 1.3-1.8 → 1.0-1.2 s, wall -10%, peak RSS 274-280 → 282-284 MiB (input chunks
+the heap keeps); dedupe off, 125K → 53-58K faults, RSS unchanged (170-175 MiB). 12 MiB faulted
+least (28-49K) but raised dedupe off to 200 MiB and dedupe on to 309 MiB once.
 
 Fixing the mmap threshold also fixes the trim threshold at its 128 KiB default, so each time the
 top of a heap frees more than that, glibc hands it back, and the next piece's numpy temporaries

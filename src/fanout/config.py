@@ -3,7 +3,7 @@
 Every bound is validated here, so the stages can trust what they are given. Memory use of the
 defaults (the worst case, per run):
 
-    read buffers    2 × chunk_bytes                                      ≈  16 MiB
+    read buffers    2 × chunk_bytes                                      ≈   8 MiB
     parts           (upload concurrency + upload queue + 1) × part_bytes ≈ 176 MiB
                     (uploads send the part's own buffer: no second copy per request;
                     `--local-dir` writes with at most 2 writers: ≈ 80 MiB)

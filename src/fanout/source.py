@@ -72,7 +72,7 @@ __all__ = [
 Format = Literal["auto", "text", "csv", "tsv", "jsonl", "parquet"]
 
 _FORMATS: tuple[str, ...] = get_args(Format)
-_DEFAULT_CHUNK = 8 * 1024 * 1024
+_DEFAULT_CHUNK = 4 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
 _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 # A line longer than this is rejected without being held in memory (no ID is anywhere near it).
