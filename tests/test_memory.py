@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -32,3 +33,18 @@ def test_openblas_gets_one_thread_unless_the_user_chose(given: str | None, expec
         [sys.executable, "-c", _SHOW], env=env, capture_output=True, text=True, check=True
     )
     assert shown.stdout.strip() == expected
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="mallopt is glibc's",
+)
+def test_malloc_is_tuned_on_linux() -> None:
+    """On glibc, all three mallopt calls succeed (the C library is found without ldconfig)."""
+    shown = subprocess.run(
+        [sys.executable, "-c", "from fanout._memory import release_large_buffers as r; print(r())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "True"

@@ -39,7 +39,6 @@ for one thread, unless the user set a count or numpy is already imported (too la
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 
@@ -61,11 +60,10 @@ def release_large_buffers() -> bool:
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     if not sys.platform.startswith("linux"):
         return False
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
     try:
-        libc = ctypes.CDLL(name)
+        # The process's own symbols include the C library's: no ctypes.util.find_library,
+        # which imports subprocess and may run ldconfig (~10-30 ms of every start-up).
+        libc = ctypes.CDLL(None)
         return bool(
             libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
             and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
