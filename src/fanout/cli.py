@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
@@ -1685,5 +1685,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
 
 
+def entry() -> NoReturn:
+    """The `fanout` command: `main`, then a quick exit.
+
+    When `main` returns, everything fanout writes is written and closed. What the interpreter's
+    own teardown still does (freeing hundreds of modules and the buffers of a big run object by
+    object) took 0.08-0.1 s at the end of a 10M-ID `fanout prepare`, so the command flushes its
+    output and logging and leaves with `os._exit`. Tests and embedders call `main`.
+    """
+    code = main()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (`fanout status | head`): nothing more to say
+        pass
+    sys.stderr.flush()
+    if "logging" in sys.modules:
+        import logging
+
+        logging.shutdown()
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

@@ -1,0 +1,34 @@
+"""The `fanout` command's own exit (`cli.entry`): output complete, codes kept."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+_FANOUT = [sys.executable, "-m", "fanout.cli"]
+
+
+def test_piped_output_is_complete_and_the_exit_code_is_kept(tmp_path: Path) -> None:
+    """Output written just before the quick exit reaches a pipe, and the process exits with
+    the code `main` returns (0 on success, an input error's own code)."""
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"user-{i}\n" for i in range(5000)))
+    done = subprocess.run(
+        [*_FANOUT, "plan", "--ids", str(ids), "--json"], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("}") and '"records"' in done.stdout
+    missing = ["plan", "--ids", str(tmp_path / "missing.txt")]
+    bad = subprocess.run([*_FANOUT, *missing], capture_output=True, text=True)
+    assert bad.returncode == main(missing) != 0
+    assert "missing.txt" in bad.stderr
+
+
+def test_a_reader_that_leaves_early_is_not_an_error() -> None:
+    """`fanout … | head -1`: the pipe closes before the output is flushed; no traceback."""
+    shell = f"{sys.executable} -m fanout.cli iam-policy --help | head -1"
+    done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True)
+    assert b"Traceback" not in done.stderr
