@@ -195,9 +195,12 @@ class LocalStore:
 def case_fanout(
     run: Path, out: Path, concurrency: int, *, ordered: bool = False
 ) -> dict[str, object]:
+    from fanout._memory import release_large_buffers
+
+    release_large_buffers()  # as the `fanout` command does at start-up, before numpy loads
+
     import anyio
 
-    from fanout._memory import release_large_buffers
     from fanout.journal import FileSink
     from fanout.merge import (
         InputOrder,
@@ -210,7 +213,6 @@ def case_fanout(
     )
     from fanout.records import InputKind
 
-    release_large_buffers()  # as the `fanout` command does at start-up
     shards = sorted(path.name for path in (run / "out").iterdir())
     sizes = [(run / "in" / shard / "part-00000.jsonl").stat().st_size for shard in shards]
     store = LocalStore(run)
