@@ -136,9 +136,11 @@ class _OutputPool:
     only the pool refers to the buffer (CPython's reference count says so), and the next piece
     writes into it.
 
-    Memory: the pool keeps at most `KEEP` buffers, each as big as the largest piece needed;
-    they are buffers that were all in use at once, so the peak is no higher than without it.
-    A piece that finds none free when the pool is full gets fresh memory of its own.
+    Memory: the pool keeps at most `KEEP` buffers, each as big as the largest piece needed
+    (~6 MB per 4 MiB piece of UUIDs), resident between pieces. They were all in use at once at
+    some point, so this raises the peak only where that moment would otherwise have passed
+    unnoticed (measured: 12 kept cost ~15 MiB of peak RSS at 8 MiB pieces, 4 kept nothing
+    measurable). A piece that finds none free when the pool is full gets fresh memory.
     """
 
     KEEP = 8

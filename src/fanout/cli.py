@@ -7,6 +7,7 @@ No pipeline logic lives here. Exit codes: 0 success, 1 failure, 2 usage error, 3
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -1694,10 +1695,8 @@ def entry() -> NoReturn:
     output and logging and leaves with `os._exit`. Tests and embedders call `main`.
     """
     code = main()
-    try:
+    with contextlib.suppress(BrokenPipeError):  # the reader left (`fanout status | head`)
         sys.stdout.flush()
-    except BrokenPipeError:  # the reader left (`fanout status | head`): nothing more to say
-        pass
     sys.stderr.flush()
     if "logging" in sys.modules:
         import logging
