@@ -96,6 +96,21 @@ static PyObject *new_array(Py_ssize_t rows, Py_ssize_t columns, PyObject *dtype,
     return array;
 }
 
+/* Byte counts per part in b[1..parts] become offsets (b[k] where part k starts, b[parts] the
+ * total); then a uint8 array of `total` bytes (*out, its data at *o) and a write cursor per part,
+ * at its start (*next, PyMem_Malloc'd). Returns 0, or -1 with an exception set. */
+static int lay_out(int64_t *b, Py_ssize_t parts, int64_t total, PyObject **out, uint8_t **o,
+                   int64_t **next) {
+    for (Py_ssize_t k = 0; k < parts; k++) b[k + 1] += b[k];
+    if ((*out = new_array(total, 0, U8, o)) == NULL) return -1;
+    if ((*next = PyMem_Malloc(8 * (size_t)parts)) == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    memcpy(*next, b, 8 * (size_t)parts);
+    return 0;
+}
+
 /* `*array` replaced by its first `n` items (a view), unless it has exactly that many. */
 static int shorten(PyObject **array, Py_ssize_t n, Py_ssize_t had) {
     if (n == had) return 0;
@@ -580,13 +595,7 @@ static PyObject *py_partitioned(PyObject *self, PyObject *args) {
         b[part[i] + 1] += size;
         if (grow(&total, size)) goto done;
     }
-    for (Py_ssize_t k = 0; k < partitions; k++) b[k + 1] += b[k];
-    if ((out = new_array(total, 0, U8, &o)) == NULL) goto done;
-    if ((next = PyMem_Malloc(8 * (size_t)partitions)) == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memcpy(next, b, 8 * (size_t)partitions);
+    if (lay_out(b, partitions, total, &out, &o, &next)) goto done;
     bytes d = data.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -732,13 +741,7 @@ static PyObject *py_held(PyObject *self, PyObject *args) {
         b[at[i] / span + 1] += size;
         if (grow(&total, size)) goto done;
     }
-    for (Py_ssize_t k = 0; k < files; k++) b[k + 1] += b[k];
-    if ((out = new_array(total, 0, U8, &o)) == NULL) goto done;
-    if ((next = PyMem_Malloc(8 * (size_t)files)) == NULL) {
-        PyErr_NoMemory();
-        goto done;
-    }
-    memcpy(next, b, 8 * (size_t)files);
+    if (lay_out(b, files, total, &out, &o, &next)) goto done;
     bytes d = data.buf;
     Py_BEGIN_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < n; i++) {
