@@ -49,7 +49,7 @@ from pathlib import Path
 
 import orjson
 
-from _common import MiB, print_table, run_child
+from _common import MiB, leave_child, print_table, run_child
 
 DUCKDB_PARQUET_TARGET = 1.0
 DUCKDB_JSONL_TARGET = 2.0
@@ -343,10 +343,8 @@ def main() -> None:
     if args.case:
         name, run, out = args.case
         summary = CHILD_CASES[name](Path(run), Path(out), args.concurrency)
-        print(orjson.dumps(summary).decode(), flush=True)
-        # Every case leaves as the `fanout` command does (`cli.entry`): no interpreter
-        # teardown in anyone's time.
-        os._exit(0)
+        print(orjson.dumps(summary).decode())
+        leave_child()
 
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load} (1/5/15 min); best of {args.repeat}")

@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import MiB, print_table, run_child
+from _common import MiB, leave_child, print_table, run_child
 from source_throughput import case_naive, case_polars  # the same baselines, one copy
 
 MB = 1_000_000
@@ -301,9 +301,7 @@ def main() -> None:
     if args.case:
         name, path, out = args.case
         CHILD_CASES[name](path, out)
-        # As the `fanout` command leaves (`cli.entry`): no case pays interpreter teardown.
-        sys.stdout.flush()
-        os._exit(0)
+        leave_child()
 
     fanout = fanout_exe()
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
