@@ -13,9 +13,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fanout.errors import InputError
+from fanout.errors import InputError, UploadError
 from fanout.records import RecordBatch
-from fanout.shard import PartFile, ShardLayout, ShardSealed, cut_shards, part_name
+from fanout.shard import (
+    PartChunk,
+    PartFile,
+    ShardLayout,
+    ShardSealed,
+    cut_shards,
+    part_name,
+    stream_parts,
+)
+from fanout.upload import LocalParts, UploadedPart
 
 
 def batch_of(lines: Sequence[bytes]) -> RecordBatch:
@@ -50,6 +59,28 @@ def run_cut(
     batches: list[RecordBatch], layout: ShardLayout, join: bool = False
 ) -> list[PartFile | ShardSealed]:
     return anyio.run(cut, batches, layout, join)
+
+
+def run_stream(
+    batches: list[RecordBatch], layout: ShardLayout, log: list[object] | None = None
+) -> list[PartChunk | ShardSealed]:
+    """`stream_parts` of `batches`; `log` gets ("fed", k) as batch k is handed over, then the
+    items, in the order they happen."""
+    log = [] if log is None else log
+
+    async def source() -> AsyncIterator[RecordBatch]:
+        for index, batch in enumerate(batches):
+            log.append(("fed", index))
+            yield batch
+
+    async def go() -> list[PartChunk | ShardSealed]:
+        out = []
+        async for item in stream_parts(source(), layout):
+            log.append(item)
+            out.append(item)
+        return out
+
+    return anyio.run(go)
 
 
 ids = st.lists(st.text(min_size=1, max_size=40), min_size=1, max_size=300)
@@ -118,6 +149,49 @@ def test_cut_does_not_depend_on_batch_boundaries(
     assert first == second
 
 
+@settings(max_examples=120, deadline=None)
+@given(ids=ids, layout=layouts, sizes=st.lists(st.integers(1, 64), max_size=10))
+def test_streamed_parts_are_the_whole_parts_chunk_by_chunk(
+    ids: list[str], layout: ShardLayout, sizes: list[int]
+) -> None:
+    """`stream_parts` gives the parts `cut_shards` gives, each as consecutive chunks ending in
+    one `last`, every seal after its shard's last chunk; and all that a batch cuts comes before
+    the next batch is asked for, so a writer can let each batch go as it is written."""
+    lines = [orjson.dumps({"userId": i}) + b"\n" for i in ids]
+    batches = split_batches(lines, sizes)
+    whole = run_cut(batches, layout)
+    log: list[object] = []
+    streamed = run_stream(batches, layout, log)
+    assert [i for i in whole if isinstance(i, ShardSealed)] == [
+        i for i in streamed if isinstance(i, ShardSealed)
+    ]
+    rebuilt: list[tuple[int, int, bytes, int, int]] = []
+    current: list[PartChunk] = []
+    for item in streamed:
+        if isinstance(item, ShardSealed):
+            assert not current, "a shard sealed while one of its parts was open"
+            continue
+        assert not current or (current[0].shard, current[0].part) == (item.shard, item.part)
+        current.append(item)
+        if item.last:
+            data = b"".join(b"".join(c.chunks) for c in current)
+            records, nbytes = sum(c.records for c in current), sum(c.nbytes for c in current)
+            rebuilt.append((item.shard, item.part, data, records, nbytes))
+            current = []
+    assert not current
+    assert rebuilt == [
+        (p.shard, p.part, p.data, p.records, p.nbytes) for p in whole if isinstance(p, PartFile)
+    ]
+    # Each chunk's bytes come from the batch fed last (they are cut from no other).
+    fed = -1
+    for entry in log:
+        if isinstance(entry, tuple):
+            fed = entry[1]
+        elif isinstance(entry, PartChunk):
+            for view in entry.chunks:
+                assert view.obj is batches[fed].data
+
+
 def test_joined_parts_are_one_buffer_with_the_same_bytes_and_hash() -> None:
     """With join, every part is a single bytes chunk, byte-identical to the unjoined part."""
     lines = [orjson.dumps({"userId": f"user-{i}"}) + b"\n" for i in range(2_000)]
@@ -174,18 +248,92 @@ def test_layout_rejects_impossible_limits() -> None:
         )
 
 
-def test_local_writer_writes_and_hashes_parts_of_many_chunks(tmp_path: Path) -> None:
-    """A part of views of several sizes (around the writer's 1 MiB step) lands byte for byte,
-    and the SHA-256 returned is the file's."""
-    from fanout.upload import LocalPartWriter
+def _chunks(sizes: list[int], seed: int) -> list[memoryview]:
+    rng = np.random.default_rng(seed)
+    return [memoryview(rng.integers(0, 256, size, dtype=np.uint8).tobytes()) for size in sizes]
 
-    rng = np.random.default_rng(5)
+
+async def _write_all(local: LocalParts, chunks: list[PartChunk]) -> list[object]:
+    return [await local.write(chunk) for chunk in chunks]
+
+
+def test_local_parts_write_and_hash_parts_of_many_chunks(tmp_path: Path) -> None:
+    """Parts given chunk by chunk (views of sizes around the writer's 1 MiB step, several per
+    chunk) land byte for byte under their names, with the file's SHA-256, sizes and records;
+    nothing is reported, and no file has its name, before the part's last chunk."""
     sizes = [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7]
-    chunks = [memoryview(rng.integers(0, 256, size, dtype=np.uint8).tobytes()) for size in sizes]
-    total = sum(sizes)
-    part = PartFile(0, 0, tuple(chunks), 1, total)
-    written = anyio.run(LocalPartWriter(tmp_path).write, part)
-    body = (tmp_path / part.name).read_bytes()
-    assert body == b"".join(chunks)
-    assert written.sha256 == hashlib.sha256(body).hexdigest() == part.sha256()
+    views = _chunks(sizes, 5)
+    first = [
+        PartChunk(0, 0, (views[0], views[1]), 2, 1, last=False),
+        PartChunk(0, 0, (views[2],), 1, sizes[2], last=False),
+        PartChunk(0, 0, (views[3], views[4]), 3, sizes[3] + sizes[4], last=False),
+        PartChunk(0, 0, (), 0, 0, last=True),
+    ]
+    second = [PartChunk(1, 0, (views[5],), 4, sizes[5], last=True)]
+
+    async def go() -> list[object]:
+        async with LocalParts(tmp_path) as local:
+            out = await _write_all(local, first[:-1])
+            assert not await anyio.Path(tmp_path / part_name(0, 0)).exists()
+            return out + await _write_all(local, first[-1:] + second)
+
+    results = anyio.run(go)
+    assert results[:3] == [None, None, None]
+    for result, key, data, records in (
+        (results[3], (0, 0), b"".join(views[:5]), 6),
+        (results[4], (1, 0), bytes(views[5]), 4),
+    ):
+        body = (tmp_path / part_name(*key)).read_bytes()
+        assert body == data
+        assert result == UploadedPart(
+            *key, str(tmp_path / part_name(*key)), "", len(data), records,
+            hashlib.sha256(body).hexdigest(),
+        )  # fmt: skip
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_local_parts_only_hash_the_parts_to_verify(tmp_path: Path) -> None:
+    """A part an earlier attempt wrote is hashed, not written again: its file is left as is."""
+    (tmp_path / "shard-00000").mkdir()
+    (tmp_path / part_name(0, 0)).write_bytes(b"left by the earlier attempt")
+    data = b'{"userId":"a"}\n'
+
+    async def go() -> object:
+        async with LocalParts(tmp_path, verify_only={(0, 0)}) as local:
+            return await local.write(PartChunk(0, 0, (memoryview(data),), 1, len(data), True))
+
+    result = anyio.run(go)
+    assert isinstance(result, UploadedPart)
+    assert result.sha256 == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / part_name(0, 0)).read_bytes() == b"left by the earlier attempt"
+
+
+def test_local_parts_remove_an_unfinished_part_and_refuse_interleaved_parts(
+    tmp_path: Path,
+) -> None:
+    """Closed with a part half written, the writer removes its temporary file (no part file
+    appears); a chunk of another part while one is open is a programming error."""
+    view = memoryview(b'{"userId":"a"}\n')
+
+    async def go() -> None:
+        async with LocalParts(tmp_path) as local:
+            await local.write(PartChunk(0, 0, (view,), 1, len(view), last=False))
+            assert await anyio.Path(tmp_path / (part_name(0, 0) + ".tmp")).exists()
+            with pytest.raises(ValueError, match="before"):
+                await local.write(PartChunk(0, 1, (view,), 1, len(view), last=True))
+
+    anyio.run(go)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_local_parts_say_which_file_they_cannot_write(tmp_path: Path) -> None:
+    """A write that fails is an UploadError naming the part's path and why."""
+    (tmp_path / "shard-00000").write_text("a file where the shard's directory should be")
+    view = memoryview(b'{"userId":"a"}\n')
+
+    async def go() -> None:
+        async with LocalParts(tmp_path) as local:
+            await local.write(PartChunk(0, 0, (view,), 1, len(view), last=True))
+
+    with pytest.raises(UploadError, match=r"cannot write .*shard-00000/part-00000\.jsonl"):
+        anyio.run(go)

@@ -6,7 +6,8 @@ defaults (the worst case, per run):
     read buffers    2 × chunk_bytes                                      ≈   8 MiB
     parts           (upload concurrency + upload queue + 1) × part_bytes ≈ 176 MiB
                     (uploads send the part's own buffer: no second copy per request;
-                    `--local-dir` writes with at most 2 writers: ≈ 80 MiB)
+                    `--local-dir` writes each part as it is cut instead: (upload queue + 3)
+                    encoded pieces of ≈ 6 MiB alive, measured)
     dedupe          ~10 bytes per distinct ID (a hash table sized ahead) ≈ 100 MiB at 10M IDs
                     (up to 15 when the input's size is unknown and the table grows)
 

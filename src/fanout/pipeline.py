@@ -26,14 +26,14 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
@@ -49,12 +49,12 @@ from .journal import (
 )
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind, JobType
-from .shard import PartFile, ShardSealed, cut_shards, part_name, shard_dir
+from .shard import PartChunk, PartFile, ShardSealed, cut_shards, part_name, shard_dir, stream_parts
 from .source import InputFile, Source, SourceOptions, SourceStats, open_input
 from .state import RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
-from .upload import LocalPartWriter, PartWriter, UploadedPart, upload_parts
+from .upload import LocalParts, PartWriter, UploadedPart, upload_parts
 
 if TYPE_CHECKING:  # the AWS SDK only by runs that use S3, the merge only by runs that merge
     from .aws import Aws
@@ -62,7 +62,7 @@ if TYPE_CHECKING:  # the AWS SDK only by runs that use S3, the merge only by run
 
 EXACT_COUNT_BYTES = 64 * 1024 * 1024  # inputs up to this size are counted, not extrapolated
 SAMPLE_BYTES = 4 * 1024 * 1024
-LOCAL_WRITERS = 2
+_Part = TypeVar("_Part", PartFile, PartChunk)
 
 
 def new_run_id() -> str:
@@ -326,29 +326,7 @@ async def _prepare(
     """Source → shard → upload, journalled; `done` is what an earlier attempt already did."""
     base = settings.input_base()
     store = aws.s3 if aws is not None else None
-    writer: PartWriter
-    concurrency = settings.upload.concurrency
-    if settings.job_input is not None:
-        from .aws import Encryption
-        from .upload_s3 import S3PartWriter
-
-        assert aws is not None, "prepare to S3 needs an Aws"
-        if done is not None:
-            await aws.s3.abort_uploads(S3Uri.parse(base))
-        writer = S3PartWriter(
-            aws.s3,
-            S3Uri.parse(base),
-            Encryption(settings.job_input.kms_key_arn),
-            settings.upload,
-        )
-    else:
-        writer = LocalPartWriter(Path(base))
-        # A local disk needs no parallel requests to be fast: fewer parts in flight, less memory.
-        concurrency = min(concurrency, LOCAL_WRITERS)
     known = done.parts if done is not None else {}
-    if known:
-        writer = _SkipWritten(writer, known)
-
     shards: list[ShardInfo] = []
     run_dir = settings.run_dir
     async with (
@@ -371,17 +349,45 @@ async def _prepare(
             await on_ready(shard)
 
         tracker = _ShardTracker(base, ready)
-        send, receive = anyio.create_memory_object_stream[PartFile](settings.upload.queue)
 
         async def written(part: UploadedPart) -> None:
-            if (part.shard, part.part) not in known:
+            event = known.get((part.shard, part.part))
+            if event is None:
                 await journal.append("part-written", **asdict(part))
+            else:
+                part = _as_before(part, event)
             await tracker.written(part)
 
+        queue = settings.upload.queue
         async with anyio.create_task_group() as group:
-            parts = cut_shards(source.batches(), layout, join=settings.job_input is not None)
-            group.start_soon(_produce, parts, send, tracker)
-            group.start_soon(upload_parts, receive, writer, concurrency, written)
+            if settings.job_input is None:
+                # A local disk needs no parallel requests to be fast: each part is written as
+                # it is cut, and a batch is let go once written (memory: `queue` + 2 chunks).
+                chunks, receive = anyio.create_memory_object_stream[PartChunk](queue)
+                group.start_soon(_produce, stream_parts(source.batches(), layout), chunks, tracker)
+                local = LocalParts(Path(base), verify_only=known)
+                group.start_soon(_write_local, receive, local, written)
+            else:
+                from .aws import Encryption
+                from .upload_s3 import S3PartWriter
+
+                assert aws is not None, "prepare to S3 needs an Aws"
+                if done is not None:
+                    await aws.s3.abort_uploads(S3Uri.parse(base))
+                writer: PartWriter = S3PartWriter(
+                    aws.s3,
+                    S3Uri.parse(base),
+                    Encryption(settings.job_input.kms_key_arn),
+                    settings.upload,
+                )
+                if known:
+                    writer = _SkipWritten(writer, known)
+                parts, receive_parts = anyio.create_memory_object_stream[PartFile](queue)
+                cut = cut_shards(source.batches(), layout, join=True)
+                group.start_soon(_produce, cut, parts, tracker)
+                group.start_soon(
+                    upload_parts, receive_parts, writer, settings.upload.concurrency, written
+                )
     stats = source.stats
     await journal.append(
         "prepared",
@@ -393,25 +399,42 @@ async def _prepare(
     return shards, stats
 
 
-class _SkipWritten:
-    """A resumed run's writer: parts the journal has are checked, not written again."""
+async def _write_local(
+    chunks: MemoryObjectReceiveStream[PartChunk],
+    local: LocalParts,
+    on_written: Callable[[UploadedPart], Awaitable[None]],
+) -> None:
+    async with chunks, local:
+        async for chunk in chunks:
+            part = await local.write(chunk)
+            if part is not None:
+                await on_written(part)
 
-    def __init__(self, writer: PartWriter, known: dict[tuple[int, int], dict[str, Any]]) -> None:
+
+def _as_before(part: UploadedPart, event: Mapping[str, Any]) -> UploadedPart:
+    """The part as an earlier attempt of the run journaled it, if it has the same bytes."""
+    if event["sha256"] != part.sha256:
+        raise InputError(
+            f"the input changed since the run started: shard {part.shard} part {part.part} "
+            "no longer has the bytes that were uploaded. Resume needs the same input and "
+            "settings; start a new run for new input."
+        )
+    return UploadedPart(**{name: event[name] for name in UploadedPart.__slots__})
+
+
+class _SkipWritten:
+    """A resumed run's S3 writer: parts the journal has are hashed (`_as_before` checks them),
+    not uploaded again."""
+
+    def __init__(self, writer: PartWriter, known: Container[tuple[int, int]]) -> None:
         self._writer = writer
         self._known = known
 
     async def write(self, part: PartFile) -> UploadedPart:
-        event = self._known.get((part.shard, part.part))
-        if event is None:
+        if (part.shard, part.part) not in self._known:
             return await self._writer.write(part)
-        if event["sha256"] != await anyio.to_thread.run_sync(part.sha256):
-            raise InputError(
-                f"the input changed since the run started: shard {part.shard} part {part.part} "
-                "no longer has the bytes that were uploaded. Resume needs the same input and "
-                "settings; start a new run for new input."
-            )
-        fields = {name: event[name] for name in UploadedPart.__slots__}
-        return UploadedPart(**fields)
+        sha256 = await anyio.to_thread.run_sync(part.sha256)
+        return UploadedPart(part.shard, part.part, "", "", part.nbytes, part.records, sha256)
 
 
 class _ShardTracker:
@@ -442,8 +465,8 @@ class _ShardTracker:
 
 
 async def _produce(
-    items: AsyncIterator[PartFile | ShardSealed],
-    send: MemoryObjectSendStream[PartFile],
+    items: AsyncIterator[_Part | ShardSealed],
+    send: MemoryObjectSendStream[_Part],
     tracker: _ShardTracker,
 ) -> None:
     async with send:

@@ -43,10 +43,10 @@ class ShardLayout:
 class PartFile:
     """One part file of one shard, ready to upload.
 
-    Its bytes are `chunks`: views into the record batches, in order, which `LocalPartWriter`
-    writes one after the other without joining them; for S3, `cut_shards(join=True)` makes each
-    part one `bytes` chunk (`joined`), the request body. `sha256()` hashes them; writers call it
-    in their worker thread, so hashing runs beside the source instead of in its way.
+    Its bytes are `chunks`: views into the record batches, in order; for S3,
+    `cut_shards(join=True)` makes each part one `bytes` chunk (`joined`), the request body.
+    `sha256()` hashes them; writers call it in their worker thread, so hashing runs beside the
+    source instead of in its way. (`--local-dir` writes parts as they are cut: `PartChunk`.)
     """
 
     shard: int
@@ -88,6 +88,23 @@ class PartFile:
 
 
 @dataclass(frozen=True, slots=True)
+class PartChunk:
+    """The next bytes of one part file, cut from the batch just fed (`stream_parts`).
+
+    A part's chunks come in order, one after the other (never two parts' interleaved); the one
+    with `last` completes it. `records` and `nbytes` are this chunk's; `chunks` may be empty when
+    the part was completed by the next batch's first record not fitting.
+    """
+
+    shard: int
+    part: int
+    chunks: tuple[memoryview, ...]
+    records: int
+    nbytes: int
+    last: bool
+
+
+@dataclass(frozen=True, slots=True)
 class ShardSealed:
     """No more parts will be added to `shard`: it holds `parts` files, `records`, `nbytes`."""
 
@@ -107,10 +124,12 @@ def part_name(shard: int, part: int) -> str:
 
 
 class _Cutter:
-    """The cutting state machine; `feed` returns the parts and seals a batch completes."""
+    """The cutting state machine; `feed` collects the parts and seals a batch completes (with
+    `stream`, the part chunks it cut instead of whole parts: `PartChunk`)."""
 
-    def __init__(self, layout: ShardLayout) -> None:
+    def __init__(self, layout: ShardLayout, stream: bool = False) -> None:
         self.layout = layout
+        self.stream = stream
         self.shard = 0
         self.shard_bytes = 0
         self.shard_records = 0
@@ -118,17 +137,30 @@ class _Cutter:
         self.chunks: list[memoryview] = []
         self.part_bytes = 0
         self.part_records = 0
-        self.out: list[PartFile | ShardSealed] = []
+        self.sent_bytes = 0  # with `stream`: of the part, in chunks already collected
+        self.sent_records = 0
+        self.out: list[PartFile | PartChunk | ShardSealed] = []
 
     def _flush_part(self) -> None:
         if not self.part_records:
             return
-        chunks = tuple(self.chunks)
-        self.out.append(
-            PartFile(self.shard, self.shard_parts, chunks, self.part_records, self.part_bytes)
-        )
+        if self.stream:
+            self._send(last=True)
+        else:
+            chunks = tuple(self.chunks)
+            self.out.append(
+                PartFile(self.shard, self.shard_parts, chunks, self.part_records, self.part_bytes)
+            )
         self.shard_parts += 1
         self.chunks, self.part_bytes, self.part_records = [], 0, 0
+        self.sent_bytes = self.sent_records = 0
+
+    def _send(self, last: bool) -> None:
+        """Collect the current part's chunks not collected yet (`stream`)."""
+        records, nbytes = self.part_records - self.sent_records, self.part_bytes - self.sent_bytes
+        chunks = tuple(self.chunks)
+        self.out.append(PartChunk(self.shard, self.shard_parts, chunks, records, nbytes, last))
+        self.chunks, self.sent_records, self.sent_bytes = [], self.part_records, self.part_bytes
 
     def _seal(self) -> None:
         self._flush_part()
@@ -180,11 +212,13 @@ class _Cutter:
             self.shard_bytes += stop - start
             self.shard_records += take
             pos += take
+        if self.stream and self.chunks:
+            self._send(last=False)
 
     def finish(self) -> None:
         self._seal()
 
-    def take(self) -> list[PartFile | ShardSealed]:
+    def take(self) -> list[PartFile | PartChunk | ShardSealed]:
         out, self.out = self.out, []
         return out
 
@@ -198,18 +232,31 @@ async def cut_shards(
     writers that send a part as one request body (S3), which would otherwise hold both the
     joined copy and the batches it came from while the part is in flight.
     """
-    cutter = _Cutter(layout)
+    async for item in _cut(batches, _Cutter(layout)):
+        assert not isinstance(item, PartChunk)
+        if join and isinstance(item, PartFile) and not item.single:
+            item = await anyio.to_thread.run_sync(item.joined)
+        yield item
 
-    async def ready() -> AsyncIterator[PartFile | ShardSealed]:
-        for item in cutter.take():
-            if join and isinstance(item, PartFile) and not item.single:
-                item = await anyio.to_thread.run_sync(item.joined)
-            yield item
 
+async def stream_parts(
+    batches: AsyncIterator[RecordBatch], layout: ShardLayout
+) -> AsyncIterator[PartChunk | ShardSealed]:
+    """The same parts as `cut_shards`, each as the chunks cut from each batch, as soon as they
+    are cut: for a writer that writes a part as it grows (a local file), so that a batch is let
+    go once written, not when the part it ends up in is full."""
+    async for item in _cut(batches, _Cutter(layout, stream=True)):
+        assert not isinstance(item, PartFile)
+        yield item
+
+
+async def _cut(
+    batches: AsyncIterator[RecordBatch], cutter: _Cutter
+) -> AsyncIterator[PartFile | PartChunk | ShardSealed]:
     async for batch in batches:
         cutter.feed(batch)
-        async for item in ready():
+        for item in cutter.take():
             yield item
     cutter.finish()
-    async for item in ready():
+    for item in cutter.take():
         yield item

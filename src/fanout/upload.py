@@ -1,14 +1,16 @@
-"""The upload stage: part files go to a `PartWriter`, several at once, from one bounded stream.
+"""The upload stage: part files go to S3 several at once, or to local files as they are cut.
 
-Writers take a `PartFile` and return an `UploadedPart`: `LocalPartWriter` here (`--local-dir`),
-`upload_s3.S3PartWriter` for S3 (kept apart so that local runs never import the AWS SDK).
+S3: writers take a whole `PartFile` and return an `UploadedPart` (`upload_s3.S3PartWriter`,
+kept apart so that local runs never import the AWS SDK), `concurrency` of them at once from one
+bounded stream (`upload_parts`). `--local-dir`: `LocalParts` writes each part's chunks as the
+cutter hands them on (`shard.PartChunk`), so a batch is let go as soon as it is written.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -18,7 +20,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .errors import UploadError
 from .journal import private_dir
-from .shard import PartFile
+from .shard import PartChunk, PartFile, part_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,45 +40,96 @@ class PartWriter(Protocol):
     async def write(self, part: PartFile) -> UploadedPart: ...
 
 
-class LocalPartWriter:
-    """Writes parts under `base/` with the same layout as S3 (`--local-dir`)."""
+class LocalParts:
+    """Writes parts under `base/` with the same layout as S3 (`--local-dir`), chunk by chunk.
 
-    def __init__(self, base: Path) -> None:
+    A part is written to `<name>.tmp` as its chunks come and renamed when its last one has: a
+    part file under its own name is always whole. Chunks of the parts in `verify_only` (written
+    by an earlier attempt of the run) are hashed, not written. One part is open at a time, so
+    chunks must come in order (`shard.stream_parts` hands them on so); `aclose` closes and
+    removes a part left unfinished. One worker-thread hop per chunk.
+    """
+
+    def __init__(self, base: Path, verify_only: Container[tuple[int, int]] = ()) -> None:
         self._base = base
+        self._verify_only = verify_only
+        self._open: _OpenPart | None = None
 
-    async def write(self, part: PartFile) -> UploadedPart:
-        path = self._base / part.name
+    async def write(self, chunk: PartChunk) -> UploadedPart | None:
+        """Write (or hash) `chunk`; the part once `chunk` completed it, else None."""
+        key = (chunk.shard, chunk.part)
+        part = self._open
+        if part is None:
+            path = self._base / part_name(*key)
+            part = self._open = _OpenPart(key, path, write=key not in self._verify_only)
+        elif part.key != key:
+            raise ValueError(f"{part_name(*key)} began before {part.path} was done")
         try:
-            sha256 = await anyio.to_thread.run_sync(_write_part, path, part)
+            await anyio.to_thread.run_sync(part.add, chunk)
         except OSError as exc:
-            raise UploadError(f"cannot write {path}: {exc.strerror}") from exc
-        return UploadedPart(part.shard, part.part, str(path), "", part.nbytes, part.records, sha256)
+            raise UploadError(f"cannot write {part.path}: {exc.strerror}") from exc
+        if not chunk.last:
+            return None
+        self._open = None
+        return UploadedPart(*key, str(part.path), "", part.nbytes, part.records, part.sha256)
+
+    async def aclose(self) -> None:
+        part, self._open = self._open, None
+        if part is not None:
+            await anyio.to_thread.run_sync(part.abandon)
+
+    async def __aenter__(self) -> LocalParts:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
 
 # Bytes hashed then written at a time: small enough that the write reads them from the cache.
 _STEP = 1 << 20
 
 
-def _write_part(path: Path, part: PartFile) -> str:
-    """Write `part` to `path` (through a temporary name) a MiB at a time, hashing each MiB just
-    before it is written; return the SHA-256. One worker-thread hop for the lot, and no joined
-    copy."""
-    private_dir(path.parent)
-    tmp = path.with_name(path.name + ".tmp")
-    digest = hashlib.sha256()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        for chunk in part.chunks:
-            whole = memoryview(chunk)
-            for at in range(0, len(whole), _STEP):
-                view = whole[at : at + _STEP]
-                digest.update(view)
-                while view:
-                    view = view[os.write(fd, view) :]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    return digest.hexdigest()
+class _OpenPart:
+    """One part file being written to its temporary name (or, without `write`, only hashed)."""
+
+    def __init__(self, key: tuple[int, int], path: Path, write: bool) -> None:
+        self.key, self.path, self.write = key, path, write
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.fd: int | None = None
+        self.digest = hashlib.sha256()
+        self.records = self.nbytes = 0
+        self.sha256 = ""
+
+    def add(self, chunk: PartChunk) -> None:
+        """Hash `chunk` and write it a MiB at a time, each MiB just after it was hashed; with
+        the last chunk, move the whole file to its name."""
+        if self.write and self.fd is None:
+            private_dir(self.path.parent)
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        for data in chunk.chunks:
+            for at in range(0, len(data), _STEP):
+                view = data[at : at + _STEP]
+                self.digest.update(view)
+                if self.fd is not None:
+                    while view:
+                        view = view[os.write(self.fd, view) :]
+        self.records += chunk.records
+        self.nbytes += chunk.nbytes
+        if chunk.last:
+            self.sha256 = self.digest.hexdigest()
+            if self.write:
+                self._close()
+                os.replace(self.tmp, self.path)
+
+    def abandon(self) -> None:
+        if self.fd is not None:
+            self._close()
+            self.tmp.unlink(missing_ok=True)
+
+    def _close(self) -> None:
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 async def upload_parts(
