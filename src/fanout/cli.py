@@ -15,7 +15,7 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -969,15 +969,32 @@ def _run_plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def _dedupe_table_ahead(args: argparse.Namespace) -> Iterator[None]:
+    """The dedupe table for a local input file, faulted in on the idle core while the pipeline
+    is imported (see `_dedupe_table`); let go at the end if the run did not take it."""
+    if not args.ids or args.keep_duplicates or getattr(args, "dry_run", False):
+        yield
+        return
+    from . import _dedupe_table
+
+    _dedupe_table.prefault_for(args.ids)
+    try:
+        yield
+    finally:
+        _dedupe_table.discard()
+
+
 def _run_prepare(args: argparse.Namespace) -> int:
-    import anyio
+    with _dedupe_table_ahead(args):
+        import anyio
 
-    from .pipeline import new_run_id, prepare
+        from .pipeline import new_run_id, prepare
 
-    if bool(args.job_input) == bool(args.local_dir):
-        raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
-    settings = _prepare_settings(args, None, args.run_id or new_run_id())
-    result = anyio.run(_resolved, args, settings, prepare)
+        if bool(args.job_input) == bool(args.local_dir):
+            raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
+        settings = _prepare_settings(args, None, args.run_id or new_run_id())
+        result = anyio.run(_resolved, args, settings, prepare)
     summary = result.summary()
     if args.output == "json":
         print(json.dumps(summary, indent=2))
@@ -1233,7 +1250,9 @@ def _run_jobs(args: argparse.Namespace, job_type: str) -> int:
     live = _live(args)
     try:
         report = live.message if live is not None else _reporter(args)
-        outcome = execute_run(args, report, job_type, live.event if live is not None else None)
+        with _dedupe_table_ahead(args):
+            event = live.event if live is not None else None
+            outcome = execute_run(args, report, job_type, event)
     finally:
         if live is not None:
             live.close()

@@ -1,0 +1,159 @@
+"""The dedupe table's memory: one anonymous mapping per table, in huge pages where the kernel
+has them, and for a local input file faulted in ahead, on the idle core, while the interpreter
+is still importing.
+
+Why ahead: memory is slow to touch the first time (the kernel zeroes each page, and on a VM the
+host may have to back it too). Measured here, first writes to 100 MB took 0.1 s on a quiet
+machine and up to 0.35 s on a busy one, second writes 6 ms. The table for 10M IDs is 100 MB,
+and the first piece's random inserts touch nearly all of it, so the first dedupe step took
+0.1-0.35 s while the encoder, in lockstep with it, waited. `cli` calls `prefault_for(path)`
+before it imports the pipeline (~0.35 s of imports on one core), which estimates the IDs in the
+file from its size and the lines in its first `SAMPLE` bytes, as the source does from its first
+piece, and writes zeros over a table that size on a thread. `allocate` hands that table to the
+first request of about its size and gives back the pages past what was asked for; any other
+request gets a fresh mapping, faulted in as it is first written (as `calloc` memory is), and
+one of more than a quarter of its size (the run's table, from another estimate) lets it go.
+
+Only the standard library is imported here: the point is to start before numpy is imported.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import math
+import mmap
+import os
+import stat
+import threading
+
+LOAD = 0.8  # a table is sized to be this full for the IDs it is sized for
+SAMPLE = 4 * 1024 * 1024  # bytes read to estimate the IDs (the source's piece size)
+MIN_EARLY = 8 * 1024 * 1024  # smaller tables are cheap to fault in as they are written
+MAX_EARLY = 1024 * 1024 * 1024  # 100M IDs: a larger table is left to the run (estimates drift)
+MARGIN = 1.03  # the early table is sized for 3% more IDs than estimated...
+TAKE_WITHIN = 1.15  # ...and given to a request for at least 1/1.15 of its words
+_HUGE = 2 * 1024 * 1024
+
+
+def words_for(count: int) -> int:
+    """64-bit words of a table for `count` IDs: its slots at `LOAD`, and one word more."""
+    return math.ceil(count / LOAD) + 1
+
+
+def allocate(words: int) -> mmap.mmap:
+    """Zeroed, writable memory for `words` 64-bit words (the mapping may be longer)."""
+    early = _Early.claim(words)
+    if early is not None:
+        return early
+    memory = mmap.mmap(-1, max(1, words * 8))
+    _advise_huge(memory)
+    return memory
+
+
+def prefault_for(path: str) -> None:
+    """Start faulting in the table the input file at `path` will need (nothing for stdin, S3,
+    compressed or Parquet input, or a table under `MIN_EARLY` or over `MAX_EARLY`)."""
+    _Early.start(path)
+
+
+def discard() -> None:
+    """Let go of a table faulted in ahead that no request took."""
+    _Early.drop()
+
+
+class _Early:
+    """The one table faulted in ahead, while its thread runs and until it is claimed."""
+
+    _lock = threading.Lock()
+    _thread: threading.Thread | None = None
+    _memory: mmap.mmap | None = None
+    _words = 0
+
+    @classmethod
+    def start(cls, path: str) -> None:
+        if path == "-" or "://" in path:
+            return
+        with cls._lock:
+            cls._drop_locked()
+            thread = threading.Thread(target=cls._fault_in, args=(path,), daemon=True)
+            cls._thread = thread
+        thread.start()
+
+    @classmethod
+    def claim(cls, words: int) -> mmap.mmap | None:
+        with cls._lock:
+            if cls._thread is not None:
+                cls._thread.join()
+                cls._thread = None
+            memory, have = cls._memory, cls._words
+            if memory is None:
+                return None
+            if not words <= have <= words * TAKE_WITHIN:
+                if words * 4 >= have:  # the run's table, sized otherwise: let this one go
+                    cls._memory, cls._words = None, 0
+                return None
+            cls._memory, cls._words = None, 0
+        used = -(-words * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
+        if used < len(memory):
+            memory.madvise(mmap.MADV_DONTNEED, used, len(memory) - used)
+        return memory
+
+    @classmethod
+    def drop(cls) -> None:
+        with cls._lock:
+            cls._drop_locked()
+
+    @classmethod
+    def _drop_locked(cls) -> None:
+        if cls._thread is not None:
+            cls._thread.join()
+            cls._thread = None
+        cls._memory, cls._words = None, 0
+
+    @classmethod
+    def _fault_in(cls, path: str) -> None:
+        try:
+            words = _estimate_words(path)
+            if words is None:
+                return
+            memory = mmap.mmap(-1, words * 8)
+            _advise_huge(memory)
+            # memset faults the pages in one by one; MADV_POPULATE_WRITE would do it in one call
+            # but holds the address space's lock, stalling the importing thread's allocations.
+            view = ctypes.c_char.from_buffer(memory)
+            ctypes.memset(ctypes.addressof(view), 0, words * 8)
+            del view  # the buffer export, or the mapping could never be closed
+        except (OSError, ValueError, MemoryError):
+            return  # the run sizes and faults in its table itself, as without this
+        cls._memory, cls._words = memory, words
+
+
+def _estimate_words(path: str) -> int | None:
+    """The words `words_for` gives for the IDs the file seems to hold, with `MARGIN`; None
+    when that is not worth doing ahead."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+            return None
+        sample = os.pread(fd, SAMPLE, 0)
+    finally:
+        os.close(fd)
+    if sample.startswith((b"\x1f\x8b", b"PAR1")):  # gzip, Parquet: lines say nothing
+        return None
+    lines = sample.count(b"\n")
+    if not lines:
+        return None
+    count = math.ceil(lines * info.st_size / len(sample) * MARGIN)
+    words = words_for(count)
+    return words if MIN_EARLY <= words * 8 <= MAX_EARLY else None
+
+
+def _advise_huge(memory: mmap.mmap) -> None:
+    """Huge pages for a large table, as numpy asks for its large arrays: fewer TLB misses for
+    random inserts."""
+    advice = getattr(mmap, "MADV_HUGEPAGE", None)
+    if advice is not None and len(memory) >= _HUGE:
+        with contextlib.suppress(OSError):
+            memory.madvise(advice)

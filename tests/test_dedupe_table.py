@@ -1,0 +1,156 @@
+"""The dedupe table's memory (`fanout._dedupe_table`): faulted in ahead for a local file, taken
+by the run's table of about that size, given back when the run does not take it."""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import mmap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from fanout import _dedupe_table, cli
+from fanout._dedupe_table import _Early, allocate, prefault_for, words_for
+
+
+@pytest.fixture(autouse=True)
+def _small_tables_too(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Tables of any size are faulted in ahead here, so the files can stay small."""
+    monkeypatch.setattr(_dedupe_table, "MIN_EARLY", 0)
+    yield
+    _dedupe_table.discard()
+
+
+def ids_file(path: Path, count: int, repeat_every: int = 0) -> Path:
+    lines = [f"user-{i:07d}\n" for i in range(count)]
+    if repeat_every:
+        lines[repeat_every::repeat_every] = lines[: len(lines[repeat_every::repeat_every])]
+    path.write_text("".join(lines))
+    return path
+
+
+def faulted_in() -> tuple[mmap.mmap | None, int]:
+    """The table faulted in ahead and its words, once its thread is done."""
+    with _Early._lock:
+        if _Early._thread is not None:
+            _Early._thread.join()
+            _Early._thread = None
+        return _Early._memory, _Early._words
+
+
+def test_a_table_for_the_file_is_faulted_in_and_taken_by_a_request_of_its_size(
+    tmp_path: Path,
+) -> None:
+    """The table is sized from the lines and the file's size with a 3% margin; a request for
+    the table the IDs need gets that very memory, zeroed and writable, and only once."""
+    path = ids_file(tmp_path / "ids.txt", 50_000)
+    prefault_for(str(path))
+    memory, words = faulted_in()
+    assert memory is not None
+    assert words == words_for(int(np.ceil(50_000 * _dedupe_table.MARGIN)))
+    need = words_for(50_000)
+    table = allocate(need)
+    assert table is memory
+    values = np.frombuffer(table, np.uint64, need)
+    assert not values.any()
+    values[:] = 7  # writable
+    assert faulted_in() == (None, 0)
+    assert allocate(need) is not memory
+
+
+def test_requests_of_another_size_get_fresh_memory(tmp_path: Path) -> None:
+    """A small request (the set's first table) leaves the table for the run; a large request
+    too far from its size (an estimate gone wrong) gets fresh memory and lets the table go."""
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
+    memory, words = faulted_in()
+    assert memory is not None
+    assert allocate(words // 5) is not memory
+    assert faulted_in()[0] is memory
+    assert allocate(int(words / _dedupe_table.TAKE_WITHIN) - 10) is not memory
+    assert faulted_in() == (None, 0)
+
+
+@pytest.mark.parametrize("kind", ["stdin", "s3", "gzip", "parquet", "empty", "one line", "dir"])
+def test_nothing_is_faulted_in_where_lines_say_nothing(tmp_path: Path, kind: str) -> None:
+    """No table ahead for stdin, S3, gzip, Parquet, an empty file, a file without a line end
+    or a path that is not a file: the run sizes its table itself."""
+    path = tmp_path / "in"
+    spec = str(path)
+    if kind == "stdin":
+        spec = "-"
+    elif kind == "s3":
+        spec = "s3://bucket/ids.txt"
+    elif kind == "gzip":
+        path.write_bytes(gzip.compress(b"a\nb\n" * 1000))
+    elif kind == "parquet":
+        path.write_bytes(b"PAR1" + b"\n" * 1000)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "one line":
+        path.write_bytes(b"x" * 1000)
+    else:
+        path.mkdir()
+    prefault_for(spec)
+    assert faulted_in() == (None, 0)
+
+
+def test_a_table_over_the_cap_is_left_to_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_dedupe_table, "MAX_EARLY", 1024)
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
+    assert faulted_in() == (None, 0)
+
+
+def test_discard_lets_the_table_go(tmp_path: Path) -> None:
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
+    _dedupe_table.discard()
+    assert faulted_in() == (None, 0)
+
+
+def test_prepare_dedupes_into_the_table_faulted_in_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fanout prepare` faults in the table for its file and a dedupe set of the run takes it
+    (here the plan's exact count: the file is small); the repeats are still found and listed.
+    With --keep-duplicates nothing is faulted in."""
+    path = ids_file(tmp_path / "ids.txt", 400_000, repeat_every=1000)
+    taken: list[Any] = []
+    claim = _Early.claim
+
+    def spy(words: int) -> mmap.mmap | None:
+        got = claim(words)
+        taken.append(got)
+        return got
+
+    monkeypatch.setattr(_Early, "claim", spy)
+    argv = ["prepare", "--ids", str(path), "--state-dir", str(tmp_path / "state")]
+    argv += ["--local-dir", str(tmp_path / "out"), "--output", "json"]
+    assert cli.main([*argv, "--run-id", "ahead"]) == 0
+    assert [m for m in taken if m is not None], "no dedupe set took the table faulted in ahead"
+    duplicates = (tmp_path / "state" / "ahead" / "duplicates.txt").read_text().splitlines()
+    assert len(duplicates) == 399
+    assert faulted_in() == (None, 0)
+
+    taken.clear()
+    assert cli.main([*argv, "--run-id", "kept", "--keep-duplicates"]) == 0
+    assert taken == []
+
+
+@pytest.mark.parametrize(
+    ("keep", "dry_run", "ahead"), [(False, False, True), (True, False, False), (False, True, False)]
+)
+def test_the_cli_faults_in_ahead_only_for_a_run_that_dedupes(
+    tmp_path: Path, keep: bool, dry_run: bool, ahead: bool
+) -> None:
+    """`fanout prepare`, `run` and `segment` fault in a table only when they will dedupe the
+    input (not with --keep-duplicates or --dry-run), and let it go at the end if not taken."""
+    path = ids_file(tmp_path / "ids.txt", 50_000)
+    args = argparse.Namespace(ids=str(path), keep_duplicates=keep, dry_run=dry_run)
+    with cli._dedupe_table_ahead(args):
+        assert (faulted_in()[0] is not None) == ahead
+    assert faulted_in() == (None, 0)
