@@ -4,8 +4,10 @@ by the run's table of about that size, given back when the run does not take it.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gzip
 import mmap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 
 from fanout import _dedupe_table, cli
-from fanout._dedupe_table import _Early, allocate, prefault_for, words_for
+from fanout._dedupe_table import allocate, prefault_for, words_for
 
 
 @pytest.fixture(autouse=True)
@@ -35,11 +37,11 @@ def ids_file(path: Path, count: int, repeat_every: int = 0) -> Path:
 
 def faulted_in() -> tuple[mmap.mmap | None, int]:
     """The table faulted in ahead and its words, once its thread is done."""
-    with _Early._lock:
-        if _Early._thread is not None:
-            _Early._thread.join()
-            _Early._thread = None
-        return _Early._memory, _Early._words
+    early = _dedupe_table._early
+    if early is None:
+        return None, 0
+    early.thread.join()
+    return early.memory, early.words
 
 
 def test_a_table_for_the_file_is_faulted_in_and_taken_by_a_request_of_its_size(
@@ -72,6 +74,28 @@ def test_requests_of_another_size_get_fresh_memory(tmp_path: Path) -> None:
     assert faulted_in()[0] is memory
     assert allocate(int(words / _dedupe_table.TAKE_WITHIN) - 10) is not memory
     assert faulted_in() == (None, 0)
+
+
+def test_a_request_of_another_size_does_not_wait_for_the_pages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the pages are still being written, a request the table cannot serve (the plan's
+    small sample set) gets fresh memory at once; the run's request waits and gets the table."""
+    release = threading.Event()
+    memset = ctypes.memset
+
+    def slow_memset(address: int, value: int, size: int) -> int:
+        assert release.wait(10)
+        return memset(address, value, size)
+
+    monkeypatch.setattr(ctypes, "memset", slow_memset)
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
+    early = _dedupe_table._early
+    assert early is not None and early.sized.wait(10)
+    assert allocate(early.words // 5) is not None  # did not wait for `release`
+    assert early.memory is None and early.thread.is_alive()
+    threading.Timer(0.05, release.set).start()
+    assert allocate(words_for(50_000)) is early.memory is not None
 
 
 @pytest.mark.parametrize("kind", ["stdin", "s3", "gzip", "parquet", "empty", "one line", "dir"])
@@ -120,14 +144,14 @@ def test_prepare_dedupes_into_the_table_faulted_in_ahead(
     With --keep-duplicates nothing is faulted in."""
     path = ids_file(tmp_path / "ids.txt", 400_000, repeat_every=1000)
     taken: list[Any] = []
-    claim = _Early.claim
+    claim = _dedupe_table._claim
 
     def spy(words: int) -> mmap.mmap | None:
         got = claim(words)
         taken.append(got)
         return got
 
-    monkeypatch.setattr(_Early, "claim", spy)
+    monkeypatch.setattr(_dedupe_table, "_claim", spy)
     argv = ["prepare", "--ids", str(path), "--state-dir", str(tmp_path / "state")]
     argv += ["--local-dir", str(tmp_path / "out"), "--output", "json"]
     assert cli.main([*argv, "--run-id", "ahead"]) == 0
