@@ -178,3 +178,21 @@ def test_the_cli_faults_in_ahead_only_for_a_run_that_dedupes(
     with cli._dedupe_table_ahead(args):
         assert (faulted_in()[0] is not None) == ahead
     assert faulted_in() == (None, 0)
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status")
+def test_tables_are_private_memory_not_shared() -> None:
+    """A table is private anonymous memory (`mmap.mmap(-1, n)` alone would be shmem, which the
+    kernel gives no transparent huge pages): writing 32 MiB of it adds nothing to RssShmem."""
+
+    def shmem_kib() -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("RssShmem:"):
+                return int(line.split()[1])
+        raise AssertionError("no RssShmem line")
+
+    before = shmem_kib()
+    words = 4 * 1024 * 1024
+    table = np.frombuffer(allocate(words), np.uint64, words)
+    table[:] = 1
+    assert shmem_kib() - before < 4096

@@ -48,9 +48,7 @@ def allocate(words: int) -> mmap.mmap:
     early = _claim(words)
     if early is not None:
         return early
-    memory = mmap.mmap(-1, max(1, words * 8))
-    _advise_huge(memory)
-    return memory
+    return _anonymous(max(1, words * 8))
 
 
 def prefault_for(path: str) -> None:
@@ -89,8 +87,7 @@ class _Early:
                 return
             self.words = words
             self.sized.set()
-            memory = mmap.mmap(-1, words * 8)
-            _advise_huge(memory)
+            memory = _anonymous(words * 8)
             # memset faults the pages in one by one; MADV_POPULATE_WRITE would do it in one call
             # but holds the address space's lock, stalling the importing thread's allocations.
             view = ctypes.c_char.from_buffer(memory)
@@ -153,10 +150,17 @@ def _estimate_words(path: str) -> int | None:
     return words if MIN_EARLY <= words * 8 <= MAX_EARLY else None
 
 
-def _advise_huge(memory: mmap.mmap) -> None:
-    """Huge pages for a large table, as numpy asks for its large arrays: fewer TLB misses for
-    random inserts."""
+def _anonymous(nbytes: int) -> mmap.mmap:
+    """Private anonymous memory (`mmap.mmap(-1, n)` alone is a shared mapping: shmem, which gets
+    no transparent huge pages), in huge pages where the kernel has them, as numpy asks for its
+    large arrays: fewer TLB misses for random inserts."""
+    private = getattr(mmap, "MAP_PRIVATE", None)  # Windows: anonymous memory is private
+    if private is None:
+        memory = mmap.mmap(-1, nbytes)
+    else:
+        memory = mmap.mmap(-1, nbytes, flags=private | mmap.MAP_ANONYMOUS)
     advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is not None and len(memory) >= _HUGE:
+    if advice is not None and nbytes >= _HUGE:
         with contextlib.suppress(OSError):
             memory.madvise(advice)
+    return memory
