@@ -27,7 +27,12 @@ made the fingerprint hash 4x slower than with warm memory. So the trim threshold
 `TRIM_THRESHOLD`, and all threads share one arena, so that what is kept is kept once, not once
 per worker thread. Measured, 10M IDs, dedupe on (in-process, best of 3): 4.1 s CPU / 298 MiB
 before; trim 8 MiB with an arena per thread 3.7 s / 318-336 MiB; trim 8 MiB and one arena
-3.7 s / 290 MiB.
+3.7 s / 290 MiB. Later, 8 MiB proved too low for the input chunks (4 MiB each, three or four
+alive, freed in turn): their space at the top of the heap kept being handed back and faulted in
+again, and perf put 0.12 s of CPU per 10M IDs in page faults under `pread`. At 64 MiB, taking
+turns with 8 MiB (six runs each, 10M IDs): minor faults 28-43K → 17-19K, median wall 1.62 →
+1.53 s with dedupe and 1.64 → 1.52 s without, peak RSS unchanged at 10M (202, 102 MiB) and
++4 MiB at 1M (94 → 98): what is kept was in use a moment before and is reused next.
 
 numpy's OpenBLAS starts a pool of worker threads when numpy is imported, and they spin for a
 while before they sleep; fanout does no linear algebra, so the pool only takes CPU from the
@@ -47,7 +52,7 @@ _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 MMAP_THRESHOLD = 9 * 1024 * 1024  # > source._DEFAULT_CHUNK + source._PROBE_BYTES
-TRIM_THRESHOLD = 8 * 1024 * 1024
+TRIM_THRESHOLD = 64 * 1024 * 1024
 
 
 def release_large_buffers() -> bool:
