@@ -3,8 +3,9 @@ has them, and for a local input file faulted in ahead, on the idle core, while t
 is still importing.
 
 Why ahead: memory is slow to touch the first time (the kernel zeroes each page, and on a VM the
-host may have to back it too). Measured here, first writes to 100 MB took 0.1 s on a quiet
-machine and up to 0.35 s on a busy one, second writes 6 ms. The table for 10M IDs is 100 MB,
+host may have to back it again). Measured here, first writes to 100 MB took 0.08 s in 4 KiB
+pages and 0.013-0.34 s in huge pages (quick when the kernel hands out pages just freed, slow
+when the host must back them again), second writes 6 ms. The table for 10M IDs is 100 MB,
 and the first piece's random inserts touch nearly all of it, so the first dedupe step took
 0.1-0.35 s while the encoder, in lockstep with it, waited. `cli` calls `prefault_for(path)`
 before it imports the pipeline (~0.35 s of imports on one core), which estimates the IDs in the
@@ -14,7 +15,7 @@ first request of about its size (waiting for the thread if it is not done) and g
 pages past what was asked for; any other request gets a fresh mapping at once, faulted in as it
 is first written (as `calloc` memory is), and one of more than a quarter of its size (the run's
 table, from another estimate) lets it go. (The plan's sample set asks first, for a small table:
-measured, waiting for the thread there cost 0.1 s of the 0.4 s the table saves.)
+measured, waiting for the thread there cost 0.1 s of the ~0.3 s faulting ahead saves.)
 
 Only the standard library is imported here: the point is to start before numpy is imported.
 """

@@ -362,7 +362,7 @@ async def _prepare(
         async with anyio.create_task_group() as group:
             if settings.job_input is None:
                 # A local disk needs no parallel requests to be fast: each part is written as
-                # it is cut, and a batch is let go once written (memory: `queue` + 2 chunks).
+                # it is cut, and a batch is let go once written (`queue` + 3 pieces alive).
                 chunks, receive = anyio.create_memory_object_stream[PartChunk](queue)
                 group.start_soon(_produce, stream_parts(source.batches(), layout), chunks, tracker)
                 local = LocalParts(Path(base), verify_only=known)
