@@ -46,10 +46,14 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from _common import MiB, leave_child, print_table, run_child
+
+if TYPE_CHECKING:  # the child cases import fanout after tuning malloc (`release_large_buffers`)
+    from fanout.storage import ObjectInfo
 
 DUCKDB_PARQUET_TARGET = 1.0
 DUCKDB_JSONL_TARGET = 2.0
@@ -177,7 +181,7 @@ class LocalStore:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[object]:
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
         from fanout.storage import ObjectInfo
 
         for path in sorted((self.root / prefix).iterdir()):

@@ -67,7 +67,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             run_id="bench-submit",
             state_dir=Path(tmp) / "state",
             job_input=S3DataConfig(
-                path=f"s3://{info['bucket']}/in/", kmsKeyArn=info["kms_key_arn"]
+                path=f"s3://{info['bucket']}/in/", kms_key_arn=info["kms_key_arn"]
             ),
             limits=Limits(max_job_bytes=24_000, part_bytes=8_000, max_concurrent_jobs=1),
         )
@@ -163,6 +163,11 @@ def main() -> None:
     parser.add_argument("--job-seconds", type=float, default=2.0)
     parser.add_argument("--poll-interval", type=float, default=0.2)
     args = parser.parse_args()
+    if not 0 < args.quota < args.shards:
+        parser.error(
+            "--quota must be at least 1 and below --shards: what is measured is how "
+            "full the quota stays while more shards wait than it admits"
+        )
     print_table([measure(args)])
 
 

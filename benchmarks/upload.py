@@ -202,7 +202,7 @@ def _worker_fanout(spec: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
 
     async def _read_part(fd: int, part: Part) -> PartFile:
         data = await anyio.to_thread.run_sync(os.pread, fd, part.nbytes, part.offset)
-        return PartFile(0, part.index, data, part.records, part.sha256)
+        return PartFile.of(0, part.index, data, part.records)
 
     async def main() -> None:
         options = AwsOptions(s3_endpoint_url=spec["endpoint"], region=REGION)
@@ -230,6 +230,10 @@ def _worker_fanout(spec: dict[str, Any], dataset: Dataset) -> dict[str, Any]:
     anyio.run(main)
     if sum(part.nbytes for part in written) != dataset.nbytes:
         raise RuntimeError("fanout reported fewer bytes written than it was given")
+    expected = {part.index: part.sha256 for part in dataset.parts}
+    wrong = sorted(part.part for part in written if expected.get(part.part) != part.sha256)
+    if wrong:
+        raise RuntimeError(f"parts {wrong[:5]} were sent with a SHA-256 other than their data's")
     return {**result, "files": len(written)}
 
 
@@ -475,6 +479,7 @@ def main() -> None:
         )
         rows: list[dict[str, object]] = []
         summary: list[str] = []
+        failed: list[str] = []
         for name in targets:
             with emulator_target() if name == "emulator" else discard_target() as target:
                 runs: dict[str, list[Run]] = {c: [] for c in clients}
@@ -489,6 +494,8 @@ def main() -> None:
                             args.concurrency,
                         )
                         runs[client].append(run)
+                        if run.error:
+                            failed.append(f"{name} {client} #{rep + 1}: {run.error}")
                         shown = f"{run.seconds:.2f} s" if run.seconds else f"ERROR {run.error}"
                         print(
                             f"  {name} {client} #{rep + 1}: {shown}, "
@@ -504,6 +511,9 @@ def main() -> None:
         print()
         for line in summary:
             print(line)
+        if failed:  # a run that failed is a broken benchmark, not a slow client
+            print("\n".join(["runs that failed:", *failed]), file=sys.stderr)
+            sys.exit(1)
 
 
 if __name__ == "__main__":
