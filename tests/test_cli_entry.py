@@ -1,10 +1,13 @@
-"""The `fanout` command's own exit (`cli.entry`): output complete, codes kept."""
+"""The `fanout` command's own start and exit (`cli.entry`): output complete, codes kept, the
+collector paused only while modules load."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 _FANOUT = [sys.executable, "-m", "fanout.cli"]
 
@@ -32,3 +35,26 @@ def test_a_reader_that_leaves_early_is_not_an_error() -> None:
     shell = f"{sys.executable} -m fanout.cli iam-policy --help | head -1"
     done = subprocess.run(["bash", "-c", f"set -o pipefail; {shell}"], capture_output=True)
     assert b"Traceback" not in done.stderr
+
+
+def test_imports_run_with_the_collector_paused_and_it_comes_back() -> None:
+    """`_importing` pauses the cyclic GC for a command's imports and restores it, even when they
+    fail; a caller that had it off keeps it off."""
+    import gc
+
+    from fanout import cli
+
+    assert gc.isenabled()
+    with cli._importing():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ImportError), cli._importing():
+        raise ImportError("a module that is not there")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with cli._importing():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

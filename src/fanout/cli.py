@@ -985,11 +985,28 @@ def _dedupe_table_ahead(args: argparse.Namespace) -> Iterator[None]:
         _dedupe_table.discard()
 
 
+@contextlib.contextmanager
+def _importing() -> Iterator[None]:
+    """The cyclic garbage collector paused while a command imports what it needs: imports make
+    ~100k objects and no garbage, and the collector's ~100 passes over them took 20 ms of the
+    start of a prepare (0.43 → 0.41 s median for a tiny input, ten runs each)."""
+    import gc
+
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def _run_prepare(args: argparse.Namespace) -> int:
     with _dedupe_table_ahead(args):
-        import anyio
+        with _importing():
+            import anyio
 
-        from .pipeline import new_run_id, prepare
+            from .pipeline import new_run_id, prepare
 
         if bool(args.job_input) == bool(args.local_dir):
             raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
@@ -1267,13 +1284,14 @@ def execute_run(
     """`fanout run` (or `segment`): preflight, plan, then prepare, submit and merge at once.
 
     None if --dry-run."""
-    import anyio
+    with _importing():
+        import anyio
 
-    from .aws import Aws
-    from .pipeline import begin, new_run_id, plan_input, submit
-    from .preflight import preflight
-    from .records import InputKind
-    from .submit import SubmitSettings, check_job_names
+        from .aws import Aws
+        from .pipeline import begin, new_run_id, plan_input, submit
+        from .preflight import preflight
+        from .records import InputKind
+        from .submit import SubmitSettings, check_job_names
 
     if not args.ids:
         raise ConfigError("--ids is required: the IDs to get recommendations for")
