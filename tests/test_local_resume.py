@@ -1,0 +1,100 @@
+"""`fanout prepare --local-dir` stopped half way and resumed: the parts written before are
+checked by their hash, not written again, the rest are written, and the result is the one an
+uninterrupted run gives; an input that changed in between is refused."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanout import upload
+from fanout.cli import main
+from fanout.journal import read_events
+from fanout.state import RunState
+
+
+def ids_file(path: Path, count: int, prefix: str = "user") -> Path:
+    path.write_text("".join(f"{prefix}-{i:06d}\n" for i in range(count)))
+    return path
+
+
+def prepare_args(ids: Path, tmp_path: Path, run_id: str, out: str = "out") -> list[str]:
+    return [
+        *("prepare", "--ids", str(ids), "--local-dir", str(tmp_path / out)),
+        *("--run-id", run_id, "--state-dir", str(tmp_path / "state")),
+        *("--part-bytes", "10KB", "--max-job-bytes", "40KB", "--output", "json"),
+    ]
+
+
+def files_of(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def crash_after(monkeypatch: pytest.MonkeyPatch, chunks: int) -> None:
+    """Every chunk after the first `chunks` fails as a full disk would."""
+    real_add = upload._OpenPart.add
+    seen = {"n": 0}
+
+    def add(self: Any, chunk: Any) -> None:
+        seen["n"] += 1
+        if seen["n"] > chunks:
+            raise OSError(28, "No space left on device")
+        real_add(self, chunk)
+
+    monkeypatch.setattr(upload._OpenPart, "add", add)
+
+
+def test_resume_checks_the_parts_written_and_writes_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = ids_file(tmp_path / "ids.txt", 6000)
+    assert main(prepare_args(ids, tmp_path, "whole", "whole")) == 0
+    whole = files_of(tmp_path / "whole" / "whole")
+
+    crash_after(monkeypatch, 7)
+    assert main(prepare_args(ids, tmp_path, "halfway")) != 0
+    assert "No space left on device" in capsys.readouterr().err
+    state = RunState.replay(read_events(tmp_path / "state" / "halfway"))
+    written = {(p["shard"], p["part"]) for p in state.parts.values()}
+    assert 0 < len(written) < len(whole) and state.prepared is None
+    assert not list((tmp_path / "out").rglob("*.tmp")), "the unfinished part was left behind"
+
+    monkeypatch.undo()
+    kept = {key: (tmp_path / "out" / "halfway" / f"shard-{key[0]:05d}" / f"part-{key[1]:05d}.jsonl")
+            for key in written}  # fmt: skip
+    inodes = {key: path.stat().st_ino for key, path in kept.items()}
+    wrote: list[bool] = []
+    real_init = upload._OpenPart.__init__
+
+    def spy(self: Any, key: Any, path: Path, write: bool) -> None:
+        wrote.append(write)
+        real_init(self, key, path, write)
+
+    monkeypatch.setattr(upload._OpenPart, "__init__", spy)
+    assert main(["resume", "halfway", "--state-dir", str(tmp_path / "state")]) == 0
+    assert wrote.count(False) == len(written)  # checked by their hash, not written
+    assert wrote.count(True) == len(whole) - len(written)
+    assert {key: path.stat().st_ino for key, path in kept.items()} == inodes
+    assert files_of(tmp_path / "out" / "halfway") == whole
+    state = RunState.replay(read_events(tmp_path / "state" / "halfway"))
+    assert state.prepared is not None and len(state.parts) == len(whole)
+
+
+def test_resume_refuses_an_input_that_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = ids_file(tmp_path / "ids.txt", 3000)
+    crash_after(monkeypatch, 3)
+    assert main(prepare_args(ids, tmp_path, "changed")) != 0
+    monkeypatch.undo()
+    ids_file(ids, 3000, prefix="other")
+    capsys.readouterr()
+    assert main(["resume", "changed", "--state-dir", str(tmp_path / "state")]) != 0
+    assert "the input changed since the run started" in capsys.readouterr().err
