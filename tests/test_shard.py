@@ -326,6 +326,27 @@ def test_local_parts_remove_an_unfinished_part_and_refuse_interleaved_parts(
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
+def test_local_parts_clean_up_when_the_run_is_cancelled(tmp_path: Path) -> None:
+    """Cancelled with a part half written (another stage failed), the writer still closes and
+    removes the part's temporary file."""
+    view = memoryview(b'{"userId":"a"}\n')
+
+    async def writer() -> None:
+        async with LocalParts(tmp_path) as local:
+            await local.write(PartChunk(0, 0, (view,), 1, len(view), last=False))
+            await anyio.sleep_forever()
+
+    async def go() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(writer)
+            await anyio.wait_all_tasks_blocked()
+            assert await anyio.Path(tmp_path / (part_name(0, 0) + ".tmp")).exists()
+            group.cancel_scope.cancel()
+
+    anyio.run(go)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
 def test_local_parts_say_which_file_they_cannot_write(tmp_path: Path) -> None:
     """A write that fails is an UploadError naming the part's path and why."""
     (tmp_path / "shard-00000").write_text("a file where the shard's directory should be")

@@ -76,7 +76,8 @@ class LocalParts:
     async def aclose(self) -> None:
         part, self._open = self._open, None
         if part is not None:
-            await anyio.to_thread.run_sync(part.abandon)
+            with anyio.CancelScope(shield=True):  # also when the run is being cancelled
+                await anyio.to_thread.run_sync(part.abandon)
 
     async def __aenter__(self) -> LocalParts:
         return self
