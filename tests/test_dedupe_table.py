@@ -7,6 +7,7 @@ import argparse
 import ctypes
 import gzip
 import mmap
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -119,6 +120,19 @@ def test_nothing_is_faulted_in_where_lines_say_nothing(tmp_path: Path, kind: str
     else:
         path.mkdir()
     prefault_for(spec)
+    assert faulted_in() == (None, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_named_pipe_is_not_opened(tmp_path: Path) -> None:
+    """A named pipe (or `<(zcat ids.gz)`) is left alone: opening it would wait for a writer,
+    and closing it again could leave the writer without a reader. Here no writer ever comes: an
+    open would never return."""
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+    prefault_for(str(fifo))
+    early = _dedupe_table._early
+    assert early is not None and early.sized.wait(10), "the thread is stuck opening the pipe"
     assert faulted_in() == (None, 0)
 
 

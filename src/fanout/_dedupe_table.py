@@ -132,12 +132,13 @@ def _claim(words: int) -> mmap.mmap | None:
 
 def _estimate_words(path: str) -> int | None:
     """The words `words_for` gives for the IDs the file seems to hold, with `MARGIN`; None
-    when that is not worth doing ahead."""
+    when that is not worth doing ahead. Only a regular file is opened: opening a named pipe
+    would wait for its writer, and closing it again could leave that writer without a reader."""
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return None
     fd = os.open(path, os.O_RDONLY)
     try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
-            return None
         sample = os.pread(fd, SAMPLE, 0)
     finally:
         os.close(fd)
