@@ -1,10 +1,14 @@
 """`fanout prepare --local-dir` stopped half way and resumed: the parts written before are
 checked by their hash, not written again, the rest are written, and the result is the one an
-uninterrupted run gives; an input that changed in between is refused."""
+uninterrupted run gives; an input that changed in between is refused. And an input that can be
+read only once (a named pipe) is read once."""
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -98,3 +102,29 @@ def test_resume_refuses_an_input_that_changed(
     capsys.readouterr()
     assert main(["resume", "changed", "--state-dir", str(tmp_path / "state")]) != 0
     assert "the input changed since the run started" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_prepare_reads_a_named_pipe_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A pipe given as a path (a named pipe, or `<(zcat ids.gz)` in a shell) is read once, in
+    order: the plan does not read a sample of it first (which would take those IDs from the
+    run), and its size counts as unknown, as stdin's does."""
+    fifo = tmp_path / "ids.fifo"
+    os.mkfifo(fifo)
+    data = "".join(f"user-{i:06d}\n" for i in range(30_000)).encode()
+
+    def feed() -> None:
+        with open(fifo, "wb") as pipe:
+            pipe.write(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    args = prepare_args(fifo, tmp_path, "piped")
+    assert main(args) == 0
+    writer.join(10)
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["records"] == summary["lines"] == 30_000
+    body = b"".join(p.read_bytes() for p in sorted((tmp_path / "out" / "piped").rglob("*.jsonl")))
+    assert body.count(b"\n") == 30_000 and b'"user-029999"' in body

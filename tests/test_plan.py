@@ -51,7 +51,7 @@ def test_file_limit_forces_more_jobs() -> None:
 def test_unknown_size_fills_jobs_to_the_limit() -> None:
     """stdin has no size: jobs are filled up to the per-job limit."""
     plan = make_plan(
-        InputEstimate(0, 0, exact=False, how="input size unknown (stdin)"),
+        InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)"),
         LIMITS,
         TIMING,
         50_000_000,

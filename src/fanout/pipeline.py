@@ -24,6 +24,7 @@ import math
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
@@ -185,7 +186,8 @@ async def _limited(files: AsyncIterator[InputFile], budget: int) -> AsyncIterato
 
 
 async def _stored_size(spec: str, store: ObjectReader | None) -> int | None:
-    """Bytes of the input as stored; None for stdin. A missing input is an error now, not later."""
+    """Bytes of the input as stored; None for stdin or a pipe (it can be read only once). A
+    missing input is an error now, not later."""
     if spec == "-":
         return None
     if spec.startswith("s3://"):
@@ -199,9 +201,10 @@ async def _stored_size(spec: str, store: ObjectReader | None) -> int | None:
             raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
         return sum(o.size for o in found)
     try:
-        return (await anyio.Path(spec).stat()).st_size
+        info = await anyio.Path(spec).stat()
     except OSError as exc:
         raise InputError(f"--ids {spec}: {exc.strerror}") from None
+    return info.st_size if stat.S_ISREG(info.st_mode) else None
 
 
 async def estimate_input(
@@ -210,7 +213,7 @@ async def estimate_input(
     """Count the input exactly if it is small (or Parquet), else extrapolate from a sample."""
     size = await _stored_size(spec, store)
     if size is None:
-        return InputEstimate(0, 0, exact=False, how="input size unknown (stdin)")
+        return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
     exact = (
         size <= EXACT_COUNT_BYTES
         or options.format == "parquet"

@@ -209,6 +209,9 @@ async def open_input(
         raise InputError(f"cannot read input file {spec}: {exc.strerror}") from exc
     if stat.S_ISDIR(info.st_mode):
         raise InputError(f"input {spec} is a directory: give one file, or - for stdin")
+    if not stat.S_ISREG(info.st_mode):  # a named pipe, `<(zcat ids.gz)`: read once, in order
+        yield InputFile(spec, _pipe_chunks(spec, chunk_bytes), None)
+        return
     yield InputFile(spec, _file_chunks(spec, chunk_bytes), info.st_size, path=spec)
 
 
@@ -249,6 +252,22 @@ def _line_chunk(fd: int, at: int, size: int) -> bytes:
             break
         data += more
     return data
+
+
+async def _pipe_chunks(path: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+    """A pipe's bytes as they come, up to `chunk_bytes` at a time (it cannot be read at an
+    offset, as `_file_chunks` does a file)."""
+    try:
+        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        try:
+            while chunk := await anyio.to_thread.run_sync(
+                os.read, fd, chunk_bytes, abandon_on_cancel=True
+            ):
+                yield chunk
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
 
 
 async def _stdin_chunks(chunk_bytes: int) -> AsyncIterator[bytes]:
