@@ -53,8 +53,8 @@ def allocate(words: int) -> mmap.mmap:
 
 
 def prefault_for(path: str) -> None:
-    """Start faulting in the table the input file at `path` will need (nothing for stdin, S3,
-    compressed or Parquet input, or a table under `MIN_EARLY` or over `MAX_EARLY`)."""
+    """Start faulting in the table the input file at `path` will need (nothing for stdin, a
+    pipe, S3, compressed or Parquet input, or a table under `MIN_EARLY` or over `MAX_EARLY`)."""
     global _early
     if path == "-" or "://" in path:
         return
@@ -125,8 +125,9 @@ def _claim(words: int) -> mmap.mmap | None:
     if memory is None:
         return None
     used = -(-words * 8 // mmap.PAGESIZE) * mmap.PAGESIZE
-    if used < len(memory):
-        memory.madvise(mmap.MADV_DONTNEED, used, len(memory) - used)
+    give_back = getattr(mmap, "MADV_DONTNEED", None)  # none on Windows: the pages stay
+    if give_back is not None and used < len(memory):
+        memory.madvise(give_back, used, len(memory) - used)
     return memory
 
 
