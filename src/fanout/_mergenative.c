@@ -35,6 +35,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_cbuffers.h"
 #include <math.h>
 #include <stdint.h>
 #include <string.h>
@@ -60,15 +61,6 @@ static PyObject *U8, *I32, *I64, *U64, *F64;
 typedef const uint8_t *bytes;
 
 /* -- buffers and arrays ------------------------------------------------------------------- */
-
-static int check_items(const Py_buffer *b, Py_ssize_t itemsize, const char *name) {
-    if (b->len % itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items",
-                     name, b->len, itemsize);
-        return -1;
-    }
-    return 0;
-}
 
 static int check_count(Py_ssize_t count, Py_ssize_t want, const char *name) {
     if (count != want) {
@@ -1165,12 +1157,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__mergenative(void) {
-    const uint16_t probe = 1;
-    if (*(const unsigned char *)&probe != 1) {
-        PyErr_SetString(PyExc_ImportError,
-                        "fanout._mergenative supports little-endian hosts only");
-        return NULL;
-    }
+    if (require_little_endian("fanout._mergenative")) return NULL;
     for (int c = 0; c < 256; c++)
         CLASS[c] = c < 32 || c == '\\' ? STOP : c == '"' ? QUOTE : c >= 128 ? HIGH : PLAIN;
     PyObject *numpy = PyImport_ImportModule("numpy");

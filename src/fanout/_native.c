@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include "_cbuffers.h"
 #include <stdint.h>
 #include <string.h>
 #ifdef __SSE2__
@@ -60,15 +61,6 @@ static inline uint64_t fingerprint(const unsigned char *p, Py_ssize_t len,
     h *= M2;
     h ^= h >> 33;
     return h;
-}
-
-static int check_items(Py_buffer *b, Py_ssize_t itemsize, const char *name) {
-    if (b->len % itemsize) {
-        PyErr_Format(PyExc_ValueError, "%s: %zd bytes is not a whole number of %zd-byte items",
-                     name, b->len, itemsize);
-        return -1;
-    }
-    return 0;
 }
 
 static PyObject *py_fingerprints(PyObject *self, PyObject *args) {
@@ -491,11 +483,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__native(void) {
-    const uint16_t probe = 1;
-    if (*(const unsigned char *)&probe != 1) {
-        PyErr_SetString(PyExc_ImportError, "fanout._native supports little-endian hosts only");
-        return NULL;
-    }
+    if (require_little_endian("fanout._native")) return NULL;
     init_classes();
     return PyModule_Create(&module);
 }
