@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from . import _dedupe_table, _native
+from . import _ahead, _native
 
 U64 = npt.NDArray[np.uint64]
 I64 = npt.NDArray[np.int64]
@@ -60,7 +60,7 @@ class _FingerprintSet:
     n distinct IDs is about n**2 / 2**65 (3e-6 for 10 million IDs).
     """
 
-    LOAD = _dedupe_table.LOAD
+    LOAD = _ahead.LOAD
     MAX_LOAD = 0.9
     MIN_SLOTS = 1 << 16
     GROWTH = 1.5
@@ -96,14 +96,14 @@ class _FingerprintSet:
 
     def _grow(self, count: int) -> None:
         """A table for `count` IDs at `LOAD`, filled again from the old one."""
-        table = _zeros(_dedupe_table.words_for(count))
+        table = _zeros(_ahead.words_for(count))
         _native.rehash(self._table, table)
         self._table = table
 
 
 def _zeros(count: int) -> U64:
-    """A zeroed table of `count` words, in memory from `_dedupe_table` (faulted in ahead for a
+    """A zeroed table of `count` words, in memory from `_ahead` (faulted in ahead for a
     local file; else as it is first written, like `calloc` memory: 10M random inserts into a
     fresh 100 MB table took 0.26-0.46 s in all, three runs, against 0.24-0.75 s for memory
     written with zeros up front)."""
-    return np.frombuffer(_dedupe_table.allocate(count), np.uint64, count)
+    return np.frombuffer(_ahead.allocate(count), np.uint64, count)

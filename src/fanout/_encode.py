@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from . import _native
+from . import _ahead, _native
 from ._dedupe import I64, U64, Bools, _fingerprints_of
 from .records import InputKind, RejectReason
 
@@ -140,7 +140,8 @@ class _OutputPool:
     (~6 MB per 4 MiB piece of UUIDs), resident between pieces. They were all in use at once at
     some point, so this raises the peak only where that moment would otherwise have passed
     unnoticed (measured: 12 kept cost ~15 MiB of peak RSS at 8 MiB pieces, 4 kept nothing
-    measurable). A piece that finds none free when the pool is full gets fresh memory.
+    measurable). A piece that finds none free when the pool is full gets fresh memory. The
+    first buffers may come faulted in ahead, while the command imported (`_ahead`).
     """
 
     KEEP = 8
@@ -160,7 +161,8 @@ class _OutputPool:
                         return buffer
                     del self._buffers[index]  # too small for pieces like this one: replace it
                     break
-            fresh = np.empty(nbytes, np.uint8)
+            early = _ahead.output_buffer(nbytes)
+            fresh = np.empty(nbytes, np.uint8) if early is None else np.frombuffer(early, np.uint8)
             if len(self._buffers) < self.KEEP:
                 self._buffers.append(fresh)
             return fresh

@@ -970,19 +970,20 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _dedupe_table_ahead(args: argparse.Namespace) -> Iterator[None]:
-    """The dedupe table for a local input file, faulted in on the idle core while the pipeline
-    is imported (see `_dedupe_table`); let go at the end if the run did not take it."""
-    if not args.ids or args.keep_duplicates or getattr(args, "dry_run", False):
+def _memory_ahead(args: argparse.Namespace) -> Iterator[None]:
+    """The encoder's output buffers and (unless --keep-duplicates) the dedupe table for a local
+    input file, faulted in on the idle core while the pipeline is imported (see `_ahead`); let
+    go at the end if the run did not take them. Nothing for --dry-run."""
+    if not args.ids or getattr(args, "dry_run", False):
         yield
         return
-    from . import _dedupe_table
+    from . import _ahead
 
-    _dedupe_table.prefault_for(args.ids)
+    _ahead.prefault_for(args.ids, table=not args.keep_duplicates)
     try:
         yield
     finally:
-        _dedupe_table.discard()
+        _ahead.discard()
 
 
 @contextlib.contextmanager
@@ -1002,7 +1003,7 @@ def _importing() -> Iterator[None]:
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
-    with _dedupe_table_ahead(args):
+    with _memory_ahead(args):
         with _importing():
             import anyio
 
@@ -1267,7 +1268,7 @@ def _run_jobs(args: argparse.Namespace, job_type: str) -> int:
     live = _live(args)
     try:
         report = live.message if live is not None else _reporter(args)
-        with _dedupe_table_ahead(args):
+        with _memory_ahead(args):
             event = live.event if live is not None else None
             outcome = execute_run(args, report, job_type, event)
     finally:

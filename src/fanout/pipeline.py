@@ -36,6 +36,7 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from . import _ahead
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
@@ -225,8 +226,9 @@ async def estimate_input(
     source = Source(files, options, rejects=_NullSink(), duplicates=_NullSink())
     nbytes = 0
     try:
-        async for batch in source.batches():
-            nbytes += batch.nbytes
+        with _ahead.held_back():
+            async for batch in source.batches():
+                nbytes += batch.nbytes
     except InputError:
         if exact:
             raise

@@ -1,5 +1,6 @@
-"""The dedupe table's memory (`fanout._dedupe_table`): faulted in ahead for a local file, taken
-by the run's table of about that size, given back when the run does not take it."""
+"""Memory faulted in ahead (`fanout._ahead`) for a local file: the dedupe table, taken by the
+run's table of about that size, and the encoder's output buffers, taken by its pool; all given
+back when the run does not take them."""
 
 from __future__ import annotations
 
@@ -16,16 +17,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fanout import _dedupe_table, cli
-from fanout._dedupe_table import allocate, prefault_for, words_for
+from fanout import _ahead, cli
+from fanout._ahead import allocate, output_buffer, prefault_for, words_for
+
+OUTPUTS_FROM = _ahead.OUTPUTS_FROM  # before the fixture lowers it
 
 
 @pytest.fixture(autouse=True)
 def _small_tables_too(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tables of any size are faulted in ahead here, so the files can stay small."""
-    monkeypatch.setattr(_dedupe_table, "MIN_EARLY", 0)
+    """Tables of any size, and output buffers for files of two pieces and more, are faulted in
+    ahead here, so the files can stay small."""
+    monkeypatch.setattr(_ahead, "MIN_EARLY", 0)
+    monkeypatch.setattr(_ahead, "OUTPUTS_FROM", 2 * _ahead.SAMPLE)
     yield
-    _dedupe_table.discard()
+    _ahead.discard()
 
 
 def ids_file(path: Path, count: int, repeat_every: int = 0) -> Path:
@@ -37,11 +42,11 @@ def ids_file(path: Path, count: int, repeat_every: int = 0) -> Path:
 
 
 def faulted_in() -> tuple[mmap.mmap | None, int]:
-    """The table faulted in ahead and its words, once its thread is done."""
-    early = _dedupe_table._early
+    """The table faulted in ahead and its words, once its pages are written."""
+    early = _ahead._table
     if early is None:
         return None, 0
-    early.thread.join()
+    assert early.ready.wait(10)
     return early.memory, early.words
 
 
@@ -54,7 +59,7 @@ def test_a_table_for_the_file_is_faulted_in_and_taken_by_a_request_of_its_size(
     prefault_for(str(path))
     memory, words = faulted_in()
     assert memory is not None
-    assert words == words_for(int(np.ceil(50_000 * _dedupe_table.MARGIN)))
+    assert words == words_for(int(np.ceil(50_000 * _ahead.MARGIN)))
     need = words_for(50_000)
     table = allocate(need)
     assert table is memory
@@ -73,7 +78,7 @@ def test_requests_of_another_size_get_fresh_memory(tmp_path: Path) -> None:
     assert memory is not None
     assert allocate(words // 5) is not memory
     assert faulted_in()[0] is memory
-    assert allocate(int(words / _dedupe_table.TAKE_WITHIN) - 10) is not memory
+    assert allocate(int(words / _ahead.TAKE_WITHIN) - 10) is not memory
     assert faulted_in() == (None, 0)
 
 
@@ -91,10 +96,10 @@ def test_a_request_of_another_size_does_not_wait_for_the_pages(
 
     monkeypatch.setattr(ctypes, "memset", slow_memset)
     prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
-    early = _dedupe_table._early
+    early = _ahead._table
     assert early is not None and early.sized.wait(10)
     assert allocate(early.words // 5) is not None  # did not wait for `release`
-    assert early.memory is None and early.thread.is_alive()
+    assert early.memory is None and not early.ready.is_set()
     threading.Timer(0.05, release.set).start()
     assert allocate(words_for(50_000)) is early.memory is not None
 
@@ -131,7 +136,7 @@ def test_a_named_pipe_is_not_opened(tmp_path: Path) -> None:
     fifo = tmp_path / "ids.fifo"
     os.mkfifo(fifo)
     prefault_for(str(fifo))
-    early = _dedupe_table._early
+    early = _ahead._table
     assert early is not None and early.sized.wait(10), "the thread is stuck opening the pipe"
     assert faulted_in() == (None, 0)
 
@@ -139,14 +144,14 @@ def test_a_named_pipe_is_not_opened(tmp_path: Path) -> None:
 def test_a_table_over_the_cap_is_left_to_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_dedupe_table, "MAX_EARLY", 1024)
+    monkeypatch.setattr(_ahead, "MAX_EARLY", 1024)
     prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
     assert faulted_in() == (None, 0)
 
 
 def test_discard_lets_the_table_go(tmp_path: Path) -> None:
     prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
-    _dedupe_table.discard()
+    _ahead.discard()
     assert faulted_in() == (None, 0)
 
 
@@ -158,14 +163,14 @@ def test_prepare_dedupes_into_the_table_faulted_in_ahead(
     With --keep-duplicates nothing is faulted in."""
     path = ids_file(tmp_path / "ids.txt", 400_000, repeat_every=1000)
     taken: list[Any] = []
-    claim = _dedupe_table._claim
+    claim = _ahead._claim
 
     def spy(words: int) -> mmap.mmap | None:
         got = claim(words)
         taken.append(got)
         return got
 
-    monkeypatch.setattr(_dedupe_table, "_claim", spy)
+    monkeypatch.setattr(_ahead, "_claim", spy)
     argv = ["prepare", "--ids", str(path), "--state-dir", str(tmp_path / "state")]
     argv += ["--local-dir", str(tmp_path / "out"), "--output", "json"]
     assert cli.main([*argv, "--run-id", "ahead"]) == 0
@@ -180,18 +185,110 @@ def test_prepare_dedupes_into_the_table_faulted_in_ahead(
 
 
 @pytest.mark.parametrize(
-    ("keep", "dry_run", "ahead"), [(False, False, True), (True, False, False), (False, True, False)]
+    ("keep", "dry_run", "table", "outputs"),
+    [(False, False, True, True), (True, False, False, True), (False, True, False, False)],
 )
-def test_the_cli_faults_in_ahead_only_for_a_run_that_dedupes(
-    tmp_path: Path, keep: bool, dry_run: bool, ahead: bool
+def test_the_cli_faults_in_ahead_what_the_run_will_use(
+    tmp_path: Path, keep: bool, dry_run: bool, table: bool, outputs: bool
 ) -> None:
     """`fanout prepare`, `run` and `segment` fault in a table only when they will dedupe the
-    input (not with --keep-duplicates or --dry-run), and let it go at the end if not taken."""
-    path = ids_file(tmp_path / "ids.txt", 50_000)
+    input (not with --keep-duplicates), output buffers either way, nothing for --dry-run; and
+    let go of what was not taken at the end."""
+    path = ids_file(tmp_path / "ids.txt", 700_000)  # two pieces and more
     args = argparse.Namespace(ids=str(path), keep_duplicates=keep, dry_run=dry_run)
-    with cli._dedupe_table_ahead(args):
-        assert (faulted_in()[0] is not None) == ahead
+    with cli._memory_ahead(args):
+        assert (faulted_in()[0] is not None) == table
+        assert len(outputs_faulted_in()) == (_ahead.OUTPUTS if outputs else 0)
     assert faulted_in() == (None, 0)
+    assert outputs_faulted_in() == []
+
+
+def outputs_faulted_in() -> list[mmap.mmap]:
+    """The output buffers faulted in ahead and not taken, once the thread is done with them."""
+    early = _ahead._outputs
+    if early is None:
+        return []
+    assert early.done.wait(10)
+    return list(early.buffers)
+
+
+def test_output_buffers_are_faulted_in_for_pieces_like_the_first(tmp_path: Path) -> None:
+    """For a file of more than one piece, `OUTPUTS` buffers with room for what the encoder
+    asks for a piece like the first (twice its lines, a template of up to 64 bytes): zeroed,
+    writable, each handed out once, and only to a request they have room for."""
+    path = ids_file(tmp_path / "ids.txt", 700_000)
+    lines = path.read_bytes()[: _ahead.SAMPLE].count(b"\n")
+    prefault_for(str(path), table=False)
+    buffers = outputs_faulted_in()
+    assert len(buffers) == _ahead.OUTPUTS
+    assert faulted_in() == (None, 0)
+    ask = 8 * lines + 2 * _ahead.SAMPLE + lines * len('{"userId":""}\n') + 16
+    assert output_buffer(10 * len(buffers[0])) is None  # too big: none handed out
+    taken = [output_buffer(ask) for _ in buffers]
+    assert taken == buffers
+    for memory in taken:
+        assert memory is not None and len(memory) >= ask
+        values = np.frombuffer(memory, np.uint8)
+        assert not values.any()
+        values[:] = 7  # writable
+    assert output_buffer(ask) is None
+
+
+def test_no_output_buffers_for_a_file_the_plan_counts(tmp_path: Path) -> None:
+    """A file the plan counts in a pass of its own (up to `EXACT_COUNT_BYTES`: the default
+    `OUTPUTS_FROM`) gets none: that pass would take them, and the run would make buffers of its
+    own again. (The fixture lowered the bound to two pieces.)"""
+    from fanout.pipeline import EXACT_COUNT_BYTES
+
+    assert OUTPUTS_FROM == EXACT_COUNT_BYTES
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 50_000)))
+    assert faulted_in()[0] is not None
+    assert outputs_faulted_in() == []
+    assert output_buffer(1) is None
+
+
+def test_none_is_handed_out_while_held_back(tmp_path: Path) -> None:
+    """Inside `held_back` (the plan's sample of the input) no buffer is handed out; after it,
+    the run gets them all."""
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 700_000)), table=False)
+    buffers = outputs_faulted_in()
+    assert buffers
+    with _ahead.held_back():
+        assert output_buffer(1) is None
+    assert [output_buffer(1) for _ in buffers] == buffers
+
+
+def test_discard_lets_the_output_buffers_go(tmp_path: Path) -> None:
+    prefault_for(str(ids_file(tmp_path / "ids.txt", 700_000)), table=False)
+    assert outputs_faulted_in()
+    _ahead.discard()
+    assert output_buffer(1) is None
+
+
+def test_prepare_encodes_into_the_output_buffers_faulted_in_ahead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The encoder's pool takes the buffers faulted in ahead for its first pieces, and the
+    parts it writes hold the input's records, in order."""
+    path = ids_file(tmp_path / "ids.txt", 700_000)
+    taken: list[mmap.mmap] = []
+    hand_out = _ahead.output_buffer
+
+    def spy(nbytes: int) -> mmap.mmap | None:
+        got = hand_out(nbytes)
+        if got is not None:
+            taken.append(got)
+        return got
+
+    monkeypatch.setattr(_ahead, "output_buffer", spy)
+    argv = ["prepare", "--ids", str(path), "--state-dir", str(tmp_path / "state")]
+    argv += ["--local-dir", str(tmp_path / "out"), "--output", "json", "--run-id", "outs"]
+    assert cli.main([*argv, "--keep-duplicates"]) == 0
+    assert taken, "the encoder took no output buffer faulted in ahead"
+    parts = sorted((tmp_path / "out" / "outs").glob("shard-*/part-*.jsonl"))
+    written = b"".join(part.read_bytes() for part in parts).splitlines()
+    ids = path.read_text().split()
+    assert written == [b'{"userId":"%s"}' % i.encode() for i in ids]
 
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc/self/status")
