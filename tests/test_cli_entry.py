@@ -1,8 +1,9 @@
 """The `fanout` command's own start and exit (`cli.entry`): output complete, codes kept, the
-collector paused only while modules load."""
+collector paused only while modules load, no pydantic plugins unless asked for."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,32 @@ def test_imports_run_with_the_collector_paused_and_it_comes_back() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize(("given", "seen"), [(None, "__all__"), ("logfire", "logfire")])
+def test_the_command_loads_no_pydantic_plugins_unless_told(
+    monkeypatch: pytest.MonkeyPatch, given: str | None, seen: str
+) -> None:
+    """`entry` turns pydantic's plugin search off for the command (a user's own setting wins);
+    `main`, which tests and embedders call, leaves it as it is."""
+    from fanout import cli
+
+    name = "PYDANTIC_DISABLE_PLUGINS"
+    monkeypatch.setenv(name, given or "")  # restored (or removed) after the test
+    if given is None:
+        monkeypatch.delenv(name)
+    during: list[str | None] = []
+
+    def main() -> int:
+        during.append(os.environ.get(name))
+        return 3
+
+    def leave(code: int) -> None:
+        raise SystemExit(code)
+
+    monkeypatch.setattr(cli, "main", main)
+    monkeypatch.setattr(os, "_exit", leave)
+    with pytest.raises(SystemExit) as exited:
+        cli.entry()
+    assert exited.value.code == 3
+    assert during == [seen]

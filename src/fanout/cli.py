@@ -1731,7 +1731,12 @@ def entry() -> NoReturn:
     own teardown still does (freeing hundreds of modules and the buffers of a big run object by
     object) took 0.08-0.1 s at the end of a 10M-ID `fanout prepare`, so the command flushes its
     output and logging and leaves with `os._exit`. Tests and embedders call `main`.
+
+    The command loads no pydantic plugins unless `PYDANTIC_DISABLE_PLUGINS` says otherwise:
+    pydantic reads the entry points of every installed package for them when the first model is
+    built (13-18 ms of each start here), and fanout has none to load.
     """
+    os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
     code = main()
     with contextlib.suppress(BrokenPipeError):  # the reader left (`fanout status | head`)
         sys.stdout.flush()
