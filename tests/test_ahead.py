@@ -222,7 +222,7 @@ def test_output_buffers_are_faulted_in_for_pieces_like_the_first(tmp_path: Path)
     buffers = outputs_faulted_in()
     assert len(buffers) == _ahead.OUTPUTS
     assert faulted_in() == (None, 0)
-    ask = 8 * lines + 2 * _ahead.SAMPLE + lines * len('{"userId":""}\n') + 16
+    ask = 6 * 8 * lines + 2 * _ahead.SAMPLE + lines * len('{"userId":""}\n') + 24
     assert output_buffer(10 * len(buffers[0])) is None  # too big: none handed out
     taken = [output_buffer(ask) for _ in buffers]
     assert taken == buffers

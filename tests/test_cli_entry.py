@@ -88,3 +88,19 @@ def test_the_command_loads_no_pydantic_plugins_unless_told(
         cli.entry()
     assert exited.value.code == 3
     assert during == [seen]
+
+
+@pytest.mark.parametrize(("extra", "numpy"), [("", False), ("user-7\n", True)])
+def test_a_plain_prepare_does_not_import_numpy(tmp_path: Path, extra: str, numpy: bool) -> None:
+    """One ID per line, none repeated, blank or rejected: the hot path passes memoryviews only,
+    and numpy (60-90 ms of a start) is never imported. A repeat brings it in, to list it."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"user-{i}\n" for i in range(5000)) + extra)
+    argv = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out")]
+    argv += ["--state-dir", str(tmp_path / "state"), "--output", "json"]
+    code = (
+        "import sys; from fanout.cli import main; "
+        f"code = main({argv!r}); print(code, 'numpy' in sys.modules, file=sys.stderr)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.stderr.split()[-2:] == ["0", str(numpy)], done.stderr

@@ -124,11 +124,12 @@ def check_consistent(result: Result) -> None:
     """Every batch non-empty with consistent ends, and the stats invariant holds."""
     for batch in result.batches:
         assert batch.records > 0
-        assert batch.ends.dtype == np.int64
-        assert bool(np.all(np.diff(batch.ends) > 0))
-        assert int(batch.ends[-1]) == len(batch.data)
-        starts = np.concatenate(([0], batch.ends[:-1]))
-        for lo, hi in zip(starts.tolist(), batch.ends.tolist(), strict=True):
+        ends = np.asarray(batch.ends)
+        assert ends.dtype == np.int64
+        assert bool(np.all(np.diff(ends) > 0))
+        assert int(ends[-1]) == len(batch.data)
+        starts = np.concatenate(([0], ends[:-1]))
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
             assert batch.data[hi - 1 : hi] == b"\n"
             assert b"\n" not in batch.data[lo : hi - 1]
     stats = result.stats

@@ -60,7 +60,7 @@ def allocate(words: int) -> mmap.mmap:
     early = _claim(words)
     if early is not None:
         return early
-    return _anonymous(max(1, words * 8))
+    return anonymous(max(1, words * 8))
 
 
 def output_buffer(nbytes: int) -> mmap.mmap | None:
@@ -145,7 +145,7 @@ class _Table:
                 return
             self.words = words
             self.sized.set()
-            self.memory = _zeroed(_anonymous(words * 8), words * 8)
+            self.memory = _zeroed(anonymous(words * 8), words * 8)
         except (OSError, ValueError, MemoryError):
             self.words = 0  # the run sizes and faults in its table itself, as without this
             self.memory = None
@@ -165,14 +165,14 @@ class _Outputs:
     def fault_in(self, lines: int, sampled: int, size: int) -> None:
         """`OUTPUTS` buffers for pieces of `SAMPLE` bytes of lines like the sample's: as long
         as the encoder asks for (room for twice the lines, a template of up to 64 bytes), and
-        written over where such a piece's records and their ends go (`_encode._encode_lines`:
-        8 bytes per end, then each ID with ~16 bytes around it)."""
+        written over where such a piece's records, their ends and fingerprints go
+        (`_encode._encode_lines`: 16 bytes a line, then each ID with ~16 bytes around it)."""
         if size <= OUTPUTS_FROM:
             return
-        room = 2 * lines * (8 + 64) + 2 * (SAMPLE + 64 * 1024) + 16
-        written = min(room, 24 * lines + sampled)
+        room = 2 * lines * (48 + 64) + 2 * (SAMPLE + 64 * 1024) + 24
+        written = min(room, 32 * lines + sampled)
         for _ in range(OUTPUTS):
-            memory = _zeroed(_anonymous(room), written)
+            memory = _zeroed(anonymous(room), written)
             with _lock:
                 if _outputs is not self:  # discarded meanwhile
                     return
@@ -246,7 +246,7 @@ def _zeroed(memory: mmap.mmap, nbytes: int) -> mmap.mmap:
     return memory
 
 
-def _anonymous(nbytes: int) -> mmap.mmap:
+def anonymous(nbytes: int) -> mmap.mmap:
     """Private anonymous memory (`mmap.mmap(-1, n)` alone is a shared mapping: shmem, which gets
     no transparent huge pages), in huge pages where the kernel has them, as numpy asks for its
     large arrays: fewer TLB misses for random inserts."""

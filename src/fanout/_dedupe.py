@@ -14,19 +14,26 @@ zero-padded) `h = (h ^ w) * P1; h ^= h >> 29`; then the murmur3 64-bit finaliser
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import numpy as np
-import numpy.typing as npt
+from typing import TYPE_CHECKING, TypeAlias
 
 from . import _ahead, _native
 
-U64 = npt.NDArray[np.uint64]
-I64 = npt.NDArray[np.int64]
-Bools = npt.NDArray[np.bool_]
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+# 64-bit integers, 8 bytes each: a memoryview of format q / Q, or a numpy array. The hot path
+# (one ID per line, nothing rejected, no duplicate) makes and passes only memoryviews, so that
+# a prepare does not import numpy (~60-90 ms of its start); the rest imports it when needed.
+I64: TypeAlias = "memoryview | npt.NDArray[np.int64]"
+U64: TypeAlias = "memoryview | npt.NDArray[np.uint64]"
+Bools: TypeAlias = "npt.NDArray[np.bool_]"
 
 
 def _fingerprints(buf: bytes | memoryview, starts: I64, lens: I64) -> U64:
     """The fingerprints of the IDs `buf[starts[i] : starts[i] + lens[i]]`."""
+    import numpy as np
+
     out = np.empty(len(starts), np.uint64)
     _native.fingerprints(buf, _int64(starts), _int64(lens), out)
     return out
@@ -34,13 +41,17 @@ def _fingerprints(buf: bytes | memoryview, starts: I64, lens: I64) -> U64:
 
 def _fingerprints_of(ids: Sequence[bytes]) -> U64:
     """The fingerprints of separate byte strings."""
+    import numpy as np
+
     lens = np.fromiter(map(len, ids), np.int64, len(ids))
     starts = np.zeros(len(ids), np.int64)
     np.cumsum(lens[:-1], out=starts[1:])
     return _fingerprints(b"".join(ids), starts, lens)
 
 
-def _int64(values: I64) -> I64:
+def _int64(values: I64) -> npt.NDArray[np.int64]:
+    import numpy as np
+
     return np.ascontiguousarray(values, np.int64)
 
 
@@ -80,14 +91,17 @@ class _FingerprintSet:
     def nbytes(self) -> int:
         return int(self._table.nbytes)
 
-    def add(self, fps: U64) -> Bools:
-        """Add `fps`; True for each one already present (earlier in `fps` or in the set)."""
-        fps = np.ascontiguousarray(fps, np.uint64)
-        if self._count + len(fps) > self.MAX_LOAD * self.slots:
-            self._grow(max(self._count + len(fps), int(self._count * self.GROWTH)))
-        dup = np.empty(len(fps), np.uint8)
-        self._count += _native.insert(self._table, fps, dup)
-        return dup.view(np.bool_)
+    def add(self, fps: U64) -> bytearray | None:
+        """Add `fps` (8 bytes each, contiguous); None if none of them was present before, else
+        a byte per fingerprint, 1 for each one already present (earlier in `fps` or in the
+        set)."""
+        count = len(fps)
+        if self._count + count > self.MAX_LOAD * self.slots:
+            self._grow(max(self._count + count, int(self._count * self.GROWTH)))
+        dup = bytearray(count)
+        fresh = _native.insert(self._table, fps, dup)
+        self._count += fresh
+        return None if fresh == count else dup
 
     def reserve(self, count: int) -> None:
         """Size the table for about `count` distinct IDs (saves growing it step by step)."""
@@ -101,9 +115,9 @@ class _FingerprintSet:
         self._table = table
 
 
-def _zeros(count: int) -> U64:
+def _zeros(count: int) -> memoryview:
     """A zeroed table of `count` words, in memory from `_ahead` (faulted in ahead for a
     local file; else as it is first written, like `calloc` memory: 10M random inserts into a
     fresh 100 MB table took 0.26-0.46 s in all, three runs, against 0.24-0.75 s for memory
     written with zeros up front)."""
-    return np.frombuffer(_ahead.allocate(count), np.uint64, count)
+    return memoryview(_ahead.allocate(count))[: 8 * count].cast("Q")

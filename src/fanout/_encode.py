@@ -14,19 +14,25 @@ line is rejected; the kernel's records are byte-identical to that path's.
 
 from __future__ import annotations
 
+import mmap
 import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
-import numpy.typing as npt
 import orjson
 
 from . import _ahead, _native
-from ._dedupe import I64, U64, Bools, _fingerprints_of
+from ._dedupe import _fingerprints_of
 from .records import InputKind, RejectReason
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ._dedupe import I64, U64, Bools
 
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
@@ -127,30 +133,31 @@ class _Core:
 
 
 class _OutputPool:
-    """Output buffers for `_encode_lines`, used again once nothing refers to them any more.
+    """Output buffers for `_encode_lines` (anonymous memory, in huge pages where the kernel has
+    them), used again once nothing refers to them any more.
 
     Fresh memory costs a page fault (and the kernel zeroing the page) per 4 KiB or 2 MiB the
     first time it is written: measured on one thread, encoding 8 MiB of UUIDs took ~20 ms into
     fresh memory and 12-16 ms into memory written before. A batch's records are a view of its
-    buffer, handed on to the shard cutter and the part writers; when the last view is gone,
-    only the pool refers to the buffer (CPython's reference count says so), and the next piece
-    writes into it.
+    buffer (as are its ends and fingerprints), handed on to the shard cutter and the part
+    writers; when the last view is gone, only the pool refers to the buffer (CPython's
+    reference count says so), and the next piece writes into it.
 
     Memory: the pool keeps at most `KEEP` buffers, each as big as the largest piece needed
-    (~6 MB per 4 MiB piece of UUIDs), resident between pieces. They were all in use at once at
-    some point, so this raises the peak only where that moment would otherwise have passed
-    unnoticed (measured: 12 kept cost ~15 MiB of peak RSS at 8 MiB pieces, 4 kept nothing
-    measurable). A piece that finds none free when the pool is full gets fresh memory. The
-    first buffers may come faulted in ahead, while the command imported (`_ahead`).
+    (~7 MB written per 4 MiB piece of UUIDs), resident between pieces. They were all in use at
+    once at some point, so this raises the peak only where that moment would otherwise have
+    passed unnoticed (measured: 12 kept cost ~15 MiB of peak RSS at 8 MiB pieces, 4 kept
+    nothing measurable). A piece that finds none free when the pool is full gets fresh memory.
+    The first buffers may come faulted in ahead, while the command imported (`_ahead`).
     """
 
     KEEP = 8
 
     def __init__(self) -> None:
-        self._buffers: list[npt.NDArray[np.uint8]] = []
+        self._buffers: list[mmap.mmap] = []
         self._lock = threading.Lock()
 
-    def take(self, nbytes: int) -> npt.NDArray[np.uint8]:
+    def take(self, nbytes: int) -> mmap.mmap:
         """A buffer of at least `nbytes` that nothing else refers to."""
         with self._lock:
             for index in range(len(self._buffers)):
@@ -161,8 +168,9 @@ class _OutputPool:
                         return buffer
                     del self._buffers[index]  # too small for pieces like this one: replace it
                     break
-            early = _ahead.output_buffer(nbytes)
-            fresh = np.empty(nbytes, np.uint8) if early is None else np.frombuffer(early, np.uint8)
+            fresh = _ahead.output_buffer(nbytes)
+            if fresh is None:
+                fresh = _fresh(nbytes)
             if len(self._buffers) < self.KEEP:
                 self._buffers.append(fresh)
             return fresh
@@ -189,43 +197,49 @@ def _encode_lines(
     if given.
     """
     if not buf:
-        return _Core(b"", np.empty(0, np.int64), np.empty(0, np.uint64), None, [], [], 0)
+        return _Core(b"", _NO_INTS, _NO_INTS, None, [], [], 0)
     count = _native.count_lines(buf)
-    # The batch's buffer: each record's end, then the records: at most every byte escaped,
-    # plus the template around every line and 16 bytes the C code may overrun (pages never
-    # touched cost nothing).
+    # The batch's buffer: each record's end and fingerprint, then the records (at most every
+    # byte escaped, plus the template around every line and 16 bytes the C code may overrun),
+    # then what the kernel writes only for a blank or slow line (8 bytes a line, the spans
+    # 16): pages never touched cost nothing. Every part starts at a multiple of 8 bytes.
     room = 2 * len(buf) + count * (len(tpl.prefix) + len(tpl.suffix)) + 16
-    space = (pool.take if pool is not None else _fresh)(8 * count + room)
-    ends, out = space[: 8 * count].view(np.int64), space[8 * count :]
-    fps = np.empty(count if fingerprint else 0, np.uint64)
-    rec = np.empty(count, np.int64)  # written only if some line is blank or slow
-    marks = np.empty(count, np.int64)  # blank lines from the front, slow ones from the back
-    spans = np.empty((count, 2), np.int64)  # where each slow line is, beside its mark
+    room += -room % 8
+    line = 8 * count
+    space = memoryview((pool.take if pool is not None else _fresh)(room + 6 * line))
+    ends = space[:line]
+    fps = space[line : 2 * line] if fingerprint else space[:0]
+    out = space[2 * line : 2 * line + room]
+    rec, marks = space[2 * line + room :][:line], space[3 * line + room :][:line]
+    spans = space[4 * line + room :][: 2 * line]  # two per line: where each slow line is
     lines, records, blanks, slows, size = _native.encode_lines(
         buf, limit, slow, tpl.prefix, tpl.suffix, out, ends, fps, rec, marks, spans
     )
-    data = out[:size]
-    data.flags.writeable = False
     core = _Core(
-        data.data,
-        ends[:records],
-        fps[: records if fingerprint else 0],
-        None if records == lines else rec[:records],
-        marks[:blanks].tolist(),
+        out[:size].toreadonly(),
+        ends[: 8 * records].cast("q"),
+        fps[: 8 * records].cast("Q") if fingerprint else _NO_INTS,
+        None if records == lines else rec[: 8 * records].cast("q"),
+        marks[: 8 * blanks].cast("q").tolist(),
         [],
         lines,
     )
-    if slows:
-        back = slice(lines - slows, lines)
-        slow_lines, slow_spans = marks[back][::-1].tolist(), spans[back][::-1].tolist()
+    if slows:  # at the back of marks and spans, the last line first
+        first = lines - slows
+        slow_lines = marks.cast("q")[first:lines].tolist()[::-1]
+        flat = spans.cast("q")[2 * first : 2 * lines].tolist()
+        slow_spans = [flat[k : k + 2] for k in range(0, 2 * slows, 2)][::-1]
         _settle(core, buf, tpl, limit, slow_lines, slow_spans, fingerprint)
     if core.rec is not None and len(core.rec) == lines:
         core.rec = None
     return core
 
 
-def _fresh(nbytes: int) -> npt.NDArray[np.uint8]:
-    return np.empty(nbytes, np.uint8)
+def _fresh(nbytes: int) -> mmap.mmap:
+    return _ahead.anonymous(nbytes)
+
+
+_NO_INTS = memoryview(b"").cast("q")
 
 
 def _settle(
@@ -257,6 +271,8 @@ def _settle(
     core.blank.sort()
     if not kept_lines:
         return
+    import numpy as np
+
     at = np.searchsorted(core.rec, kept_lines)  # each kept line goes before these records
     bounds = np.concatenate(([0], core.ends))
     view = memoryview(core.data)
@@ -276,6 +292,8 @@ def _settle(
 
 def _true_runs(mask: Bools) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """(first, last): the first and last index of each run of True in `mask`."""
+    import numpy as np
+
     edges = np.diff(mask.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
     return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1) - 1
 

@@ -17,16 +17,24 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
-from ._dedupe import I64, U64, _fingerprints_of
-from ._encode import _decode, _encode_lines, _JsonRecords, _OutputPool, _Reject, _Template
+from ._dedupe import _fingerprints_of
+from ._encode import (
+    _NO_INTS,
+    _decode,
+    _encode_lines,
+    _JsonRecords,
+    _OutputPool,
+    _Reject,
+    _Template,
+)
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
 from .segments import query_problem
 
 if TYPE_CHECKING:
+    from ._dedupe import I64, U64
     from .source import SourceOptions
 
 _EXTENSIONS: dict[str, str] = {
@@ -95,8 +103,7 @@ class _Encoded:
         cls, piece: _Piece, lines: int, rows: int, blank: int, rejects: list[_Reject]
     ) -> _Encoded:
         """A piece with no records."""
-        no_ends, no_fps = np.empty(0, np.int64), np.empty(0, np.uint64)
-        return cls(piece, lines, rows, blank, b"", no_ends, no_fps, None, rejects, None)
+        return cls(piece, lines, rows, blank, b"", _NO_INTS, _NO_INTS, None, rejects, None)
 
 
 @dataclass(slots=True)
@@ -177,8 +184,10 @@ class _Encoder:
         for index, reason, detail, _ in core.rejects:
             rejects.append((cand_line[index], reason, detail, cand_raw[index]))
         rejects.sort(key=lambda item: item[0])
+        import numpy as np
+
         where = np.array(cand_line, np.int64)
-        rec_lines = where if core.rec is None else where[core.rec]
+        rec_lines = where if core.rec is None else where[np.asarray(core.rec)]
         return _Encoded(
             piece,
             lines,
@@ -331,6 +340,8 @@ class _Encoder:
                 ids.append(value)
                 rec_lines.append(index)
         data = b"".join(records)
+        import numpy as np
+
         ends = np.cumsum(np.fromiter(map(len, records), np.int64, len(records)))
         fps = _fingerprints_of(ids) if self.dedupe else np.empty(0, np.uint64)
         where = np.array(rec_lines, np.int64)

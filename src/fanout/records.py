@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import numpy as np
-import numpy.typing as npt
+if TYPE_CHECKING:
+    from ._dedupe import I64
 
 JobType = Literal["inference", "segment"]  # batch inference jobs, or batch segment jobs
 
@@ -89,14 +89,15 @@ class RecordBatch:
     """A run of encoded input records: JSON lines, ready to be cut into part files.
 
     `data` holds the lines, each ending in `\\n`; `ends[i]` is the offset just past line `i`, so
-    line `i` is `data[ends[i-1]:ends[i]]` and a byte budget is cut with `np.searchsorted`.
-    `data` is `bytes`, or a read-only `memoryview` of bytes where the encoder built the records
-    in numpy memory: consumers use the buffer protocol (`memoryview`, slicing, `len`, `bytes()`),
+    line `i` is `data[ends[i-1]:ends[i]]` and a byte budget is cut with `bisect`. `ends` is a
+    memoryview of 8-byte integers (format q) or a numpy int64 array. `data` is `bytes`, or a
+    read-only `memoryview` of bytes where the encoder built the records in a buffer of its own:
+    consumers use the buffer protocol (`memoryview`, slicing, `len`, `bytes()`),
     not `bytes` methods.
     """
 
     data: bytes | memoryview
-    ends: npt.NDArray[np.int64]
+    ends: I64
 
     def __post_init__(self) -> None:
         if len(self.ends) and int(self.ends[-1]) != len(self.data):

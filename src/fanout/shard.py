@@ -7,12 +7,12 @@ so the same records and the same `ShardLayout` always give byte-identical parts.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import anyio
-import numpy as np
 
 from .errors import InputError
 from .records import RecordBatch
@@ -200,10 +200,10 @@ class _Cutter:
                     self._seal()
                 continue
             room = min(layout.part_bytes - self.part_bytes, layout.max_job_bytes - self.shard_bytes)
-            take = int(np.searchsorted(ends, start + room, side="right")) - pos
+            take = bisect.bisect_right(ends, start + room, pos) - pos
             # Up to and including the record that reaches the shard's target.
             to_target = start + layout.shard_bytes - self.shard_bytes
-            take = min(take, int(np.searchsorted(ends, to_target, side="left")) - pos + 1)
+            take = min(take, bisect.bisect_left(ends, to_target, pos) - pos + 1)
             take = max(1, min(take, layout.max_file_records - self.part_records, n - pos))
             stop = int(ends[pos + take - 1])
             self.chunks.append(view[start:stop])

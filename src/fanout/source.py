@@ -35,14 +35,13 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import IO, Any, Literal, Protocol, TypeVar, get_args
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeVar, get_args
 
 import anyio
 import anyio.to_thread
-import numpy as np
 import orjson
 
-from ._dedupe import I64, Bools, _FingerprintSet
+from ._dedupe import _FingerprintSet
 from ._encode import _true_runs
 from ._formats import (
     _GZIP_MAGIC,
@@ -59,6 +58,12 @@ from ._formats import (
 from .errors import ConfigError, InputError
 from .records import InputKind, RecordBatch, RejectReason
 from .storage import ObjectReader, S3Uri
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    from ._dedupe import I64, Bools
 
 __all__ = [
     "InputFile",
@@ -328,16 +333,22 @@ class _Outcome:
     duplicate_lines: bytes
 
 
-def _starts(ends: I64) -> I64:
+def _starts(ends: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
     """Where each record starts, from where each ends (the first at 0)."""
+    import numpy as np
+
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1]
     return starts
 
 
-def _select(data: bytes | memoryview, ends: I64, keep: Bools) -> tuple[bytes, I64]:
+def _select(
+    data: bytes | memoryview, ends: npt.NDArray[np.int64], keep: Bools
+) -> tuple[bytes, I64]:
     """The records of `data` where `keep` is True."""
+    import numpy as np
+
     starts = _starts(ends)
     first, last = _true_runs(keep)
     view = memoryview(data)
@@ -356,16 +367,20 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
     if seen is not None and len(ends):
         if enc.piece.scale:  # size the set for the whole input at once
             seen.reserve(int(enc.rows * enc.piece.scale))
-        dup = seen.add(enc.fps)
-        dup_idx = np.flatnonzero(dup)
-        if len(dup_idx):
+        found = seen.add(enc.fps)
+        if found is not None:  # numpy only now: most pieces have no duplicate
+            import numpy as np
+
+            dup = np.frombuffer(found, np.bool_)
+            dup_idx = np.flatnonzero(dup)
             duplicates = len(dup_idx)
-            starts = _starts(ends)
-            lines = dup_idx if enc.rec_lines is None else enc.rec_lines[dup_idx]
+            all_ends = np.asarray(ends, np.int64)
+            starts = _starts(all_ends)
+            lines = dup_idx if enc.rec_lines is None else np.asarray(enc.rec_lines)[dup_idx]
             origin = name.encode()
             out: list[bytes] = []
             for lo, hi, line in zip(
-                starts[dup_idx].tolist(), ends[dup_idx].tolist(), lines.tolist(), strict=True
+                starts[dup_idx].tolist(), all_ends[dup_idx].tolist(), lines.tolist(), strict=True
             ):
                 record = data[lo:hi]
                 if enc.id_span is not None:
@@ -374,7 +389,7 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
                     value = orjson.dumps(orjson.loads(record)[id_field])
                 out.append(b"%s\t%s:%d\n" % (value, origin, base + line + 1))
             dup_lines = b"".join(out)
-            data, ends = _select(data, ends, ~dup)
+            data, ends = _select(data, all_ends, ~dup)
     rejected: dict[RejectReason, int] = {}
     reject_out: list[bytes] = []
     for line, reason, detail, raw in enc.rejects:
