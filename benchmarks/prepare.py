@@ -16,8 +16,10 @@ peak RSS (e) / (f) <= 1.3 (dedupe off, memory must not grow with the input).
 
 Times are wall seconds of the whole child (interpreter start and imports included: what a user
 waits for; every child leaves with `os._exit` once its output is written, as the `fanout`
-command does); the best of `--repeat` runs is kept, cases taking turns round by round, since the
-machine may be shared (the 1-minute load average at the start of the kept run is shown).
+command does). (b) and (c) run as `python _baselines.py CASE FILE OUT`, which imports only what
+its case needs. The best of `--repeat` runs is kept, cases taking turns round by round, since
+the machine may be shared (the 1-minute load average at the start of the kept run is shown);
+the median of the runs is shown beside it.
 Rate ratios are input-MB/s over polars' input-MB/s (= polars seconds / case seconds on the same
 file, so > 1 means faster). The naive loop writes json.dumps' default form
 (`{"userId": "…"}`, one byte more per line); polars and fanout write the compact form.
@@ -41,16 +43,15 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import MiB, leave_child, print_table, run_child
-from source_throughput import case_naive, case_polars  # the same baselines, one copy
+from _common import MiB, print_table, run_child
 
 MB = 1_000_000
 LINE_BYTES = 37  # 36-character ID and a newline
@@ -61,10 +62,8 @@ RSS_LIMIT_MIB = 300.0
 SCALING_TARGET = 1.3
 
 
-# -- the child cases run by this script itself (`--case NAME FILE OUT`) --------------------------
-
-
-CHILD_CASES: dict[str, Callable[[str, str], None]] = {"naive": case_naive, "polars": case_polars}
+# The baselines run as processes of their own, importing only what they need.
+BASELINES = Path(__file__).with_name("_baselines.py")
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -161,8 +160,8 @@ class Bench:
     def argv(self, case: Case, out: Path, run_id: str) -> list[str]:
         if case.kind == "cp":
             return ["cp", str(case.input), str(out)]
-        if case.kind in CHILD_CASES:
-            return [sys.executable, __file__, "--case", case.kind, str(case.input), str(out)]
+        if case.kind in ("naive", "polars"):
+            return [sys.executable, str(BASELINES), case.kind, str(case.input), str(out)]
         state = self.scratch / "state"
         return [
             *(self.fanout, "prepare", "--ids", str(case.input), "--local-dir", str(out)),
@@ -252,6 +251,7 @@ def report(cases: list[Case], polars: Case, naive: Case | None) -> list[tuple[bo
                 "case": case.label,
                 "IDs": case.ids,
                 "seconds": best.seconds,
+                "median s": statistics.median(run.seconds for run in case.runs),
                 "MB/s": case.rate,
                 "vs polars": ratio(case.rate / polars.rate),
                 "vs naive": ratio(case.rate / naive.rate if naive else None),
@@ -296,12 +296,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per case, best kept")
     parser.add_argument("--workdir", type=Path, default=None, help="keep the ID files here")
     parser.add_argument("--skip-naive", action="store_true", help="leave out (b), the slow one")
-    parser.add_argument("--case", nargs=3, metavar=("CASE", "FILE", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.case:
-        name, path, out = args.case
-        CHILD_CASES[name](path, out)
-        leave_child()
 
     fanout = fanout_exe()
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())

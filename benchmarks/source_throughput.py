@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from _baselines import case_naive, case_polars
+
 HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 
 
@@ -63,19 +65,8 @@ def generate_varlen(path: Path, count: int, seed: int = 1) -> None:
             out.write(b"".join(b"user-%d\n" % n for n in order[at : at + 1_000_000].tolist()))
 
 
-# -- the cases, each run in a child process (`--case NAME FILE`) ------------------------------
-
-
-def case_naive(path: str, out: str) -> None:
-    with open(path, encoding="utf-8") as source, open(out, "w", encoding="utf-8") as sink:
-        for line in source:
-            sink.write(json.dumps({"userId": line.strip()}) + "\n")
-
-
-def case_polars(path: str, out: str) -> None:
-    import polars as pl
-
-    pl.scan_csv(path, has_header=False, new_columns=["userId"]).sink_ndjson(out)
+# -- the cases, each run in a child process (`--case NAME FILE`; naive and polars are in
+# `_baselines.py`, shared with prepare.py) ------------------------------------------------------
 
 
 def case_source(path: str, dedupe: bool) -> dict[str, Any]:
