@@ -247,17 +247,6 @@ def test_no_output_buffers_for_a_file_the_plan_counts(tmp_path: Path) -> None:
     assert output_buffer(1) is None
 
 
-def test_none_is_handed_out_while_held_back(tmp_path: Path) -> None:
-    """Inside `held_back` (the plan's sample of the input) no buffer is handed out; after it,
-    the run gets them all."""
-    prefault_for(str(ids_file(tmp_path / "ids.txt", 700_000)), table=False)
-    buffers = outputs_faulted_in()
-    assert buffers
-    with _ahead.held_back():
-        assert output_buffer(1) is None
-    assert [output_buffer(1) for _ in buffers] == buffers
-
-
 def test_discard_lets_the_output_buffers_go(tmp_path: Path) -> None:
     prefault_for(str(ids_file(tmp_path / "ids.txt", 700_000)), table=False)
     assert outputs_faulted_in()

@@ -15,16 +15,18 @@ when the host must back them again), second writes 6 ms.
   another estimate) lets it go. (The plan's sample set asks first, for a small table:
   measured, waiting for the thread there cost 0.1 s of the ~0.3 s faulting ahead saves.)
 - The encoder's output buffers (`_encode._OutputPool`): a run at the default piece size makes
-  `OUTPUTS` of them, ~11 MB each for 4 MiB of UUIDs, of which it writes ~6.6 MB; faulting those
-  in took 3.5% of the CPU of a 10M-ID prepare (`perf`), on the encoder's thread.
+  five, ~15 MB long each for 4 MiB of UUIDs, of which it writes ~7 MB; faulting those in took
+  3.5% of the CPU of a 10M-ID prepare (`perf`), on the encoder's thread. The plan's sample of
+  the input takes one more (into fresh memory, its one piece took 50 ms to encode, not 5).
   `output_buffer` hands out the ones already faulted in, without waiting.
 
-`cli` calls `prefault_for(path)` before it imports the pipeline (~0.4 s of imports on one
+`cli` calls `prefault_for(path)` before it imports the pipeline (~0.25 s of imports on one
 core). It estimates the IDs in the file from its size and the lines in its first `SAMPLE`
 bytes, as the source does from its first piece, and writes zeros over a table that size, then
 over the part of each output buffer a piece of that many lines will write, on a thread.
 
-Only the standard library is imported here: the point is to start before numpy is imported.
+Only the standard library is imported here: the point is to start before the pipeline is
+imported.
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ import mmap
 import os
 import stat
 import threading
-from collections.abc import Iterator
 
 LOAD = 0.8  # a table is sized to be this full for the IDs it is sized for
 SAMPLE = 4 * 1024 * 1024  # bytes read to estimate the IDs (the source's piece size)
@@ -44,7 +45,8 @@ MIN_EARLY = 8 * 1024 * 1024  # smaller tables are cheap to fault in as they are 
 MAX_EARLY = 1024 * 1024 * 1024  # 100M IDs: a larger table is left to the run (estimates drift)
 MARGIN = 1.03  # the early table is sized for 3% more IDs than estimated...
 TAKE_WITHIN = 1.15  # ...and given to a request for at least 1/1.15 of its words
-OUTPUTS = 5  # output buffers faulted in ahead: as many as a 10M-ID run at the defaults makes
+OUTPUTS = 6  # output buffers faulted in ahead: one for the plan's sample of the input, and as
+# many as a 10M-ID run at the defaults makes (5)
 OUTPUTS_FROM = 64 * 1024 * 1024  # ...for a file over this size (`pipeline.EXACT_COUNT_BYTES`:
 # a smaller one is counted in a pass of its own first, with buffers of its own)
 _HUGE = 2 * 1024 * 1024
@@ -64,28 +66,13 @@ def allocate(words: int) -> mmap.mmap:
 
 
 def output_buffer(nbytes: int) -> mmap.mmap | None:
-    """An output buffer of at least `nbytes` faulted in ahead, if one is ready (never waits)
-    and not `held_back`."""
+    """An output buffer of at least `nbytes` faulted in ahead, if one is ready (never waits)."""
     with _lock:
-        buffers = _outputs.buffers if _outputs is not None and not _held else []
+        buffers = _outputs.buffers if _outputs is not None else []
         for index, memory in enumerate(buffers):
             if len(memory) >= nbytes:
                 return buffers.pop(index)
     return None
-
-
-@contextlib.contextmanager
-def held_back() -> Iterator[None]:
-    """No output buffers handed out inside: for the plan's count or sample of the input, which
-    would take them from the run's pieces and let them go again."""
-    global _held
-    with _lock:
-        _held += 1
-    try:
-        yield
-    finally:
-        with _lock:
-            _held -= 1
 
 
 def prefault_for(path: str, table: bool = True) -> None:
@@ -182,7 +169,6 @@ class _Outputs:
 _lock = threading.Lock()
 _table: _Table | None = None
 _outputs: _Outputs | None = None
-_held = 0
 
 
 def _claim(words: int) -> mmap.mmap | None:

@@ -36,7 +36,6 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from . import _ahead
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
@@ -226,9 +225,8 @@ async def estimate_input(
     source = Source(files, options, rejects=_NullSink(), duplicates=_NullSink())
     nbytes = 0
     try:
-        with _ahead.held_back():
-            async for batch in source.batches():
-                nbytes += batch.nbytes
+        async for batch in source.batches():
+            nbytes += batch.nbytes
     except InputError:
         if exact:
             raise
