@@ -981,3 +981,132 @@ def test_options_are_validated() -> None:
         SourceOptions(max_id_length=0)
     with pytest.raises(ConfigError, match="chunk_bytes"):
         SourceOptions(chunk_bytes=0)
+
+
+# -- a local file: read, encoded and deduplicated on threads of their own -------------------------
+
+_LOCAL_CASES = {
+    "text": (
+        "in.txt",
+        b"\xef\xbb\xbfu1\nu2\r\n\n  u3  \nu1\n"
+        + b"z" * 300
+        + b'\n"q"\\x\n\xffbad\nctl\x01\n'
+        + b"".join(b"user-%d\n" % i for i in range(400))
+        + b"u2\nlast-without-newline",
+    ),
+    "csv": (
+        "in.csv",
+        b'userId,score\nu1,1\n"u\n2",2\nu3,3\nu1,4\n,5\n'
+        + b"".join(b"user-%d,%d\n" % (i, i) for i in range(300)),
+    ),
+    "jsonl": (
+        "in.jsonl",
+        b'{"userId":"u1"}\n{"userId":"u2","x":1}\nnot json\n{"userId":"u1"}\n'
+        + b"".join(b'{"userId":"user-%d"}\n' % i for i in range(300)),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_LOCAL_CASES))
+async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """A local file of text, CSV or JSON lines goes through `Source._threaded` (read, encode and
+    dedupe on threads of their own); records, rejects, duplicates and counts are the same as
+    the lockstep gives the same bytes, in many small pieces."""
+    name, data = _LOCAL_CASES[case]
+    path = tmp_path / name
+    path.write_bytes(data)
+    threaded: list[str] = []
+    pieces = Source._local_pieces
+
+    def spy(self: Source, one: InputFile) -> Any:
+        threaded.append(one.name)
+        return pieces(self, one)
+
+    monkeypatch.setattr(Source, "_local_pieces", spy)
+    local = await read_spec(str(path), chunk_bytes=64)
+    assert threaded == [str(path)]
+    memory = await read([(str(path), data)], chunk_bytes=64, raw_chunk=50)
+    assert local.data == memory.data and local.records
+    assert local.rejects == memory.rejects and local.rejects
+    assert local.duplicates == memory.duplicates and local.duplicates
+    assert local.stats == memory.stats
+    assert len(local.batches) > 3
+
+
+def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The threads `_Relay` starts from now on."""
+    started: list[Any] = []
+    stage = source_module._Relay.stage
+
+    def spy(self: Any, items: Any) -> Any:
+        out = stage(self, items)
+        started.append(self._threads[-1])
+        return out
+
+    monkeypatch.setattr(source_module._Relay, "stage", spy)
+    return started
+
+
+async def test_an_error_on_a_stage_thread_is_raised_and_every_stage_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stage that fails (here the third dedupe) raises its error from `batches()`, as the
+    lockstep would, and the reader and encoder threads before it end too."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(2000)))
+    threads = _relay_threads(monkeypatch)
+    finish = source_module._finish
+    calls: list[int] = []
+
+    def failing(*args: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("dedupe broke")
+        return finish(*args)
+
+    monkeypatch.setattr(source_module, "_finish", failing)
+    with pytest.raises(RuntimeError, match="dedupe broke"):
+        await read_spec(str(path), chunk_bytes=256)
+    assert len(threads) == 3
+    assert not any(thread.is_alive() for thread in threads)
+
+
+async def test_a_reader_that_stops_early_ends_the_stage_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(5000)))
+    threads = _relay_threads(monkeypatch)
+    source = Source(
+        open_input(str(path)),
+        SourceOptions(chunk_bytes=256),
+        rejects=ListSink(),
+        duplicates=ListSink(),
+    )
+    batches = source.batches()
+    first = await batches.__anext__()
+    assert first.records
+    await batches.aclose()  # type: ignore[attr-defined]
+    assert len(threads) == 3
+    assert not any(thread.is_alive() for thread in threads)
+
+
+async def test_a_read_error_on_the_reader_thread_names_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(5000)))
+    real = source_module._line_chunk
+    reads: list[int] = []
+
+    def failing(fd: int, at: int, size: int) -> bytes:
+        reads.append(at)
+        if len(reads) == 4:
+            raise OSError(5, "Input/output error")
+        return real(fd, at, size)
+
+    monkeypatch.setattr(source_module, "_line_chunk", failing)
+    with pytest.raises(InputError, match=r"cannot read input file .*ids\.txt: Input/output error"):
+        await read_spec(str(path), chunk_bytes=256)
