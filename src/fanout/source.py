@@ -692,11 +692,18 @@ class Source:
         await _aclose(one.chunks)  # read by the first thread instead
         self._n_files += 1
         relay = _Relay()
+        room = threading.Semaphore(_ENCODED_AHEAD)
+
+        def encode(piece: _Piece) -> _Encoded:
+            relay.acquire(room)  # an encoded piece more in flight
+            return self._encode(piece)
+
         pieces = relay.stage(lambda: self._local_pieces(one))
-        encoded = relay.stage(relay.each(pieces, self._encode))
+        encoded = relay.stage(relay.each(pieces, encode))
         outcomes = relay.stage(relay.each(encoded, self._dedupe))
         try:
             while (item := await anyio.to_thread.run_sync(relay.take, outcomes)) is not _END:
+                room.release()  # handed on: bounded downstream
                 yield item
         finally:
             with anyio.CancelScope(shield=True):
@@ -871,6 +878,13 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
 
 
 _END = object()  # after a stage's last item
+# Encoded pieces in a threaded source at once: one being encoded, one being deduplicated (10M
+# IDs, dedupe off: peak RSS 106 MiB at 2, 115 at 3, 123 unbounded; no faster with more).
+_ENCODED_AHEAD = 2
+
+
+class _Stopped(Exception):
+    """A stage waited for room while the stages were being stopped."""
 
 
 class _Relay:
@@ -904,6 +918,12 @@ class _Relay:
                 yield work(item)
 
         return items
+
+    def acquire(self, room: threading.Semaphore) -> None:
+        """`room.acquire()`, unless the stages are stopping (then `_Stopped` ends this one)."""
+        while not room.acquire(timeout=self._WAIT):
+            if self._stopping.is_set():
+                raise _Stopped
 
     def take(self, before: queue.Queue[Any]) -> Any:
         while not self._stopping.is_set():
