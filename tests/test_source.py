@@ -1049,13 +1049,23 @@ def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return started
 
 
+def _ids_file(tmp_path: Path, count: int = 5000) -> Path:
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(count)))
+    return path
+
+
+def _ended(threads: list[Any]) -> bool:
+    """Whether `_relay_threads` saw the three stages start, and every one has ended."""
+    return len(threads) == 3 and not any(thread.is_alive() for thread in threads)
+
+
 async def test_an_error_on_a_stage_thread_is_raised_and_every_stage_ends(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stage that fails (here the third dedupe) raises its error from `batches()`, as the
     lockstep would, and the reader and encoder threads before it end too."""
-    path = tmp_path / "ids.txt"
-    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(2000)))
+    path = _ids_file(tmp_path, 2000)
     threads = _relay_threads(monkeypatch)
     finish = source_module._finish
     calls: list[int] = []
@@ -1069,15 +1079,13 @@ async def test_an_error_on_a_stage_thread_is_raised_and_every_stage_ends(
     monkeypatch.setattr(source_module, "_finish", failing)
     with pytest.raises(RuntimeError, match="dedupe broke"):
         await read_spec(str(path), chunk_bytes=256)
-    assert len(threads) == 3
-    assert not any(thread.is_alive() for thread in threads)
+    assert _ended(threads)
 
 
 async def test_a_reader_that_stops_early_ends_the_stage_threads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "ids.txt"
-    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(5000)))
+    path = _ids_file(tmp_path)
     threads = _relay_threads(monkeypatch)
     source = Source(
         open_input(str(path)),
@@ -1089,15 +1097,13 @@ async def test_a_reader_that_stops_early_ends_the_stage_threads(
     first = await batches.__anext__()
     assert first.records
     await batches.aclose()  # type: ignore[attr-defined]
-    assert len(threads) == 3
-    assert not any(thread.is_alive() for thread in threads)
+    assert _ended(threads)
 
 
 async def test_a_read_error_on_the_reader_thread_names_the_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    path = tmp_path / "ids.txt"
-    path.write_bytes(b"".join(b"user-%d\n" % i for i in range(5000)))
+    path = _ids_file(tmp_path)
     real = source_module._line_chunk
     reads: list[int] = []
 

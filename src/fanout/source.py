@@ -632,9 +632,7 @@ class Source:
             finally:
                 await outcomes.aclose()
         finally:
-            closer = getattr(self._files, "aclose", None)
-            if closer is not None:
-                await closer()
+            await _aclose(self._files)
 
     async def _lockstep(
         self, pieces: AsyncGenerator[_Piece, None]
