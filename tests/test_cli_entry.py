@@ -104,3 +104,25 @@ def test_a_plain_prepare_does_not_import_numpy(tmp_path: Path, extra: str, numpy
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stderr.split()[-2:] == ["0", str(numpy)], done.stderr
+
+
+def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
+    """Ctrl-C in the middle of a local prepare (its source on threads of their own): exit code
+    130 and `fanout: interrupted`, no traceback, every thread ended (the process exits)."""
+    import signal
+    import time
+
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"".join(b"user-%08d\n" % i for i in range(3_000_000)))
+    out = tmp_path / "out"
+    argv = ["prepare", "--ids", str(ids), "--local-dir", str(out), "--run-id", "r"]
+    argv += ["--state-dir", str(tmp_path / "state")]
+    child = subprocess.Popen([*_FANOUT, *argv], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not any(out.glob("r/shard-*/part-*")) and child.poll() is None:
+        assert time.monotonic() < deadline, "no part was started"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and err.strip().endswith("fanout: interrupted"), err

@@ -1011,7 +1011,7 @@ _LOCAL_CASES = {
 async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    """A local file of text, CSV or JSON lines goes through `Source._threaded` (read, encode and
+    """A local file of text, CSV or JSON lines goes through `Source._threads` (read, encode and
     dedupe on threads of their own); records, rejects, duplicates and counts are the same as
     the lockstep gives the same bytes, in many small pieces."""
     name, data = _LOCAL_CASES[case]

@@ -11,9 +11,9 @@ reason and the raw line), later occurrences of an ID go to the duplicates sink. 
 silently and memory stays flat: input is cut into pieces of about `chunk_bytes` at line ends, and
 a few pieces are alive at once, each stage in a thread so that uploads proceed meanwhile. A local
 file of text, CSV or JSON lines is read, encoded and deduplicated on three long-lived threads
-joined by queues of one piece (`Source._threaded`: up to seven pieces alive); any other input
+joined by queues of one piece (`Source._threads`: three pieces read, two encoded); any other input
 (stdin, a pipe, S3, gzip, Parquet) goes in lockstep, one worker-thread hop per stage and piece
-(`Source._lockstep`: three pieces alive).
+(three pieces alive).
 
 This module reads, cuts and orchestrates; the work on a piece is elsewhere: `_formats` (detecting
 the format, parsing each one: stage 1), `_encode` (validating IDs, encoding records, one C pass
@@ -614,57 +614,67 @@ class Source:
         return self._run()
 
     async def _run(self) -> AsyncIterator[RecordBatch]:
+        # Both pipelines are loops of this generator itself, not generators of their own: when
+        # the command is interrupted, asyncio closes every generator still open at once, and a
+        # generator closing one it iterates could find it already being closed.
         try:
             first = await _next(self._files)
             if first is not None and await self._plain_local(first):
-                outcomes = self._threaded(first)
-            else:
-                outcomes = self._lockstep(self._pieces(_chain(first, self._files)))
+                await _aclose(first.chunks)  # read by the threads instead
+                self._n_files += 1
+                relay, room, outcomes = self._threads(first)
+                try:
+                    while (
+                        result := await anyio.to_thread.run_sync(relay.take, outcomes)
+                    ) is not _END:
+                        room.release()  # handed on: bounded downstream
+                        if (batch := await self._handle(result)) is not None:
+                            yield batch
+                finally:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(relay.stop)
+                return
+            # Any other input, in lockstep: while piece k is deduplicated (thread) piece k+1 is
+            # encoded (thread) and piece k+2 is read, so both cores work and memory holds three
+            # pieces.
+            pieces = self._pieces(first, self._files)
             try:
-                async for result in outcomes:
-                    if result.reject_lines:
-                        await self._rejects.write(result.reject_lines)
-                    if result.duplicate_lines:
-                        await self._duplicates.write(result.duplicate_lines)
-                    self._count(result)
-                    if result.batch is not None:
-                        yield result.batch
+                piece = await _next(pieces)
+                ready: _Encoded | None = None
+                while piece is not None or ready is not None:
+                    encoded: list[_Encoded] = []
+                    outcome: list[_Outcome] = []
+                    fetched: list[_Piece | None] = []
+                    failures: list[BaseException] = []
+                    async with anyio.create_task_group() as group:
+                        if piece is not None:
+                            group.start_soon(_guarded, failures, self._encode, piece, encoded)
+                        if ready is not None:
+                            group.start_soon(_guarded, failures, self._dedupe, ready, outcome)
+                        if piece is not None:
+                            try:
+                                fetched.append(await _next(pieces))
+                            except Exception as exc:
+                                failures.append(exc)
+                    if failures:
+                        raise failures[0]
+                    if outcome and (batch := await self._handle(outcome[0])) is not None:
+                        yield batch
+                    ready = encoded[0] if encoded else None
+                    piece = fetched[0] if fetched else None
             finally:
-                await outcomes.aclose()
+                await pieces.aclose()
         finally:
             await _aclose(self._files)
 
-    async def _lockstep(
-        self, pieces: AsyncGenerator[_Piece, None]
-    ) -> AsyncGenerator[_Outcome, None]:
-        """Any input: while piece k is deduplicated (thread) piece k+1 is encoded (thread) and
-        piece k+2 is read, so both cores work and memory holds three pieces."""
-        try:
-            piece = await _next(pieces)
-            ready: _Encoded | None = None
-            while piece is not None or ready is not None:
-                encoded: list[_Encoded] = []
-                outcome: list[_Outcome] = []
-                fetched: list[_Piece | None] = []
-                failures: list[BaseException] = []
-                async with anyio.create_task_group() as group:
-                    if piece is not None:
-                        group.start_soon(_guarded, failures, self._encode, piece, encoded)
-                    if ready is not None:
-                        group.start_soon(_guarded, failures, self._dedupe, ready, outcome)
-                    if piece is not None:
-                        try:
-                            fetched.append(await _next(pieces))
-                        except Exception as exc:
-                            failures.append(exc)
-                if failures:
-                    raise failures[0]
-                if outcome:
-                    yield outcome[0]
-                ready = encoded[0] if encoded else None
-                piece = fetched[0] if fetched else None
-        finally:
-            await pieces.aclose()
+    async def _handle(self, result: _Outcome) -> RecordBatch | None:
+        """Write a piece's rejects and duplicates to their sinks and count it; its batch."""
+        if result.reject_lines:
+            await self._rejects.write(result.reject_lines)
+        if result.duplicate_lines:
+            await self._duplicates.write(result.duplicate_lines)
+        self._count(result)
+        return result.batch
 
     async def _plain_local(self, one: InputFile) -> bool:
         """Whether `one` is a local file of text, CSV or JSON lines (not gzip, not Parquet)."""
@@ -681,14 +691,12 @@ class Source:
             fmt is None and head.startswith(_PARQUET_MAGIC)
         )
 
-    async def _threaded(self, one: InputFile) -> AsyncGenerator[_Outcome, None]:
+    def _threads(self, one: InputFile) -> tuple[_Relay, threading.Semaphore, queue.Queue[Any]]:
         """A local file: read and cut, encode and dedupe on three long-lived threads joined by
-        queues of one piece each, in order; this task only takes their outcomes. (The
-        lockstep's thread hops and barrier at every piece kept the two cores only 70-80% busy:
-        a 10M-ID pipeline took 1.15-1.2 s, where the same work on plain threads took 0.75-0.85.)
-        """
-        await _aclose(one.chunks)  # read by the first thread instead
-        self._n_files += 1
+        queues of one piece each, in order; the event loop only takes their outcomes (from the
+        queue returned, giving back `room` for each). (The lockstep's thread hops and barrier at
+        every piece kept the two cores only 70-80% busy: a 10M-ID pipeline took 1.15-1.2 s,
+        where the same work on plain threads took 0.75-0.85.)"""
         relay = _Relay()
         room = threading.Semaphore(_ENCODED_AHEAD)
 
@@ -698,14 +706,7 @@ class Source:
 
         pieces = relay.stage(lambda: self._local_pieces(one))
         encoded = relay.stage(relay.each(pieces, encode))
-        outcomes = relay.stage(relay.each(encoded, self._dedupe))
-        try:
-            while (item := await anyio.to_thread.run_sync(relay.take, outcomes)) is not _END:
-                room.release()  # handed on: bounded downstream
-                yield item
-        finally:
-            with anyio.CancelScope(shield=True):
-                await anyio.to_thread.run_sync(relay.stop)
+        return relay, room, relay.stage(relay.each(encoded, self._dedupe))
 
     def _encode(self, piece: _Piece) -> _Encoded:
         """Stage 1 for `piece` (see `_Encoder.encode`); its input bytes are let go."""
@@ -730,10 +731,14 @@ class Source:
 
     # -- reading ---------------------------------------------------------------------------
 
-    async def _pieces(self, files: AsyncIterator[InputFile]) -> AsyncGenerator[_Piece, None]:
+    async def _pieces(
+        self, first: InputFile | None, files: AsyncIterator[InputFile]
+    ) -> AsyncGenerator[_Piece, None]:
+        """The pieces of `first`, then of each of `files`."""
         file_no = 0
         hinted = False
-        async for one in files:
+        one = first
+        while one is not None:
             self._n_files += 1
             try:
                 async for piece in self._file_pieces(file_no, one):
@@ -742,6 +747,7 @@ class Source:
             finally:
                 await _aclose(one.chunks)
             file_no += 1
+            one = await _next(files)
 
     def _hint(self, piece: _Piece, one: InputFile) -> bool:
         """Tell the first piece of text about how many such pieces the file holds (the dedupe
@@ -859,14 +865,6 @@ class Source:
                     column=column.index,
                     column_name=column.name,
                 )
-
-
-async def _chain(first: _T | None, rest: AsyncIterator[_T]) -> AsyncIterator[_T]:
-    """`first` (unless None), then `rest`."""
-    if first is not None:
-        yield first
-    async for item in rest:
-        yield item
 
 
 async def _aclose(iterator: AsyncIterator[Any]) -> None:
