@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fanout import _ahead, cli
+from fanout import _ahead, cli, source
 from fanout._ahead import allocate, output_buffer, prefault_for, words_for
 
 OUTPUTS_FROM = _ahead.OUTPUTS_FROM  # before the fixture lowers it
@@ -222,7 +222,8 @@ def test_output_buffers_are_faulted_in_for_pieces_like_the_first(tmp_path: Path)
     buffers = outputs_faulted_in()
     assert len(buffers) == _ahead.OUTPUTS
     assert faulted_in() == (None, 0)
-    ask = 6 * 8 * lines + 2 * _ahead.SAMPLE + lines * len('{"userId":""}\n') + 24
+    template = len('{"userId":""}\n')
+    ask = _ahead.records_room(_ahead.SAMPLE, lines, template) + _ahead.LINE_BYTES * lines
     assert output_buffer(10 * len(buffers[0])) is None  # too big: none handed out
     taken = [output_buffer(ask) for _ in buffers]
     assert taken == buffers
@@ -232,6 +233,10 @@ def test_output_buffers_are_faulted_in_for_pieces_like_the_first(tmp_path: Path)
         assert not values.any()
         values[:] = 7  # writable
     assert output_buffer(ask) is None
+
+
+def test_a_piece_runs_as_far_past_its_size_as_the_source_lets_it() -> None:
+    assert _ahead.PROBE == source._PROBE_BYTES
 
 
 def test_no_output_buffers_for_a_file_the_plan_counts(tmp_path: Path) -> None:

@@ -49,7 +49,19 @@ OUTPUTS = 6  # output buffers faulted in ahead: one for the plan's sample of the
 # many as a 10M-ID run at the defaults makes (5)
 OUTPUTS_FROM = 64 * 1024 * 1024  # ...for a file over this size (`pipeline.EXACT_COUNT_BYTES`:
 # a smaller one is counted in a pass of its own first, with buffers of its own)
+PROBE = 64 * 1024  # a piece runs up to this far past its size to end at a line end (`source`)
+LINE_BYTES = 48  # what `_encode._encode_lines` asks per line besides the records' room: ends,
+# fingerprints, record numbers and marks (8 bytes each) and spans (16)
 _HUGE = 2 * 1024 * 1024
+
+
+def records_room(nbytes: int, lines: int, template: int) -> int:
+    """The room `_encode._encode_lines` keeps for the records of a piece of `nbytes` bytes in
+    `lines` lines with `template` bytes around each ID: every byte escaped, the template, and
+    16 bytes the C pass may write past the end; a multiple of 8 (what follows is 8-byte words).
+    A piece takes that and `LINE_BYTES` a line from the pool."""
+    room = 2 * nbytes + lines * template + 16
+    return room + -room % 8
 
 
 def words_for(count: int) -> int:
@@ -156,7 +168,8 @@ class _Outputs:
         (`_encode._encode_lines`: 16 bytes a line, then each ID with ~16 bytes around it)."""
         if size <= OUTPUTS_FROM:
             return
-        room = 2 * lines * (48 + 64) + 2 * (SAMPLE + 64 * 1024) + 24
+        most = 2 * lines
+        room = records_room(SAMPLE + PROBE, most, 64) + LINE_BYTES * most
         written = min(room, 32 * lines + sampled)
         for _ in range(OUTPUTS):
             memory = _zeroed(anonymous(room), written)

@@ -203,10 +203,10 @@ def _encode_lines(
     # byte escaped, plus the template around every line and 16 bytes the C code may overrun),
     # then what the kernel writes only for a blank or slow line (8 bytes a line, the spans
     # 16): pages never touched cost nothing. Every part starts at a multiple of 8 bytes.
-    room = 2 * len(buf) + count * (len(tpl.prefix) + len(tpl.suffix)) + 16
-    room += -room % 8
+    room = _ahead.records_room(len(buf), count, len(tpl.prefix) + len(tpl.suffix))
     line = 8 * count
-    space = memoryview((pool.take if pool is not None else _fresh)(room + 6 * line))
+    take = pool.take if pool is not None else _fresh
+    space = memoryview(take(room + _ahead.LINE_BYTES * count))
     ends = space[:line]
     fps = space[line : 2 * line] if fingerprint else space[:0]
     out = space[2 * line : 2 * line + room]
