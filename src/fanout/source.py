@@ -249,6 +249,11 @@ def _read_error(path: str, exc: OSError) -> InputError:
     return InputError(f"cannot read input file {path}: {exc.strerror or exc}")
 
 
+def _is_parquet(fmt: str | None, head: bytes) -> bool:
+    """Whether a file declared `fmt` (None: undeclared) that starts with `head` is Parquet."""
+    return fmt == "parquet" or (fmt is None and head.startswith(_PARQUET_MAGIC))
+
+
 def _head(path: str) -> bytes:
     """The first 4 bytes of the file at `path` (enough for the gzip and Parquet magic)."""
     fd = os.open(path, os.O_RDONLY)
@@ -680,16 +685,12 @@ class Source:
         """Whether `one` is a local file of text, CSV or JSON lines (not gzip, not Parquet)."""
         if one.path is None:
             return False
-        fmt = _declared_format(one.name, self._options.format)
-        if fmt == "parquet":
-            return False
         try:
             head = await anyio.to_thread.run_sync(_head, one.path)
         except OSError:
             return False  # the usual path reports it
-        return not head.startswith(_GZIP_MAGIC) and not (
-            fmt is None and head.startswith(_PARQUET_MAGIC)
-        )
+        fmt = _declared_format(one.name, self._options.format)
+        return not head.startswith(_GZIP_MAGIC) and not _is_parquet(fmt, head)
 
     def _threads(self, one: InputFile) -> tuple[_Relay, threading.Semaphore, queue.Queue[Any]]:
         """A local file: read and cut, encode and dedupe on three long-lived threads joined by
@@ -822,7 +823,7 @@ class Source:
                 first += data
                 if len(first) >= 4:
                     break
-            if fmt == "parquet" or (fmt is None and first.startswith(_PARQUET_MAGIC)):
+            if _is_parquet(fmt, first):
                 async for piece in self._parquet_pieces(file_no, one, first, decoded):
                     yield piece
                 return
