@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fanout import upload
 from fanout.errors import InputError, UploadError
 from fanout.records import RecordBatch
 from fanout.shard import (
@@ -253,35 +255,44 @@ def _chunks(sizes: list[int], seed: int) -> list[memoryview]:
     return [memoryview(rng.integers(0, 256, size, dtype=np.uint8).tobytes()) for size in sizes]
 
 
-async def _write_all(local: LocalParts, chunks: list[PartChunk]) -> list[object]:
-    return [await local.write(chunk) for chunk in chunks]
+async def _write_all(local: LocalParts, chunks: list[PartChunk]) -> list[UploadedPart]:
+    """Every chunk written, and the parts the writer reported meanwhile."""
+    written: list[UploadedPart] = []
+
+    async def report() -> None:
+        written.extend([part async for part in local.written()])
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(report)
+        for chunk in chunks:
+            await local.write(chunk)
+        await local.finish()
+    return written
 
 
 def test_local_parts_write_and_hash_parts_of_many_chunks(tmp_path: Path) -> None:
     """Parts given chunk by chunk (views of sizes around the writer's 1 MiB step, several per
-    chunk) land byte for byte under their names, with the file's SHA-256, sizes and records;
-    nothing is reported, and no file has its name, before the part's last chunk."""
+    chunk) land byte for byte under their names, each reported once whole, with the file's
+    SHA-256, sizes and records."""
     sizes = [0, 1, (1 << 20) - 1, 1 << 20, (1 << 20) + 1, 3 * (1 << 20) + 7]
     views = _chunks(sizes, 5)
-    first = [
+    chunks = [
         PartChunk(0, 0, (views[0], views[1]), 2, 1, last=False),
         PartChunk(0, 0, (views[2],), 1, sizes[2], last=False),
         PartChunk(0, 0, (views[3], views[4]), 3, sizes[3] + sizes[4], last=False),
         PartChunk(0, 0, (), 0, 0, last=True),
+        PartChunk(1, 0, (views[5],), 4, sizes[5], last=True),
     ]
-    second = [PartChunk(1, 0, (views[5],), 4, sizes[5], last=True)]
 
-    async def go() -> list[object]:
+    async def go() -> list[UploadedPart]:
         async with LocalParts(tmp_path) as local:
-            out = await _write_all(local, first[:-1])
-            assert not await anyio.Path(tmp_path / part_name(0, 0)).exists()
-            return out + await _write_all(local, first[-1:] + second)
+            return await _write_all(local, chunks)
 
     results = anyio.run(go)
-    assert results[:3] == [None, None, None]
+    assert len(results) == 2
     for result, key, data, records in (
-        (results[3], (0, 0), b"".join(views[:5]), 6),
-        (results[4], (1, 0), bytes(views[5]), 4),
+        (results[0], (0, 0), b"".join(views[:5]), 6),
+        (results[1], (1, 0), bytes(views[5]), 4),
     ):
         body = (tmp_path / part_name(*key)).read_bytes()
         assert body == data
@@ -292,32 +303,59 @@ def test_local_parts_write_and_hash_parts_of_many_chunks(tmp_path: Path) -> None
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+def test_a_part_file_has_its_name_only_once_whole(tmp_path: Path) -> None:
+    """Until its last chunk, a part is written under `<name>.tmp`; then moved to its name."""
+    path = tmp_path / part_name(0, 0)
+    part = upload._OpenPart((0, 0), path, write=True)
+    view = memoryview(b'{"userId":"a"}\n')
+    part.add(PartChunk(0, 0, (view,), 1, len(view), last=False))
+    assert not path.exists() and path.with_name(path.name + ".tmp").exists()
+    part.add(PartChunk(0, 0, (view,), 1, len(view), last=True))
+    assert path.read_bytes() == bytes(view) * 2 and part.records == 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
 def test_local_parts_only_hash_the_parts_to_verify(tmp_path: Path) -> None:
     """A part an earlier attempt wrote is hashed, not written again: its file is left as is."""
     (tmp_path / "shard-00000").mkdir()
     (tmp_path / part_name(0, 0)).write_bytes(b"left by the earlier attempt")
     data = b'{"userId":"a"}\n'
 
-    async def go() -> object:
+    async def go() -> list[UploadedPart]:
         async with LocalParts(tmp_path, verify_only={(0, 0)}) as local:
-            return await local.write(PartChunk(0, 0, (memoryview(data),), 1, len(data), True))
+            chunk = PartChunk(0, 0, (memoryview(data),), 1, len(data), True)
+            return await _write_all(local, [chunk])
 
-    result = anyio.run(go)
-    assert isinstance(result, UploadedPart)
+    [result] = anyio.run(go)
     assert result.sha256 == hashlib.sha256(data).hexdigest()
     assert (tmp_path / part_name(0, 0)).read_bytes() == b"left by the earlier attempt"
 
 
+def _added(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once the writer's thread has added a chunk to a part."""
+    added = threading.Event()
+    add = upload._OpenPart.add
+
+    def spy(self: upload._OpenPart, chunk: PartChunk) -> None:
+        add(self, chunk)
+        added.set()
+
+    monkeypatch.setattr(upload._OpenPart, "add", spy)
+    return added
+
+
 def test_local_parts_remove_an_unfinished_part_and_refuse_interleaved_parts(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Closed with a part half written, the writer removes its temporary file (no part file
     appears); a chunk of another part while one is open is a programming error."""
     view = memoryview(b'{"userId":"a"}\n')
+    added = _added(monkeypatch)
 
     async def go() -> None:
         async with LocalParts(tmp_path) as local:
             await local.write(PartChunk(0, 0, (view,), 1, len(view), last=False))
+            await anyio.to_thread.run_sync(added.wait)
             assert await anyio.Path(tmp_path / (part_name(0, 0) + ".tmp")).exists()
             with pytest.raises(ValueError, match="before"):
                 await local.write(PartChunk(0, 1, (view,), 1, len(view), last=True))
@@ -326,20 +364,23 @@ def test_local_parts_remove_an_unfinished_part_and_refuse_interleaved_parts(
     assert not [p for p in tmp_path.rglob("*") if p.is_file()]
 
 
-def test_local_parts_clean_up_when_the_run_is_cancelled(tmp_path: Path) -> None:
-    """Cancelled with a part half written (another stage failed), the writer still closes and
-    removes the part's temporary file."""
+def test_local_parts_clean_up_when_the_run_is_cancelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cancelled with a part half written (another stage failed) while waiting for the next
+    part, the writer's thread still ends and removes the part's temporary file."""
     view = memoryview(b'{"userId":"a"}\n')
+    added = _added(monkeypatch)
 
-    async def writer() -> None:
-        async with LocalParts(tmp_path) as local:
-            await local.write(PartChunk(0, 0, (view,), 1, len(view), last=False))
-            await anyio.sleep_forever()
+    async def writer(local: LocalParts) -> None:
+        await local.write(PartChunk(0, 0, (view,), 1, len(view), last=False))
+        async for _ in local.written():
+            pass
 
     async def go() -> None:
-        async with anyio.create_task_group() as group:
-            group.start_soon(writer)
-            await anyio.wait_all_tasks_blocked()
+        async with LocalParts(tmp_path) as local, anyio.create_task_group() as group:
+            group.start_soon(writer, local)
+            await anyio.to_thread.run_sync(added.wait)
             assert await anyio.Path(tmp_path / (part_name(0, 0) + ".tmp")).exists()
             group.cancel_scope.cancel()
 
@@ -348,13 +389,17 @@ def test_local_parts_clean_up_when_the_run_is_cancelled(tmp_path: Path) -> None:
 
 
 def test_local_parts_say_which_file_they_cannot_write(tmp_path: Path) -> None:
-    """A write that fails is an UploadError naming the part's path and why."""
+    """A write that fails is an UploadError naming the part's path and why, raised where the
+    written parts are reported."""
     (tmp_path / "shard-00000").write_text("a file where the shard's directory should be")
     view = memoryview(b'{"userId":"a"}\n')
 
     async def go() -> None:
         async with LocalParts(tmp_path) as local:
             await local.write(PartChunk(0, 0, (view,), 1, len(view), last=True))
+            await local.finish()
+            async for _ in local.written():
+                pass
 
     with pytest.raises(UploadError, match=r"cannot write .*shard-00000/part-00000\.jsonl"):
         anyio.run(go)

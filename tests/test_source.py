@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fanout import _relay
 from fanout import source as source_module
 from fanout._encode import _encode_lines, _Template
 from fanout.errors import ConfigError, InputError
@@ -1036,16 +1037,16 @@ async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
 
 
 def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """The threads `_Relay` starts from now on."""
+    """The threads `Relay` starts from now on."""
     started: list[Any] = []
-    stage = source_module._Relay.stage
+    stage = _relay.Relay.stage
 
     def spy(self: Any, items: Any) -> Any:
         out = stage(self, items)
         started.append(self._threads[-1])
         return out
 
-    monkeypatch.setattr(source_module._Relay, "stage", spy)
+    monkeypatch.setattr(_relay.Relay, "stage", spy)
     return started
 
 

@@ -6,9 +6,9 @@ defaults (the worst case, per run):
     read buffers    3 × chunk_bytes                                      ≈  12 MiB
     parts           (upload concurrency + upload queue + 1) × part_bytes ≈ 176 MiB
                     (uploads send the part's own buffer: no second copy per request;
-                    `--local-dir` writes each part as it is cut instead: (upload queue + 6)
-                    encoded pieces of ≈ 7 MiB alive for a local file, each with its records'
-                    ends and fingerprints, measured)
+                    `--local-dir` writes each part as it is cut instead: 8 encoded pieces
+                    of ≈ 7 MiB alive for a local file (2 queued for the writer's thread),
+                    each with its records' ends and fingerprints, measured)
     dedupe          ~10 bytes per distinct ID (a hash table sized ahead) ≈ 100 MiB at 10M IDs
                     (up to 15 when the input's size is unknown and the table grows)
 

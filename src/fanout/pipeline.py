@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import orjson
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectSendStream
 
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
@@ -361,35 +361,37 @@ async def _prepare(
                 part = _as_before(part, event)
             await tracker.written(part)
 
-        queue = settings.upload.queue
-        async with anyio.create_task_group() as group:
-            if settings.job_input is None:
-                # A local disk needs no parallel requests to be fast: each part is written as
-                # it is cut, and a batch is let go once written (`queue` + 3 pieces alive).
-                chunks, receive = anyio.create_memory_object_stream[PartChunk](queue)
-                group.start_soon(_produce, stream_parts(source.batches(), layout), chunks, tracker)
-                local = LocalParts(Path(base), verify_only=known)
-                group.start_soon(_write_local, receive, local, written)
-            else:
-                from .aws import Encryption
-                from .upload_s3 import S3PartWriter
+        if settings.job_input is None:
+            # A local disk needs no parallel requests to be fast: each part is written as it is
+            # cut (on the writer's thread), and a batch is let go once written.
+            async with (
+                LocalParts(Path(base), verify_only=known) as local,
+                anyio.create_task_group() as group,
+            ):
+                group.start_soon(_report_written, local, written)
+                await _produce(stream_parts(source.batches(), layout), local.write, tracker)
+                await local.finish()
+        else:
+            from .aws import Encryption
+            from .upload_s3 import S3PartWriter
 
-                assert aws is not None, "prepare to S3 needs an Aws"
-                if done is not None:
-                    await aws.s3.abort_uploads(S3Uri.parse(base))
-                writer: PartWriter = S3PartWriter(
-                    aws.s3,
-                    S3Uri.parse(base),
-                    Encryption(settings.job_input.kms_key_arn),
-                    settings.upload,
-                )
-                if known:
-                    writer = _SkipWritten(writer, known)
-                parts, receive_parts = anyio.create_memory_object_stream[PartFile](queue)
+            assert aws is not None, "prepare to S3 needs an Aws"
+            if done is not None:
+                await aws.s3.abort_uploads(S3Uri.parse(base))
+            writer: PartWriter = S3PartWriter(
+                aws.s3,
+                S3Uri.parse(base),
+                Encryption(settings.job_input.kms_key_arn),
+                settings.upload,
+            )
+            if known:
+                writer = _SkipWritten(writer, known)
+            parts, receive = anyio.create_memory_object_stream[PartFile](settings.upload.queue)
+            async with anyio.create_task_group() as group:
                 cut = cut_shards(source.batches(), layout, join=True)
-                group.start_soon(_produce, cut, parts, tracker)
+                group.start_soon(_produce_into, cut, parts, tracker)
                 group.start_soon(
-                    upload_parts, receive_parts, writer, settings.upload.concurrency, written
+                    upload_parts, receive, writer, settings.upload.concurrency, written
                 )
     stats = source.stats
     await journal.append(
@@ -402,16 +404,11 @@ async def _prepare(
     return shards, stats
 
 
-async def _write_local(
-    chunks: MemoryObjectReceiveStream[PartChunk],
-    local: LocalParts,
-    on_written: Callable[[UploadedPart], Awaitable[None]],
+async def _report_written(
+    local: LocalParts, on_written: Callable[[UploadedPart], Awaitable[None]]
 ) -> None:
-    async with chunks, local:
-        async for chunk in chunks:
-            part = await local.write(chunk)
-            if part is not None:
-                await on_written(part)
+    async for part in local.written():
+        await on_written(part)
 
 
 def _as_before(part: UploadedPart, event: Mapping[str, Any]) -> UploadedPart:
@@ -469,15 +466,23 @@ class _ShardTracker:
 
 async def _produce(
     items: AsyncIterator[_Part | ShardSealed],
-    send: MemoryObjectSendStream[_Part],
+    send: Callable[[_Part], Awaitable[None]],
     tracker: _ShardTracker,
 ) -> None:
-    async with send:
-        async for item in items:
-            if isinstance(item, ShardSealed):
-                await tracker.sealed(item)
-            else:
-                await send.send(item)
+    async for item in items:
+        if isinstance(item, ShardSealed):
+            await tracker.sealed(item)
+        else:
+            await send(item)
+
+
+async def _produce_into(
+    items: AsyncIterator[PartFile | ShardSealed],
+    stream: MemoryObjectSendStream[PartFile],
+    tracker: _ShardTracker,
+) -> None:
+    async with stream:
+        await _produce(items, stream.send, tracker)
 
 
 def _settings_record(settings: PrepareSettings) -> dict[str, Any]:

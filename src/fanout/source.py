@@ -60,6 +60,7 @@ from ._formats import (
     _ParquetColumn,
     _Piece,
 )
+from ._relay import END, Relay
 from .errors import ConfigError, InputError
 from .records import InputKind, RecordBatch, RejectReason
 from .storage import ObjectReader, S3Uri
@@ -631,7 +632,7 @@ class Source:
                 try:
                     while (
                         result := await anyio.to_thread.run_sync(relay.take, outcomes)
-                    ) is not _END:
+                    ) is not END:
                         room.release()  # handed on: bounded downstream
                         if (batch := await self._handle(result)) is not None:
                             yield batch
@@ -692,13 +693,13 @@ class Source:
         fmt = _declared_format(one.name, self._options.format)
         return not head.startswith(_GZIP_MAGIC) and not _is_parquet(fmt, head)
 
-    def _threads(self, one: InputFile) -> tuple[_Relay, threading.Semaphore, queue.Queue[Any]]:
+    def _threads(self, one: InputFile) -> tuple[Relay, threading.Semaphore, queue.Queue[Any]]:
         """A local file: read and cut, encode and dedupe on three long-lived threads joined by
         queues of one piece each, in order; the event loop only takes their outcomes (from the
         queue returned, giving back `room` for each). (The lockstep's thread hops and barrier at
         every piece kept the two cores only 70-80% busy: a 10M-ID pipeline took 1.15-1.2 s,
         where the same work on plain threads took 0.75-0.85.)"""
-        relay = _Relay()
+        relay = Relay()
         room = threading.Semaphore(_ENCODED_AHEAD)
 
         def encode(piece: _Piece) -> _Encoded:
@@ -874,93 +875,9 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
         await closer()
 
 
-_END = object()  # after a stage's last item
 # Encoded pieces in a threaded source at once: one being encoded, one being deduplicated (10M
 # IDs, dedupe off: peak RSS 106 MiB at 2, 115 at 3, 123 unbounded; no faster with more).
 _ENCODED_AHEAD = 2
-
-
-class _Stopped(Exception):
-    """A stage waited for room while the stages were being stopped."""
-
-
-class _Relay:
-    """Stages on threads of their own, each handing its items on through a queue of one, in
-    order; `take` gets the last stage's next item (`_END` after the last, a stage's error
-    raised), `stop` ends every stage (each sees it within `_WAIT`) and waits for its thread.
-    """
-
-    _WAIT = 0.05
-
-    def __init__(self) -> None:
-        self._stopping = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def stage(self, items: Callable[[], Iterable[Any]]) -> queue.Queue[Any]:
-        """A thread putting each of `items()` on the queue it returns, then `_END` (or the
-        error that ended it)."""
-        out: queue.Queue[Any] = queue.Queue(1)
-        thread = threading.Thread(target=self._run, args=(items, out), daemon=True)
-        self._threads.append(thread)
-        thread.start()
-        return out
-
-    def each(
-        self, before: queue.Queue[Any], work: Callable[[Any], Any]
-    ) -> Callable[[], Iterator[Any]]:
-        """The items of the stage `before`, each through `work`."""
-
-        def items() -> Iterator[Any]:
-            while (item := self.take(before)) is not _END:
-                yield work(item)
-
-        return items
-
-    def acquire(self, room: threading.Semaphore) -> None:
-        """`room.acquire()`, unless the stages are stopping (then `_Stopped` ends this one)."""
-        while not room.acquire(timeout=self._WAIT):
-            if self._stopping.is_set():
-                raise _Stopped
-
-    def take(self, before: queue.Queue[Any]) -> Any:
-        while not self._stopping.is_set():
-            try:
-                item = before.get(timeout=self._WAIT)
-            except queue.Empty:
-                continue
-            if isinstance(item, _Failed):
-                raise item.error
-            return item
-        return _END
-
-    def stop(self) -> None:
-        self._stopping.set()
-        for thread in self._threads:
-            thread.join()
-
-    def _run(self, items: Callable[[], Iterable[Any]], out: queue.Queue[Any]) -> None:
-        last: Any = _END
-        try:
-            for item in items():
-                if not self._put(out, item):
-                    return
-        except BaseException as exc:  # handed on: `take` raises it
-            last = _Failed(exc)
-        self._put(out, last)
-
-    def _put(self, out: queue.Queue[Any], item: Any) -> bool:
-        while not self._stopping.is_set():
-            try:
-                out.put(item, timeout=self._WAIT)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    error: BaseException
 
 
 async def _next(iterator: AsyncIterator[_T]) -> _T | None:
