@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fanout import _relay
@@ -479,6 +479,25 @@ def test_kernel_refuses_arrays_too_small() -> None:
         _native.encode_lines(b"a\nb\n", 8, False, b"{", b"}", out, small, big, big, big, big)
     counts = [_native.count_lines(b) for b in (b"", b"a", b"a\n", b"\n\n", b"a\nb")]
     assert counts == [0, 1, 1, 2, 2]
+
+
+@settings(max_examples=300, deadline=None)
+@example((b"\n", 9000, b"x"))  # every counter would pass 255 uncleared
+@given(
+    st.binary(max_size=64).flatmap(
+        lambda unit: st.tuples(st.just(unit), st.integers(0, 9000), st.binary(max_size=40))
+    )
+)
+def test_count_lines_counts_like_python(case: tuple[bytes, int, bytes]) -> None:
+    """`count_lines` (16 bytes at a time, its counters summed every 4080) is the count of
+    newlines, plus one for a last line without one, at every length and alignment."""
+    from fanout import _native
+
+    unit, repeat, tail = case
+    data = (unit * repeat)[:20000] + tail
+    expected = data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+    assert _native.count_lines(data) == expected
+    assert _native.count_lines(memoryview(data)[1:]) == _native.count_lines(data[1:])
 
 
 # -- hypothesis over whole sources -------------------------------------------------------------
