@@ -40,15 +40,20 @@ def test_a_reader_that_leaves_early_is_not_an_error() -> None:
 
 def test_imports_run_with_the_collector_paused_and_it_comes_back() -> None:
     """`_importing` pauses the cyclic GC for a command's imports and restores it, even when they
-    fail; a caller that had it off keeps it off."""
+    fail; a caller that had it off keeps it off. What exists after the imports is frozen (the
+    collector's passes skip it) until `main` ends."""
     import gc
 
     from fanout import cli
 
     assert gc.isenabled()
-    with cli._importing():
-        assert not gc.isenabled()
-    assert gc.isenabled()
+    try:
+        with cli._importing():
+            assert not gc.isenabled()
+        assert gc.isenabled()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
     with pytest.raises(ImportError), cli._importing():
         raise ImportError("a module that is not there")
     assert gc.isenabled()
@@ -126,3 +131,16 @@ def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
     assert "Traceback" not in err and err.strip().endswith("fanout: interrupted"), err
+
+
+def test_main_gives_what_it_froze_back_to_the_collector(tmp_path: Path) -> None:
+    """After a command that imported its modules under `_importing` (frozen meanwhile), nothing
+    stays frozen."""
+    import gc
+
+    from fanout import cli
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\nb\n")
+    assert cli.main(["plan", "--ids", str(ids), "--json"]) == 0
+    assert gc.get_freeze_count() == 0
