@@ -2,9 +2,8 @@
 importing: the dedupe table and the encoder's first output buffers.
 
 Why ahead: memory is slow to touch the first time (the kernel zeroes each page, and on a VM the
-host may have to back it again). Measured here, first writes to 100 MB took 0.08 s in 4 KiB
-pages and 0.013-0.34 s in huge pages (quick when the kernel hands out pages just freed, slow
-when the host must back them again), second writes 6 ms.
+host may have to back it again). Measured here, first writes to 100 MB took 0.07-0.11 s (in
+4 KiB pages: see `anonymous` for why not huge ones), second writes 6 ms.
 
 - The dedupe table: 100 MB for 10M IDs, and the first piece's random inserts touch nearly all
   of it, so the first dedupe step took 0.1-0.35 s while the encoder, in lockstep with it,
@@ -52,7 +51,6 @@ OUTPUTS_FROM = 64 * 1024 * 1024  # ...for a file over this size (`pipeline.EXACT
 PROBE = 64 * 1024  # a piece runs up to this far past its size to end at a line end (`source`)
 LINE_BYTES = 48  # what `_encode._encode_lines` asks per line besides the records' room: ends,
 # fingerprints, record numbers and marks (8 bytes each) and spans (16)
-_HUGE = 2 * 1024 * 1024
 
 
 def records_room(nbytes: int, lines: int, template: int) -> int:
@@ -246,16 +244,17 @@ def _zeroed(memory: mmap.mmap, nbytes: int) -> mmap.mmap:
 
 
 def anonymous(nbytes: int) -> mmap.mmap:
-    """Private anonymous memory (`mmap.mmap(-1, n)` alone is a shared mapping: shmem, which gets
-    no transparent huge pages), in huge pages where the kernel has them, as numpy asks for its
-    large arrays: fewer TLB misses for random inserts."""
+    """Private anonymous memory (`mmap.mmap(-1, n)` alone is a shared mapping: shmem).
+
+    Not advised into transparent huge pages (`MADV_HUGEPAGE`), though random inserts into the
+    table miss the TLB less in them: a huge page needs a free 2 MiB block, which the kernel may
+    compact memory for while the thread waits, and on a VM that hands free memory back to its
+    host it is often memory the host must back again. Measured in `benchmarks/prepare.py`, where
+    fanout runs right after polars freed ~390 MiB: with huge pages 2.2-2.9 s of CPU and
+    0.64-0.86× polars' rate, without 2.0-2.2 s and 0.87-1.06×; the inserts' TLB misses cost
+    ~0.05 s. Where the system puts anonymous memory in huge pages by itself
+    (`transparent_hugepage=always`), it still does."""
     private = getattr(mmap, "MAP_PRIVATE", None)  # Windows: anonymous memory is private
     if private is None:
-        memory = mmap.mmap(-1, nbytes)
-    else:
-        memory = mmap.mmap(-1, nbytes, flags=private | mmap.MAP_ANONYMOUS)
-    advice = getattr(mmap, "MADV_HUGEPAGE", None)
-    if advice is not None and nbytes >= _HUGE:
-        with contextlib.suppress(OSError):
-            memory.madvise(advice)
-    return memory
+        return mmap.mmap(-1, nbytes)
+    return mmap.mmap(-1, nbytes, flags=private | mmap.MAP_ANONYMOUS)

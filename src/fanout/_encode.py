@@ -133,11 +133,11 @@ class _Core:
 
 
 class _OutputPool:
-    """Output buffers for `_encode_lines` (anonymous memory, in huge pages where the kernel has
-    them), used again once nothing refers to them any more.
+    """Output buffers for `_encode_lines` (private anonymous memory, `_ahead.anonymous`), used
+    again once nothing refers to them any more.
 
-    Fresh memory costs a page fault (and the kernel zeroing the page) per 4 KiB or 2 MiB the
-    first time it is written: measured on one thread, encoding 8 MiB of UUIDs took ~20 ms into
+    Fresh memory costs a page fault (and the kernel zeroing the page) per 4 KiB the first time
+    it is written: measured on one thread, encoding 8 MiB of UUIDs took ~20 ms into
     fresh memory and 12-16 ms into memory written before. A batch's records are a view of its
     buffer (as are its ends and fingerprints), handed on to the shard cutter and the part
     writers; when the last view is gone, only the pool refers to the buffer (CPython's
