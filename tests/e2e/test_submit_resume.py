@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from emulated import User, start
 
@@ -301,6 +302,32 @@ def test_kill_9_at_twenty_moments(user: User, capsys: pytest.CaptureFixture[str]
     assert any(second.startswith("submitting") for _, second in landed)
 
 
+def _writes_fail_after(monkeypatch: pytest.MonkeyPatch, written: int, error: Exception) -> None:
+    """S3 part writes fail with `error` from the one after the first `written` on, once those
+    are written (and so journaled: that starts with no checkpoint in between, and is shielded),
+    not while they are still in flight, which cancelling them would lose."""
+    from fanout import upload_s3
+
+    real_write = upload_s3.S3PartWriter.write
+    count = {"started": 0, "written": 0}
+    all_written: list[anyio.Event] = []
+
+    async def write(self: Any, part: Any) -> Any:
+        if not all_written:  # one per run: an Event belongs to the event loop it was made in
+            all_written.append(anyio.Event())
+        count["started"] += 1
+        if count["started"] > written:
+            await all_written[0].wait()
+            raise error
+        result = await real_write(self, part)
+        count["written"] += 1
+        if count["written"] == written:
+            all_written[0].set()
+        return result
+
+    monkeypatch.setattr(upload_s3.S3PartWriter, "write", write)
+
+
 def test_resume_mid_upload_skips_parts_already_uploaded(
     user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -309,19 +336,11 @@ def test_resume_mid_upload_skips_parts_already_uploaded(
     ids = user.ids(6000)
     args = user.prepare_args("midway", ids, "--max-job-bytes", "40KB", "--part-bytes", "10KB")
     real_write = upload_s3.S3PartWriter.write
-    started: list[str] = []
-
-    async def crash_after_five(self: Any, part: Any) -> Any:
-        started.append(part.name)
-        if len(started) > 5:
-            raise OSError("the network went away")
-        return await real_write(self, part)
-
-    monkeypatch.setattr(upload_s3.S3PartWriter, "write", crash_after_five)
+    _writes_fail_after(monkeypatch, 5, OSError("the network went away"))
     assert main(args) == 1  # reported, not a traceback: resume continues it
     assert "fanout resume midway" in capsys.readouterr().err
     state = RunState.replay(read_events(user.state / "midway"))
-    assert 0 < len(state.parts) <= 5 and state.prepared is None
+    assert len(state.parts) == 5 and state.prepared is None
     before = len(state.parts)
 
     uploads: list[str] = []
@@ -349,16 +368,10 @@ def test_resume_refuses_an_input_that_changed(
     ids = user.ids(3000)
     args = user.prepare_args("changed", ids, "--part-bytes", "10KB")
     real_write = upload_s3.S3PartWriter.write
-    count = {"n": 0}
-
-    async def crash_after_two(self: Any, part: Any) -> Any:
-        count["n"] += 1
-        if count["n"] > 2:
-            raise OSError("killed")
-        return await real_write(self, part)
-
-    monkeypatch.setattr(upload_s3.S3PartWriter, "write", crash_after_two)
+    _writes_fail_after(monkeypatch, 2, OSError("killed"))
     assert main(args) == 1
+    journaled = [e for e in read_events(user.state / "changed") if e["event"] == "part-written"]
+    assert len(journaled) == 2
     monkeypatch.setattr(upload_s3.S3PartWriter, "write", real_write)
     ids.write_text("".join(f"other-{i}\n" for i in range(3000)))
     capsys.readouterr()
