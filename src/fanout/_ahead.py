@@ -250,9 +250,9 @@ def anonymous(nbytes: int) -> mmap.mmap:
     table miss the TLB less in them: a huge page needs a free 2 MiB block, which the kernel may
     compact memory for while the thread waits, and on a VM that hands free memory back to its
     host it is often memory the host must back again. Measured in `benchmarks/prepare.py`, where
-    fanout runs right after polars freed ~390 MiB: with huge pages 2.2-2.9 s of CPU and
-    0.64-0.86× polars' rate, without 2.0-2.2 s and 0.87-1.06×; the inserts' TLB misses cost
-    ~0.05 s. Where the system puts anonymous memory in huge pages by itself
+    fanout runs right after polars freed ~390 MiB, eight runs each way: with huge pages
+    2.2-2.9 s of CPU and 0.64-0.88× polars' rate, without 2.0-2.2 s and 0.87-1.20×; the
+    inserts' TLB misses cost ~0.05 s. Where the system puts anonymous memory in huge pages by itself
     (`transparent_hugepage=always`), it still does."""
     private = getattr(mmap, "MAP_PRIVATE", None)  # Windows: anonymous memory is private
     if private is None:

@@ -91,8 +91,9 @@ class Relay:
 
     def _run(self, items: Callable[[], Iterable[Any]], out: queue.Queue[Any]) -> None:
         last: Any = END
-        produced = items()
+        produced: Iterable[Any] = ()
         try:
+            produced = items()
             for item in produced:
                 if not self.put(out, item):
                     return
