@@ -33,6 +33,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Callable,
+    Generator,
     Iterable,
     Iterator,
     Mapping,
@@ -232,22 +233,28 @@ def _check_chunk_bytes(chunk_bytes: int) -> None:
 
 
 async def _file_chunks(path: str, chunk_bytes: int) -> AsyncIterator[bytes]:
+    """`_line_chunks`, each read in a worker thread."""
+    chunks = _line_chunks(path, chunk_bytes)
+    try:
+        while (chunk := await anyio.to_thread.run_sync(next, chunks, None)) is not None:
+            yield chunk
+    finally:
+        chunks.close()
+
+
+def _line_chunks(path: str, chunk_bytes: int) -> Generator[bytes, None, None]:
     """The file's bytes, each chunk ending at a line end where one is near (`_line_chunk`)."""
     try:
-        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             at = 0
-            while chunk := await anyio.to_thread.run_sync(_line_chunk, fd, at, chunk_bytes):
+            while chunk := _line_chunk(fd, at, chunk_bytes):
                 at += len(chunk)
                 yield chunk
         finally:
             os.close(fd)
     except OSError as exc:
-        raise _read_error(path, exc) from exc
-
-
-def _read_error(path: str, exc: OSError) -> InputError:
-    return InputError(f"cannot read input file {path}: {exc.strerror or exc}")
+        raise InputError(f"cannot read input file {path}: {exc.strerror or exc}") from exc
 
 
 def _is_parquet(fmt: str | None, head: bytes) -> bool:
@@ -764,26 +771,24 @@ class Source:
         `_file_chunks` and `_file_pieces` read them."""
         assert one.path is not None
         fmt = _declared_format(one.name, self._options.format)
-        layout = _FileFormat(0, one.name, fmt, self._options)
-        cutter = _Cutter(self._options.chunk_bytes, quotes=fmt in ("csv", "tsv"))
+        layout, cutter = self._text_cutting(0, one.name, fmt)
         hinted = False
-        try:
-            fd = os.open(one.path, os.O_RDONLY)
-            try:
-                at = 0
-                while chunk := _line_chunk(fd, at, self._options.chunk_bytes):
-                    at += len(chunk)
-                    self._bytes_in += len(chunk)
-                    for piece in _pieces_of(cutter.feed(chunk), layout):
-                        hinted = hinted or self._hint(piece, one)
-                        yield piece
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _read_error(one.path, exc) from exc
+        for chunk in _line_chunks(one.path, self._options.chunk_bytes):
+            self._bytes_in += len(chunk)
+            for piece in _pieces_of(cutter.feed(chunk), layout):
+                hinted = hinted or self._hint(piece, one)
+                yield piece
         for piece in _pieces_of(cutter.finish(), layout):
             hinted = hinted or self._hint(piece, one)
             yield piece
+
+    def _text_cutting(
+        self, file_no: int, name: str, fmt: str | None
+    ) -> tuple[_FileFormat, _Cutter]:
+        """How the file `name`, declared `fmt` (not Parquet), is parsed, and the cutter of its
+        bytes into pieces at line (or CSV record) ends."""
+        cutter = _Cutter(self._options.chunk_bytes, quotes=fmt in ("csv", "tsv"))
+        return _FileFormat(file_no, name, fmt, self._options), cutter
 
     async def _decoded(self, one: InputFile) -> AsyncGenerator[bytes, None]:
         """The file's bytes, gunzipped if they start with the gzip magic."""
@@ -828,8 +833,7 @@ class Source:
                 async for piece in self._parquet_pieces(file_no, one, first, decoded):
                     yield piece
                 return
-            layout = _FileFormat(file_no, one.name, fmt, self._options)
-            cutter = _Cutter(self._options.chunk_bytes, quotes=fmt in ("csv", "tsv"))
+            layout, cutter = self._text_cutting(file_no, one.name, fmt)
             more: bytes | None = first
             while more is not None:
                 for piece in _pieces_of(await anyio.to_thread.run_sync(cutter.feed, more), layout):
