@@ -13,11 +13,13 @@ host may have to back it again). Measured here, first writes to 100 MB took 0.07
   `calloc` memory is), and one of more than a quarter of its size (the run's table, from
   another estimate) lets it go. (The plan's sample set asks first, for a small table:
   measured, waiting for the thread there cost 0.1 s of the ~0.3 s faulting ahead saves.)
-- The encoder's output buffers (`_encode._OutputPool`): a run at the default piece size makes
-  five, ~15 MB long each for 4 MiB of UUIDs, of which it writes ~7 MB; faulting those in took
-  3.5% of the CPU of a 10M-ID prepare (`perf`), on the encoder's thread. The plan's sample of
-  the input takes one more (into fresh memory, its one piece took 50 ms to encode, not 5).
-  `output_buffer` hands out the ones already faulted in, without waiting.
+- The encoder's output buffers (`_encode._OutputPool`): a 10M-ID run at the default piece
+  size uses six or seven (two more pieces wait for the local part writer's thread since
+  2026-11-28), ~15 MB long each for 4 MiB of UUIDs, of which it writes ~7 MB; faulting those
+  in took 3.5% of the CPU of a 10M-ID prepare (`perf`), on the encoder's thread. The plan's
+  sample of the input takes one more (into fresh memory, its one piece took 50 ms to encode,
+  not 5). `output_buffer` hands out the ones already faulted in, without waiting; the run
+  faults in the rest itself (eight ahead instead of six were no faster, +10 MiB).
 
 `cli` calls `prefault_for(path)` before it imports the pipeline (~0.25 s of imports on one
 core). It estimates the IDs in the file from its size and the lines in its first `SAMPLE`
@@ -44,8 +46,8 @@ MIN_EARLY = 8 * 1024 * 1024  # smaller tables are cheap to fault in as they are 
 MAX_EARLY = 1024 * 1024 * 1024  # 100M IDs: a larger table is left to the run (estimates drift)
 MARGIN = 1.03  # the early table is sized for 3% more IDs than estimated...
 TAKE_WITHIN = 1.15  # ...and given to a request for at least 1/1.15 of its words
-OUTPUTS = 6  # output buffers faulted in ahead: one for the plan's sample of the input, and as
-# many as a 10M-ID run at the defaults makes (5)
+OUTPUTS = 6  # output buffers faulted in ahead: one for the plan's sample of the input, and five
+# of the six or seven a 10M-ID run at the defaults uses
 OUTPUTS_FROM = 64 * 1024 * 1024  # ...for a file over this size (`pipeline.EXACT_COUNT_BYTES`:
 # a smaller one is counted in a pass of its own first, with buffers of its own)
 PROBE = 64 * 1024  # a piece runs up to this far past its size to end at a line end (`source`)
@@ -252,8 +254,8 @@ def anonymous(nbytes: int) -> mmap.mmap:
     host it is often memory the host must back again. Measured in `benchmarks/prepare.py`, where
     fanout runs right after polars freed ~390 MiB, eight runs each way: with huge pages
     2.2-2.9 s of CPU and 0.64-0.88× polars' rate, without 2.0-2.2 s and 0.87-1.20×; the
-    inserts' TLB misses cost ~0.05 s. Where the system puts anonymous memory in huge pages by itself
-    (`transparent_hugepage=always`), it still does."""
+    inserts' TLB misses cost ~0.05 s. Where the system puts anonymous memory in huge pages by
+    itself (`transparent_hugepage=always`), it still does."""
     private = getattr(mmap, "MAP_PRIVATE", None)  # Windows: anonymous memory is private
     if private is None:
         return mmap.mmap(-1, nbytes)
