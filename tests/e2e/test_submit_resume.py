@@ -263,7 +263,9 @@ def kill_and_resume(
     env = {**os.environ, **user.env}
     run_dir = user.state / run
     prepare = user.prepare_args(run, ids, "--max-job-bytes", "60KB", "--part-bytes", "20KB")
-    _kill_at_random(prepare, env, rng, 0.7, 1.8)  # start-up takes ~0.6 s
+    # At a journal event, not a time: prepare became fast enough that kills at 0.7-1.8 s all
+    # landed before the run began or after it was prepared, some series none while preparing.
+    _kill_at_event(prepare, env, run_dir, rng, fewest=0)  # 0: at once, before the run begins
     first = _phase(run_dir)
     if first == "before the run began":
         code, _, err = user.cli(prepare, capsys)
@@ -382,9 +384,12 @@ def test_resume_refuses_an_input_that_changed(
 # -- crash equivalence: fanout run killed again and again gives the uninterrupted result ----------
 
 
-def _kill_at_event(args: list[str], env: dict[str, str], run_dir: Path, rng: random.Random) -> None:
-    """Run fanout and kill -9 it once its journal has a random number of events more than it
-    had (and a random few milliseconds later): every stage gets hit, however fast the machine."""
+def _kill_at_event(
+    args: list[str], env: dict[str, str], run_dir: Path, rng: random.Random, fewest: int = 1
+) -> None:
+    """Run fanout and kill -9 it once its journal has a random number (from `fewest`) of events
+    more than it had (and a random few milliseconds later): every stage gets hit, however fast
+    the machine."""
     journal = run_dir / "journal.jsonl"
 
     def events() -> int:
@@ -394,7 +399,7 @@ def _kill_at_event(args: list[str], env: dict[str, str], run_dir: Path, rng: ran
             return 0
 
     # A resume has fewer events left to write than a fresh run: aim within what it will write.
-    target = events() + rng.randint(1, 60 if args[0] == "run" else 15)
+    target = events() + rng.randint(fewest, 60 if args[0] == "run" else 15)
     process = subprocess.Popen(
         FANOUT + args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
