@@ -66,3 +66,12 @@ def test_estimates_leave_slack() -> None:
     plan = make_plan(estimate, LIMITS, TIMING, 50_000_000)
     assert plan.shard_bytes > 600_000_000
     assert plan.shard_bytes <= LIMITS.max_job_bytes
+
+
+def test_an_input_without_ids_plans_no_job() -> None:
+    """Counted and empty (nothing, or blank lines and rejects only): no job, no part, no wave,
+    no time, and the plan says so rather than promise a 20-minute job."""
+    plan = make_plan(InputEstimate(0, 0, exact=True, how="counted"), LIMITS, TIMING, 50_000_000)
+    assert (plan.shards, plan.parts, plan.waves, plan.minutes) == (0, 0, 0, 0.0)
+    assert "no IDs" in plan.reason
+    assert plan.layout(LIMITS, 50_000_000).shard_bytes == LIMITS.max_job_bytes

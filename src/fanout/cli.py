@@ -923,8 +923,8 @@ def _print_plan(plan: Any) -> None:
         ("time estimate", f"{plan.minutes:.0f} min"),
         ("why", plan.reason),
     ]
-    if not plan.exact and plan.records == 0:
-        rows = [("records", plan.estimate_how), ("why", plan.reason)]
+    if plan.records == 0:  # size unknown (stdin), or counted and empty: the rest says nothing
+        rows = [("records", rows[0][1] if plan.exact else plan.estimate_how), ("why", plan.reason)]
     _print_rows(rows)
 
 
@@ -1122,8 +1122,33 @@ def outcome_summary(outcome: Any) -> dict[str, Any]:
         summary["reconciliation"] = dataclasses.asdict(outcome.merged)
         summary["errors_file"] = str(outcome.run_dir / "errors.jsonl")
         summary["missing_file"] = str(outcome.run_dir / "missing.txt")
+    if (counts := _input_counts(outcome)) is not None:
+        summary["input"] = counts
     summary["seconds"] = round(outcome.seconds, 3)
     return summary
+
+
+def _input_counts(outcome: Any) -> dict[str, Any] | None:
+    """What prepare made of the run's input lines, with where the lines not sent are listed;
+    None before the run is prepared."""
+    from .journal import JOURNAL_NAME, read_events
+    from .state import RunState
+
+    run_dir = outcome.run_dir
+    prepared = outcome.state.prepared
+    if prepared is None and (run_dir / JOURNAL_NAME).exists():  # prepared by this process
+        prepared = RunState.replay(read_events(run_dir)).prepared
+    if prepared is None:
+        return None
+    source = prepared["source"]
+    return {
+        "lines": int(source["lines"]),
+        "blank": int(source["blank"]),
+        "rejected": sum(int(v) for v in source["rejected"].values()),
+        "duplicates": int(source["duplicates"]),
+        "rejects_file": str(run_dir / "rejects.jsonl"),
+        "duplicates_file": str(run_dir / "duplicates.txt"),
+    }
 
 
 def _print_data(data: Any, output: str, query: str | None) -> None:
@@ -1156,6 +1181,15 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
         _print_data(outcome_summary(outcome), args.output, query)
     else:
         rows: list[tuple[str, object]] = [("run", outcome.run_id)]
+        if (counts := _input_counts(outcome)) is not None:
+            rows.append(
+                (
+                    "input",
+                    f"{counts['lines']:,} lines: {counts['rejected']:,} rejected "
+                    f"(rejects.jsonl), {counts['duplicates']:,} duplicates (duplicates.txt), "
+                    f"{counts['blank']:,} blank",
+                )
+            )
         if submitted is None:
             rows.append(("state", "prepared (not submitted: `fanout submit` creates the jobs)"))
         else:

@@ -94,6 +94,23 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
             f"({limits.max_job_bytes} bytes, {limits.max_job_files} files)",
         )
     records, nbytes = estimate.records, estimate.nbytes
+    if estimate.exact and not records:
+        return Plan(
+            records=0,
+            nbytes=0,
+            exact=True,
+            estimate_how=estimate.how,
+            shards=0,
+            shard_bytes=limits.max_job_bytes,
+            part_bytes=part_bytes,
+            parts=0,
+            quota=quota,
+            waves=0,
+            minutes=0.0,
+            minimum_shards=0,
+            reason="the input holds no IDs (blank lines and rejects only, or nothing): no job "
+            "to run",
+        )
     parts_needed = max(math.ceil(nbytes / part_bytes), math.ceil(records / file_records), 1)
     minimum = max(
         1,

@@ -59,6 +59,10 @@ def test_run_user_personalization_with_filter_tags_and_kms(
     counts = summary["reconciliation"]
     assert counts["results"] + counts["errors"] + counts["missing"] == 3000
     assert counts["missing"] == 0 and summary["active"] > 1
+    lines = summary["input"]
+    counted = (lines["lines"], lines["blank"], lines["rejected"], lines["duplicates"])
+    assert counted == (3003, 1, 1, 1)
+    assert Path(lines["rejects_file"]).read_text().count("\n") == 1
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["userId"] for row in rows} == {str(i) for i in range(1, 3001)}
     assert all(len(row["recommendedItems"]) <= 7 for row in rows)
@@ -207,6 +211,23 @@ def test_preflight_refuses_before_anything_happens(
     assert code == 2 and message in err, err
     assert not (user.state / "pre").exists()
     assert user.jobs("pre") == []
+
+
+def test_an_input_of_rejects_and_blank_lines_runs_no_job_and_says_so(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing to send: no job, an empty result file, exit 0, and the summary points at the
+    rejected lines rather than report a silent success of nothing."""
+    ids = user.tmp / "users.txt"
+    ids.write_text("\n  \nbad\x01id\n" + "x" * 300 + "\n")
+    out = user.tmp / "recs.jsonl"
+    code, stdout, err = user.cli(run_args(user, "none", ids, out), capsys)
+    assert code == 0, err
+    assert "holds no IDs" in err and not user.jobs("none")
+    assert out.read_text() == ""
+    rows = dict(line.split(None, 1) for line in stdout.splitlines() if line.strip())
+    assert rows["input"].startswith("4 lines: 2 rejected (rejects.jsonl), 0 duplicates")
+    assert (user.state / "none" / "rejects.jsonl").read_text().count("\n") == 2
 
 
 def test_dry_run_prints_the_plan_and_creates_nothing(
