@@ -71,46 +71,41 @@ def _minutes(shards: int, records: int, quota: int, timing: Timing) -> float:
     return waves * (timing.job_overhead_minutes + per_job / timing.records_per_minute)
 
 
+def _no_jobs(estimate: InputEstimate, limits: Limits, part_bytes: int, reason: str) -> Plan:
+    """No job planned (yet): the input's size is unknown, or it holds nothing to send. A run
+    still cuts what it finds into jobs filled up to the per-job limit."""
+    return Plan(
+        records=0,
+        nbytes=0,
+        exact=estimate.exact,
+        estimate_how=estimate.how,
+        shards=0,
+        shard_bytes=limits.max_job_bytes,
+        part_bytes=part_bytes,
+        parts=0,
+        quota=limits.max_concurrent_jobs,
+        waves=0,
+        minutes=0.0,
+        minimum_shards=0,
+        reason=reason,
+    )
+
+
 def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_records: int) -> Plan:
     """Choose the number of job shards for the input (see the module docstring)."""
     quota = limits.max_concurrent_jobs
     part_bytes = min(limits.part_bytes, limits.max_job_bytes)
     if not estimate.known:
         # Unknown size (stdin): fill each job to the limit, in input order.
-        return Plan(
-            records=0,
-            nbytes=0,
-            exact=False,
-            estimate_how=estimate.how,
-            shards=0,
-            shard_bytes=limits.max_job_bytes,
-            part_bytes=part_bytes,
-            parts=0,
-            quota=quota,
-            waves=0,
-            minutes=0.0,
-            minimum_shards=0,
-            reason="input size unknown: each job is filled up to the per-job limit "
-            f"({limits.max_job_bytes} bytes, {limits.max_job_files} files)",
+        reason = (
+            "input size unknown: each job is filled up to the per-job limit "
+            f"({limits.max_job_bytes} bytes, {limits.max_job_files} files)"
         )
+        return _no_jobs(estimate, limits, part_bytes, reason)
     records, nbytes = estimate.records, estimate.nbytes
-    if estimate.exact and not records:
-        return Plan(
-            records=0,
-            nbytes=0,
-            exact=True,
-            estimate_how=estimate.how,
-            shards=0,
-            shard_bytes=limits.max_job_bytes,
-            part_bytes=part_bytes,
-            parts=0,
-            quota=quota,
-            waves=0,
-            minutes=0.0,
-            minimum_shards=0,
-            reason="the input holds no IDs (blank lines and rejects only, or nothing): no job "
-            "to run",
-        )
+    if not records:  # counted: nothing, or blank lines and rejects only
+        reason = "the input holds no IDs (blank lines and rejects only, or nothing): no job to run"
+        return _no_jobs(estimate, limits, part_bytes, reason)
     parts_needed = max(math.ceil(nbytes / part_bytes), math.ceil(records / file_records), 1)
     minimum = max(
         1,
