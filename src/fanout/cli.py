@@ -42,7 +42,10 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser: every command, or (`only`) every command's name and help but
+    only that one's options, which is all `main` needs to parse a command (building them all
+    took 15-20 ms of every start)."""
     parser = argparse.ArgumentParser(
         prog="fanout",
         description="Amazon Personalize batch recommendations for millions of users at once.",
@@ -50,263 +53,284 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action=_Version, help="print fanout's version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    emulator = commands.add_parser(
-        "emulator",
-        help="run the local Personalize batch API with S3 and KMS",
-        description="Start a local emulator of the Personalize batch API (AWS JSON 1.1) and of "
-        "S3 with KMS, print the shell lines that point the AWS CLI and SDKs at it, and run "
-        "until interrupted (SIGINT or SIGTERM).",
-    )
-    _emulator_options(emulator)
+    if only in (None, "emulator"):
+        emulator = commands.add_parser(
+            "emulator",
+            help="run the local Personalize batch API with S3 and KMS",
+            description="Start a local emulator of the Personalize batch API (AWS JSON 1.1) and of "
+            "S3 with KMS, print the shell lines that point the AWS CLI and SDKs at it, and run "
+            "until interrupted (SIGINT or SIGTERM).",
+        )
+        _emulator_options(emulator)
 
-    demo = commands.add_parser(
-        "demo",
-        help="run a batch job end to end on an in-process emulator",
-        description="Start the emulator in-process, generate users, run a batch inference job "
-        "on them and print a summary in which every user is accounted for.",
-    )
-    demo.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
-    demo.add_argument("--num-results", type=_positive_int, default=25, help="items per user (25)")
+    if only in (None, "demo"):
+        demo = commands.add_parser(
+            "demo",
+            help="run a batch job end to end on an in-process emulator",
+            description="Start the emulator in-process, generate users, run a batch inference job "
+            "on them and print a summary in which every user is accounted for.",
+        )
+        demo.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
+        demo.add_argument(
+            "--num-results", type=_positive_int, default=25, help="items per user (25)"
+        )
 
-    plan = commands.add_parser(
-        "plan",
-        help="show how an input would be cut into jobs, and how long it would take",
-        description="Read (or sample) the input and print the plan: records (exact, or "
-        "estimated from size for large inputs, labelled as such), job shards, part files, "
-        "bytes, waves at the quota and a time estimate, with the reason for the choice.",
-    )
-    _input_options(plan)
-    _limit_options(plan)
-    _aws_options(plan)
-    plan.add_argument("--json", action="store_true", help="print the plan as JSON")
+    if only in (None, "plan"):
+        plan = commands.add_parser(
+            "plan",
+            help="show how an input would be cut into jobs, and how long it would take",
+            description="Read (or sample) the input and print the plan: records (exact, or "
+            "estimated from size for large inputs, labelled as such), job shards, part files, "
+            "bytes, waves at the quota and a time estimate, with the reason for the choice.",
+        )
+        _input_options(plan)
+        _limit_options(plan)
+        _aws_options(plan)
+        plan.add_argument("--json", action="store_true", help="print the plan as JSON")
 
-    prepare = commands.add_parser(
-        "prepare",
-        help="validate, dedupe, shard and upload an ID list as batch job inputs",
-        description="Stream the input, validate and dedupe it, cut it into job shards and "
-        "upload them (SSE-KMS) under <job-input path>/<run>/shard-NNNNN/, recording every step "
-        "in the run journal. Prints the run ID and where the shards went.",
-    )
-    _input_options(prepare)
-    target = prepare.add_argument_group("where shards go (one of)")
-    target.add_argument(
-        "--job-input",
-        metavar="VALUE",
-        help="as for aws personalize create-batch-inference-job: "
-        "'s3DataSource={path=s3://bucket/in/,kmsKeyArn=arn:aws:kms:…}', JSON, or file://",
-    )
-    target.add_argument("--local-dir", type=Path, help="write shards under DIR/<run>/ instead")
-    prepare.add_argument(
-        "--job-output", metavar="VALUE", help="checked only: it must not be under --job-input"
-    )
-    _run_options(prepare)
-    _limit_options(prepare)
-    prepare.add_argument(
-        "--upload-concurrency", type=_positive_int, default=8, help="parts uploading at once (8)"
-    )
-    _aws_options(prepare)
-    prepare.add_argument("--output", choices=["text", "json"], default="text")
+    if only in (None, "prepare"):
+        prepare = commands.add_parser(
+            "prepare",
+            help="validate, dedupe, shard and upload an ID list as batch job inputs",
+            description="Stream the input, validate and dedupe it, cut it into job shards and "
+            "upload them (SSE-KMS) under <job-input path>/<run>/shard-NNNNN/, recording every step "
+            "in the run journal. Prints the run ID and where the shards went.",
+        )
+        _input_options(prepare)
+        target = prepare.add_argument_group("where shards go (one of)")
+        target.add_argument(
+            "--job-input",
+            metavar="VALUE",
+            help="as for aws personalize create-batch-inference-job: "
+            "'s3DataSource={path=s3://bucket/in/,kmsKeyArn=arn:aws:kms:…}', JSON, or file://",
+        )
+        target.add_argument("--local-dir", type=Path, help="write shards under DIR/<run>/ instead")
+        prepare.add_argument(
+            "--job-output", metavar="VALUE", help="checked only: it must not be under --job-input"
+        )
+        _run_options(prepare)
+        _limit_options(prepare)
+        prepare.add_argument(
+            "--upload-concurrency",
+            type=_positive_int,
+            default=8,
+            help="parts uploading at once (8)",
+        )
+        _aws_options(prepare)
+        prepare.add_argument("--output", choices=["text", "json"], default="text")
 
-    submit = commands.add_parser(
-        "submit",
-        help="create and track one batch inference job per shard of a prepared run",
-        description="Create one batch inference job per shard of the run (finishing its "
-        "preparation first if it was interrupted), at most --max-concurrent-jobs of the "
-        "account's jobs at once, and poll until every job is ACTIVE or has failed. Job options "
-        "are those of `aws personalize create-batch-inference-job`, with the same syntaxes; "
-        "--job-input is known from the run, --job-name is the prefix of the jobs' names.",
-    )
-    submit.add_argument("run_id", metavar="RUN", help="the run ID printed by prepare")
-    _job_options(submit)
-    _submit_options(submit)
-    _merge_options(submit, required=False)
-    submit.add_argument("--state-dir", type=Path, help="where run state lives")
-    _aws_options(submit)
-    _text_or_json(submit)
+    if only in (None, "submit"):
+        submit = commands.add_parser(
+            "submit",
+            help="create and track one batch inference job per shard of a prepared run",
+            description="Create one batch inference job per shard of the run (finishing its "
+            "preparation first if it was interrupted), at most --max-concurrent-jobs of the "
+            "account's jobs at once, and poll until every job is ACTIVE or has failed. Job options "
+            "are those of `aws personalize create-batch-inference-job`, with the same syntaxes; "
+            "--job-input is known from the run, --job-name is the prefix of the jobs' names.",
+        )
+        submit.add_argument("run_id", metavar="RUN", help="the run ID printed by prepare")
+        _job_options(submit)
+        _submit_options(submit)
+        _merge_options(submit, required=False)
+        submit.add_argument("--state-dir", type=Path, help="where run state lives")
+        _aws_options(submit)
+        _text_or_json(submit)
 
-    resume = commands.add_parser(
-        "resume",
-        help="continue a run that stopped (crash, kill, reboot), on any machine",
-        description="Replay the run's journal and continue: finish preparing (parts already "
-        "uploaded are checked, not sent again), adopt jobs created just before a crash, track "
-        "jobs until they are terminal. With --job-output, a run started on another machine is "
-        "fetched from its S3 journal.",
-    )
-    resume.add_argument("run_id", metavar="RUN")
-    resume.add_argument("--state-dir", type=Path, help="where run state lives")
-    resume.add_argument(
-        "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
-    )
-    resume.add_argument(
-        "--ids",
-        metavar="SRC",
-        help="the run's input, if it moved or was stdin (checked against the journal)",
-    )
-    resume.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
-    resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
-    _aws_options(resume)
-    _text_or_json(resume)
+    if only in (None, "resume"):
+        resume = commands.add_parser(
+            "resume",
+            help="continue a run that stopped (crash, kill, reboot), on any machine",
+            description="Replay the run's journal and continue: finish preparing (parts already "
+            "uploaded are checked, not sent again), adopt jobs created just before a crash, track "
+            "jobs until they are terminal. With --job-output, a run started on another machine is "
+            "fetched from its S3 journal.",
+        )
+        resume.add_argument("run_id", metavar="RUN")
+        resume.add_argument("--state-dir", type=Path, help="where run state lives")
+        resume.add_argument(
+            "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
+        )
+        resume.add_argument(
+            "--ids",
+            metavar="SRC",
+            help="the run's input, if it moved or was stdin (checked against the journal)",
+        )
+        resume.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
+        resume.add_argument("--job-timeout", type=_positive_float, help="seconds to wait per job")
+        _aws_options(resume)
+        _text_or_json(resume)
 
-    run = commands.add_parser(
-        "run",
-        help="from an ID list to merged recommendations: prepare, submit and merge at once",
-        description="Validate, dedupe and shard the IDs, upload them (SSE-KMS), run one batch "
-        "inference job per shard under the account's quota, and merge every output into one "
-        "reconciled result set, all stages at once. Takes every option of `aws personalize "
-        "create-batch-inference-job` with the same names and syntaxes: --job-input and "
-        "--job-output are the prefixes fanout writes under, --job-name the jobs' name prefix. "
-        "Preflight checks run before anything is uploaded; the plan prints first.",
-    )
-    _input_options(run, job_fields=False, ids_required=False)
-    _jobs_command(run, JOB_OPTIONS, "create-batch-inference-job")
+    if only in (None, "run"):
+        run = commands.add_parser(
+            "run",
+            help="from an ID list to merged recommendations: prepare, submit and merge at once",
+            description="Validate, dedupe and shard the IDs, upload them (SSE-KMS), run one batch "
+            "inference job per shard under the account's quota, and merge every output into one "
+            "reconciled result set, all stages at once. Takes every option of `aws personalize "
+            "create-batch-inference-job` with the same names and syntaxes: --job-input and "
+            "--job-output are the prefixes fanout writes under, --job-name the jobs' name prefix. "
+            "Preflight checks run before anything is uploaded; the plan prints first.",
+        )
+        _input_options(run, job_fields=False, ids_required=False)
+        _jobs_command(run, JOB_OPTIONS, "create-batch-inference-job")
 
-    segment = commands.add_parser(
-        "segment",
-        help="batch segment jobs: millions of items or attribute queries to merged segments",
-        description="The same fan-out for batch segment jobs (Item-Affinity with --items, "
-        "Item-Attribute-Affinity with --item-attributes): validate, shard within the segment "
-        "limits (500 items or 10 queries per file), upload, submit under the segment-job "
-        "quota, resume, merge one record per query with its users, reconcile. Takes every "
-        "option of `aws personalize create-batch-segment-job`.",
-    )
-    source = segment.add_argument_group("input (one of)")
-    chosen = source.add_mutually_exclusive_group()
-    chosen.add_argument("--items", metavar="SRC", help="item IDs (Item-Affinity)")
-    chosen.add_argument(
-        "--item-attributes",
-        metavar="SRC",
-        help='attribute queries, e.g. ITEMS.GENRES = "Comedy" (Item-Attribute-Affinity)',
-    )
-    source.add_argument(
-        "--format",
-        choices=["auto", "text", "csv", "tsv", "jsonl", "parquet"],
-        default="auto",
-        help="input format (auto: by extension, else sniffed)",
-    )
-    source.add_argument("--id-column", help="the item or query column of CSV/TSV/Parquet")
-    source.add_argument(
-        "--keep-duplicates", action="store_true", help="send repeated items (default: remove)"
-    )
-    _jobs_command(segment, SEGMENT_JOB_OPTIONS, "create-batch-segment-job")
+    if only in (None, "segment"):
+        segment = commands.add_parser(
+            "segment",
+            help="batch segment jobs: millions of items or attribute queries to merged segments",
+            description="The same fan-out for batch segment jobs (Item-Affinity with --items, "
+            "Item-Attribute-Affinity with --item-attributes): validate, shard within the segment "
+            "limits (500 items or 10 queries per file), upload, submit under the segment-job "
+            "quota, resume, merge one record per query with its users, reconcile. Takes every "
+            "option of `aws personalize create-batch-segment-job`.",
+        )
+        source = segment.add_argument_group("input (one of)")
+        chosen = source.add_mutually_exclusive_group()
+        chosen.add_argument("--items", metavar="SRC", help="item IDs (Item-Affinity)")
+        chosen.add_argument(
+            "--item-attributes",
+            metavar="SRC",
+            help='attribute queries, e.g. ITEMS.GENRES = "Comedy" (Item-Attribute-Affinity)',
+        )
+        source.add_argument(
+            "--format",
+            choices=["auto", "text", "csv", "tsv", "jsonl", "parquet"],
+            default="auto",
+            help="input format (auto: by extension, else sniffed)",
+        )
+        source.add_argument("--id-column", help="the item or query column of CSV/TSV/Parquet")
+        source.add_argument(
+            "--keep-duplicates", action="store_true", help="send repeated items (default: remove)"
+        )
+        _jobs_command(segment, SEGMENT_JOB_OPTIONS, "create-batch-segment-job")
 
-    bench = commands.add_parser(
-        "bench",
-        help="measure each stage on a synthetic workload and project a big run",
-        description="Run N synthetic users through the real pipeline (the emulator, started "
-        "in-process, unless --endpoint-url or --profile point elsewhere: a real account costs "
-        "money and needs --i-understand-this-costs-money and the job options) and print per "
-        "stage records/s and MB/s, submit latency, job run time, merge rate, peak RSS and CPU, "
-        "and how long --project users would take at the quota. The run is an ordinary run.",
-    )
-    bench.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
-    bench.add_argument("--id-length", type=_positive_int, default=12, help="ID length (12)")
-    bench.add_argument("--num-results", type=_positive_int, default=25)
-    bench.add_argument(
-        "--recipe",
-        default="user-personalization",
-        choices=["user-personalization", "user-personalization-v2", "popularity-count"],
-        help="emulator recipe (user-personalization)",
-    )
-    bench.add_argument(
-        "--project", type=_positive_int, default=50_000_000, help="users to project (50M)"
-    )
-    bench.add_argument("--i-understand-this-costs-money", action="store_true", dest="consent")
-    for option in ("--solution-version-arn", "--role-arn", "--job-input", "--job-output"):
-        bench.add_argument(option, help="for a real account")
-    _run_options(bench)
-    _limit_options(bench)
-    bench.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
-    _aws_options(bench)
-    bench.add_argument("--output", choices=["text", "json"], default="text")
+    if only in (None, "bench"):
+        bench = commands.add_parser(
+            "bench",
+            help="measure each stage on a synthetic workload and project a big run",
+            description="Run N synthetic users through the real pipeline (the emulator, started "
+            "in-process, unless --endpoint-url or --profile point elsewhere: a real account costs "
+            "money and needs --i-understand-this-costs-money and the job options) and print per "
+            "stage records/s and MB/s, submit latency, job run time, merge rate, peak RSS and CPU, "
+            "and how long --project users would take at the quota. The run is an ordinary run.",
+        )
+        bench.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
+        bench.add_argument("--id-length", type=_positive_int, default=12, help="ID length (12)")
+        bench.add_argument("--num-results", type=_positive_int, default=25)
+        bench.add_argument(
+            "--recipe",
+            default="user-personalization",
+            choices=["user-personalization", "user-personalization-v2", "popularity-count"],
+            help="emulator recipe (user-personalization)",
+        )
+        bench.add_argument(
+            "--project", type=_positive_int, default=50_000_000, help="users to project (50M)"
+        )
+        bench.add_argument("--i-understand-this-costs-money", action="store_true", dest="consent")
+        for option in ("--solution-version-arn", "--role-arn", "--job-input", "--job-output"):
+            bench.add_argument(option, help="for a real account")
+        _run_options(bench)
+        _limit_options(bench)
+        bench.add_argument("--poll-interval", type=_positive_float, help="seconds between polls")
+        _aws_options(bench)
+        bench.add_argument("--output", choices=["text", "json"], default="text")
 
-    merge = commands.add_parser(
-        "merge",
-        help="merge a run's job outputs into one result file, with errors and missing IDs",
-        description="Merge every shard's output (finishing whatever the run had left to do "
-        "first) into one result file, and reconcile it with the input: every input line ends "
-        "in exactly one of results, errors.jsonl, rejects, duplicates or missing.txt (in the "
-        "run directory). Exit code 3 if some IDs errored or are missing.",
-    )
-    merge.add_argument("run_id", metavar="RUN", nargs="?", help="the run (or use --from)")
-    merge.add_argument(
-        "--from",
-        dest="source",
-        metavar="LOCATION",
-        help="merge any batch outputs instead: a folder or s3://bucket/prefix/ of *.out files "
-        "(no input to reconcile; errors and corrupt lines go beside the result)",
-    )
-    merge.add_argument(
-        "--input-kind",
-        choices=["userId", "itemId", "itemList", "itemAttributes"],
-        help="with --from: the lines' key (default: from the first line)",
-    )
-    merge.add_argument("--state-dir", type=Path, help="where run state lives")
-    _merge_options(merge, required=True)
-    _aws_options(merge)
-    _text_or_json(merge)
+    if only in (None, "merge"):
+        merge = commands.add_parser(
+            "merge",
+            help="merge a run's job outputs into one result file, with errors and missing IDs",
+            description="Merge every shard's output (finishing whatever the run had left to do "
+            "first) into one result file, and reconcile it with the input: every input line ends "
+            "in exactly one of results, errors.jsonl, rejects, duplicates or missing.txt (in the "
+            "run directory). Exit code 3 if some IDs errored or are missing.",
+        )
+        merge.add_argument("run_id", metavar="RUN", nargs="?", help="the run (or use --from)")
+        merge.add_argument(
+            "--from",
+            dest="source",
+            metavar="LOCATION",
+            help="merge any batch outputs instead: a folder or s3://bucket/prefix/ of *.out files "
+            "(no input to reconcile; errors and corrupt lines go beside the result)",
+        )
+        merge.add_argument(
+            "--input-kind",
+            choices=["userId", "itemId", "itemList", "itemAttributes"],
+            help="with --from: the lines' key (default: from the first line)",
+        )
+        merge.add_argument("--state-dir", type=Path, help="where run state lives")
+        _merge_options(merge, required=True)
+        _aws_options(merge)
+        _text_or_json(merge)
 
-    iam = commands.add_parser(
-        "iam-policy",
-        help="print the least-privilege IAM, bucket and KMS key policies for a setup",
-        description="Print, for these prefixes, role and keys: the caller's identity policy, "
-        "the service role's permissions and trust policies (with confused-deputy conditions), "
-        "the bucket policies and the KMS key policy statements. No AWS call is made.",
-    )
-    iam.add_argument("--job-input", required=True, metavar="VALUE", help="S3 path or shorthand")
-    iam.add_argument("--job-output", required=True, metavar="VALUE", help="S3 path or shorthand")
-    iam.add_argument("--role-arn", required=True)
-    iam.add_argument("--kms-key-arn", action="append", default=[], help="repeatable")
-    iam.add_argument("--region", help="default: the profile's or environment's region")
-    iam.add_argument("--account-id", help="default: the role's account")
-    iam.add_argument("--partition", help="default: the role ARN's partition")
-    iam.add_argument("--tags", action="store_true", help="the caller tags jobs")
-    iam.add_argument("--segments", action="store_true", help="batch segment jobs too")
-    iam.add_argument("--solution-version-arn", action="append", default=[])
-    iam.add_argument("--filter-arn", action="append", default=[])
-    iam.add_argument("--ids", action="append", default=[], help="s3:// ID lists read by runs")
-    iam.add_argument("--format", choices=["json", "text"], default="json")
+    if only in (None, "iam-policy"):
+        iam = commands.add_parser(
+            "iam-policy",
+            help="print the least-privilege IAM, bucket and KMS key policies for a setup",
+            description="Print, for these prefixes, role and keys: the caller's identity policy, "
+            "the service role's permissions and trust policies (with confused-deputy conditions), "
+            "the bucket policies and the KMS key policy statements. No AWS call is made.",
+        )
+        iam.add_argument("--job-input", required=True, metavar="VALUE", help="S3 path or shorthand")
+        iam.add_argument(
+            "--job-output", required=True, metavar="VALUE", help="S3 path or shorthand"
+        )
+        iam.add_argument("--role-arn", required=True)
+        iam.add_argument("--kms-key-arn", action="append", default=[], help="repeatable")
+        iam.add_argument("--region", help="default: the profile's or environment's region")
+        iam.add_argument("--account-id", help="default: the role's account")
+        iam.add_argument("--partition", help="default: the role ARN's partition")
+        iam.add_argument("--tags", action="store_true", help="the caller tags jobs")
+        iam.add_argument("--segments", action="store_true", help="batch segment jobs too")
+        iam.add_argument("--solution-version-arn", action="append", default=[])
+        iam.add_argument("--filter-arn", action="append", default=[])
+        iam.add_argument("--ids", action="append", default=[], help="s3:// ID lists read by runs")
+        iam.add_argument("--format", choices=["json", "text"], default="json")
 
-    report = commands.add_parser(
-        "report",
-        help="draw a run as a timeline: a self-contained HTML page",
-        description="Write a run's timeline (one row per shard: upload, queue wait, job "
-        "states, merge; throughput over time) as one HTML file with inline SVG that needs no "
-        "network, from the run's journal.",
-    )
-    report.add_argument("run_id", metavar="RUN")
-    report.add_argument("--html", required=True, type=Path, metavar="FILE", help="the page")
-    report.add_argument("--state-dir", type=Path, help="where run state lives")
+    if only in (None, "report"):
+        report = commands.add_parser(
+            "report",
+            help="draw a run as a timeline: a self-contained HTML page",
+            description="Write a run's timeline (one row per shard: upload, queue wait, job "
+            "states, merge; throughput over time) as one HTML file with inline SVG that needs no "
+            "network, from the run's journal.",
+        )
+        report.add_argument("run_id", metavar="RUN")
+        report.add_argument("--html", required=True, type=Path, metavar="FILE", help="the page")
+        report.add_argument("--state-dir", type=Path, help="where run state lives")
 
-    retry = commands.add_parser(
-        "retry",
-        help="send a merged run's errored and missing IDs again, and merge them in",
-        description="Collect the IDs in the run's errors.jsonl and missing.txt, run them as a "
-        "run of their own (<run>-rN: same settings and job options, resumable), append their "
-        "results to the run's result file, and replace errors.jsonl and missing.txt with what "
-        "still failed. Exit code 3 if some still did.",
-    )
-    retry.add_argument("run_id", metavar="RUN")
-    retry.add_argument("--state-dir", type=Path, help="where run state lives")
-    retry.add_argument(
-        "--allow-partial", action="store_true", help="exit 0 even if some IDs still failed"
-    )
-    _aws_options(retry)
-    _text_or_json(retry)
+    if only in (None, "retry"):
+        retry = commands.add_parser(
+            "retry",
+            help="send a merged run's errored and missing IDs again, and merge them in",
+            description="Collect the IDs in the run's errors.jsonl and missing.txt, run them as a "
+            "run of their own (<run>-rN: same settings and job options, resumable), append their "
+            "results to the run's result file, and replace errors.jsonl and missing.txt with what "
+            "still failed. Exit code 3 if some still did.",
+        )
+        retry.add_argument("run_id", metavar="RUN")
+        retry.add_argument("--state-dir", type=Path, help="where run state lives")
+        retry.add_argument(
+            "--allow-partial", action="store_true", help="exit 0 even if some IDs still failed"
+        )
+        _aws_options(retry)
+        _text_or_json(retry)
 
-    status = commands.add_parser(
-        "status",
-        help="show a run: shards, jobs by status, counts and times",
-        description="Show what a run's journal says: its shards, their jobs by status, "
-        "records and times. With --job-output, read the journal mirrored on S3 (a run started "
-        "elsewhere). No job is created or changed.",
-    )
-    status.add_argument("run_id", metavar="RUN")
-    status.add_argument("--state-dir", type=Path, help="where run state lives")
-    status.add_argument(
-        "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
-    )
-    _aws_options(status)
-    status.add_argument("--output", choices=["text", "json"], default="text")
+    if only in (None, "status"):
+        status = commands.add_parser(
+            "status",
+            help="show a run: shards, jobs by status, counts and times",
+            description="Show what a run's journal says: its shards, their jobs by status, "
+            "records and times. With --job-output, read the journal mirrored on S3 (a run started "
+            "elsewhere). No job is created or changed.",
+        )
+        status.add_argument("run_id", metavar="RUN")
+        status.add_argument("--state-dir", type=Path, help="where run state lives")
+        status.add_argument(
+            "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
+        )
+        _aws_options(status)
+        status.add_argument("--output", choices=["text", "json"], default="text")
     return parser
 
 
@@ -1703,20 +1727,7 @@ def _with_config(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    try:
-        args = parser.parse_args(_with_config(list(sys.argv[1:] if argv is None else argv)))
-    except FanoutError as exc:
-        print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return exc.exit_code
-    if getattr(args, "debug", False):
-        import logging
-
-        from ._redact import install
-
-        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
-        install()  # botocore logs headers: keys, signatures and tokens are masked
-    release_large_buffers()
+    tokens = list(sys.argv[1:] if argv is None else argv)
     handlers = {
         "emulator": _run_emulator,
         "demo": _run_demo,
@@ -1733,6 +1744,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         "iam-policy": _run_iam_policy,
         "status": _run_status,
     }
+    parser = _parser(tokens[0] if tokens and tokens[0] in handlers else None)
+    try:
+        args = parser.parse_args(_with_config(tokens))
+    except FanoutError as exc:
+        print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    if getattr(args, "debug", False):
+        import logging
+
+        from ._redact import install
+
+        logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
+        install()  # botocore logs headers: keys, signatures and tokens are masked
+    release_large_buffers()
     try:
         try:
             return handlers[args.command](args)
