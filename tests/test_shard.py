@@ -6,6 +6,7 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
@@ -303,6 +304,47 @@ def test_local_parts_write_and_hash_parts_of_many_chunks(tmp_path: Path) -> None
     assert not list(tmp_path.rglob("*.tmp"))
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    parts=st.lists(
+        st.lists(st.integers(0, 3 * (1 << 20) // 2), min_size=1, max_size=4),
+        min_size=1,
+        max_size=5,
+    ),
+    verify=st.sets(st.integers(0, 4)),
+    seed=st.integers(0, 1 << 16),
+)
+def test_local_parts_hash_parts_in_pairs_as_each_alone(
+    tmp_path_factory: pytest.TempPathFactory, parts: list[list[int]], verify: set[int], seed: int
+) -> None:
+    """However the parts and their chunks are sized (the writer hashes a part beside the next
+    one, holding back what has no partner yet), and whether a part is written or only hashed,
+    every part is reported once, in order, with hashlib's SHA-256 of its bytes."""
+    root = tmp_path_factory.mktemp("parts")
+    chunks: list[PartChunk] = []
+    expected: list[bytes] = []
+    for index, sizes in enumerate(parts):
+        views = _chunks(sizes, seed + index)
+        expected.append(b"".join(views))
+        for at, view in enumerate(views):
+            chunks.append(PartChunk(0, index, (view,), 1, len(view), last=at == len(views) - 1))
+    only_hashed = {(0, index) for index in verify if index < len(parts)}
+
+    async def go() -> list[UploadedPart]:
+        async with LocalParts(root, verify_only=only_hashed) as local:
+            return await _write_all(local, chunks)
+
+    results = anyio.run(go)
+    assert [(r.shard, r.part) for r in results] == [(0, i) for i in range(len(parts))]
+    for result, data in zip(results, expected, strict=True):
+        assert result.sha256 == hashlib.sha256(data).hexdigest()
+        assert result.nbytes == len(data)
+        path = root / part_name(result.shard, result.part)
+        assert path.exists() != ((result.shard, result.part) in only_hashed)
+        if path.exists():
+            assert path.read_bytes() == data
+
+
 def test_a_part_file_has_its_name_only_once_whole(tmp_path: Path) -> None:
     """Until its last chunk, a part is written under `<name>.tmp`; then moved to its name."""
     path = tmp_path / part_name(0, 0)
@@ -336,8 +378,8 @@ def _added(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     added = threading.Event()
     add = upload._OpenPart.add
 
-    def spy(self: upload._OpenPart, chunk: PartChunk) -> None:
-        add(self, chunk)
+    def spy(self: upload._OpenPart, chunk: PartChunk, *hash_as_written: Any) -> None:
+        add(self, chunk, *hash_as_written)
         added.set()
 
     monkeypatch.setattr(upload._OpenPart, "add", spy)
