@@ -10,7 +10,6 @@ setup(
         Extension(
             "fanout._native", ["src/fanout/_native.c"], depends=SHARED, extra_compile_args=ARGS
         ),
-        Extension("fanout._sha256", ["src/fanout/_sha256.c"], extra_compile_args=ARGS),
         Extension(
             "fanout._mergenative",
             ["src/fanout/_mergenative.c"],

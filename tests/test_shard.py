@@ -6,7 +6,6 @@ import hashlib
 import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
-from typing import Any
 
 import anyio
 import numpy as np
@@ -314,12 +313,12 @@ def test_local_parts_write_and_hash_parts_of_many_chunks(tmp_path: Path) -> None
     verify=st.sets(st.integers(0, 4)),
     seed=st.integers(0, 1 << 16),
 )
-def test_local_parts_hash_parts_in_pairs_as_each_alone(
+def test_local_parts_report_every_part_once_with_its_hash(
     tmp_path_factory: pytest.TempPathFactory, parts: list[list[int]], verify: set[int], seed: int
 ) -> None:
-    """However the parts and their chunks are sized (the writer hashes a part beside the next
-    one, holding back what has no partner yet), and whether a part is written or only hashed,
-    every part is reported once, in order, with hashlib's SHA-256 of its bytes."""
+    """However the parts and their chunks are sized, and whether a part is written or only
+    hashed (an earlier attempt wrote it), every part is reported once, in order, with
+    hashlib's SHA-256 of its bytes, and only the parts to write are written."""
     root = tmp_path_factory.mktemp("parts")
     chunks: list[PartChunk] = []
     expected: list[bytes] = []
@@ -378,8 +377,8 @@ def _added(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     added = threading.Event()
     add = upload._OpenPart.add
 
-    def spy(self: upload._OpenPart, chunk: PartChunk, *hash_as_written: Any) -> None:
-        add(self, chunk, *hash_as_written)
+    def spy(self: upload._OpenPart, chunk: PartChunk) -> None:
+        add(self, chunk)
         added.set()
 
     monkeypatch.setattr(upload._OpenPart, "add", spy)

@@ -8,8 +8,7 @@ defaults (the worst case, per run):
                     (uploads send the part's own buffer: no second copy per request;
                     `--local-dir` writes each part as it is cut instead: 8 encoded pieces
                     of ≈ 7 MiB alive for a local file (2 queued for the writer's thread),
-                    each with its records' ends and fingerprints, measured; and up to one
-                    part_bytes of them kept until hashed beside the next part, +7-14 MiB)
+                    each with its records' ends and fingerprints, measured)
     dedupe          ~10 bytes per distinct ID (a hash table sized ahead) ≈ 100 MiB at 10M IDs
                     (up to 15 when the input's size is unknown and the table grows)
 

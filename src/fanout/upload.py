@@ -8,9 +8,9 @@ cutter hands them on (`shard.PartChunk`), so a batch is let go as soon as it is 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Container, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +19,6 @@ from typing import Any, Protocol, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from . import _sha
 from ._relay import END, Relay
 from .errors import UploadError
 from .journal import private_dir
@@ -50,8 +49,7 @@ class LocalParts:
     a thread of its own.
 
     `write` hands a chunk to the thread (waiting only while `AHEAD` chunks are queued);
-    `finish` says no more will come; `written()` yields each part once its file is whole and
-    hashed (beside the next part's bytes, so about when the next is as far along), and
+    `finish` says no more will come; `written()` yields each part once its file is whole, and
     raises the thread's error (an `UploadError` naming the file). Iterate it while writing:
     after a failure, chunks are no longer taken. A part is written to `<name>.tmp` as its chunks
     come and renamed when its last one has: a part file under its own name is always whole.
@@ -110,11 +108,8 @@ class LocalParts:
         return await anyio.to_thread.run_sync(func, *args, abandon_on_cancel=True)
 
     def _write_all(self) -> Iterator[UploadedPart]:
-        """The thread: each chunk into its part as it comes; each part once whole and hashed
-        (`_PairedHashes`: a part is hashed beside the next one, so it is reported about when the
-        next is as far along, the last one at the end)."""
+        """The thread: each chunk into its part; each part once whole."""
         part: _OpenPart | None = None
-        hashes = _PairedHashes()
         try:
             while (chunk := self._relay.take(self._todo)) is not END:
                 if part is None:
@@ -122,71 +117,54 @@ class LocalParts:
                     path = self._base / part_name(*key)
                     part = _OpenPart(key, path, write=key not in self._verify_only)
                 try:
-                    part.add(chunk, hashes.add)
+                    part.add(chunk)
                 except OSError as exc:
                     raise UploadError(f"cannot write {part.path}: {exc.strerror}") from exc
                 if chunk.last:
-                    hashes.whole(part)
-                    part = None
-                yield from hashes.take()
-            hashes.whole(None)
-            yield from hashes.take()
+                    whole, part = part, None
+                    yield UploadedPart(
+                        *whole.key, str(whole.path), "", whole.nbytes, whole.records, whole.sha256
+                    )
         finally:
             if part is not None:
                 part.abandon()
 
 
-# Bytes written, then hashed, at a time: small enough to be hashed from the cache.
+# Bytes hashed then written at a time: small enough that the write reads them from the cache.
 _STEP = 1 << 20
 
 
 class _OpenPart:
-    """One part file being written to its temporary name (or, without `write`, only hashed),
-    and its bytes held until they are hashed (`_PairedHashes`)."""
+    """One part file being written to its temporary name (or, without `write`, only hashed)."""
 
     def __init__(self, key: tuple[int, int], path: Path, write: bool) -> None:
         self.key, self.path, self.write = key, path, write
         self.tmp = path.with_name(path.name + ".tmp")
         self.fd: int | None = None
-        self.digest = _sha.new()
-        self.held: deque[memoryview] = deque()
+        self.digest = hashlib.sha256()
         self.records = self.nbytes = 0
+        self.sha256 = ""
 
-    def add(
-        self, chunk: PartChunk, written: Callable[[_OpenPart, memoryview], None] | None = None
-    ) -> None:
-        """Write `chunk` a MiB at a time, `written(self, mib)` after each (to hash it while it is
-        in the cache; by default it is held for `finish_alone`); with the last chunk, move the
-        whole file to its name."""
+    def add(self, chunk: PartChunk) -> None:
+        """Hash `chunk` and write it a MiB at a time, each MiB just after it was hashed; with
+        the last chunk, move the whole file to its name."""
         if self.write and self.fd is None:
             private_dir(self.path.parent)
             self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         for data in chunk.chunks:
             for at in range(0, len(data), _STEP):
                 view = data[at : at + _STEP]
-                rest = view
-                while self.fd is not None and rest:
-                    rest = rest[os.write(self.fd, rest) :]
-                if written is None:
-                    self.held.append(view)
-                else:
-                    written(self, view)
+                self.digest.update(view)
+                if self.fd is not None:
+                    while view:
+                        view = view[os.write(self.fd, view) :]
         self.records += chunk.records
         self.nbytes += chunk.nbytes
-        if chunk.last and self.write:
-            self._close()
-            os.replace(self.tmp, self.path)
-
-    def finish_alone(self) -> UploadedPart:
-        """Hash what is held without a partner; the part as written."""
-        while self.held:
-            self.digest.update(self.held.popleft())
-        return self.uploaded()
-
-    def uploaded(self) -> UploadedPart:
-        return UploadedPart(
-            *self.key, str(self.path), "", self.nbytes, self.records, self.digest.hexdigest()
-        )
+        if chunk.last:
+            self.sha256 = self.digest.hexdigest()
+            if self.write:
+                self._close()
+                os.replace(self.tmp, self.path)
 
     def abandon(self) -> None:
         if self.fd is not None:
@@ -197,56 +175,6 @@ class _OpenPart:
         fd, self.fd = self.fd, None
         if fd is not None:
             os.close(fd)
-
-
-class _PairedHashes:
-    """The SHA-256 of each part, two parts at a time (`_sha.update_pair`: ~1.8x the bytes per
-    second of one part, where the CPU has the SHA extensions).
-
-    A whole part keeps the bytes it has not hashed yet (`waiting`) until the next part's come,
-    and each MiB of the next part is hashed beside as many of them. When the waiting part runs
-    out it is done; when the next part is whole first, the waiting one finishes alone and the
-    next waits instead. So about one part's bytes are held at most (the batches they are in
-    kept alive: one part more in memory, ~16 MiB at the default part size). `take()` gives the
-    parts done so far, in order."""
-
-    def __init__(self) -> None:
-        self._waiting: _OpenPart | None = None
-        self._done: list[UploadedPart] = []
-
-    def add(self, part: _OpenPart, view: memoryview) -> None:
-        """Hash `view` (`part`'s next bytes) beside the waiting part's, or hold it."""
-        waiting = self._waiting
-        if waiting is None:
-            part.held.append(view)
-            return
-        while view and waiting.held:
-            head = waiting.held[0]
-            n = min(len(head), len(view))
-            _sha.update_pair(waiting.digest, head[:n], part.digest, view[:n])
-            view = view[n:]
-            if n < len(head):
-                waiting.held[0] = head[n:]
-            else:
-                waiting.held.popleft()
-        if view:
-            part.held.append(view)
-        if not waiting.held:
-            self._waiting = None
-            self._done.append(waiting.uploaded())
-
-    def whole(self, part: _OpenPart | None) -> None:
-        """`part` is whole (None: no part is coming any more)."""
-        waiting, self._waiting = self._waiting, part
-        if waiting is not None:
-            self._done.append(waiting.finish_alone())
-        if part is not None and not part.held:  # all paired already
-            self._waiting = None
-            self._done.append(part.uploaded())
-
-    def take(self) -> list[UploadedPart]:
-        done, self._done = self._done, []
-        return done
 
 
 async def upload_parts(
