@@ -1159,20 +1159,16 @@ def _input_counts(outcome: Any) -> dict[str, Any] | None:
     from .state import RunState
 
     run_dir = outcome.run_dir
-    prepared = outcome.state.prepared
-    if prepared is None and (run_dir / JOURNAL_NAME).exists():  # prepared by this process
-        prepared = RunState.replay(read_events(run_dir)).prepared
-    if prepared is None:
+    counted = outcome.state.input_lines()
+    if counted is None and (run_dir / JOURNAL_NAME).exists():  # prepared by this process
+        counted = RunState.replay(read_events(run_dir)).input_lines()
+    if counted is None:
         return None
-    source = prepared["source"]
-    return {
-        "lines": int(source["lines"]),
-        "blank": int(source["blank"]),
-        "rejected": sum(int(v) for v in source["rejected"].values()),
-        "duplicates": int(source["duplicates"]),
+    files = {
         "rejects_file": str(run_dir / "rejects.jsonl"),
         "duplicates_file": str(run_dir / "duplicates.txt"),
     }
+    return {**counted, **files}
 
 
 def _print_data(data: Any, output: str, query: str | None) -> None:

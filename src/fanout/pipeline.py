@@ -1158,16 +1158,10 @@ class _RunMerger:
         if self._order is not None:
             self._order.check_written()
         totals = Reconciliation.of(self.stats.values())
-        prepared = RunState.replay(read_events(run_dir)).prepared
-        if prepared is None:
+        counted = RunState.replay(read_events(run_dir)).input_lines()
+        if counted is None:
             raise MergeError("the run is not fully prepared, so it cannot be reconciled")
-        source = prepared["source"]
-        totals.check(
-            lines=int(source["lines"]),
-            blank=int(source["blank"]),
-            rejected=sum(int(v) for v in source["rejected"].values()),
-            duplicates=int(source["duplicates"]),
-        )
+        totals.check(**counted)
         return totals
 
 

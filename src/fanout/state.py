@@ -161,6 +161,19 @@ class RunState:
         settings: dict[str, Any] = self.start["settings"]
         return settings
 
+    def input_lines(self) -> dict[str, int] | None:
+        """What prepare made of the input's lines (`lines`, `blank`, `rejected` for every
+        reason, `duplicates`), from the prepared event; None before the run is prepared."""
+        if self.prepared is None:
+            return None
+        source = self.prepared["source"]
+        return {
+            "lines": int(source["lines"]),
+            "blank": int(source["blank"]),
+            "rejected": sum(int(v) for v in source["rejected"].values()),
+            "duplicates": int(source["duplicates"]),
+        }
+
     def counts(self) -> dict[str, int]:
         """Shards and jobs by state, for `fanout status`."""
         by_status: dict[str, int] = {}
