@@ -185,6 +185,41 @@ async def test_bom_cr_whitespace_and_blank_lines_are_normalised() -> None:
     check_consistent(result)
 
 
+@pytest.mark.parametrize("codec", ["utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"])
+@pytest.mark.parametrize("raw_chunk", [1, 97])
+async def test_utf16_or_utf32_text_is_refused_saying_how_to_convert_it(
+    codec: str, raw_chunk: int
+) -> None:
+    """Text in UTF-16 or UTF-32 with its byte-order mark (a spreadsheet's "Unicode text") is an
+    InputError naming the file and the encoding, not a rejected line per ID; a file that is only
+    the mark too."""
+    encoding = codec[:6].upper()  # UTF-16 or UTF-32
+    mark = "\ufeff".encode(codec)
+    for content in (mark + "u1\nu2\n".encode(codec), mark):
+        with pytest.raises(InputError, match=rf"in\.txt is {encoding} text .*iconv -f {encoding}"):
+            await read(content, raw_chunk=raw_chunk)
+
+
+async def test_utf16_text_is_refused_in_a_local_or_gzip_file(tmp_path: Path) -> None:
+    """The check holds on each way a file is read: a local file's own threads, and gzip."""
+    data = "\ufeffu1\nu2\n".encode("utf-16-le")
+    plain, packed = tmp_path / "ids.txt", tmp_path / "ids.txt.gz"
+    plain.write_bytes(data)
+    packed.write_bytes(gzip.compress(data))
+    for path in (plain, packed):
+        with pytest.raises(InputError, match=rf"{path.name} is UTF-16 text"):
+            await read_spec(str(path))
+
+
+@pytest.mark.parametrize("data", [b"", b"u", b"u1", b"u1\n", b"\xef\xbb\xbf", b"\xef\xbb\xbfu"])
+async def test_files_shorter_than_a_byte_order_mark_are_read(data: bytes) -> None:
+    """Holding the first bytes to look for a mark loses nothing of a tiny file."""
+    result = await read(data, raw_chunk=1)
+    expected = data.removeprefix(b"\xef\xbb\xbf").decode().split()
+    assert result.ids() == expected
+    check_consistent(result)
+
+
 async def test_item_kind_writes_item_ids() -> None:
     """Kind ITEM writes itemId records."""
     result = await read(b"i1\n", kind=InputKind.ITEM)

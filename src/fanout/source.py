@@ -86,6 +86,15 @@ Format = Literal["auto", "text", "csv", "tsv", "jsonl", "parquet"]
 _FORMATS: tuple[str, ...] = get_args(Format)
 _DEFAULT_CHUNK = 4 * 1024 * 1024
 _BOM = b"\xef\xbb\xbf"
+# Byte-order marks of text that is not UTF-8 (UTF-32's first: its little-endian mark starts with
+# UTF-16's). Such a file, say a spreadsheet's "Unicode text" export, would be all rejects.
+_OTHER_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_HEAD_BYTES = 4  # enough for any of the marks
 _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 # A line longer than this is rejected without being held in memory (no ID is anywhere near it).
 _MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -453,11 +462,13 @@ class _Cutter:
     """Cuts decoded bytes into pieces of at least `size` bytes at line ends.
 
     For CSV (`quotes`), only where the number of double quotes since the piece start is even, so
-    that a quoted field spanning lines stays in one piece. Strips a UTF-8 BOM at the start. A
-    line longer than `_MAX_LINE_BYTES` becomes a `_LongLine` and the rest of it is skipped.
+    that a quoted field spanning lines stays in one piece. Strips a UTF-8 BOM at the start, and
+    refuses the file `name` if it starts with a UTF-16 or UTF-32 one. A line longer than
+    `_MAX_LINE_BYTES` becomes a `_LongLine` and the rest of it is skipped.
     """
 
-    def __init__(self, size: int, quotes: bool) -> None:
+    def __init__(self, size: int, quotes: bool, name: str) -> None:
+        self._name = name
         self._size = size
         self._quotes = quotes
         self._parts: list[bytes] = []  # bytes after the last cut
@@ -468,13 +479,11 @@ class _Cutter:
 
     def feed(self, data: bytes) -> list[bytes | _LongLine]:
         if self._bom:
-            if self._held + len(data) < len(_BOM):
+            if self._held + len(data) < _HEAD_BYTES:
                 self._keep(data)
                 return []
-            data = self._take(data)
+            data = self._head(self._take(data))
             self._bom = False
-            if data.startswith(_BOM):
-                data = data[len(_BOM) :]
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -510,11 +519,22 @@ class _Cutter:
         if not self._parts:
             return []
         rest = self._take()
-        if self._bom and rest.startswith(_BOM):
-            rest = rest[len(_BOM) :]
+        if self._bom:
+            rest = self._head(rest)
         if not rest:
             return []
         return [rest if len(rest) <= _MAX_LINE_BYTES else _LongLine(rest[:4096])]
+
+    def _head(self, data: bytes) -> bytes:
+        """The file's first bytes without a UTF-8 BOM; an error if they start with another."""
+        for bom, encoding in _OTHER_BOMS:
+            if data.startswith(bom):
+                raise InputError(
+                    f"{self._name} is {encoding} text (it starts with the byte-order mark "
+                    f"{bom.hex(' ').upper()}); fanout reads UTF-8: convert it first, e.g. "
+                    f"iconv -f {encoding} -t UTF-8 FILE > FILE.utf8"
+                )
+        return data[len(_BOM) :] if data.startswith(_BOM) else data
 
     def _keep(self, data: bytes) -> None:
         self._parts.append(data)
@@ -787,7 +807,7 @@ class Source:
     ) -> tuple[_FileFormat, _Cutter]:
         """How the file `name`, declared `fmt` (not Parquet), is parsed, and the cutter of its
         bytes into pieces at line (or CSV record) ends."""
-        cutter = _Cutter(self._options.chunk_bytes, quotes=fmt in ("csv", "tsv"))
+        cutter = _Cutter(self._options.chunk_bytes, quotes=fmt in ("csv", "tsv"), name=name)
         return _FileFormat(file_no, name, fmt, self._options), cutter
 
     async def _decoded(self, one: InputFile) -> AsyncGenerator[bytes, None]:
