@@ -239,7 +239,7 @@ async def estimate_input(
         int(stats.records * scale),
         int(nbytes * scale),
         exact=False,
-        how=f"extrapolated from the first {SAMPLE_BYTES // (1024 * 1024)} MiB of {size} bytes",
+        how=f"extrapolated from the first {SAMPLE_BYTES // (1024 * 1024)} MiB of {size:,} bytes",
     )
 
 

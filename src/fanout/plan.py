@@ -27,7 +27,8 @@ class InputEstimate:
     records: int
     nbytes: int
     exact: bool
-    how: str  # e.g. "counted", "extrapolated from the first 4 MiB of 1.2 GB", "unknown size"
+    # e.g. "counted", "extrapolated from the first 4 MiB of 1,200,000,000 bytes", "unknown size"
+    how: str
 
     @property
     def known(self) -> bool:
