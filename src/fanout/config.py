@@ -133,7 +133,14 @@ def default_state_dir() -> Path:
 
 
 def model_errors(exc: Any) -> str:
-    """A pydantic ValidationError as one readable line: `field: message; …`."""
+    """A pydantic ValidationError as one readable line: `field: message; …` (a validator's own
+    message as it wrote it, without pydantic's "Value error, " before it)."""
     return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {err['msg']}" for err in exc.errors()
+        f"{'.'.join(str(p) for p in err['loc']) or 'value'}: {_message(err)}"
+        for err in exc.errors()
     )
+
+
+def _message(err: Any) -> str:
+    raised = err.get("ctx", {}).get("error") if err["type"] == "value_error" else None
+    return str(raised) if isinstance(raised, ValueError) else str(err["msg"])
