@@ -732,10 +732,9 @@ def _emulator_settings(args: argparse.Namespace) -> Any:
     try:
         return EmulatorSettings.model_validate(values)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
-        raise ConfigError(f"invalid emulator settings: {problems}") from None
+        from .config import model_errors
+
+        raise ConfigError(f"invalid emulator settings: {model_errors(exc)}") from None
 
 
 def _run_emulator(args: argparse.Namespace) -> int:
