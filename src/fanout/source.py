@@ -94,7 +94,9 @@ _OTHER_BOMS = (
     (b"\xff\xfe", "UTF-16"),
     (b"\xfe\xff", "UTF-16"),
 )
-_HEAD_BYTES = 4  # enough for any of the marks
+# A file's first bytes are held until they hold an LF or this many are in (or the file ends), to
+# see its byte-order mark and how its lines end.
+_START_BYTES = 64 * 1024
 _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 # A line longer than this is rejected without being held in memory (no ID is anywhere near it).
 _MAX_LINE_BYTES = 16 * 1024 * 1024
@@ -463,8 +465,10 @@ class _Cutter:
 
     For CSV (`quotes`), only where the number of double quotes since the piece start is even, so
     that a quoted field spanning lines stays in one piece. Strips a UTF-8 BOM at the start, and
-    refuses the file `name` if it starts with a UTF-16 or UTF-32 one. A line longer than
-    `_MAX_LINE_BYTES` becomes a `_LongLine` and the rest of it is skipped.
+    refuses the file `name` if it starts with a UTF-16 or UTF-32 one. Lines end in LF or CRLF; in
+    a file whose first `_START_BYTES` hold a CR but no LF (classic Mac line ends, as Excel for
+    Mac's "CSV (Macintosh)" writes) every CR ends a line. A line longer than `_MAX_LINE_BYTES`
+    becomes a `_LongLine` and the rest of it is skipped.
     """
 
     def __init__(self, size: int, quotes: bool, name: str) -> None:
@@ -474,16 +478,18 @@ class _Cutter:
         self._parts: list[bytes] = []  # bytes after the last cut
         self._held = 0
         self._held_quotes = 0
-        self._bom = True
+        self._starting = True  # the file's first bytes are not cut yet (`_start`)
+        self._cr = False  # lines end in a lone CR
         self._skipping = False
 
     def feed(self, data: bytes) -> list[bytes | _LongLine]:
-        if self._bom:
-            if self._held + len(data) < _HEAD_BYTES:
+        if self._starting:
+            if b"\n" not in data and self._held + len(data) < _START_BYTES:
                 self._keep(data)
                 return []
-            data = self._head(self._take(data))
-            self._bom = False
+            data = self._start(self._take(data))
+        elif self._cr:
+            data = data.replace(b"\r", b"\n")
         if self._skipping:
             end = data.find(b"\n")
             if end < 0:
@@ -519,14 +525,16 @@ class _Cutter:
         if not self._parts:
             return []
         rest = self._take()
-        if self._bom:
-            rest = self._head(rest)
+        if self._starting:
+            rest = self._start(rest)
         if not rest:
             return []
         return [rest if len(rest) <= _MAX_LINE_BYTES else _LongLine(rest[:4096])]
 
-    def _head(self, data: bytes) -> bytes:
-        """The file's first bytes without a UTF-8 BOM; an error if they start with another."""
+    def _start(self, data: bytes) -> bytes:
+        """The file's first bytes, to be cut: without a UTF-8 BOM, and with LF for each CR if
+        lines end in CR alone. An error if they start with another BOM."""
+        self._starting = False
         for bom, encoding in _OTHER_BOMS:
             if data.startswith(bom):
                 raise InputError(
@@ -534,7 +542,10 @@ class _Cutter:
                     f"{bom.hex(' ').upper()}); fanout reads UTF-8: convert it first, e.g. "
                     f"iconv -f {encoding} -t UTF-8 FILE > FILE.utf8"
                 )
-        return data[len(_BOM) :] if data.startswith(_BOM) else data
+        if data.startswith(_BOM):
+            data = data[len(_BOM) :]
+        self._cr = b"\n" not in data and 0 <= data.find(b"\r") < len(data) - 1
+        return data.replace(b"\r", b"\n") if self._cr else data
 
     def _keep(self, data: bytes) -> None:
         self._parts.append(data)
