@@ -649,10 +649,16 @@ def test_output_does_not_depend_on_chunk_bytes(data: bytes, fmt: str) -> None:
     header = b"userId,x\n" if fmt == "csv" else b""
     whole = header + data.replace(b"\x1f\x8b", b"")
 
-    async def run(chunk: int) -> Result:
-        return await read(whole, format=fmt, chunk_bytes=chunk, raw_chunk=chunk + 3)
+    async def run(chunk: int) -> Result | str:
+        try:
+            return await read(whole, format=fmt, chunk_bytes=chunk, raw_chunk=chunk + 3)
+        except InputError as exc:  # UTF-16 or UTF-32: refused the same way at any size
+            return str(exc)
 
     small, large = anyio.run(run, 64), anyio.run(run, 1 << 20)
+    if isinstance(small, str) or isinstance(large, str):
+        assert small == large
+        return
     assert small.data == large.data
     assert small.rejects == large.rejects
     assert small.duplicates == large.duplicates
@@ -999,6 +1005,44 @@ async def test_s3_object_and_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     assert result.stats.files == 3
     result = await read_spec("s3://b/in/b.txt", store)
     assert result.ids() == ["u2", "u1"]
+
+
+async def test_markers_and_leftovers_under_a_prefix_are_left_out() -> None:
+    """Under a prefix, objects with a name starting with _ or . in their path below it (Spark's
+    _SUCCESS, Databricks' _committed_ files, a failed job's _temporary/, .crc files) are not
+    read, whatever the format; the prefix's own path may hold such names."""
+    store = FakeStore(
+        {
+            "_exports/users/_SUCCESS": b"",
+            "_exports/users/_committed_123": b'{"added":["part-0.csv"],"removed":[]}\n',
+            "_exports/users/_temporary/0/part-9.csv": b"userId\nstale\n",
+            "_exports/users/.part-0.csv.crc": b"\x00\x01crc",
+            "_exports/users/part-0.csv": b"userId\nu1\nu2\n",
+            "_exports/users/sub/.hidden/part-8.csv": b"userId\nu8\n",
+            "_exports/users/sub/part-1.csv": b"userId\nu3\n",
+        }
+    )
+    result = await read_spec("s3://b/_exports/users/", store, format="csv")
+    assert result.ids() == ["u1", "u2", "u3"]
+    assert result.stats.files == 2
+    assert result.rejects == []
+    only = await read_spec("s3://b/_exports/users/_committed_123", store, format="jsonl")
+    assert only.stats.files == 1  # named on its own, an object is read whatever its name
+
+
+@pytest.mark.parametrize(
+    ("key", "left_out"),
+    [
+        ("_SUCCESS", True),
+        ("part-0.csv", False),
+        ("a/_temporary/0/part-1.csv", True),
+        (".part-0.crc", True),
+        ("dt=2026-11-28/part-0.csv", False),
+        ("x_y/part_1.csv", False),
+    ],
+)
+def test_hidden_names_follow_the_spark_and_arrow_convention(key: str, left_out: bool) -> None:
+    assert source_module.hidden(key) is left_out
 
 
 async def test_s3_errors_say_what_to_do() -> None:

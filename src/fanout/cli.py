@@ -948,7 +948,18 @@ def _print_plan(plan: Any) -> None:
     ]
     if plan.records == 0:  # size unknown (stdin), or counted and empty: the rest says nothing
         rows = [("records", rows[0][1] if plan.exact else plan.estimate_how), ("why", plan.reason)]
+    if plan.skipped:
+        rows.append(("left out", _left_out(plan.skipped)))
     _print_rows(rows)
+
+
+def _left_out(skipped: Sequence[str]) -> str:
+    """The objects under an S3 input prefix that are not read, named (the first few)."""
+    shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    return (
+        f"{len(skipped)} object(s) under the input prefix whose path has a name starting with _ "
+        f"or . (markers and leftovers of Spark, Hadoop, Databricks): {shown}"
+    )
 
 
 async def _resolved(args: argparse.Namespace, settings: Any, action: Any) -> Any:
@@ -1405,6 +1416,8 @@ def execute_run(
                 f"run {run_id}: {plan.records:,} records → {plan.shards} job shard(s), "
                 f"{plan.waves} wave(s) at the quota of {plan.quota}; {plan.reason}"
             )
+            if plan.skipped:
+                report(f"run {run_id}: left out {_left_out(plan.skipped)}")
             return await submit(
                 ready.run_dir, request, submit_settings, aws, report, merge, listener
             )

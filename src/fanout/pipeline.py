@@ -51,7 +51,7 @@ from .journal import (
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind, JobType
 from .shard import PartChunk, PartFile, ShardSealed, cut_shards, part_name, shard_dir, stream_parts
-from .source import InputFile, Source, SourceOptions, SourceStats, open_input
+from .source import InputFile, Source, SourceOptions, SourceStats, hidden, open_input
 from .state import RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
@@ -185,33 +185,39 @@ async def _limited(files: AsyncIterator[InputFile], budget: int) -> AsyncIterato
         return
 
 
-async def _stored_size(spec: str, store: ObjectReader | None) -> int | None:
-    """Bytes of the input as stored; None for stdin or a pipe (it can be read only once). A
-    missing input is an error now, not later."""
+async def _stored_size(spec: str, store: ObjectReader | None) -> tuple[int | None, tuple[str, ...]]:
+    """Bytes of the input as stored, None for stdin or a pipe (it can be read only once); and
+    the objects under an S3 prefix that are left out (`source.hidden`). A missing input is an
+    error now, not later."""
     if spec == "-":
-        return None
+        return None, ()
     if spec.startswith("s3://"):
         if store is None:
-            return None
+            return None, ()
         uri = S3Uri.parse(spec, what="--ids")
         found = [o async for o in store.list_objects(uri.bucket, uri.key)]
+        skipped: tuple[str, ...] = ()
         if not uri.key.endswith("/"):  # one object: not its siblings that share the prefix
             found = [o for o in found if o.key == uri.key]
+        else:
+            left = [o for o in found if hidden(o.key[len(uri.key) :])]
+            skipped = tuple(f"s3://{uri.bucket}/{o.key}" for o in left if not o.key.endswith("/"))
+            found = [o for o in found if o not in left]
         if not found:
             raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
-        return sum(o.size for o in found)
+        return sum(o.size for o in found), skipped
     try:
         info = await anyio.Path(spec).stat()
     except OSError as exc:
         raise InputError(f"--ids {spec}: {exc.strerror}") from None
-    return info.st_size if stat.S_ISREG(info.st_mode) else None
+    return (info.st_size if stat.S_ISREG(info.st_mode) else None), ()
 
 
 async def estimate_input(
     spec: str, store: ObjectReader | None, options: SourceOptions
 ) -> InputEstimate:
     """Count the input exactly if it is small (or Parquet), else extrapolate from a sample."""
-    size = await _stored_size(spec, store)
+    size, skipped = await _stored_size(spec, store)
     if size is None:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
     exact = (
@@ -233,13 +239,14 @@ async def estimate_input(
         # A sample can end inside a gzip member: what was read before still counts.
     stats = source.stats
     if exact:
-        return InputEstimate(stats.records, nbytes, exact=True, how="counted")
+        return InputEstimate(stats.records, nbytes, exact=True, how="counted", skipped=skipped)
     scale = size / max(1, min(size, stats.bytes_in or SAMPLE_BYTES))
     return InputEstimate(
         int(stats.records * scale),
         int(nbytes * scale),
         exact=False,
         how=f"extrapolated from the first {SAMPLE_BYTES // (1024 * 1024)} MiB of {size:,} bytes",
+        skipped=skipped,
     )
 
 

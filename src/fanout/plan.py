@@ -29,6 +29,7 @@ class InputEstimate:
     exact: bool
     # e.g. "counted", "extrapolated from the first 4 MiB of 1,200,000,000 bytes", "unknown size"
     how: str
+    skipped: tuple[str, ...] = ()  # objects under an S3 prefix left out (`source.hidden`)
 
     @property
     def known(self) -> bool:
@@ -52,6 +53,10 @@ class Plan:
     minutes: float
     minimum_shards: int
     reason: str
+    skipped: tuple[str, ...] = ()  # the input's objects left out (`InputEstimate.skipped`)
+
+    def __post_init__(self) -> None:  # a list, when read back from the run journal
+        object.__setattr__(self, "skipped", tuple(self.skipped))
 
     def layout(self, limits: Limits, file_records: int) -> ShardLayout:
         return ShardLayout(
@@ -89,6 +94,7 @@ def _no_jobs(estimate: InputEstimate, limits: Limits, part_bytes: int, reason: s
         minutes=0.0,
         minimum_shards=0,
         reason=reason,
+        skipped=estimate.skipped,
     )
 
 
@@ -158,4 +164,5 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
         minutes=_minutes(shards, records, quota, timing),
         minimum_shards=minimum,
         reason=reason,
+        skipped=estimate.skipped,
     )

@@ -78,6 +78,7 @@ __all__ = [
     "Source",
     "SourceOptions",
     "SourceStats",
+    "hidden",
     "open_input",
 ]
 
@@ -214,7 +215,8 @@ async def open_input(
 
     `spec` is a local path, `-` (stdin, read as binary in a worker thread), `s3://bucket/key` (one
     object) or `s3://bucket/prefix/` (every object under the prefix in key order, skipping folder
-    markers; none at all is an `InputError`). Each file's bytes come in chunks of `chunk_bytes`.
+    markers and `hidden` ones; none at all is an `InputError`). Each file's bytes come in chunks
+    of `chunk_bytes`.
     """
     _check_chunk_bytes(chunk_bytes)
     if spec == "-":
@@ -339,7 +341,7 @@ async def _s3_inputs(
     if not uri.key or uri.key.endswith("/"):
         found = 0
         async for info in store.list_objects(uri.bucket, uri.key):
-            if info.key.endswith("/"):
+            if info.key.endswith("/") or hidden(info.key[len(uri.key) :]):
                 continue
             found += 1
             name = f"s3://{uri.bucket}/{info.key}"
@@ -358,6 +360,13 @@ async def _s3_inputs(
         hint = f"; to read the objects under it, use {spec}/" if under_folder else ""
         raise InputError(f"no object {spec}: check the bucket and key{hint}")
     yield InputFile(spec, store.read_chunks(uri.bucket, uri.key, chunk_bytes), size)
+
+
+def hidden(key: str) -> bool:
+    """Whether an object under an input prefix, at `key` below it, is left out: a folder or name
+    in its path starts with `_` or `.`, as Spark, Hadoop and Arrow datasets have it (`_SUCCESS`,
+    `_committed_…`, `_temporary/`, `.crc` files): markers and leftovers, not data."""
+    return any(part.startswith(("_", ".")) for part in key.split("/"))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -272,6 +273,38 @@ def test_ids_from_s3_object_and_prefix(
         )  # fmt: skip
         assert code == 0, err
         assert json.loads(out)["records"] == records
+
+
+def test_plan_and_prepare_name_the_objects_they_leave_out(
+    emulator: Emulator,
+    aws_env: dict[str, str],
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A Spark-style export: `fanout plan` and `fanout prepare` read its part files only, and
+    name the markers they leave out (text and JSON), which the run journal keeps."""
+    info = emulator.info
+    s3.put_object(Bucket=info.bucket, Key="spark/part-0.csv", Body=b"userId\nu1\nu2\n")
+    s3.put_object(Bucket=info.bucket, Key="spark/_SUCCESS", Body=b"")
+    s3.put_object(Bucket=info.bucket, Key="spark/_committed_7", Body=b'{"added":[]}\n')
+    spec = f"s3://{info.bucket}/spark/"
+    code, out, err = run_cli(["plan", "--ids", spec, "--format", "csv"], capsys)
+    assert code == 0, err
+    assert re.search(r"^left out +2 object\(s\) under the input prefix", out, re.M)
+    assert f"{spec}_SUCCESS" in out and f"{spec}_committed_7" in out
+    code, out, err = run_cli(
+        [
+            "prepare", "--ids", spec, "--format", "csv", "--local-dir", str(tmp_path / "s"),
+            "--run-id", "spark", "--state-dir", str(tmp_path / "state"), "--output", "json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert json.loads(out)["records"] == 2
+    journal = (tmp_path / "state" / "spark" / "journal.jsonl").read_text().splitlines()
+    started = json.loads(journal[0])
+    assert started["plan"]["skipped"] == [f"{spec}_SUCCESS", f"{spec}_committed_7"]
 
 
 def test_missing_input_fails_before_anything_is_written(
