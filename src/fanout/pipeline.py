@@ -200,9 +200,14 @@ async def _stored_size(spec: str, store: ObjectReader | None) -> tuple[int | Non
         if not uri.key.endswith("/"):  # one object: not its siblings that share the prefix
             found = [o for o in found if o.key == uri.key]
         else:
-            left = [o for o in found if hidden(o.key[len(uri.key) :])]
-            skipped = tuple(f"s3://{uri.bucket}/{o.key}" for o in left if not o.key.endswith("/"))
-            found = [o for o in found if o not in left]
+            kept: list[ObjectInfo] = []
+            left: list[str] = []
+            for one in found:
+                if not hidden(one.key[len(uri.key) :]):
+                    kept.append(one)
+                elif not one.key.endswith("/"):  # a folder marker is not worth naming
+                    left.append(f"s3://{uri.bucket}/{one.key}")
+            found, skipped = kept, tuple(left)
         if not found:
             raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
         return sum(o.size for o in found), skipped
