@@ -1175,6 +1175,23 @@ async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
     assert len(local.batches) > 3
 
 
+async def test_a_local_file_on_threads_must_be_the_only_input(tmp_path: Path) -> None:
+    """The threads read the first file only: a second one after it is a RuntimeError, never
+    a file left unread without a word."""
+    paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
+    for path in paths:
+        path.write_bytes(b"u1\n")
+
+    async def files() -> AsyncIterator[InputFile]:
+        for path in paths:
+            yield InputFile(str(path), _chunks(path.read_bytes(), 8), 3, path=str(path))
+
+    source = Source(files(), SourceOptions(), rejects=ListSink(), duplicates=ListSink())
+    with pytest.raises(RuntimeError, match="must be the only input file"):
+        async for _ in source.batches():
+            pass
+
+
 def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     """The threads `Relay` starts from now on."""
     started: list[Any] = []

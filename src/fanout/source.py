@@ -686,6 +686,8 @@ class Source:
                 finally:
                     with anyio.CancelScope(shield=True):
                         await anyio.to_thread.run_sync(relay.stop)
+                if await _next(self._files) is not None:  # never dropped unread
+                    raise RuntimeError("a local file read on threads must be the only input file")
                 return
             # Any other input, in lockstep: while piece k is deduplicated (thread) piece k+1 is
             # encoded (thread) and piece k+2 is read, so both cores work and memory holds three
