@@ -38,6 +38,22 @@ def test_a_reader_that_leaves_early_is_not_an_error() -> None:
     assert b"Traceback" not in done.stderr
 
 
+def test_a_reader_that_leaves_while_a_command_prints_is_not_an_error() -> None:
+    """A broken pipe inside a command (not argparse's) exits 0 quietly: it is not taken for
+    the disk errors that tell the user to resume (BrokenPipeError is an OSError too)."""
+    script = (
+        "import sys\n"
+        "from fanout import cli\n"
+        "def gone(args):\n"
+        "    raise BrokenPipeError(32, 'Broken pipe')\n"
+        "cli._run_plan = gone\n"
+        "sys.exit(cli.main(['plan', '--ids', 'ids.txt']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+
+
 def test_imports_run_with_the_collector_paused_and_it_comes_back() -> None:
     """`_importing` pauses the cyclic GC for a command's imports and restores it, even when they
     fail; a caller that had it off keeps it off. What exists after the imports is frozen (the

@@ -1780,6 +1780,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fanout: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except OSError as exc:  # a full disk, a directory that went away: the journal is intact
         where = f" ({exc.filename})" if exc.filename else ""
         run = getattr(args, "run_id", None)
@@ -1790,9 +1793,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_FAILED
-    except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_OK
     finally:
         gc.unfreeze()  # what `_importing` froze: an embedder's collector works as before
 
