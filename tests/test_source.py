@@ -939,6 +939,28 @@ async def test_parquet_from_stdin_and_s3_is_spooled(
     assert result.ids() == ["u1", "u2"]
 
 
+async def test_a_prefix_of_parquet_files_is_estimated_from_its_first_whole_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the exact-count size, the plan samples an S3 prefix; Parquet cannot be read in
+    part, so its first file is read whole and scaled by the prefix's size (it used to be cut,
+    unreadable, and the plan said the size was unknown). Text is still cut at the budget."""
+    from fanout import pipeline
+
+    monkeypatch.setattr(pipeline, "EXACT_COUNT_BYTES", 1000)
+    monkeypatch.setattr(pipeline, "SAMPLE_BYTES", 100)
+    data = write_parquet(tmp_path / "u.parquet", {"userId": [f"user-{i:05d}" for i in range(400)]})
+    text = b"".join(b"user-%05d\n" % i for i in range(400))
+    store = FakeStore({"pq/a.parquet": data, "pq/b.parquet": data, "t/a.txt": text})
+    estimate = await pipeline.estimate_input("s3://b/pq/", store, SourceOptions())
+    assert not estimate.exact
+    assert estimate.records == 800
+    assert estimate.how == f"extrapolated from the first {len(data):,} of {2 * len(data):,} bytes"
+    estimate = await pipeline.estimate_input("s3://b/t/", store, SourceOptions())
+    assert 350 <= estimate.records <= 450  # from about 100 bytes of 4,400
+    assert estimate.how.startswith("extrapolated from the first 10")
+
+
 async def test_parquet_without_pyarrow_says_how_to_install_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,6 +36,7 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
+from ._formats import _PARQUET_MAGIC
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
@@ -169,15 +170,19 @@ class _NullSink:
         pass
 
 
-async def _limited(files: AsyncIterator[InputFile], budget: int) -> AsyncIterator[InputFile]:
-    """The first file only, cut after about `budget` stored bytes (for sampling)."""
+async def _limited(
+    files: AsyncIterator[InputFile], budget: int, parquet: bool
+) -> AsyncIterator[InputFile]:
+    """The first file only, cut after about `budget` stored bytes (for sampling); whole if it is
+    Parquet (`parquet`, or by its magic bytes), which cannot be read in part."""
 
     async def head(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        seen = 0
+        seen, start = 0, b""
         async for chunk in chunks:
             yield chunk
             seen += len(chunk)
-            if seen >= budget:
+            start = (start + chunk)[:4] if len(start) < 4 else start
+            if seen >= budget and not (parquet or start == _PARQUET_MAGIC):
                 return
 
     async for first in files:  # no size: a sample must not size the dedupe set for the whole file
@@ -221,18 +226,16 @@ async def _stored_size(spec: str, store: ObjectReader | None) -> tuple[int | Non
 async def estimate_input(
     spec: str, store: ObjectReader | None, options: SourceOptions
 ) -> InputEstimate:
-    """Count the input exactly if it is small (or Parquet), else extrapolate from a sample."""
+    """Count the input exactly if it is small (or one Parquet file), else extrapolate from a
+    sample: its first 4 MiB, or its first file if that is Parquet."""
     size, skipped = await _stored_size(spec, store)
     if size is None:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
-    exact = (
-        size <= EXACT_COUNT_BYTES
-        or options.format == "parquet"
-        or spec.endswith((".parquet", ".pq"))
-    )
+    parquet = options.format == "parquet" or spec.endswith((".parquet", ".pq"))
+    exact = size <= EXACT_COUNT_BYTES or (parquet and not spec.endswith("/"))
     files = open_input(spec, store, chunk_bytes=options.chunk_bytes)
     if not exact:
-        files = _limited(files, SAMPLE_BYTES)
+        files = _limited(files, SAMPLE_BYTES, parquet)
     source = Source(files, options, rejects=_NullSink(), duplicates=_NullSink())
     nbytes = 0
     try:
@@ -245,12 +248,13 @@ async def estimate_input(
     stats = source.stats
     if exact:
         return InputEstimate(stats.records, nbytes, exact=True, how="counted", skipped=skipped)
-    scale = size / max(1, min(size, stats.bytes_in or SAMPLE_BYTES))
+    sampled = min(size, stats.bytes_in or SAMPLE_BYTES)
+    scale = size / max(1, sampled)
     return InputEstimate(
         int(stats.records * scale),
         int(nbytes * scale),
         exact=False,
-        how=f"extrapolated from the first {SAMPLE_BYTES // (1024 * 1024)} MiB of {size:,} bytes",
+        how=f"extrapolated from the first {sampled:,} of {size:,} bytes",
         skipped=skipped,
     )
 

@@ -27,7 +27,7 @@ class InputEstimate:
     records: int
     nbytes: int
     exact: bool
-    # e.g. "counted", "extrapolated from the first 4 MiB of 1,200,000,000 bytes", "unknown size"
+    # e.g. "counted", "extrapolated from the first 4,194,330 of 1,200,000,000 bytes"
     how: str
     skipped: tuple[str, ...] = ()  # objects under an S3 prefix left out (`source.hidden`)
 
