@@ -991,12 +991,42 @@ async def test_local_file_is_read_through_open_input(tmp_path: Path) -> None:
     assert result.stats.bytes_in == path.stat().st_size
 
 
-async def test_missing_local_file_or_directory_is_an_input_error(tmp_path: Path) -> None:
-    """A missing path or a directory is an InputError saying what to do."""
+async def test_missing_local_file_or_empty_directory_is_an_input_error(tmp_path: Path) -> None:
+    """A missing path, or a directory with no file to read, is an InputError saying so."""
     with pytest.raises(InputError, match="does not exist: check the path"):
         await read_spec(str(tmp_path / "nope.txt"))
-    with pytest.raises(InputError, match="is a directory"):
+    with pytest.raises(InputError, match=r"no files under the input directory .*$"):
         await read_spec(str(tmp_path))
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    with pytest.raises(InputError, match=r"but 1 left out \(names starting with _ or \.\)"):
+        await read_spec(str(tmp_path))
+
+
+async def test_a_local_directory_is_read_as_an_s3_prefix_is(tmp_path: Path) -> None:
+    """Every file under a directory, in the order of their paths below it (as S3 lists keys),
+    gzip and Parquet among them; hidden names are left out, a hidden folder is not walked, and
+    a link to a file counts."""
+    root = tmp_path / "export"
+    (root / "sub").mkdir(parents=True)
+    (root / "_temporary" / "0").mkdir(parents=True)
+    (root / "b.txt").write_bytes(b"u2\nu1\n")
+    (root / "a.txt").write_bytes(b"u1\n")
+    (root / "sub" / "c.txt.gz").write_bytes(gzip.compress(b"u3\n"))
+    write_parquet(root / "sub" / "d.parquet", {"userId": ["u4"]})
+    (root / "_SUCCESS").write_bytes(b"")
+    (root / ".a.txt.crc").write_bytes(b"\x00crc")
+    (root / "_temporary" / "0" / "part-9.txt").write_bytes(b"stale\n")
+    (tmp_path / "elsewhere.txt").write_bytes(b"u5\n")
+    (root / "z.txt").symlink_to(tmp_path / "elsewhere.txt")
+    result = await read_spec(str(root))
+    assert result.ids() == ["u1", "u2", "u3", "u4", "u5"]
+    assert result.duplicates == [f'"u1"\t{root / "b.txt"}:2'.encode()]
+    assert result.stats.files == 5
+    files, left = source_module.directory_files(str(root))
+    names = ["a.txt", "b.txt", "c.txt.gz", "d.parquet", "z.txt"]
+    assert [Path(path).name for path, _ in files] == names
+    hidden = [str(root / ".a.txt.crc"), str(root / "_SUCCESS"), f"{root / '_temporary'}/"]
+    assert left == sorted(hidden)
 
 
 async def test_stdin_is_read_as_binary(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1197,21 +1227,23 @@ async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
     assert len(local.batches) > 3
 
 
-async def test_a_local_file_on_threads_must_be_the_only_input(tmp_path: Path) -> None:
-    """The threads read the first file only: a second one after it is a RuntimeError, never
-    a file left unread without a word."""
+async def test_local_files_after_the_first_are_read_too(tmp_path: Path) -> None:
+    """The threads read a lone local file; with more files (a folder) every one of them is read,
+    in lockstep, none left behind."""
     paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
-    for path in paths:
-        path.write_bytes(b"u1\n")
+    for n, path in enumerate(paths):
+        path.write_bytes(b"u%d\nshared\n" % n)
 
     async def files() -> AsyncIterator[InputFile]:
         for path in paths:
-            yield InputFile(str(path), _chunks(path.read_bytes(), 8), 3, path=str(path))
+            yield InputFile(str(path), _chunks(path.read_bytes(), 8), 9, path=str(path))
 
-    source = Source(files(), SourceOptions(), rejects=ListSink(), duplicates=ListSink())
-    with pytest.raises(RuntimeError, match="must be the only input file"):
-        async for _ in source.batches():
-            pass
+    rejects, duplicates = ListSink(), ListSink()
+    source = Source(files(), SourceOptions(), rejects=rejects, duplicates=duplicates)
+    result = await collect(source, rejects, duplicates)
+    assert result.ids() == ["u0", "shared", "u1"]
+    assert result.duplicates == [f'"shared"\t{paths[1]}:2'.encode()]
+    assert result.stats.files == 2
 
 
 def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

@@ -457,7 +457,8 @@ def _input_options(
         "--ids",
         required=ids_required,
         metavar="SRC",
-        help="a file, - for stdin, s3://bucket/key, or s3://bucket/prefix/ (every object)",
+        help="a file, a directory or s3://bucket/prefix/ (every file under it but _ and . names),"
+        " s3://bucket/key, or - for stdin",
     )
     add(
         "--format",
@@ -954,7 +955,8 @@ def _print_plan(plan: Any) -> None:
 
 
 def _left_out(skipped: Sequence[str]) -> str:
-    """The objects under an S3 input prefix that are not read, named (the first few)."""
+    """The objects under an S3 input prefix (or files under a folder) that are not read, named
+    (the first few)."""
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
     return (
         f"{len(skipped)} object(s) under the input prefix whose path has a name starting with _ "

@@ -52,7 +52,15 @@ from .journal import (
 from .plan import InputEstimate, Plan, make_plan
 from .records import InputKind, JobType
 from .shard import PartChunk, PartFile, ShardSealed, cut_shards, part_name, shard_dir, stream_parts
-from .source import InputFile, Source, SourceOptions, SourceStats, hidden, open_input
+from .source import (
+    InputFile,
+    Source,
+    SourceOptions,
+    SourceStats,
+    directory_files,
+    hidden,
+    open_input,
+)
 from .state import RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
@@ -190,37 +198,50 @@ async def _limited(
         return
 
 
-async def _stored_size(spec: str, store: ObjectReader | None) -> tuple[int | None, tuple[str, ...]]:
-    """Bytes of the input as stored, None for stdin or a pipe (it can be read only once); and
-    the objects under an S3 prefix that are left out (`source.hidden`). A missing input is an
-    error now, not later."""
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    """The input as stored: its bytes (None for stdin or a pipe, which can be read only once),
+    whether it is a folder (an S3 prefix or a local directory) and what under it is left out
+    (`source.hidden`)."""
+
+    size: int | None
+    folder: bool = False
+    skipped: tuple[str, ...] = ()
+
+
+async def _stored(spec: str, store: ObjectReader | None) -> _Stored:
+    """How `spec` is stored. A missing input is an error now, not later."""
     if spec == "-":
-        return None, ()
+        return _Stored(None)
     if spec.startswith("s3://"):
         if store is None:
-            return None, ()
+            return _Stored(None)
         uri = S3Uri.parse(spec, what="--ids")
         found = [o async for o in store.list_objects(uri.bucket, uri.key)]
-        skipped: tuple[str, ...] = ()
         if not uri.key.endswith("/"):  # one object: not its siblings that share the prefix
             found = [o for o in found if o.key == uri.key]
-        else:
-            kept: list[ObjectInfo] = []
-            left: list[str] = []
-            for one in found:
-                if not hidden(one.key[len(uri.key) :]):
-                    kept.append(one)
-                elif not one.key.endswith("/"):  # a folder marker is not worth naming
-                    left.append(f"s3://{uri.bucket}/{one.key}")
-            found, skipped = kept, tuple(left)
-        if not found:
-            raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
-        return sum(o.size for o in found), skipped
+            if not found:
+                raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
+            return _Stored(found[0].size)
+        kept: list[ObjectInfo] = []
+        left: list[str] = []
+        for one in found:
+            if not hidden(one.key[len(uri.key) :]):
+                kept.append(one)
+            elif not one.key.endswith("/"):  # a folder marker is not worth naming
+                left.append(f"s3://{uri.bucket}/{one.key}")
+        if not kept:
+            also = f" but {len(left)} left out (names starting with _ or .)" if left else ""
+            raise InputError(f"--ids {spec}: no objects under it{also}")
+        return _Stored(sum(o.size for o in kept), True, tuple(left))
     try:
         info = await anyio.Path(spec).stat()
     except OSError as exc:
         raise InputError(f"--ids {spec}: {exc.strerror}") from None
-    return (info.st_size if stat.S_ISREG(info.st_mode) else None), ()
+    if stat.S_ISDIR(info.st_mode):
+        files, skipped = await anyio.to_thread.run_sync(directory_files, spec)
+        return _Stored(sum(size for _, size in files), True, tuple(skipped))
+    return _Stored(info.st_size if stat.S_ISREG(info.st_mode) else None)
 
 
 async def estimate_input(
@@ -228,11 +249,12 @@ async def estimate_input(
 ) -> InputEstimate:
     """Count the input exactly if it is small (or one Parquet file), else extrapolate from a
     sample: its first 4 MiB, or its first file if that is Parquet."""
-    size, skipped = await _stored_size(spec, store)
+    stored = await _stored(spec, store)
+    size, skipped = stored.size, stored.skipped
     if size is None:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
     parquet = options.format == "parquet" or spec.endswith((".parquet", ".pq"))
-    exact = size <= EXACT_COUNT_BYTES or (parquet and not spec.endswith("/"))
+    exact = size <= EXACT_COUNT_BYTES or (parquet and not stored.folder)
     files = open_input(spec, store, chunk_bytes=options.chunk_bytes)
     if not exact:
         files = _limited(files, SAMPLE_BYTES, parquet)

@@ -29,7 +29,7 @@ class InputEstimate:
     exact: bool
     # e.g. "counted", "extrapolated from the first 4,194,330 of 1,200,000,000 bytes"
     how: str
-    skipped: tuple[str, ...] = ()  # objects under an S3 prefix left out (`source.hidden`)
+    skipped: tuple[str, ...] = ()  # objects under a prefix or folder left out (`source.hidden`)
 
     @property
     def known(self) -> bool:

@@ -307,6 +307,34 @@ def test_plan_and_prepare_name_the_objects_they_leave_out(
     assert started["plan"]["skipped"] == [f"{spec}_SUCCESS", f"{spec}_committed_7"]
 
 
+def test_a_local_directory_is_input_with_its_markers_left_out(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--ids DIR` reads every file under it (a local Spark export) in order, deduplicating
+    across them, and names what it leaves out."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "part-0.csv").write_text("userId\nu1\nu2\n")
+    (export / "part-1.csv").write_text("userId\nu3\nu1\n")
+    (export / "_SUCCESS").write_text("")
+    code, out, err = run_cli(["plan", "--ids", str(export)], capsys)
+    assert code == 0, err
+    assert re.search(r"^records +3 \(exact: counted\)", out, re.M)
+    assert re.search(r"^left out +1 object\(s\) .*_SUCCESS$", out, re.M)
+    args = [
+        "prepare", "--ids", str(export), "--local-dir", str(tmp_path / "s"),
+        "--run-id", "folder", "--state-dir", str(tmp_path / "state"), "--output", "json",
+    ]  # fmt: skip
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (summary["records"], summary["duplicates"], summary["lines"]) == (3, 1, 4)
+    parts = sorted((tmp_path / "s" / "folder").rglob("*.jsonl"))
+    assert b"".join(p.read_bytes() for p in parts) == (
+        b'{"userId":"u1"}\n{"userId":"u2"}\n{"userId":"u3"}\n'
+    )
+
+
 def test_missing_input_fails_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
