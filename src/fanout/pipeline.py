@@ -58,8 +58,8 @@ from .source import (
     SourceOptions,
     SourceStats,
     directory_files,
-    hidden,
     open_input,
+    s3_objects,
 )
 from .state import RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
@@ -216,24 +216,8 @@ async def _stored(spec: str, store: ObjectReader | None) -> _Stored:
     if spec.startswith("s3://"):
         if store is None:
             return _Stored(None)
-        uri = S3Uri.parse(spec, what="--ids")
-        found = [o async for o in store.list_objects(uri.bucket, uri.key)]
-        if not uri.key.endswith("/"):  # one object: not its siblings that share the prefix
-            found = [o for o in found if o.key == uri.key]
-            if not found:
-                raise InputError(f"--ids {spec}: no such object (for a folder, end it with /)")
-            return _Stored(found[0].size)
-        kept: list[ObjectInfo] = []
-        left: list[str] = []
-        for one in found:
-            if not hidden(one.key[len(uri.key) :]):
-                kept.append(one)
-            elif not one.key.endswith("/"):  # a folder marker is not worth naming
-                left.append(f"s3://{uri.bucket}/{one.key}")
-        if not kept:
-            also = f" but {len(left)} left out (names starting with _ or .)" if left else ""
-            raise InputError(f"--ids {spec}: no objects under it{also}")
-        return _Stored(sum(o.size for o in kept), True, tuple(left))
+        found = await s3_objects(spec, store)
+        return _Stored(sum(o.size for o in found.objects), found.folder, found.left)
     try:
         info = await anyio.Path(spec).stat()
     except OSError as exc:

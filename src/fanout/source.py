@@ -64,7 +64,7 @@ from ._formats import (
 from ._relay import END, Relay
 from .errors import ConfigError, InputError
 from .records import InputKind, RecordBatch, RejectReason
-from .storage import ObjectReader, S3Uri
+from .storage import ObjectInfo, ObjectReader, S3Uri
 
 if TYPE_CHECKING:
     import numpy as np
@@ -75,12 +75,14 @@ if TYPE_CHECKING:
 __all__ = [
     "InputFile",
     "LineSink",
+    "S3Objects",
     "Source",
     "SourceOptions",
     "SourceStats",
     "directory_files",
     "hidden",
     "open_input",
+    "s3_objects",
 ]
 
 Format = Literal["auto", "text", "csv", "tsv", "jsonl", "parquet"]
@@ -340,31 +342,50 @@ async def _stdin_chunks(chunk_bytes: int) -> AsyncIterator[bytes]:
 async def _s3_inputs(
     spec: str, store: ObjectReader | None, chunk_bytes: int
 ) -> AsyncIterator[InputFile]:
-    uri = S3Uri.parse(spec, what="input")
     if store is None:
         raise ConfigError(f"input {spec} is on S3 but no object store was given to read it with")
+    found = await s3_objects(spec, store)
+    for info in found.objects:
+        name = f"s3://{found.uri.bucket}/{info.key}" if found.folder else spec
+        yield InputFile(name, store.read_chunks(found.uri.bucket, info.key, chunk_bytes), info.size)
+
+
+@dataclass(frozen=True, slots=True)
+class S3Objects:
+    """The objects an S3 input is: one object, or those under a prefix (`folder`) in key order,
+    without folder markers and without the `hidden` ones, which `left` names."""
+
+    uri: S3Uri
+    objects: list[ObjectInfo]
+    folder: bool
+    left: tuple[str, ...] = ()
+
+
+async def s3_objects(spec: str, store: ObjectReader) -> S3Objects:
+    """The objects of the S3 input `spec` (`s3://bucket/key`, or `s3://bucket/prefix/`). None at
+    all is an `InputError` saying what to check."""
+    uri = S3Uri.parse(spec, what="input")
+    listed = [info async for info in store.list_objects(uri.bucket, uri.key)]
     if not uri.key or uri.key.endswith("/"):
-        found = 0
-        async for info in store.list_objects(uri.bucket, uri.key):
-            if info.key.endswith("/") or hidden(info.key[len(uri.key) :]):
+        kept: list[ObjectInfo] = []
+        left: list[str] = []
+        for info in listed:
+            if info.key.endswith("/"):  # a folder marker: not an object to read or to name
                 continue
-            found += 1
-            name = f"s3://{uri.bucket}/{info.key}"
-            yield InputFile(name, store.read_chunks(uri.bucket, info.key, chunk_bytes), info.size)
-        if not found:
-            raise InputError(f"no objects under {spec}: check the bucket and prefix")
-        return
-    size: int | None = None
-    under_folder = False
-    async for info in store.list_objects(uri.bucket, uri.key):
-        if info.key == uri.key:
-            size = info.size
-        elif info.key.startswith(uri.key + "/"):
-            under_folder = True
-    if size is None:
+            if hidden(info.key[len(uri.key) :]):
+                left.append(f"s3://{uri.bucket}/{info.key}")
+            else:
+                kept.append(info)
+        if not kept:
+            also = f" but {len(left)} left out (names starting with _ or .)" if left else ""
+            raise InputError(f"no objects under {spec}{also}: check the bucket and prefix")
+        return S3Objects(uri, kept, True, tuple(left))
+    one = [info for info in listed if info.key == uri.key]
+    if not one:
+        under_folder = any(info.key.startswith(uri.key + "/") for info in listed)
         hint = f"; to read the objects under it, use {spec}/" if under_folder else ""
         raise InputError(f"no object {spec}: check the bucket and key{hint}")
-    yield InputFile(spec, store.read_chunks(uri.bucket, uri.key, chunk_bytes), size)
+    return S3Objects(uri, one, False)
 
 
 def directory_files(root: str) -> tuple[list[tuple[str, int]], list[str]]:
