@@ -931,7 +931,8 @@ async def _input_kind(args: argparse.Namespace, aws: Any) -> Any:
     return kind
 
 
-def _print_plan(plan: Any) -> None:
+def _print_plan(plan: Any, ids: str) -> None:
+    """The plan as rows; `ids` is the `--ids` it was made for."""
     from .plan import Plan
 
     assert isinstance(plan, Plan)
@@ -950,17 +951,22 @@ def _print_plan(plan: Any) -> None:
     if plan.records == 0:  # size unknown (stdin), or counted and empty: the rest says nothing
         rows = [("records", rows[0][1] if plan.exact else plan.estimate_how), ("why", plan.reason)]
     if plan.skipped:
-        rows.append(("left out", _left_out(plan.skipped)))
+        rows.append(("left out", _left_out(plan.skipped, ids)))
     _print_rows(rows)
 
 
-def _left_out(skipped: Sequence[str]) -> str:
-    """The objects under an S3 input prefix (or files under a folder) that are not read, named
-    (the first few)."""
+def _left_out(skipped: Sequence[str], ids: str) -> str:
+    """The objects under the S3 input prefix (or the files under the input folder) `ids` that
+    are not read, named (the first few)."""
     shown = ", ".join(skipped[:3]) + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+    where = (
+        "object(s) under the input prefix"
+        if ids.startswith("s3://")
+        else ("file(s) under the input folder")
+    )
     return (
-        f"{len(skipped)} object(s) under the input prefix whose path has a name starting with _ "
-        f"or . (markers and leftovers of Spark, Hadoop, Databricks): {shown}"
+        f"{len(skipped)} {where} whose path has a name starting with _ or . (markers and "
+        f"leftovers of Spark, Hadoop, Databricks): {shown}"
     )
 
 
@@ -1003,7 +1009,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        _print_plan(result)
+        _print_plan(result, args.ids)
     return EXIT_OK
 
 
@@ -1057,7 +1063,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     if args.output == "json":
         print(json.dumps(summary, indent=2))
     else:
-        _print_plan(result.plan)
+        _print_plan(result.plan, args.ids)
         print()
         _print_rows(list(summary.items()))
     return EXIT_OK
@@ -1410,7 +1416,7 @@ def execute_run(
             )
             if args.dry_run:
                 plan = await plan_input(ready.ids, aws.s3, ready)
-                _print_plan(plan)
+                _print_plan(plan, args.ids)
                 print("preflight   every check passed; nothing was uploaded or created")
                 return None
             plan = await begin(ready, aws)
@@ -1419,7 +1425,7 @@ def execute_run(
                 f"{plan.waves} wave(s) at the quota of {plan.quota}; {plan.reason}"
             )
             if plan.skipped:
-                report(f"run {run_id}: left out {_left_out(plan.skipped)}")
+                report(f"run {run_id}: left out {_left_out(plan.skipped, args.ids)}")
             return await submit(
                 ready.run_dir, request, submit_settings, aws, report, merge, listener
             )

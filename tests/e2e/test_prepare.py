@@ -320,7 +320,7 @@ def test_a_local_directory_is_input_with_its_markers_left_out(
     code, out, err = run_cli(["plan", "--ids", str(export)], capsys)
     assert code == 0, err
     assert re.search(r"^records +3 \(exact: counted\)", out, re.M)
-    assert re.search(r"^left out +1 object\(s\) .*_SUCCESS$", out, re.M)
+    assert re.search(r"^left out +1 file\(s\) under the input folder .*_SUCCESS$", out, re.M)
     args = [
         "prepare", "--ids", str(export), "--local-dir", str(tmp_path / "s"),
         "--run-id", "folder", "--state-dir", str(tmp_path / "state"), "--output", "json",
