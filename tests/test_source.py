@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 
 from fanout import _relay
 from fanout import source as source_module
+from fanout._dedupe import _FingerprintSet
 from fanout._encode import _encode_lines, _Template
 from fanout.errors import ConfigError, InputError
 from fanout.records import InputKind, RecordBatch
@@ -1212,9 +1213,9 @@ async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
     threaded: list[str] = []
     pieces = Source._local_pieces
 
-    def spy(self: Source, one: InputFile) -> Any:
-        threaded.append(one.name)
-        return pieces(self, one)
+    def spy(self: Source, files: list[InputFile]) -> Any:
+        threaded.extend(one.name for one in files)
+        return pieces(self, files)
 
     monkeypatch.setattr(Source, "_local_pieces", spy)
     local = await read_spec(str(path), chunk_bytes=64)
@@ -1227,23 +1228,81 @@ async def test_a_local_file_on_threads_reads_as_the_lockstep_does(
     assert len(local.batches) > 3
 
 
-async def test_local_files_after_the_first_are_read_too(tmp_path: Path) -> None:
-    """The threads read a lone local file; with more files (a folder) every one of them is read,
-    in lockstep, none left behind."""
-    paths = [tmp_path / "a.txt", tmp_path / "b.txt"]
-    for n, path in enumerate(paths):
-        path.write_bytes(b"u%d\nshared\n" % n)
+@pytest.mark.parametrize("case", sorted(_LOCAL_CASES))
+async def test_a_folder_of_local_files_is_read_on_the_threads_as_the_lockstep_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """Every file of a local folder of text, CSV or JSON lines goes through the threads, in
+    order, each with its own header and line numbers, deduplicated across files: the same
+    records, rejects, duplicates and counts as the lockstep gives the same files."""
+    name, data = _LOCAL_CASES[case]
+    folder = tmp_path / "export"
+    folder.mkdir()
+    paths = [folder / f"{n}-{name}" for n in range(3)]
+    for path in paths:
+        path.write_bytes(data)
+    files = [(str(path), data) for path in paths]
+    threaded: list[str] = []
+    pieces = Source._local_pieces
 
-    async def files() -> AsyncIterator[InputFile]:
-        for path in paths:
-            yield InputFile(str(path), _chunks(path.read_bytes(), 8), 9, path=str(path))
+    def spy(self: Source, local: list[InputFile]) -> Any:
+        threaded.extend(one.name for one in local)
+        return pieces(self, local)
 
-    rejects, duplicates = ListSink(), ListSink()
-    source = Source(files(), SourceOptions(), rejects=rejects, duplicates=duplicates)
-    result = await collect(source, rejects, duplicates)
-    assert result.ids() == ["u0", "shared", "u1"]
-    assert result.duplicates == [f'"shared"\t{paths[1]}:2'.encode()]
-    assert result.stats.files == 2
+    monkeypatch.setattr(Source, "_local_pieces", spy)
+    local = await read_spec(str(folder), chunk_bytes=64)
+    assert threaded == [path for path, _ in files]
+    memory = await read(files, chunk_bytes=64, raw_chunk=50)
+    assert local.data == memory.data and local.records
+    assert local.rejects == memory.rejects
+    assert local.duplicates == memory.duplicates
+    assert f"{files[2][0]}:".encode() in local.duplicates[-1]  # the third file's own lines
+    assert local.stats == memory.stats and local.stats.files == 3
+
+
+async def test_a_folder_with_a_gzip_file_is_read_whole_in_lockstep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One gzip file among a folder's plain files sends them all through the lockstep, and
+    every file is read, in order, none twice and none left behind."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "a.txt").write_bytes(b"u0\nshared\n")
+    (folder / "b.txt").write_bytes(b"u1\nshared\n")
+    (folder / "c.txt.gz").write_bytes(gzip.compress(b"u2\nshared\n"))
+    (folder / "d.txt").write_bytes(b"u3\n")
+    threaded: list[Any] = []
+    monkeypatch.setattr(Source, "_threads", lambda *args: threaded.append(args))
+    result = await read_spec(str(folder))
+    assert not threaded
+    assert result.ids() == ["u0", "shared", "u1", "u2", "u3"]
+    assert [line.split(b"\t")[1] for line in result.duplicates] == [
+        f"{folder / name}:2".encode() for name in ("b.txt", "c.txt.gz")
+    ]
+    assert result.stats.files == 4
+
+
+async def test_a_folder_sizes_the_dedupe_set_once_for_all_of_its_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dedupe set is sized from the folder's whole size at its first piece, not from the
+    first file's (after which it would grow again and again, the old table beside the new)."""
+    folder = tmp_path / "export"
+    folder.mkdir()
+    for n in range(8):
+        ids = b"".join(b"user-%d-%d\n" % (n, i) for i in range(20_000))
+        (folder / f"part-{n}.txt").write_bytes(ids)
+    grown: list[int] = []
+    grow = _FingerprintSet._grow
+
+    def spy(self: _FingerprintSet, count: int) -> None:
+        grown.append(count)
+        grow(self, count)
+
+    monkeypatch.setattr(_FingerprintSet, "_grow", spy)
+    result = await read_spec(str(folder), chunk_bytes=1 << 16)
+    assert result.stats.records == 160_000
+    assert len(grown) == 1 and grown[0] >= 160_000 * 0.9
 
 
 def _relay_threads(monkeypatch: pytest.MonkeyPatch) -> list[Any]:

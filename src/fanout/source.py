@@ -10,10 +10,10 @@ Blank lines are counted and skipped, invalid lines go to the rejects sink (with 
 reason and the raw line), later occurrences of an ID go to the duplicates sink. Nothing is dropped
 silently and memory stays flat: input is cut into pieces of about `chunk_bytes` at line ends, and
 a few pieces are alive at once, each stage in a thread so that uploads proceed meanwhile. A local
-file of text, CSV or JSON lines is read, encoded and deduplicated on three long-lived threads
-joined by queues of one piece (`Source._threads`: three pieces read, two encoded); any other input
-(stdin, a pipe, S3, gzip, Parquet) goes in lockstep, one worker-thread hop per stage and piece
-(three pieces alive).
+file of text, CSV or JSON lines (or a folder of nothing else) is read, encoded and deduplicated on
+three long-lived threads joined by queues of one piece (`Source._threads`: three pieces read, two
+encoded); any other input (stdin, a pipe, S3, gzip, Parquet, a folder holding any of those) goes
+in lockstep, one worker-thread hop per stage and piece (three pieces alive).
 
 This module reads, cuts and orchestrates; the work on a piece is elsewhere: `_formats` (detecting
 the format, parsing each one: stage 1), `_encode` (validating IDs, encoding records, one C pass
@@ -184,6 +184,7 @@ class InputFile:
     chunks: AsyncIterator[bytes]
     size: int | None  # stored size, if known
     path: str | None = None
+    input_size: int | None = None  # a folder's files: all of their stored sizes together
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,8 +239,9 @@ async def open_input(
         raise InputError(f"cannot read input file {spec}: {exc.strerror}") from exc
     if stat.S_ISDIR(info.st_mode):
         found, _ = await anyio.to_thread.run_sync(directory_files, spec)
+        total = sum(size for _, size in found)
         for path, size in found:
-            yield InputFile(path, _file_chunks(path, chunk_bytes), size, path=path)
+            yield InputFile(path, _file_chunks(path, chunk_bytes), size, path, total)
         return
     if not stat.S_ISREG(info.st_mode):  # a named pipe, `<(zcat ids.gz)`: read once, in order
         yield InputFile(spec, _pipe_chunks(spec, chunk_bytes), None)
@@ -345,9 +347,11 @@ async def _s3_inputs(
     if store is None:
         raise ConfigError(f"input {spec} is on S3 but no object store was given to read it with")
     found = await s3_objects(spec, store)
+    total = sum(info.size for info in found.objects)
     for info in found.objects:
         name = f"s3://{found.uri.bucket}/{info.key}" if found.folder else spec
-        yield InputFile(name, store.read_chunks(found.uri.bucket, info.key, chunk_bytes), info.size)
+        chunks = store.read_chunks(found.uri.bucket, info.key, chunk_bytes)
+        yield InputFile(name, chunks, info.size, input_size=total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -733,14 +737,11 @@ class Source:
         # generator closing one it iterates could find it already being closed.
         try:
             first = await _next(self._files)
-            # The threads read one local file; a folder's files go in lockstep.
-            second = await _next(self._files) if first is not None else None
-            if second is not None:
-                self._files = _chained(second, self._files)
-            elif first is not None and await self._plain_local(first):
-                await _aclose(first.chunks)  # read by the threads instead
-                self._n_files += 1
-                relay, room, outcomes = self._threads(first)
+            local = await self._plain_locals(first) if first is not None else None
+            if local is not None:
+                for one in local:
+                    await _aclose(one.chunks)  # read by the threads instead
+                relay, room, outcomes = self._threads(local)
                 try:
                     while (
                         result := await anyio.to_thread.run_sync(relay.take, outcomes)
@@ -794,6 +795,19 @@ class Source:
         self._count(result)
         return result.batch
 
+    async def _plain_locals(self, first: InputFile) -> list[InputFile] | None:
+        """Every input file, `first` and the rest, if each is a plain local file (read on the
+        threads); else None, with `_files` again yielding every file after `first`."""
+        local = [first]
+        while await self._plain_local(local[-1]):
+            one = await _next(self._files)
+            if one is None:
+                return local
+            local.append(one)
+        if len(local) > 1:
+            self._files = _chained(local[1:], self._files)
+        return None
+
     async def _plain_local(self, one: InputFile) -> bool:
         """Whether `one` is a local file of text, CSV or JSON lines (not gzip, not Parquet)."""
         if one.path is None:
@@ -805,8 +819,10 @@ class Source:
         fmt = _declared_format(one.name, self._options.format)
         return not head.startswith(_GZIP_MAGIC) and not _is_parquet(fmt, head)
 
-    def _threads(self, one: InputFile) -> tuple[Relay, threading.Semaphore, queue.Queue[Any]]:
-        """A local file: read and cut, encode and dedupe on three long-lived threads joined by
+    def _threads(
+        self, files: list[InputFile]
+    ) -> tuple[Relay, threading.Semaphore, queue.Queue[Any]]:
+        """Local files: read and cut, encode and dedupe on three long-lived threads joined by
         queues of one piece each, in order; the event loop only takes their outcomes (from the
         queue returned, giving back `room` for each). (The lockstep's thread hops and barrier at
         every piece kept the two cores only 70-80% busy: a 10M-ID pipeline took 1.15-1.2 s,
@@ -818,7 +834,7 @@ class Source:
             relay.acquire(room)  # an encoded piece more in flight
             return self._encode(piece)
 
-        pieces = relay.stage(lambda: self._local_pieces(one))
+        pieces = relay.stage(lambda: self._local_pieces(files))
         encoded = relay.stage(relay.each(pieces, encode))
         return relay, room, relay.stage(relay.each(encoded, self._dedupe))
 
@@ -866,26 +882,29 @@ class Source:
     def _hint(self, piece: _Piece, one: InputFile) -> bool:
         """Tell the first piece of text about how many such pieces the file holds (the dedupe
         set is sized from it); whether it was told."""
-        if not one.size or not piece.data or piece.fmt == "long":
+        size = one.input_size or one.size
+        if not size or not piece.data or piece.fmt == "long":
             return False
-        piece.scale = one.size * self._expansion / len(piece.data)
+        piece.scale = size * self._expansion / len(piece.data)
         return True
 
-    def _local_pieces(self, one: InputFile) -> Iterator[_Piece]:
-        """The pieces of the local file `one` (text, CSV or JSON lines), read in this thread as
-        `_file_chunks` and `_file_pieces` read them."""
-        assert one.path is not None
-        fmt = _declared_format(one.name, self._options.format)
-        layout, cutter = self._text_cutting(0, one.name, fmt)
+    def _local_pieces(self, files: list[InputFile]) -> Iterator[_Piece]:
+        """The pieces of the local `files` (text, CSV or JSON lines) in order, read in this
+        thread as `_file_chunks` and `_pieces` read them."""
         hinted = False
-        for chunk in _line_chunks(one.path, self._options.chunk_bytes):
-            self._bytes_in += len(chunk)
-            for piece in _pieces_of(cutter.feed(chunk), layout):
+        for file_no, one in enumerate(files):
+            assert one.path is not None
+            self._n_files += 1
+            fmt = _declared_format(one.name, self._options.format)
+            layout, cutter = self._text_cutting(file_no, one.name, fmt)
+            for chunk in _line_chunks(one.path, self._options.chunk_bytes):
+                self._bytes_in += len(chunk)
+                for piece in _pieces_of(cutter.feed(chunk), layout):
+                    hinted = hinted or self._hint(piece, one)
+                    yield piece
+            for piece in _pieces_of(cutter.finish(), layout):
                 hinted = hinted or self._hint(piece, one)
                 yield piece
-        for piece in _pieces_of(cutter.finish(), layout):
-            hinted = hinted or self._hint(piece, one)
-            yield piece
 
     def _text_cutting(
         self, file_no: int, name: str, fmt: str | None
@@ -989,10 +1008,11 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
 _ENCODED_AHEAD = 2
 
 
-async def _chained(first: _T, rest: AsyncIterator[_T]) -> AsyncIterator[_T]:
-    """`first`, then the items of `rest` (closed with this)."""
+async def _chained(first: list[_T], rest: AsyncIterator[_T]) -> AsyncIterator[_T]:
+    """The items of `first`, then those of `rest` (closed with this)."""
     try:
-        yield first
+        for item in first:
+            yield item
         async for item in rest:
             yield item
     finally:
