@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any
 
 import orjson
 
-from ._dedupe import _fingerprints_of
+from ._dedupe import _fingerprints_of, _int64
 from ._encode import (
     _NO_INTS,
     _decode,
@@ -34,6 +34,9 @@ from .records import InputKind, RejectReason
 from .segments import query_problem
 
 if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
     from ._dedupe import I64, U64
     from .source import SourceOptions
 
@@ -76,11 +79,12 @@ class _Piece:
     name: str
     fmt: str  # text, csv, tsv, jsonl, parquet, or "long" (one over-long line: see `source`)
     data: bytes = b""
-    values: list[Any] | None = None  # parquet: the ID column's values
+    values: list[Any] | None = None  # parquet: the ID column's values, one by one...
     skip: int = 0  # header lines just before this piece
     column: int = 0  # csv/tsv/parquet: the ID column
     column_name: str = ""
     scale: float = 0.0  # first piece of the first file: about how many such pieces the file has
+    joined: _Joined | None = None  # ...or parquet: the values joined into lines (`_joined`)
 
 
 @dataclass(slots=True)
@@ -172,22 +176,44 @@ class _Encoder:
 
     def _rows(self, piece: _Piece, lines: int, rows: int, blank: int, found: _Rows) -> _Encoded:
         """Encode the ID fields of rows (CSV, Parquet) with the text path."""
-        rejects = found.rejects
         if not found.ids:
-            return _Encoded.empty(piece, lines, rows, blank, rejects)
-        joined = b"\n".join(found.ids) + b"\n"  # every candidate a line, even an empty last one
-        core = _encode_lines(joined, self.tpl, self.limit, self.slow, self.dedupe, self.outputs)
-        cand_line, cand_raw = found.lines, found.raws
-        for index in core.blank:
-            detail = f"column {piece.column_name!r} is empty"
-            rejects.append((cand_line[index], RejectReason.MISSING_COLUMN, detail, cand_raw[index]))
-        for index, reason, detail, _ in core.rejects:
-            rejects.append((cand_line[index], reason, detail, cand_raw[index]))
-        rejects.sort(key=lambda item: item[0])
+            return _Encoded.empty(piece, lines, rows, blank, found.rejects)
         import numpy as np
 
-        where = np.array(cand_line, np.int64)
-        rec_lines = where if core.rec is None else where[np.asarray(core.rec)]
+        joined = b"\n".join(found.ids) + b"\n"  # every candidate a line, even an empty last one
+        where = np.array(found.lines, np.int64)
+        raw = found.raws.__getitem__
+        return self._lines(piece, lines, rows, blank, found.rejects, joined, where, raw)
+
+    def _lines(
+        self,
+        piece: _Piece,
+        lines: int,
+        rows: int,
+        blank: int,
+        rejects: list[_Reject],
+        joined: bytes,
+        where: npt.NDArray[np.int64] | None,
+        raw: Callable[[int], bytes | str],
+    ) -> _Encoded:
+        """Encode candidate IDs, one a line of `joined`, with the text path: candidate k is line
+        `where[k]` of the piece (None: line k), and `raw(k)` is its raw field."""
+        if not joined:
+            return _Encoded.empty(piece, lines, rows, blank, rejects)
+        core = _encode_lines(joined, self.tpl, self.limit, self.slow, self.dedupe, self.outputs)
+
+        def line(index: int) -> int:
+            return index if where is None else int(where[index])
+
+        for index in core.blank:
+            detail = f"column {piece.column_name!r} is empty"
+            rejects.append((line(index), RejectReason.MISSING_COLUMN, detail, raw(index)))
+        for index, reason, detail, _ in core.rejects:
+            rejects.append((line(index), reason, detail, raw(index)))
+        rejects.sort(key=lambda item: item[0])
+        rec_lines: I64 | None = core.rec
+        if where is not None:
+            rec_lines = where if core.rec is None else where[_int64(core.rec)]
         return _Encoded(
             piece,
             lines,
@@ -289,15 +315,27 @@ class _Encoder:
         return self._rows(piece, len(lines), rows, blank, found)
 
     def _parquet(self, piece: _Piece) -> _Encoded:
-        values = piece.values or []
         found = _Rows(piece.column_name)
+        null = f"column {piece.column_name!r} is null"
+        if piece.joined is not None:
+            joined = piece.joined
+            for row in joined.nulls:
+                found.rejects.append((row, RejectReason.MISSING_COLUMN, null, "null"))
+            values = joined.values
+
+            def raw_of(index: int) -> bytes:
+                return _raw(values[index].as_py())
+
+            rows = joined.rows
+            data, at = joined.data, joined.at
+            return self._lines(piece, rows, rows, 0, found.rejects, data, at, raw_of)
         ids, id_lines, raws = found.ids, found.lines, found.raws
+        values = piece.values or []
         for index, value in enumerate(values):
             if value is None:
-                detail = f"column {piece.column_name!r} is null"
-                found.rejects.append((index, RejectReason.MISSING_COLUMN, detail, "null"))
+                found.rejects.append((index, RejectReason.MISSING_COLUMN, null, "null"))
                 continue
-            raw = value if isinstance(value, bytes) else str(value).encode()
+            raw = _raw(value)
             if b"\n" in raw:
                 # Strip exactly as the ID is kept (bytes), then look again: a newline left
                 # inside would split the ID into two lines.
@@ -522,13 +560,70 @@ class _ParquetColumn:
         rows = max(1, options.chunk_bytes // 48)
         self._batches = parquet.iter_batches(batch_size=rows, columns=[column])
 
-    def next_values(self) -> list[Any] | None:
-        """The column's values in the next batch of rows, or None after the last."""
+    def next_values(self) -> _Joined | list[Any] | None:
+        """The column's values in the next batch of rows, joined into lines in Arrow (a batch
+        with a line end inside a value: one by one, as Python values); None after the last."""
         batch = next(self._batches, None)
         if batch is None:
             return None
-        values: list[Any] = batch.column(0).to_pylist()
+        column = batch.column(0)
+        joined = _joined(column)
+        if joined is not None:
+            return joined
+        values: list[Any] = column.to_pylist()
         return values
+
+
+@dataclass(frozen=True, slots=True)
+class _Joined:
+    """A batch of a Parquet ID column as `_Encoder._rows` would join its values: `data` holds
+    the values that are not null, each followed by a line end; `rows` the batch's rows, `nulls`
+    the rows that are null, `at` the row of each line (None: line k is row k) and `values` the
+    Arrow array of the lines' values (a rejected one's raw value is taken from it)."""
+
+    data: bytes
+    rows: int
+    nulls: list[int]
+    at: npt.NDArray[np.int64] | None
+    values: Any
+
+
+def _joined(column: Any) -> _Joined | None:
+    """The values of the Arrow array `column` (strings, binary or integers, maybe dictionary
+    encoded) joined into lines by Arrow: ~1 ms a 100k values, against ~0.1 s for making each
+    a Python object and joining those. None if a value holds a line end (it would be two
+    lines): such a batch goes one value at a time."""
+    pa, _ = _pyarrow()
+    import numpy as np
+    import pyarrow.compute as pc
+
+    if pa.types.is_dictionary(column.type):
+        column = column.dictionary_decode()
+    if pa.types.is_integer(column.type):
+        column = column.cast(pa.string())  # as str(value) writes it
+    rows = len(column)
+    nulls: list[int] = []
+    at = None
+    if column.null_count:
+        missing = column.is_null().to_numpy(zero_copy_only=False)
+        nulls = np.flatnonzero(missing).tolist()
+        at = np.flatnonzero(~missing).astype(np.int64)
+        column = column.drop_null()
+    if not len(column):
+        return _Joined(b"", rows, nulls, at, column)
+    large = pa.types.is_large_string(column.type) or pa.types.is_large_binary(column.type)
+    kind, lists = (pa.large_binary(), pa.LargeListArray) if large else (pa.binary(), pa.ListArray)
+    bounds = pa.array([0, len(column)], pa.int64() if large else pa.int32())
+    one = lists.from_arrays(bounds, column.cast(kind))
+    data = pc.binary_join(one, pa.scalar(b"\n", kind))[0].as_buffer().to_pybytes() + b"\n"
+    if data.count(b"\n") != len(column):
+        return None
+    return _Joined(data, rows, nulls, at, column)
+
+
+def _raw(value: Any) -> bytes:
+    """A Parquet value's raw field, as rejects show it: bytes, or its text in UTF-8."""
+    return value if isinstance(value, bytes) else str(value).encode()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -231,22 +231,29 @@ async def _stored(spec: str, store: ObjectReader | None) -> _Stored:
 async def estimate_input(
     spec: str, store: ObjectReader | None, options: SourceOptions
 ) -> InputEstimate:
-    """Count the input exactly if it is small (or one Parquet file), else extrapolate from a
-    sample: its first 4 MiB, or its first file if that is Parquet."""
+    """Count the input exactly if it is small (or one Parquet file on S3 or stdin), else
+    extrapolate from a sample: its first 4 MiB; the first file of a prefix of Parquet files; or
+    the first 4 MiB of records of a large local Parquet file, by the rows its footer counts."""
     stored = await _stored(spec, store)
     size, skipped = stored.size, stored.skipped
     if size is None:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
     parquet = options.format == "parquet" or spec.endswith((".parquet", ".pq"))
-    exact = size <= EXACT_COUNT_BYTES or (parquet and not stored.folder)
+    rows = None
+    if size > EXACT_COUNT_BYTES and not stored.folder and "://" not in spec:
+        rows = await anyio.to_thread.run_sync(_parquet_rows, spec, options.format)
+    exact = size <= EXACT_COUNT_BYTES or (parquet and not stored.folder and rows is None)
     files = open_input(spec, store, chunk_bytes=options.chunk_bytes)
-    if not exact:
+    if not exact and rows is None:
         files = _limited(files, SAMPLE_BYTES, parquet)
     source = Source(files, options, rejects=_NullSink(), duplicates=_NullSink())
     nbytes = 0
     try:
-        async for batch in source.batches():
-            nbytes += batch.nbytes
+        async with contextlib.aclosing(source.batches()) as batches:
+            async for batch in batches:
+                nbytes += batch.nbytes
+                if rows is not None and nbytes >= SAMPLE_BYTES:
+                    break
     except InputError:
         if exact:
             raise
@@ -254,15 +261,35 @@ async def estimate_input(
     stats = source.stats
     if exact:
         return InputEstimate(stats.records, nbytes, exact=True, how="counted", skipped=skipped)
-    sampled = min(size, stats.bytes_in or SAMPLE_BYTES)
-    scale = size / max(1, sampled)
+    if rows is not None:
+        scale = rows / max(1, stats.lines)
+        how = f"extrapolated from the first {stats.lines:,} of {rows:,} rows (Parquet footer)"
+    else:
+        sampled = min(size, stats.bytes_in or SAMPLE_BYTES)
+        scale = size / max(1, sampled)
+        how = f"extrapolated from the first {sampled:,} of {size:,} bytes"
     return InputEstimate(
-        int(stats.records * scale),
-        int(nbytes * scale),
-        exact=False,
-        how=f"extrapolated from the first {sampled:,} of {size:,} bytes",
-        skipped=skipped,
+        int(stats.records * scale), int(nbytes * scale), exact=False, how=how, skipped=skipped
     )
+
+
+def _parquet_rows(path: str, fmt: str) -> int | None:
+    """The rows the footer of the local Parquet file `path` counts; None if it is not Parquet
+    (by `fmt`, else by its magic bytes) or its footer cannot be read (the count says why)."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(4)
+    except OSError:
+        return None
+    if not (fmt == "parquet" or (fmt == "auto" and head == _PARQUET_MAGIC)):
+        return None
+    try:
+        import pyarrow.parquet as pq
+
+        rows: int = pq.ParquetFile(path).metadata.num_rows
+    except Exception:  # not readable (or no pyarrow): counting it says why
+        return None
+    return rows
 
 
 async def plan_input(spec: str, store: ObjectReader | None, settings: PrepareSettings) -> Plan:

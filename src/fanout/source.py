@@ -721,7 +721,7 @@ class Source:
             bytes_in=self._bytes_in,
         )
 
-    def batches(self) -> AsyncIterator[RecordBatch]:
+    def batches(self) -> AsyncGenerator[RecordBatch, None]:
         """The records, in input order, in batches of about `chunk_bytes` of input (never empty).
 
         May be iterated once; a second call raises `RuntimeError`.
@@ -731,7 +731,7 @@ class Source:
         self._started = True
         return self._run()
 
-    async def _run(self) -> AsyncIterator[RecordBatch]:
+    async def _run(self) -> AsyncGenerator[RecordBatch, None]:
         # Both pipelines are loops of this generator itself, not generators of their own: when
         # the command is interrupted, asyncio closes every generator still open at once, and a
         # generator closing one it iterates could find it already being closed.
@@ -841,7 +841,7 @@ class Source:
     def _encode(self, piece: _Piece) -> _Encoded:
         """Stage 1 for `piece` (see `_Encoder.encode`); its input bytes are let go."""
         enc = _long_line(piece) if piece.fmt == "long" else self._encoder.encode(piece)
-        enc.piece.data, enc.piece.values = b"", None
+        enc.piece.data, enc.piece.values, enc.piece.joined = b"", None, None
         return enc
 
     def _dedupe(self, enc: _Encoded) -> _Outcome:
@@ -987,11 +987,13 @@ class Source:
                 source = spool
             column = await anyio.to_thread.run_sync(_ParquetColumn, one.name, source, self._options)
             while (values := await anyio.to_thread.run_sync(column.next_values)) is not None:
+                joined = None if isinstance(values, list) else values
                 yield _Piece(
                     file_no,
                     one.name,
                     "parquet",
-                    values=values,
+                    values=values if isinstance(values, list) else None,
+                    joined=joined,
                     column=column.index,
                     column_name=column.name,
                 )
