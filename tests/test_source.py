@@ -235,6 +235,9 @@ async def test_lines_ending_in_a_lone_cr_are_lines(count: int, raw_chunk: int) -
         assert result.rejects == []
         assert result.stats.lines == count
         check_consistent(result)
+    if len(text) > 64 * 1024:  # an LF past the first 64 KiB (a line added later) changes nothing
+        result = await read([("in.txt", text + b"tail\n")], raw_chunk=raw_chunk)
+        assert result.ids() == [*ids, "tail"] and result.rejects == []
 
 
 async def test_a_lone_cr_in_a_file_of_lf_lines_is_not_a_line_end(tmp_path: Path) -> None:
@@ -703,6 +706,39 @@ async def test_csv_reads_the_user_id_column_with_quoting() -> None:
     assert result.ids() == ["u1", "u,2", "u3", 'u "4"']
     assert result.stats.lines == 4
     check_consistent(result)
+
+
+@pytest.mark.parametrize("name", ["a.csv", "a.tsv"])
+async def test_a_stray_quote_rejects_its_line_and_the_rows_after_it_are_read(name: str) -> None:
+    """A quoted field that never closes (`"6 inch screen` in a note column) is one reject,
+    `wrong-shape`, on the line where it opens; the rows after it are read as rows, in any
+    chunk size (they used to vanish into the note, uncounted). A quote inside a field, not at
+    its start, is a character like any other."""
+    sep = b"\t" if name.endswith("tsv") else b","
+    data = sep.join([b"userId", b"note"]) + b"\n"
+    for n in range(40):
+        note = b'"6 inch screen' if n == 5 else b'6" screen' if n == 9 else b"plain"
+        data += b"u%d" % n + sep + note + b"\n"
+    for chunk in (64, 1 << 20):
+        result = await read([(name, data)], chunk_bytes=chunk)
+        assert result.ids() == [f"u{n}" for n in range(40) if n != 5]
+        assert result.reasons() == [(7, "wrong-shape")]
+        assert "opens on this line and is not closed" in result.rejects[0]["detail"]
+        assert result.stats.lines == 40
+        check_consistent(result)
+
+
+async def test_a_stray_quote_does_not_hold_the_rest_of_the_file_in_one_piece(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The cutter keeps a CSV piece open to close a quote only `_QUOTED_SPAN` past its size:
+    after a stray quote the file is still cut into pieces of about the chunk size."""
+    monkeypatch.setattr(source_module, "_QUOTED_SPAN", 300)
+    data = b'userId,note\nu0,"open\n' + b"".join(b"u%d,x\n" % n for n in range(1, 2000))
+    result = await read([("a.csv", data)], chunk_bytes=500)
+    assert result.ids() == [f"u{n}" for n in range(1, 2000)]
+    assert result.reasons() == [(2, "wrong-shape")]
+    assert max(len(batch.data) for batch in result.batches) < 2 * (500 + 300) * 14 // 6
 
 
 async def test_csv_column_is_found_by_common_names() -> None:

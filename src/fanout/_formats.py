@@ -236,8 +236,6 @@ class _Encoder:
         ids, id_lines, raws, rejects = found.ids, found.lines, found.raws, found.rejects
         blank = 0
         rows = 0
-        pending: list[int] = []  # lines of a record with an open quote
-        pending_quotes = 0
 
         def missing(index: int, fields: int, raw: bytes | str) -> None:
             detail = (
@@ -246,58 +244,73 @@ class _Encoder:
             )
             rejects.append((index, RejectReason.MISSING_COLUMN, detail, raw))
 
-        def flush() -> None:
+        def quoted_rows(first: int, stop: int) -> int:
+            """Parse lines `first` to `stop` (from a line with a double quote to where the
+            quotes balance, or to the end of the piece) as CSV; the line to go on from. Lines
+            are decoded as they are read (bytes that are not UTF-8 kept as they are, for the
+            ID's own check), so a stray quote does not hold the rest of the piece as text."""
             nonlocal blank, rows
-            first = pending[0]
-            record = [lines[i].removesuffix(b"\r") for i in pending]
-            pending.clear()
-            try:
-                texts = [raw.decode("utf-8") + "\n" for raw in record]
-            except UnicodeDecodeError as exc:
-                rows += 1
-                detail = f"invalid UTF-8 in a quoted CSV record: {exc.reason}"
-                rejects.append((first, RejectReason.INVALID_UTF8, detail, b"\n".join(record)))
-                return
-            reader = csv.reader(texts, delimiter=delim, strict=False)
+            row_texts: list[str] = []  # the lines of the row being read
+
+            def texts() -> Iterator[str]:
+                for i in range(first, stop):
+                    text = lines[i].removesuffix(b"\r").decode("utf-8", "surrogateescape")
+                    row_texts.append(text)
+                    yield text + "\n"
+
+            def raw_row() -> bytes:
+                return "\n".join(row_texts).encode("utf-8", "surrogateescape")
+
+            reader = csv.reader(texts(), delimiter=delim, strict=True)
             done = 0
             while True:
+                at = first + done
+                row_texts.clear()
                 try:
                     row = next(reader)
                 except StopIteration:
-                    break
+                    return stop
                 except csv.Error as exc:
+                    # Its line alone is rejected, and the lines after it read again: a quote
+                    # that opens a field and never closes (or closes in another row's
+                    # field, with more after it) would otherwise take every line up to it.
                     rows += 1
-                    raw = "".join(texts[done : reader.line_num])
-                    rejects.append((first + done, RejectReason.WRONG_SHAPE, f"bad CSV: {exc}", raw))
-                    done = reader.line_num
-                    continue
+                    detail = f"bad CSV: {exc}"
+                    if len(row_texts) > 1:
+                        detail = (
+                            f"a quoted field opens on this line and is not closed ({exc}): "
+                            "the lines after it are read as rows"
+                        )
+                    raw = row_texts[0].encode("utf-8", "surrogateescape")
+                    rejects.append((at, RejectReason.WRONG_SHAPE, detail, raw))
+                    return at + 1
                 rows += 1
-                raw = "".join(texts[done : reader.line_num]).removesuffix("\n")
-                at = first + done
                 done = reader.line_num
                 if not any(field.strip() for field in row):
                     blank += 1
                 elif len(row) <= col:
-                    missing(at, len(row), raw)
+                    missing(at, len(row), raw_row())
                 else:
                     value = row[col]
                     if "\n" in value:
                         value = value.strip()
                     if "\n" in value:
-                        found.reject_newline(at, raw)
+                        found.reject_newline(at, raw_row())
                         continue
-                    ids.append(value.encode())
+                    ids.append(value.encode("utf-8", "surrogateescape"))
                     id_lines.append(at)
-                    raws.append(raw)
+                    raws.append(raw_row())
 
         quoted = b'"' in piece.data
-        for index, line in enumerate(lines):
-            if pending or (quoted and b'"' in line):
-                pending.append(index)
-                pending_quotes += line.count(b'"')
-                if pending_quotes % 2 == 0:
-                    flush()
-                    pending_quotes = 0
+        index = 0
+        while index < len(lines):
+            line = lines[index]
+            if quoted and b'"' in line:  # maybe a quoted field with line ends inside
+                stop, quotes = index + 1, line.count(b'"')
+                while quotes % 2 and stop < len(lines):
+                    quotes += lines[stop].count(b'"')
+                    stop += 1
+                index = quoted_rows(index, stop)
                 continue
             rows += 1
             line = line.removesuffix(b"\r")
@@ -310,8 +323,7 @@ class _Encoder:
                 ids.append(fields[col])
                 id_lines.append(index)
                 raws.append(line)
-        if pending:
-            flush()
+            index += 1
         return self._rows(piece, len(lines), rows, blank, found)
 
     def _parquet(self, piece: _Piece) -> _Encoded:

@@ -104,6 +104,7 @@ _START_BYTES = 64 * 1024
 _RAW_CHARS = 1000  # the `raw` field of a reject is cut to this many characters
 # A line longer than this is rejected without being held in memory (no ID is anywhere near it).
 _MAX_LINE_BYTES = 16 * 1024 * 1024
+_QUOTED_SPAN = 1024 * 1024  # how far past its size a CSV piece may run to close a quote
 # How far past `chunk_bytes` a local file's chunk may run to end at a line end.
 _PROBE_BYTES = 64 * 1024
 
@@ -538,8 +539,11 @@ class _Cutter:
     """Cuts decoded bytes into pieces of at least `size` bytes at line ends.
 
     For CSV (`quotes`), only where the number of double quotes since the piece start is even, so
-    that a quoted field spanning lines stays in one piece. Strips a UTF-8 BOM at the start, and
-    refuses the file `name` if it starts with a UTF-16 or UTF-32 one. Lines end in LF or CRLF; in
+    that a quoted field spanning lines stays in one piece, unless that would make the piece more
+    than `_QUOTED_SPAN` longer: a quote left open that long is a stray one (the csv module takes
+    no field over 128 KiB), and `_Encoder._csv` rejects its line and reads on from the next.
+    Strips a UTF-8 BOM at the start, and refuses the file `name` if it starts with a UTF-16 or
+    UTF-32 one. Lines end in LF or CRLF; in
     a file whose first `_START_BYTES` hold a CR but no LF (classic Mac line ends, as Excel for
     Mac's "CSV (Macintosh)" writes) every CR ends a line. A line longer than `_MAX_LINE_BYTES`
     becomes a `_LongLine` and the rest of it is skipped.
@@ -577,7 +581,9 @@ class _Cutter:
             end = data.find(b"\n", start) if start < len(data) else -1
             if end >= 0 and self._quotes:
                 quotes = self._held_quotes + data.count(b'"', at, end)
-                while quotes % 2 and end >= 0:
+                # An odd quote this far back is a stray one: cut anyway (see the docstring).
+                most = at + self._size + _QUOTED_SPAN - self._held
+                while quotes % 2 and 0 <= end < most:
                     following = data.find(b"\n", end + 1)
                     if following >= 0:
                         quotes += data.count(b'"', end, following)
@@ -618,7 +624,8 @@ class _Cutter:
                 )
         if data.startswith(_BOM):
             data = data[len(_BOM) :]
-        self._cr = b"\n" not in data and 0 <= data.find(b"\r") < len(data) - 1
+        head = data[:_START_BYTES]
+        self._cr = b"\n" not in head and 0 <= head.find(b"\r") < len(data) - 1
         return data.replace(b"\r", b"\n") if self._cr else data
 
     def _keep(self, data: bytes) -> None:
