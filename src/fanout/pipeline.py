@@ -58,6 +58,7 @@ from .source import (
     SourceOptions,
     SourceStats,
     directory_files,
+    hidden,
     open_input,
     s3_objects,
 )
@@ -142,6 +143,43 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
             "their input by prefix and would read their own output. Use separate prefixes, "
             "e.g. s3://bucket/in/ and s3://bucket/out/."
         )
+
+
+def check_writes_outside_ids(settings: PrepareSettings) -> None:
+    """A folder or prefix given as `--ids` must not hold what the run writes (its shards, the
+    jobs' output, its state): the next run over it would read them back as IDs. A place under
+    it with a `_` or `.` name is left out of the input (`source.hidden`), so it may be there."""
+    ids = settings.ids
+    places: list[tuple[str, str]] = []
+    if ids.startswith("s3://"):
+        source = S3Uri.parse(ids, what="--ids")
+        if source.key and not source.key.endswith("/"):
+            return  # one object
+        for option, config in (
+            ("--job-input", settings.job_input),
+            ("--job-output", settings.job_output),
+        ):
+            if config is None:
+                continue
+            place = S3Uri.parse(config.path, what=f"{option} path").as_prefix()
+            if place.bucket == source.bucket and place.key.startswith(source.key):
+                places.append((option, place.key[len(source.key) :]))
+    elif ids != "-" and os.path.isdir(ids):
+        root = Path(ids).resolve()
+        for option, path in (
+            ("--local-dir", settings.local_dir),
+            ("--state-dir", settings.state_dir),
+        ):
+            where = Path(path).resolve() if path is not None else None
+            if where is not None and (where == root or root in where.parents):
+                places.append((option, "" if where == root else where.relative_to(root).as_posix()))
+    for option, below in places:
+        if not hidden(below):
+            raise ConfigError(
+                f"{option} is inside the input folder --ids {ids}: the next run over it would "
+                f"read this run's files as IDs. Put it outside {ids}, or under a name starting "
+                "with _ or . there (input folders leave those out)"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +342,7 @@ async def begin(settings: PrepareSettings, aws: Aws | None = None) -> Plan:
     """
     if settings.job_input is None and settings.local_dir is None:
         raise ConfigError("give one of --job-input (upload to S3) and --local-dir")
+    check_writes_outside_ids(settings)
     run_dir = settings.run_dir
     if (run_dir / JOURNAL_NAME).exists() and read_events(run_dir):
         raise ConfigError(

@@ -335,6 +335,56 @@ def test_a_local_directory_is_input_with_its_markers_left_out(
     )
 
 
+def test_an_input_folder_must_not_hold_what_the_run_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--local-dir` or `--state-dir` inside the `--ids` folder is refused before anything is
+    written (the next run would read this one's shards and journal as IDs); under a `_` name
+    there, which input folders leave out, it is allowed."""
+    export = tmp_path / "export"
+    export.mkdir()
+    (export / "a.txt").write_text("u1\nu2\n")
+    state = ["--state-dir", str(tmp_path / "state")]
+    for option, place in (("--local-dir", "out"), ("--state-dir", "state"), ("--local-dir", ".")):
+        args = ["prepare", "--ids", str(export), "--local-dir", str(tmp_path / "s"), *state]
+        args += [option, str(export / place)]
+        code, _, err = run_cli(args, capsys)
+        assert code == 2
+        assert f"{option} is inside the input folder --ids {export}" in err
+    assert sorted(p.name for p in export.iterdir()) == ["a.txt"]
+    args = ["prepare", "--ids", str(export), "--local-dir", str(export / "_shards"), *state]
+    code, _, err = run_cli([*args, "--run-id", "one"], capsys)
+    assert code == 0, err
+    code, out, err = run_cli([*args, "--run-id", "two", "--output", "json"], capsys)
+    assert code == 0, err
+    assert json.loads(out)["records"] == 2  # the first run's shards were not read
+
+
+def test_an_input_prefix_must_not_hold_the_job_input_or_output(
+    emulator: Emulator,
+    aws_env: dict[str, str],
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With `--ids s3://b/data/`, shards under `s3://b/data/in/` are refused (a later run would
+    read them as IDs); under `s3://b/data/_in/` they are left out of the input, so allowed."""
+    info = emulator.info
+    s3.put_object(Bucket=info.bucket, Key="data/a.txt", Body=b"u1\nu2\n")
+    for where, code_wanted in (("data/in/", 2), ("data/", 2), ("data/_in/", 0)):
+        job_input = f"s3DataSource={{path=s3://{info.bucket}/{where},kmsKeyArn={info.kms_key_arn}}}"
+        code, _, err = run_cli(
+            [
+                "prepare", "--ids", f"s3://{info.bucket}/data/", "--job-input", job_input,
+                "--state-dir", str(tmp_path / "state"),
+            ],
+            capsys,
+        )  # fmt: skip
+        assert code == code_wanted, err
+        if code:
+            assert "--job-input is inside the input folder" in err
+
+
 def test_missing_input_fails_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
