@@ -748,6 +748,18 @@ async def test_csv_column_is_found_by_common_names() -> None:
         assert result.ids() == ["u1"]
     result = await read([("a.csv", b"customer\nu1\n")])
     assert result.ids() == ["u1"]
+
+
+@pytest.mark.parametrize("first", [b"1001", b"9c5a874d-a054-a15e-28b9-bcee69173d9f"])
+async def test_a_lone_csv_column_whose_first_line_is_an_id_is_refused(first: bytes) -> None:
+    """A one-column CSV whose first line is a number or a UUID has no header: taking that
+    line for one would drop an ID unseen, so it is a ConfigError saying what to give instead;
+    with --id-column naming it, it is the header."""
+    data = first + b"\n1002\n1003\n"
+    with pytest.raises(ConfigError, match=r"looks like an ID.*--format text.*--id-column"):
+        await read([("a.csv", data)])
+    assert (await read([("a.csv", data)], format="text")).ids()[0] == first.decode()
+    assert (await read([("a.csv", data)], id_column=first.decode())).ids() == ["1002", "1003"]
     result = await read([("a.csv", b"x,itemId\nq,i1\n")], kind=InputKind.ITEM)
     assert result.ids("itemId") == ["i1"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -467,7 +468,23 @@ class _FileFormat:
                 "its first line must name the columns"
             ) from None
         columns = [cell.strip() for cell in header]
+        if self._id_column is None and len(columns) == 1 and _looks_like_an_id(columns[0]):
+            raise ConfigError(
+                f"{self.name}: its one column has no header: the first line, {columns[0]!r}, "
+                "looks like an ID, not a column name (a CSV's first line is its header). Give "
+                "--format text to read every line as an ID, or --id-column "
+                f"{columns[0]!r} if that line is the header"
+            )
         return _pick_column(self.name, columns, self._id_column, self._kind)
+
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+
+
+def _looks_like_an_id(cell: str) -> bool:
+    """Whether a lone CSV column's first cell is a value rather than its name: a number or a
+    UUID (a name like `customer` or `user_id` is taken as the header)."""
+    return cell.isdigit() or bool(_UUID.fullmatch(cell))
 
 
 def _pick_column(
@@ -480,7 +497,7 @@ def _pick_column(
         if wanted in columns:
             return columns.index(wanted), wanted
         raise ConfigError(
-            f"{name}: no column {wanted!r} in the header; the columns are {shown}: "
+            f"{name}: no column {wanted!r}; the columns are {shown}: "
             "give one of them as the ID column"
         )
     field_name = kind.id_field
