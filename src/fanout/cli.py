@@ -1254,11 +1254,17 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
 
 
 def exit_code(outcome: Any, allow_partial: bool) -> int:
-    """0 complete; 1 failed shards or jobs still running (no merge); 3 partial results."""
-    if outcome.submitted is not None and not outcome.ok and outcome.merged is None:
+    """0 complete; 1 failed shards or jobs still running and no result at all (no merge, or
+    one without a single recommendation: `--allow-partial` does not make that a success);
+    3 partial results."""
+    merged = outcome.merged
+    if outcome.submitted is not None and not outcome.ok and merged is None:
         return EXIT_FAILED
-    if outcome.merged is not None and not outcome.complete and not allow_partial:
-        return EXIT_PARTIAL
+    if merged is not None and not outcome.complete:
+        if not merged.results:
+            return EXIT_FAILED
+        if not allow_partial:
+            return EXIT_PARTIAL
     return EXIT_OK
 
 
@@ -1427,7 +1433,7 @@ def execute_run(
             if plan.skipped:
                 report(f"run {run_id}: left out {_left_out(plan.skipped, args.ids)}")
             return await submit(
-                ready.run_dir, request, submit_settings, aws, report, merge, listener
+                ready.run_dir, request, submit_settings, aws, report, merge, listener, ready.ids
             )
 
     return anyio.run(go)

@@ -62,7 +62,7 @@ from .source import (
     open_input,
     s3_objects,
 )
-from .state import RunState, ShardInfo
+from .state import JobRecord, RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
 from .upload import LocalParts, PartWriter, UploadedPart, upload_parts
@@ -809,10 +809,12 @@ async def submit(
     report: Callable[[str], None] | None = None,
     merge: MergeSettings | None = None,
     listener: Callable[[dict[str, Any]], None] | None = None,
+    ids: str | None = None,
 ) -> RunOutcome:
     """Create and track the jobs of a run (preparing what is left of it first, if anything),
     and merge each job's output as it turns ACTIVE when `merge` is given. `listener` sees every
-    journal event (live progress)."""
+    journal event (live progress); `ids` is the input, if given again (stdin, which `begin`
+    left unread for the run to read once)."""
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:
         journal.listener = listener
@@ -838,7 +840,7 @@ async def submit(
             await journal.append("submit-started", **record)
         if merge is not None:
             await journal.append("merge-started", settings=merge.to_dict())
-        return await _drive(run_dir, journal, aws, template, settings, report)
+        return await _drive(run_dir, journal, aws, template, settings, report, ids)
 
 
 async def resume(
@@ -863,6 +865,11 @@ async def resume(
             for event in read_events(run_dir):
                 listener(event)
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+        if merge is None and state.merge and state.merged and _timed_out(state):
+            # Merged without the shards whose jobs it stopped waiting for (--job-timeout):
+            # this resume waits for them again, so their results must be merged in too.
+            again = MergeSettings(**state.merge["settings"])
+            merge = dataclasses.replace(again, out=state.merged["out"], overwrite=True)
         if merge is not None:
             if state.submit is None:
                 raise ConfigError(
@@ -879,6 +886,15 @@ async def resume(
         recorded.update({k: v for k, v in (overrides or {}).items() if v is not None})
         settings = SubmitSettings(**recorded)
         return await _drive(run_dir, journal, aws, template, settings, report, ids)
+
+
+def _timed_out(state: RunState) -> list[int]:
+    """The shards whose jobs the run stopped waiting for (`--job-timeout`) while they ran."""
+    return [
+        shard
+        for shard in state.jobs
+        if (job := state.job(shard)) is not None and job.timed_out and not job.status.terminal
+    ]
 
 
 def needs_aws(state: RunState, ids: str | None = None) -> bool:
@@ -948,7 +964,7 @@ async def _drive(
                             request_for=lambda shard, name: template.for_shard(
                                 state.run_id, shard, name
                             ),
-                            jobs={n: job for n in state.jobs if (job := state.job(n))},
+                            jobs=_waited_afresh(state),
                             failed={n: event["reason"] for n, event in state.failed.items()},
                             report=report,
                             on_active=merger.active if merger is not None else None,
@@ -989,6 +1005,17 @@ async def _drive(
         merged,
         merger.out if merger is not None else None,
     )
+
+
+def _waited_afresh(state: RunState) -> dict[int, JobRecord]:
+    """The latest job of each shard, for the submitter to track: one the run stopped waiting
+    for (`--job-timeout`) and that is still running is waited for again, under this run's
+    timeout (a resume may give a longer one)."""
+    jobs = {n: job for n in state.jobs if (job := state.job(n))}
+    for job in jobs.values():
+        if job.timed_out and not job.status.terminal:
+            job.timed_out = False
+    return jobs
 
 
 def dataset_file(run_id: str, shard: int) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
@@ -240,9 +241,11 @@ def test_dry_run_prints_the_plan_and_creates_nothing(
     assert not (user.state / "dry").exists() and user.jobs("dry") == []
 
 
-def test_failed_shards_give_a_partial_result_with_exit_3(
+def test_every_shard_failed_exits_1_with_every_id_listed_as_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Every job failed: the run exits 1 (not 3: there is no result, partial or not), lists
+    every ID in missing.txt with the reason, and `--allow-partial` does not make it 0."""
     emulator = start(fail_rate=1.0)
     try:
         user = User(emulator.info, tmp_path, monkeypatch)
@@ -250,7 +253,7 @@ def test_failed_shards_give_a_partial_result_with_exit_3(
         out = tmp_path / "partial.jsonl"
         args = run_args(user, "part", ids, out, "--job-retries", "0")
         code, stdout, err = user.cli(args, capsys)
-        assert code == 3, err
+        assert code == 1, err
         assert "100 (missing.txt)" in stdout and "Please try again" in stdout
         missing = (user.state / "part" / "missing.txt").read_text().split()
         assert sorted(missing) == sorted(f"user-{i}" for i in range(100))
@@ -260,7 +263,7 @@ def test_failed_shards_give_a_partial_result_with_exit_3(
              "--allow-partial"],
             capsys,
         )  # fmt: skip
-        assert code == 0
+        assert code == 1  # not one recommendation: --allow-partial does not make it a success
     finally:
         emulator.stop()
 
@@ -328,6 +331,46 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert retried and {j["status"] for j in retried} == {"ACTIVE"}
         code, stdout, _ = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0 and "nothing to retry" in stdout
+    finally:
+        emulator.stop()
+
+
+def test_run_reads_its_ids_from_stdin(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fanout run --ids -` reads stdin once, in the run itself (it used to stop, saying stdin
+    could not be read again, before a single job)."""
+    data = "".join(f"user-{i}\n" for i in range(500)).encode()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+    out = user.tmp / "stdin.jsonl"
+    args = run_args(user, "stdin", Path("-"), out, "--max-job-bytes", "5KB", "--output", "json")
+    code, stdout, err = user.cli(args, capsys)
+    assert code == 0, err
+    assert json.loads(stdout)["reconciliation"]["results"] == 500
+    assert len(out.read_text().splitlines()) == 500
+
+
+def test_resume_waits_again_for_timed_out_jobs_and_merges_their_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run that stopped waiting for its jobs (`--job-timeout`) and merged without them:
+    `fanout resume --job-timeout` waits for them again under the new timeout, merges their
+    results into the same file and exits 0 only once every ID has recommendations."""
+    emulator = start(job_seconds=1.5)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(400)
+        out = tmp_path / "late.jsonl"
+        args = run_args(user, "late", ids, out, "--max-job-bytes", "5KB", "--job-timeout", "0.2")
+        code, _, err = user.cli(args, capsys)
+        assert code == 1, err  # no job finished in time: not one recommendation
+        state = ["--state-dir", str(user.state)]
+        code, _, err = user.cli(["resume", "late", *state, "--job-timeout", "60"], capsys)
+        assert code == 0, err
+        rows = [json.loads(line)["userId"] for line in out.read_text().splitlines()]
+        assert sorted(rows) == sorted(f"user-{i}" for i in range(400))
+        assert (user.state / "late" / "missing.txt").read_text() == ""
+        assert len(user.jobs("late")) == len({job["jobName"] for job in user.jobs("late")})
     finally:
         emulator.stop()
 
