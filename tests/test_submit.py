@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fanout.errors import ConfigError, JobExists, RetryLater
+from fanout.errors import ConfigError, JobExists, RetryLater, SubmitError
 from fanout.records import JobSummary
 from fanout.state import RunState, ShardInfo
 from fanout.submit import (
@@ -216,6 +216,7 @@ async def submit(
     clock: FakeClock,
     count: int,
     state: RunState | None = None,
+    run_started: float | None = None,
     **settings: Any,
 ) -> tuple[SubmitOutcome, list[dict[str, Any]]]:
     options: dict[str, Any] = {"poll_interval": 5.0, "tps": 100.0, **settings}
@@ -233,6 +234,7 @@ async def submit(
         clock=clock,
         jobs={s: j for s, j in jobs.items() if j is not None},
         failed={s: e["reason"] for s, e in state.failed.items()} if state else None,
+        run_started=run_started,
     )
     outcome = await driven(clock, lambda: submitter.run(receive))
     return outcome, log.events
@@ -332,6 +334,32 @@ async def test_a_job_created_before_a_crash_is_adopted() -> None:
     assert service.calls["create"] == 1  # only shard 1's
     assert [e["adopted"] for e in created(events)] == [True, False]
     assert len(service.jobs) == 2
+
+
+@pytest.mark.parametrize("listed", [True, False])
+async def test_a_job_of_the_same_name_from_before_the_run_began_is_not_adopted(
+    listed: bool,
+) -> None:
+    """A job under one of the run's names created before the run began (a minute of clock
+    skew allowed) is an earlier run's with the same run ID, which read that run's input: the
+    run stops with a SubmitError saying so instead of taking its results as its own."""
+    clock = FakeClock()
+    service = FakeJobs(clock, hide=lambda name: not listed)
+    service.add(job_name("fanout", RUN, 0, 1))
+    if not listed:  # found after ResourceAlreadyExists, in a listing that shows it
+        original = service.list_jobs_page
+
+        async def list_page(token: str | None) -> tuple[list[JobSummary], str | None]:
+            service.hide = lambda name: not service.calls["create"]
+            return await original(token)
+
+        service.list_jobs_page = list_page  # type: ignore[method-assign]
+    started = clock.now() + 3600
+    with pytest.raises(BaseExceptionGroup) as raised:
+        await submit(MemoryLog(), service, clock, 1, run_started=started)
+    assert raised.group_contains(SubmitError, match=r"from before run .* began: .*another --run")
+    outcome, events = await submit(MemoryLog(), service, clock, 1, run_started=clock.now())
+    assert created(events)[0]["adopted"] is True and list(outcome.active) == [0]
 
 
 async def test_already_exists_adopts_even_when_the_listing_lags() -> None:

@@ -848,7 +848,7 @@ def _needs_aws(args: argparse.Namespace) -> bool:
     return bool(
         args.ids.startswith("s3://")
         or getattr(args, "job_input", None)
-        or (args.solution_version_arn and not args.input_kind)
+        or args.solution_version_arn  # its recipe decides, or checks, the input kind
     )
 
 
@@ -913,22 +913,26 @@ def _prepare_settings(
 
 
 async def _input_kind(args: argparse.Namespace, aws: Any) -> Any:
-    from .records import InputKind, input_kind_for_recipe
+    """The input kind of plan/prepare: `--input-kind`, checked against the recipe of
+    `--solution-version-arn` when one is given (which otherwise decides it), and against
+    `--batch-inference-job-mode THEME_GENERATION` (themes are for Similar-Items: itemId)."""
+    from .records import InputKind
 
-    if args.input_kind:
-        return InputKind(args.input_kind)
+    given = InputKind(args.input_kind) if args.input_kind else None
+    mode = getattr(args, "batch_inference_job_mode", None)
     if not args.solution_version_arn:
-        return InputKind.USER
+        kind = given or InputKind.USER
+        if mode == "THEME_GENERATION" and kind is not InputKind.ITEM:
+            raise ConfigError(
+                "THEME_GENERATION jobs take itemId lines (Similar-Items): give --input-kind "
+                "itemId, or the solution version with --solution-version-arn"
+            )
+        return kind
     from .aws import describe_solution_version
+    from .preflight import check_recipe
 
     info = await describe_solution_version(aws.personalize, args.solution_version_arn)
-    kind = input_kind_for_recipe(info.recipe_arn, info.recipe_type)
-    if kind is None:
-        raise ConfigError(
-            f"recipe {info.recipe_arn} of {info.arn} cannot be used for batch jobs "
-            "(Trending-Now and Next-Best-Action are not supported): use another solution version"
-        )
-    return kind
+    return check_recipe(info, given, mode)
 
 
 def _print_plan(plan: Any, ids: str) -> None:

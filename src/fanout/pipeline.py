@@ -968,6 +968,7 @@ async def _drive(
                             failed={n: event["reason"] for n, event in state.failed.items()},
                             report=report,
                             on_active=merger.active if merger is not None else None,
+                            run_started=state.started,
                         )
                         outcome = await submitter.run(receive)
                         await journal.append(

@@ -17,7 +17,7 @@ from .records import InputKind, JobType, input_kind_for_recipe
 from .storage import S3Uri
 
 if TYPE_CHECKING:
-    from .aws import Aws
+    from .aws import Aws, SolutionVersionInfo
 
 MAX_NUM_RESULTS = 500  # not published for batch jobs (reference §7): the real-time maximum
 THEME_RECIPE = "aws-similar-items"
@@ -26,24 +26,19 @@ THEME_RECIPE = "aws-similar-items"
 MAX_SEGMENT_USERS = 5_000_000  # users per segment (reference §3)
 
 
-async def preflight(
-    aws: Aws, request: dict[str, Any], kind: InputKind | None, job_type: JobType = "inference"
+def check_recipe(
+    info: SolutionVersionInfo,
+    kind: InputKind | None,
+    mode: str | None = None,
+    job_type: JobType = "inference",
 ) -> InputKind:
-    """Check the job request against the account; return the input kind the recipe takes."""
-    from .aws import describe_solution_version
-    from .pipeline import check_output_outside_input
-
-    arn = request["solutionVersionArn"]
-    info = await describe_solution_version(aws.personalize, arn)
-    if info.status != "ACTIVE":
-        raise ConfigError(
-            f"solution version {arn} is {info.status}: batch jobs need an ACTIVE one; wait for "
-            "training to finish or pick another"
-        )
+    """The input kind the solution version's recipe takes, checked against the job type,
+    `--input-kind` (`kind`, if given) and `--batch-inference-job-mode` (`mode`)."""
+    arn = info.arn
     recipe_kind = input_kind_for_recipe(info.recipe_arn, info.recipe_type)
     if recipe_kind is None:
         raise ConfigError(
-            f"recipe {info.recipe_arn} cannot serve batch jobs (Trending-Now and "
+            f"recipe {info.recipe_arn} of {arn} cannot serve batch jobs (Trending-Now and "
             "Next-Best-Action are not supported): use another solution version"
         )
     segmentation = info.recipe_type == "USER_SEGMENTATION"
@@ -62,12 +57,31 @@ async def preflight(
             f"--input-kind {kind.value} does not fit recipe {info.recipe_arn}, which takes "
             f"{recipe_kind.value} lines: leave --input-kind out, or use another solution version"
         )
-    if request.get("batchInferenceJobMode") == "THEME_GENERATION":
-        if not info.recipe_arn.endswith("/" + THEME_RECIPE):
-            raise ConfigError(
-                "THEME_GENERATION needs a Similar-Items solution version "
-                f"(recipe {THEME_RECIPE}); {arn} uses {info.recipe_arn}"
-            )
+    if mode == "THEME_GENERATION" and not info.recipe_arn.endswith("/" + THEME_RECIPE):
+        raise ConfigError(
+            "THEME_GENERATION needs a Similar-Items solution version "
+            f"(recipe {THEME_RECIPE}); {arn} uses {info.recipe_arn}"
+        )
+    return recipe_kind
+
+
+async def preflight(
+    aws: Aws, request: dict[str, Any], kind: InputKind | None, job_type: JobType = "inference"
+) -> InputKind:
+    """Check the job request against the account; return the input kind the recipe takes."""
+    from .aws import describe_solution_version
+    from .pipeline import check_output_outside_input
+
+    arn = request["solutionVersionArn"]
+    info = await describe_solution_version(aws.personalize, arn)
+    if info.status != "ACTIVE":
+        raise ConfigError(
+            f"solution version {arn} is {info.status}: batch jobs need an ACTIVE one; wait for "
+            "training to finish or pick another"
+        )
+    mode = request.get("batchInferenceJobMode")
+    recipe_kind = check_recipe(info, kind, mode, job_type)
+    if mode == "THEME_GENERATION":
         fields = (request.get("themeGenerationConfig") or {}).get("fieldsForThemeGeneration")
         if not fields or not fields.get("itemName"):
             raise ConfigError(

@@ -97,6 +97,9 @@ class Clock(Protocol):
         ...
 
 
+ADOPT_SLACK = 60.0  # seconds a job's creation may seem to precede its run's start (clock skew)
+
+
 class SystemClock:
     def now(self) -> float:
         return time.time()
@@ -206,8 +209,10 @@ class Submitter:
         failed: dict[int, str] | None = None,
         report: Callable[[str], None] | None = None,
         on_active: Callable[[ShardInfo], Awaitable[None]] | None = None,
+        run_started: float | None = None,
     ) -> None:
         self._run_id = run_id
+        self._run_started = run_started  # epoch seconds: jobs made before are not this run's
         self._on_active = on_active
         self._service = service
         self._journal = journal
@@ -346,7 +351,9 @@ class Submitter:
         name = job_name(self._settings.job_name_prefix, self._run_id, shard.shard, attempt)
         found = self._listing.get(name)
         adopted = found is not None
-        if found is None:
+        if found is not None:
+            self._check_own(found)
+        else:
             await self._bucket.acquire()
             try:
                 arn = await self._service.create_job(self._request_for(shard, name))
@@ -355,6 +362,7 @@ class Submitter:
                 if found is None:  # not listed yet: look again after the next poll
                     self._blocked = True
                     return False
+                self._check_own(found)
                 adopted = True
             except RetryLater as exc:
                 self._blocked = True
@@ -391,6 +399,21 @@ class Submitter:
         if job.status.terminal:
             await self._job_ended(job)
         return True
+
+    def _check_own(self, found: JobSummary) -> None:
+        """A job found under one of this run's names is adopted (a crash came between its
+        creation and the journal) only if this run can have made it: one created before the run
+        began is an earlier run's with the same run ID, whose shards it read, not this run's."""
+        if self._run_started is None or found.created is None:
+            return
+        if found.created < self._run_started - ADOPT_SLACK:
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found.created))
+            raise SubmitError(
+                f"a job named {found.name} already exists ({found.arn}, created {when}), from "
+                f"before run {self._run_id} began: it belongs to an earlier run with the same "
+                "run ID and read that run's input. Start this run with another --run-id (or "
+                "job name prefix)"
+            )
 
     async def _find(self, name: str) -> JobSummary | None:
         """A job by name from a fresh listing (after `ResourceAlreadyExistsException`)."""

@@ -220,7 +220,43 @@ def test_input_kind_comes_from_the_recipe(
         capsys,
     )  # fmt: skip
     assert code == 2
-    assert "cannot be used for batch" in err
+    assert "cannot serve batch jobs" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--input-kind", "itemId"], "--input-kind itemId does not fit recipe"),
+        (["--batch-inference-job-mode", "THEME_GENERATION"], "THEME_GENERATION needs a Similar"),
+    ],
+)
+def test_an_input_shape_the_recipe_does_not_take_is_refused_before_anything_is_written(
+    emulator: Emulator,
+    aws_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    extra: list[str],
+    message: str,
+) -> None:
+    """`fanout prepare` with a user-personalization solution version refuses `--input-kind
+    itemId` and THEME_GENERATION (Similar-Items only) up front, as `fanout run` does, instead
+    of writing lines its jobs would fail on."""
+    ids = tmp_path / "users.txt"
+    ids.write_text("u1\nu2\n")
+    arn = emulator.info.solution_versions["user-personalization"]
+    args = [
+        "prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "s"),
+        "--state-dir", str(tmp_path / "state"), "--solution-version-arn", arn, *extra,
+    ]  # fmt: skip
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and message in err
+    assert not (tmp_path / "s").exists()
+    code, _, err = run_cli(
+        ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "s"),
+         "--batch-inference-job-mode", "THEME_GENERATION"],
+        capsys,
+    )  # fmt: skip
+    assert code == 2 and "THEME_GENERATION jobs take itemId lines" in err
 
 
 async def test_multipart_parts_upload_and_read_back(

@@ -436,11 +436,12 @@ def test_every_input_line_is_accounted_for_end_to_end(
     ids = user.tmp / "nasty.txt"
     ids.write_bytes(data)
     out = user.tmp / "nasty.jsonl"
-    code, stdout, err = user.cli(run_args(user, "nasty", ids, out, "--output", "json"), capsys)
+    run = f"nasty-{NASTY.index(data)}"  # the emulator is shared: each its own jobs
+    code, stdout, err = user.cli(run_args(user, run, ids, out, "--output", "json"), capsys)
     assert code in {0, 3}, err
     assert "Traceback" not in err
     counts = json.loads(stdout)["reconciliation"]
-    source = RunState.replay(read_events(user.state / "nasty")).prepared["source"]  # type: ignore[index]
+    source = RunState.replay(read_events(user.state / run)).prepared["source"]  # type: ignore[index]
     lines = source["lines"]
     accounted = (
         source["blank"] + sum(source["rejected"].values()) + source["duplicates"]
