@@ -2,11 +2,39 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
+import anyio
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fanout.config import Limits, Timing
-from fanout.plan import InputEstimate, make_plan
+from fanout.plan import InputEstimate, Plan, make_plan
+from fanout.records import RecordBatch
+from fanout.shard import PartFile, ShardSealed, cut_shards
 
 LIMITS = Limits()
 TIMING = Timing()
+
+
+def cut_counts(
+    lines: list[bytes], plan: Plan, limits: Limits, file_records: int
+) -> tuple[int, int]:
+    """The job shards and part files `cut_shards` makes of `lines` with the plan's layout."""
+    batch = RecordBatch(b"".join(lines), np.cumsum([len(line) for line in lines], dtype=np.int64))
+
+    async def batches() -> AsyncIterator[RecordBatch]:
+        yield batch
+
+    async def count() -> tuple[int, int]:
+        layout = plan.layout(limits, file_records)
+        items = [item async for item in cut_shards(batches(), layout)]
+        shards = sum(isinstance(item, ShardSealed) for item in items)
+        return shards, sum(isinstance(item, PartFile) for item in items)
+
+    return anyio.run(count)
 
 
 def test_small_input_is_one_job() -> None:
@@ -40,12 +68,14 @@ def test_no_split_when_the_saving_is_negligible() -> None:
 
 
 def test_file_limit_forces_more_jobs() -> None:
-    """With tiny parts, the 1000-files-per-job limit sets the number of jobs."""
+    """With tiny parts, the 1000-files-per-job limit sets the number of jobs: a 100,000-byte
+    part holds 1666 whole 60-byte records, so 3002 parts at least, 4 jobs of 751 parts."""
     limits = Limits(part_bytes=100_000, max_concurrent_jobs=1)
     estimate = InputEstimate(5_000_000, 300_000_000, exact=True, how="counted")
     plan = make_plan(estimate, limits, TIMING, 50_000_000)
-    assert plan.minimum_shards == 3
-    assert plan.shards == 3
+    assert plan.minimum_shards == 4
+    assert plan.shards == 4
+    assert plan.parts == 3004
 
 
 def test_unknown_size_fills_jobs_to_the_limit() -> None:
@@ -75,3 +105,78 @@ def test_an_input_without_ids_plans_no_job() -> None:
     assert (plan.shards, plan.parts, plan.waves, plan.minutes) == (0, 0, 0, 0.0)
     assert "no IDs" in plan.reason
     assert plan.layout(LIMITS, 50_000_000).shard_bytes == LIMITS.max_job_bytes
+
+
+@pytest.mark.parametrize(
+    ("limits", "file_records", "shards", "parts"),
+    [
+        (Limits(max_job_files=2, part_bytes=100), 50_000_000, 25, 50),
+        (Limits(max_job_bytes=1000, part_bytes=100), 3, 5, 70),
+    ],
+)
+def test_plan_counts_whole_records_per_part(
+    limits: Limits, file_records: int, shards: int, parts: int
+) -> None:
+    """A 100-byte part holds four 23-byte records (or the records per file): the plan's shards
+    and parts are the ones the cut makes."""
+    lines = [b'{"userId":"user%05d"}\n' % n for n in range(1, 201)]
+    estimate = InputEstimate(200, sum(map(len, lines)), exact=True, how="counted")
+    plan = make_plan(estimate, limits, TIMING, file_records)
+    assert (plan.shards, plan.parts) == (shards, parts)
+    assert plan.minimum_shards == shards
+    assert cut_counts(lines, plan, limits, file_records) == (shards, parts)
+
+
+def test_filling_the_quota_counts_the_shards_the_cut_makes() -> None:
+    """Nine records asked into six shards make five (two records reach each target): the plan
+    says five, and times five."""
+    limits = Limits(max_job_bytes=30, max_concurrent_jobs=6)
+    timing = Timing(job_overhead_minutes=0, records_per_minute=1)
+    lines = [b"123456789\n"] * 9
+    plan = make_plan(InputEstimate(9, 90, exact=True, how="counted"), limits, timing, 50_000_000)
+    assert plan.minimum_shards == 3
+    assert (plan.shards, plan.parts) == (5, 5)
+    assert "5 fill the quota of 6" in plan.reason
+    assert cut_counts(lines, plan, limits, 50_000_000) == (5, 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    size=st.integers(1, 64),
+    records=st.integers(1, 400),
+    job_bytes=st.integers(0, 4000),
+    job_files=st.integers(1, 8),
+    part_bytes=st.integers(1, 400),
+    file_records=st.integers(1, 40),
+    quota=st.integers(1, 6),
+    overhead=st.sampled_from([0.0, 1.0, 20.0]),
+    per_minute=st.sampled_from([1.0, 250_000.0]),
+    exact=st.booleans(),
+)
+def test_plan_matches_the_cut_of_equal_records(
+    size: int,
+    records: int,
+    job_bytes: int,
+    job_files: int,
+    part_bytes: int,
+    file_records: int,
+    quota: int,
+    overhead: float,
+    per_minute: float,
+    exact: bool,
+) -> None:
+    """For records of one size, the plan's shards and parts are exactly what `cut_shards` makes
+    with the plan's layout, whichever limit binds and whether or not it fills the quota."""
+    limits = Limits(
+        max_job_bytes=size + job_bytes,
+        max_job_files=job_files,
+        part_bytes=part_bytes,
+        max_concurrent_jobs=quota,
+    )
+    timing = Timing(job_overhead_minutes=overhead, records_per_minute=per_minute)
+    lines = [b"x" * (size - 1) + b"\n"] * records
+    estimate = InputEstimate(records, size * records, exact=exact, how="counted")
+    plan = make_plan(estimate, limits, timing, file_records)
+    assert cut_counts(lines, plan, limits, file_records) == (plan.shards, plan.parts)
+    assert plan.minimum_shards <= plan.shards
+    assert plan.waves == -(-plan.shards // quota)

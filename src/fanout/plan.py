@@ -5,6 +5,12 @@ runs at most Q jobs at once. So the plan makes as few jobs as the limits allow, 
 more only to fill a wave of Q jobs when that shortens the run by a worthwhile margin (at least
 `MIN_SAVING` of the run and a minute). The estimate of run time is
 `waves × (overhead + records per job / records per minute)`, from `config.Timing`.
+
+The shards and part files it promises are what `shard.cut_shards` will make of the input
+(`_cut`): parts and jobs hold whole records, so a part holds `part_bytes // record size` records
+(at least one, at most the records per file), and a job at most `max_job_files` such parts. The
+input is known by its record count and bytes only, so the model takes every record to be of the
+same size: exact when they are, and (the size rounded up for packing) a little high otherwise.
 """
 
 from __future__ import annotations
@@ -77,6 +83,31 @@ def _minutes(shards: int, records: int, quota: int, timing: Timing) -> float:
     return waves * (timing.job_overhead_minutes + per_job / timing.records_per_minute)
 
 
+def _cut(
+    records: int, nbytes: int, shard_bytes: int, part_bytes: int, limits: Limits, file_records: int
+) -> tuple[int, int]:
+    """The job shards and part files `cut_shards` makes of `records` records of `nbytes` bytes
+    with a target of `shard_bytes` per shard, taking the records to be of equal size.
+
+    A part is full at the record that would take it over `part_bytes` (one record at least) or
+    at `file_records`; a shard closes at the first record that brings it to its target, before
+    one that would take it over the job limit, or when its last allowed file is full. Every
+    shard but the last holds the same records, in parts of the same records but its last.
+    """
+    nbytes = max(nbytes, 1)
+    size = -(-nbytes // records)  # a record's bytes, rounded up: parts and jobs hold whole ones
+    per_part = max(1, min(part_bytes // size, file_records))
+    per_shard = min(
+        max(1, -(-shard_bytes * records // nbytes)),  # records that reach the target
+        max(1, limits.max_job_bytes // size),
+        limits.max_job_files * per_part,
+    )
+    shards = -(-records // per_shard)
+    last = records - (shards - 1) * per_shard
+    parts = (shards - 1) * -(-per_shard // per_part) + -(-last // per_part)
+    return shards, parts
+
+
 def _no_jobs(estimate: InputEstimate, limits: Limits, part_bytes: int, reason: str) -> Plan:
     """No job planned (yet): the input's size is unknown, or it holds nothing to send. A run
     still cuts what it finds into jobs filled up to the per-job limit."""
@@ -113,24 +144,31 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
     if not records:  # counted: nothing, or blank lines and rejects only
         reason = "the input holds no IDs (blank lines and rejects only, or nothing): no job to run"
         return _no_jobs(estimate, limits, part_bytes, reason)
-    parts_needed = max(math.ceil(nbytes / part_bytes), math.ceil(records / file_records), 1)
-    minimum = max(
-        1,
-        math.ceil(nbytes / limits.max_job_bytes),
-        math.ceil(parts_needed / limits.max_job_files),
-    )
+    slack = 1.0 if estimate.exact else ESTIMATE_SLACK
+
+    def target(shards: int) -> int:
+        return min(limits.max_job_bytes, max(1, math.ceil(nbytes * slack / shards)))
+
+    def cut(shard_bytes: int) -> tuple[int, int]:
+        return _cut(records, nbytes, shard_bytes, part_bytes, limits, file_records)
+
+    # The fewest shards: each filled up to the job limit (a target below it only adds shards).
+    minimum, _ = cut(limits.max_job_bytes)
     filled = min(max(records, 1), quota * math.ceil(minimum / quota))
+    # Whole records per shard can leave the cut with fewer shards than asked for: count those.
+    filled_shards, filled_parts = cut(target(filled))
     base_minutes = _minutes(minimum, records, quota, timing)
-    filled_minutes = _minutes(filled, records, quota, timing)
+    filled_minutes = _minutes(filled_shards, records, quota, timing)
     saving = base_minutes - filled_minutes
-    if filled > minimum and saving >= max(1.0, MIN_SAVING * base_minutes):
-        shards = filled
+    if filled_shards > minimum and saving >= max(1.0, MIN_SAVING * base_minutes):
+        shards, shard_bytes, parts = filled_shards, target(filled), filled_parts
         reason = (
             f"{minimum} job(s) would fit the limits; {shards} fill the quota of {quota} and "
             f"finish about {saving:.0f} min sooner"
         )
     else:
-        shards = minimum
+        shard_bytes = target(minimum)
+        shards, parts = cut(shard_bytes)  # `minimum` again: the target fits that many
         if minimum == 1:
             reason = "one job holds the whole input"
         else:
@@ -140,16 +178,6 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
             )
         if filled > minimum:
             reason += f"; splitting to fill the quota of {quota} would save under a minute or 5%"
-    slack = 1.0 if estimate.exact else ESTIMATE_SLACK
-    shard_bytes = min(limits.max_job_bytes, max(1, math.ceil(nbytes * slack / shards)))
-    parts = (
-        sum(
-            max(1, math.ceil(min(shard_bytes, nbytes - i * shard_bytes) / part_bytes))
-            for i in range(shards)
-            if nbytes - i * shard_bytes > 0
-        )
-        or 1
-    )
     return Plan(
         records=records,
         nbytes=nbytes,
