@@ -1357,42 +1357,66 @@ async def retry(
     run_dir: Path, aws: Aws, report: Callable[[str], None] | None = None
 ) -> RunOutcome | None:
     """Send the run's errored and missing IDs again as a run of their own (`<run>-rN`), then
-    append its results to the run's result file. None if there is nothing to retry."""
-    from . import retry as retrying
-    from .merge import ResultFormat
+    append its results to the run's result file. None if there is nothing to retry.
 
-    state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+    A retry that was interrupted (its child run not yet appended) is finished first, not
+    started again: its child is resumed, and its results appended once (`retry-combining`
+    notes the result's size before, so a crash between appending and journalling it does
+    not append them twice)."""
+    from . import retry as retrying
+    from .merge import Reconciliation, ResultFormat
+
+    events = read_events(run_dir)
+    state = RunState.replay(events, str(run_dir / JOURNAL_NAME))
     retrying.check_retryable(state)
     assert state.merge is not None and state.merged is not None and state.submit is not None
-    ids = retrying.retry_ids(run_dir)
-    if not ids:
-        return None
-    child = retrying.child_run_id(state, run_dir.parent)
-    ids_path = run_dir / f"retry-{child}.jsonl"
-    retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
-    parent = _settings_from_record(state, run_dir.parent, str(ids_path))
-    settings = dataclasses.replace(
-        parent,
-        run_id=child,
-        ids=str(ids_path),
-        source=dataclasses.replace(parent.source, format="jsonl", id_column=None),
-    )
     out = Path(state.merged["out"])
     recorded = MergeSettings(**state.merge["settings"])
     fmt = recorded.fmt or ResultFormat.for_path(out).value
-    child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
-    merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
-    async with Journal.open(run_dir) as journal:
-        await journal.append("retry-started", child=child, ids=len(ids))
-    await begin(settings, aws)
-    submitted = SubmitSettings(**state.submit["submit"])
-    outcome = await submit(
-        settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
-    )
-    if outcome.merged is None:
+    unfinished = retrying.unfinished(events)
+    child = unfinished or retrying.child_run_id(state, run_dir.parent)
+    child_dir = run_dir.parent / child
+    begun = unfinished is not None and retrying.begun(child_dir)
+    if begun and RunState.replay(read_events(child_dir)).submit is not None:
+        outcome = await resume(child_dir, aws, None, report)
+    else:
+        ids_path = run_dir / f"retry-{child}.jsonl"
+        if not begun:
+            ids = retrying.retry_ids(run_dir)
+            if not ids:
+                return None
+            retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
+        parent = _settings_from_record(state, run_dir.parent, str(ids_path))
+        settings = dataclasses.replace(
+            parent,
+            run_id=child,
+            ids=str(ids_path),
+            source=dataclasses.replace(parent.source, format="jsonl", id_column=None),
+        )
+        child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
+        merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
+        if unfinished is None:
+            async with Journal.open(run_dir) as journal:
+                await journal.append("retry-started", child=child, ids=len(ids))
+        if not begun:
+            await begin(settings, aws)
+        submitted = SubmitSettings(**state.submit["submit"])
+        outcome = await submit(
+            settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
+        )
+    finished = RunState.replay(read_events(child_dir)).merged
+    if finished is None:
         return outcome
-    await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
-    retrying.replace_reports(run_dir, settings.run_dir)
+    child_out = Path(finished["out"])
+    combining = retrying.combining(read_events(run_dir), child)
+    size = (await anyio.Path(out).stat()).st_size
+    if combining is None or size == combining:
+        if combining is None:
+            async with Journal.open(run_dir) as journal:
+                await journal.append("retry-combining", child=child, size=size)
+        await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
+    retrying.replace_reports(run_dir, child_dir)
+    counts = outcome.merged or Reconciliation(**finished["counts"])
     async with Journal.open(run_dir) as journal:
-        await journal.append("retried", child=child, counts=asdict(outcome.merged))
-    return dataclasses.replace(outcome, result=str(out))
+        await journal.append("retried", child=child, counts=asdict(counts))
+    return dataclasses.replace(outcome, merged=counts, result=str(out))

@@ -60,6 +60,25 @@ def child_run_id(state: RunState, state_dir: Path) -> str:
     raise ConfigError(f"run {state.run_id} was retried {MAX_RETRIES} times already")
 
 
+def unfinished(events: list[dict[str, Any]]) -> str | None:
+    """The child run of the last retry the run's journal began and did not finish, if any."""
+    done = {event["child"] for event in events if event["event"] == "retried"}
+    started = [event["child"] for event in events if event["event"] == "retry-started"]
+    return started[-1] if started and started[-1] not in done else None
+
+
+def begun(child_dir: Path) -> bool:
+    """Whether the child run got as far as its journal (else it is begun again)."""
+    journal = child_dir / JOURNAL_NAME
+    return journal.exists() and bool(read_events(child_dir))
+
+
+def combining(events: list[dict[str, Any]], child: str) -> int | None:
+    """The result's size before the child's results were appended, if they were begun."""
+    sizes = [e["size"] for e in events if e["event"] == "retry-combining" and e["child"] == child]
+    return int(sizes[-1]) if sizes else None
+
+
 def check_retryable(state: RunState) -> None:
     if state.merged is None:
         raise ConfigError(

@@ -18,6 +18,8 @@ Events and what they mean (fields beyond `t` and `event`):
                                                                     moved into place
     merged          out, counts                                     the result set is in place
     retry-started   child, ids                                      errored/missing IDs resent
+    retry-combining child, size                                     the child's results are being
+                                                                    appended to a result of size
     retried         child, counts                                   and merged into the result
 
 Unknown events are ignored, so an older fanout can read a newer journal's known parts.

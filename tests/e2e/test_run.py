@@ -335,6 +335,53 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         emulator.stop()
 
 
+@pytest.mark.parametrize("crash_in", ["submit", "combine", "replace_reports"])
+def test_an_interrupted_retry_is_finished_not_started_again(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    crash_in: str,
+) -> None:
+    """`fanout retry` stopped before its child run submitted, or after it merged, before or
+    after appending its results: the next `fanout retry` finishes that child (no second child,
+    no job made twice) and the result holds every ID exactly once."""
+    from fanout import pipeline
+    from fanout import retry as retrying
+
+    emulator = start(fail_rate=0.5, seed=3)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        ids = user.ids(2000)
+        out = tmp_path / "recs.jsonl"
+        args = run_args(user, "cut", ids, out, "--job-retries", "0", "--max-job-bytes", "5KB")
+        code, _, err = user.cli(args, capsys)
+        assert code == 3, err
+        emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+        where = pipeline if crash_in == "submit" else retrying
+        real = getattr(where, crash_in)
+
+        def crash(*args: object) -> None:
+            if crash_in != "submit":
+                real(*args)  # done, then the process dies before the journal hears of it
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(where, crash_in, crash)
+        code, _, _ = user.cli(["retry", "cut", "--state-dir", str(user.state)], capsys)
+        assert code == 130
+        monkeypatch.setattr(where, crash_in, real)
+        jobs = len(user.jobs("cut-r1"))
+        code, _, err = user.cli(["retry", "cut", "--state-dir", str(user.state)], capsys)
+        assert code == 0, err
+        names = [job["jobName"] for job in user.jobs("cut-r1")]
+        assert not (user.state / "cut-r2").exists() and len(names) == len(set(names))
+        assert crash_in == "submit" or len(names) == jobs
+        rows = [json.loads(line)["userId"] for line in out.read_text().splitlines()]
+        assert sorted(rows) == sorted(f"user-{i}" for i in range(2000))  # each exactly once
+        assert (user.state / "cut" / "missing.txt").read_text() == ""
+    finally:
+        emulator.stop()
+
+
 def test_run_reads_its_ids_from_stdin(
     user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
