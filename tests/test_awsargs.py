@@ -24,7 +24,14 @@ from botocore.validate import ParamValidator
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from fanout.awsargs import OperationArgs, _skeleton, _yaml_document, cli_name
+from fanout.awsargs import (
+    OperationArgs,
+    _skeleton,
+    _yaml_document,
+    add_newer_members,
+    cli_name,
+    use_newer_model,
+)
 from fanout.errors import ConfigError
 
 BIN = Path(sys.executable).parent
@@ -36,7 +43,8 @@ HYPOTHESIS = settings(max_examples=150, deadline=None, suppress_health_check=[He
 
 @functools.cache
 def _model() -> Any:
-    return botocore.session.get_session().get_service_model("personalize")
+    """The model fanout validates against: botocore's, with the members AWS added since."""
+    return use_newer_model(botocore.session.get_session()).get_service_model("personalize")
 
 
 # -- the oracle: awscli's own argument pipeline ---------------------------------------------------
@@ -70,6 +78,7 @@ class AwsCli:
             clidriver = importlib.import_module("awscli.clidriver")
             self._unpack = importlib.import_module("awscli.argprocess").unpack_argument
             self.driver = clidriver.create_clidriver()
+            use_newer_model(self.driver.session)  # the CLI's own botocore has them too
             importlib.import_module("awscli.paramfile").register_uri_param_handler(
                 self.driver.session
             )
@@ -267,6 +276,12 @@ STRUCTURES: dict[str, list[str]] = {
         '{"itemExplorationConfig": {"explorationWeight": "0.3"}}',
         '{"itemExplorationConfig": {"explorationWeight": 0.3}}',
         "rankingInfluence={POPULARITY=0.5}",
+        "rankingInfluence={FRESHNESS=1,POPULARITY=0}",
+        "rankingInfluence={POPULARITY=-1}",
+        "rankingInfluence={POPULARITY=x}",
+        "rankingInfluence=[0.5]",
+        '{"rankingInfluence": {"FRESHNESS": 0.25}}',
+        "itemExplorationConfig={explorationWeight=0.3},rankingInfluence={POPULARITY=1.0}",
     ],
     "themeGenerationConfig": [
         "fieldsForThemeGeneration={itemName=title}",
@@ -818,6 +833,72 @@ def test_merge_validates_what_the_cli_input_left() -> None:
     assert merged["jobName"] == "j"
 
 
+# -- members AWS added after the runtime botocore -------------------------------------------------
+
+
+@pytest.mark.awscli
+def test_the_bundled_aws_cli_skeleton_with_ranking_influence_is_taken(tmp_path: Path) -> None:
+    """A skeleton from the AWS CLI (its newer botocore has rankingInfluence), filled in, loads
+    from file:// and merges into a request that carries rankingInfluence with float weights."""
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    }
+    skeleton = json.loads(_aws(env, "create-batch-inference-job", "--generate-cli-skeleton").stdout)
+    assert "rankingInfluence" in skeleton["batchInferenceJobConfig"]
+    for unused in ("filterArn", "tags", "themeGenerationConfig", "batchInferenceJobMode"):
+        del skeleton[unused]
+    skeleton["batchInferenceJobConfig"] = {"rankingInfluence": {"POPULARITY": 0.5, "FRESHNESS": 1}}
+    skeleton["numResults"] = 10
+    (tmp_path / "job.json").write_text(json.dumps(skeleton))
+    args = OperationArgs("CreateBatchInferenceJob")
+    loaded = args.load_cli_input(f"file://{tmp_path}/job.json")
+    merged = args.merge(loaded, {"jobName": "nightly"})
+    assert merged["batchInferenceJobConfig"] == {
+        "rankingInfluence": {"POPULARITY": 0.5, "FRESHNESS": 1}
+    }
+    assert "rankingInfluence" in args.skeleton()  # fanout's own skeleton shows it too
+
+
+def test_ranking_influence_is_parsed_and_validated_like_the_cli() -> None:
+    """Shorthand weights become floats; a negative one is refused as botocore refuses it."""
+    args = OperationArgs("CreateBatchInferenceJob")
+    value = args.parse_value("batchInferenceJobConfig", "rankingInfluence={POPULARITY=0.5}")
+    assert value == {"rankingInfluence": {"POPULARITY": 0.5}}
+    assert type(value["rankingInfluence"]["POPULARITY"]) is float
+    with pytest.raises(ConfigError, match=re.escape("rankingInfluence.POPULARITY, value: -1.0")):
+        args.parse_value("batchInferenceJobConfig", "rankingInfluence={POPULARITY=-1}")
+
+
+def test_newer_members_are_added_once_and_never_replace_botocores() -> None:
+    """add_newer_members fills in what the model lacks; a model that has it keeps its own."""
+    lacking: dict[str, Any] = {
+        "shapes": {"BatchInferenceJobConfig": {"type": "structure", "members": {}}}
+    }
+    add_newer_members(lacking)
+    once = json.dumps(lacking, sort_keys=True)
+    assert add_newer_members(lacking) is lacking and json.dumps(lacking, sort_keys=True) == once
+    config = lacking["shapes"]["BatchInferenceJobConfig"]["members"]
+    assert config["rankingInfluence"]["shape"] == "RankingInfluence"
+    assert lacking["shapes"]["RankingInfluenceType"]["enum"] == ["POPULARITY", "FRESHNESS"]
+    newer: dict[str, Any] = {
+        "shapes": {
+            "BatchInferenceJobConfig": {
+                "type": "structure",
+                "members": {"rankingInfluence": {"shape": "RankingInfluence2"}},
+            },
+        }
+    }
+    add_newer_members(newer)
+    assert newer["shapes"]["BatchInferenceJobConfig"]["members"] == {
+        "rankingInfluence": {"shape": "RankingInfluence2"}
+    }
+    assert "RankingInfluence" not in newer["shapes"]
+
+
 def test_merge_does_not_demand_required_members() -> None:
     """Required top-level members may come later (fanout fills job names and S3 paths)."""
     assert OperationArgs("CreateBatchSegmentJob").merge({}, {"numResults": 3}) == {"numResults": 3}
@@ -847,14 +928,15 @@ def _enum_members(shape: Any, seen: frozenset[str] = frozenset()) -> dict[str, l
 
 @pytest.fixture(scope="module")
 def aws_cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The AWS CLI's environment, with the Personalize model of the botocore fanout runs on.
+    """The AWS CLI's environment, with the Personalize model fanout runs on.
 
-    awscli 1.4x bundles its own, newer botocore; pointing AWS_DATA_PATH at the runtime model makes
-    the comparison about the skeleton rules, not about model versions.
+    awscli 1.4x bundles its own, newer botocore; pointing AWS_DATA_PATH at fanout's model (the
+    runtime botocore's, plus the members AWS added since) makes the comparison about the skeleton
+    rules, not about model versions.
     """
     tmp = tmp_path_factory.mktemp("aws-cli")
     model_dir = tmp / "models" / "personalize"
-    loader = botocore.session.get_session().get_component("data_loader")
+    loader = use_newer_model(botocore.session.get_session()).get_component("data_loader")
     version = loader.determine_latest_version("personalize", "service-2")
     (model_dir / version).mkdir(parents=True)
     model = loader.load_service_model("personalize", "service-2")

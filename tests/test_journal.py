@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import stat
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -69,3 +71,47 @@ async def test_append_needs_an_open_journal(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError):
         await journal.append("a")
     await journal.aclose()
+
+
+class _FlakyS3:
+    """A boto3 S3 client double: `put_object` raises `error` while it is set, then succeeds."""
+
+    def __init__(self, error: Exception | None) -> None:
+        self.error = error
+        self.bodies: list[bytes] = []
+
+    def put_object(self, **params: Any) -> dict[str, str]:
+        if self.error is not None:
+            raise self.error
+        self.bodies.append(params["Body"])
+        return {"ETag": '"e"'}
+
+
+async def test_a_mirror_write_s3_refuses_is_a_warning_and_the_next_one_catches_up(
+    tmp_path: Path,
+) -> None:
+    """A failed S3 copy of the journal (a disabled KMS key) warns once while it lasts, never
+    raises, and is tried again at the next flush."""
+    from botocore.exceptions import ClientError
+
+    from fanout.aws import Encryption, S3Store
+    from fanout.pipeline import _Mirror
+    from fanout.storage import S3Uri
+
+    key = "arn:aws:kms:us-east-1:111122223333:key/k1"
+    refused: Any = {"Error": {"Code": "KMS.DisabledException", "Message": f"{key} is Disabled."}}
+    sync = _FlakyS3(ClientError(refused, "PutObject"))
+    aws = SimpleNamespace(s3=S3Store(None, sync))
+    async with Journal.open(tmp_path / "run") as journal:
+        await journal.append("prepared", shards=1)
+    warnings: list[str] = []
+    uri = S3Uri("b", "out/run/_fanout/journal.jsonl")
+    mirror = _Mirror(journal.path, aws, uri, Encryption(key), warnings.append)  # type: ignore[arg-type]
+    await mirror.flush()
+    await mirror.flush()
+    assert len(warnings) == 1
+    assert f"could not mirror the journal to {uri}" in warnings[0]
+    assert "is disabled: enable it" in warnings[0] and "kms:GenerateDataKey" in warnings[0]
+    sync.error = None  # the key is enabled again: the next flush sends the whole journal
+    await mirror.flush()
+    assert sync.bodies == [journal.path.read_bytes()] and len(warnings) == 1

@@ -21,19 +21,22 @@ from __future__ import annotations
 import base64
 import contextlib
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 import aioboto3
+import aiobotocore.session
 import aiohttp
 import anyio
 import boto3
+import botocore
 from botocore import UNSIGNED, xform_name
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
+from .awsargs import use_newer_model
 from .errors import (
     ConfigError,
     FanoutError,
@@ -109,29 +112,81 @@ def error_code(exc: BaseException) -> str:
     return ""
 
 
+def _kms_advice(code: str, detail: str, operation: str, key: str | None) -> str | None:
+    """What to do about a KMS failure behind an S3 call, or None if it is not one."""
+    the_key = f"the KMS key {key}" if key else "the KMS key"
+    action = "kms:Decrypt" if operation in {"GetObject", "HeadObject"} else "kms:GenerateDataKey"
+    if code == "KMS.DisabledException":
+        return (
+            f"{the_key} is disabled: enable it (aws kms enable-key --key-id KEY), or use an "
+            f"enabled key that allows the caller {action}"
+        )
+    if code == "KMS.NotFoundException":
+        return f"{the_key} does not exist in this account and region: check kmsKeyArn"
+    if code == "KMS.KMSInvalidStateException":
+        return (
+            f"{the_key} cannot be used in its current state (pending deletion or import?): "
+            "cancel its deletion (aws kms cancel-key-deletion), or use another key"
+        )
+    if code.startswith("KMS.") or (code in {"AccessDenied", "403"} and "kms:" in detail):
+        return (
+            f"{the_key} refused it ({code}): the key must exist, be enabled, and allow the "
+            f"caller {action} (kms:GenerateDataKey to write, kms:Decrypt to read)"
+        )
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Message", ""))
+    return ""
+
+
 def raise_s3_error(
-    exc: Exception, operation: str, uri: str, error: type[FanoutError] = FanoutError
+    exc: Exception,
+    operation: str,
+    uri: str,
+    error: type[FanoutError] = FanoutError,
+    *,
+    key: str | None = None,
 ) -> NoReturn:
-    """Raise `error` for a failed S3 call, with what to do about it."""
+    """Raise `error` for a failed S3 call (a `ClientError`, a `BotoCoreError`, a broken body),
+    with what to do about it. `key` is the KMS key the call used, if any."""
     code = error_code(exc)
-    if code in {"AccessDenied", "403", "Forbidden"}:
+    detail = error_message(exc)
+    kms = _kms_advice(code, detail, operation, key)
+    if kms is not None:
+        message = f"{operation} on {uri} failed: {kms}"
+    elif code in {"AccessDenied", "403", "Forbidden"}:
         permission = _PERMISSION.get(operation, f"s3:{operation}")
         message = f"access denied to {uri} ({operation}): the caller needs {permission} on it"
     elif code == "NoSuchBucket":
         message = f"bucket of {uri} does not exist (or is in another region)"
     elif code in {"NoSuchKey", "404", "NotFound"}:
         message = f"{uri} does not exist"
-    elif code.startswith("KMS."):
-        message = (
-            f"{operation} on {uri} failed with {code}: the KMS key must exist, be enabled, and "
-            "allow the caller kms:GenerateDataKey and kms:Decrypt"
-        )
     elif isinstance(exc, ClientError):
-        detail = exc.response.get("Error", {}).get("Message", "")
         message = f"{operation} on {uri} failed: {code}: {detail}"
+    elif isinstance(exc, BotoCoreError):
+        message = f"{operation} on {uri} failed: S3 did not answer ({exc}): check the network"
     else:
         message = f"{operation} on {uri} failed: {exc}"
     raise error(message) from exc
+
+
+@contextlib.contextmanager
+def _s3_errors(
+    operation: str,
+    bucket: str,
+    key: str = "",
+    error: type[FanoutError] = UploadError,
+    encryption: Encryption | None = None,
+) -> Iterator[None]:
+    """Translate botocore's errors of one S3 call into `error` (see `raise_s3_error`)."""
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        kms_key = encryption.kms_key_arn if encryption is not None else None
+        raise_s3_error(exc, operation, f"s3://{bucket}/{key}", error, key=kms_key)
 
 
 class S3Store:
@@ -202,28 +257,25 @@ class S3Store:
         self, path: Path, bucket: str, key: str, encryption: Encryption, chunk: int = 16 << 20
     ) -> str:
         """Upload a local file (a result dataset's file), one chunk in memory at a time: a single
-        PUT up to `chunk` bytes, multipart above. Returns the ETag."""
+        PUT up to `chunk` bytes, multipart above. Returns the ETag; raises MergeError."""
         size = (await anyio.Path(path).stat()).st_size
-        uri = f"s3://{bucket}/{key}"
-        try:
+        with _s3_errors("PutObject", bucket, key, MergeError, encryption):
             if size <= chunk:
                 data = await anyio.Path(path).read_bytes()
-                return await self.put_object(bucket, key, data, encryption)
-            upload_id = await self.create_multipart(bucket, key, encryption)
+                return await self._put_object(bucket, key, data, encryption)
+            upload_id = await self._create_multipart(bucket, key, encryption)
             try:
                 parts = []
                 async with await anyio.open_file(path, "rb") as handle:
                     number = 1
                     while data := await handle.read(chunk):
-                        parts.append(await self.upload_part(bucket, key, upload_id, number, data))
+                        parts.append(await self._upload_part(bucket, key, upload_id, number, data))
                         number += 1
-                return await self.complete_multipart(bucket, key, upload_id, parts)
+                return await self._complete_multipart(bucket, key, upload_id, parts)
             except BaseException:
                 with anyio.move_on_after(30, shield=True):
                     await self.abort_multipart(bucket, key, upload_id)
                 raise
-        except (ClientError, BotoCoreError) as exc:
-            raise_s3_error(exc, "PutObject", uri, MergeError)
 
     async def delete_objects(self, bucket: str, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):
@@ -264,20 +316,43 @@ class S3Store:
 
         return await anyio.to_thread.run_sync(send)
 
+    # Writes. Each public method raises UploadError, saying what to do, for any S3 failure; the
+    # private twins raise botocore's errors, for `upload_file` to translate as a MergeError.
+
     async def put_object(self, bucket: str, key: str, data: bytes, encryption: Encryption) -> str:
         """Upload one object with a CRC32 checksum; return its ETag."""
+        with _s3_errors("PutObject", bucket, key, encryption=encryption):
+            return await self._put_object(bucket, key, data, encryption)
+
+    async def create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
+        with _s3_errors("CreateMultipartUpload", bucket, key, encryption=encryption):
+            return await self._create_multipart(bucket, key, encryption)
+
+    async def upload_part(
+        self, bucket: str, key: str, upload_id: str, number: int, data: bytes
+    ) -> dict[str, Any]:
+        with _s3_errors("UploadPart", bucket, key):
+            return await self._upload_part(bucket, key, upload_id, number, data)
+
+    async def complete_multipart(
+        self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]]
+    ) -> str:
+        with _s3_errors("CompleteMultipartUpload", bucket, key):
+            return await self._complete_multipart(bucket, key, upload_id, parts)
+
+    async def _put_object(self, bucket: str, key: str, data: bytes, encryption: Encryption) -> str:
         response = await self._send(
             self._sync.put_object, data, Bucket=bucket, Key=key, **encryption.put_args()
         )
         return str(response["ETag"])
 
-    async def create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
+    async def _create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
         response = await self._client.create_multipart_upload(
             Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", **encryption.put_args()
         )
         return str(response["UploadId"])
 
-    async def upload_part(
+    async def _upload_part(
         self, bucket: str, key: str, upload_id: str, number: int, data: bytes
     ) -> dict[str, Any]:
         response = await self._send(
@@ -294,7 +369,7 @@ class S3Store:
             part["ChecksumCRC32"] = response["ChecksumCRC32"]
         return part
 
-    async def complete_multipart(
+    async def _complete_multipart(
         self, bucket: str, key: str, upload_id: str, parts: list[dict[str, Any]]
     ) -> str:
         response = await self._client.complete_multipart_upload(
@@ -342,7 +417,12 @@ class Aws:
     async def __aenter__(self) -> Aws:
         options = self.options
         try:
-            session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
+            session = aioboto3.Session(
+                profile_name=options.profile,
+                region_name=options.region,
+                # Members AWS added after this botocore (rankingInfluence) are sent, not refused.
+                botocore_session=use_newer_model(aiobotocore.session.get_session()),
+            )
         except BotoCoreError as exc:
             raise ConfigError(f"AWS configuration: {exc}") from exc
         if not session.region_name:
@@ -462,6 +542,11 @@ _JOB_HINTS = {
 
 def _job_error(exc: Exception, operation: str) -> NoReturn:
     """Map a Personalize failure to RetryLater, JobExists or SubmitError (with what to do)."""
+    if isinstance(exc, ParamValidationError):  # refused before sending: retrying cannot help
+        raise SubmitError(
+            f"{operation}: the request does not fit botocore {botocore.__version__}'s model of "
+            f"Personalize: {exc} (upgrade fanout's botocore, or leave that member out)"
+        ) from exc
     if isinstance(exc, BotoCoreError):  # no answer after botocore's retries
         raise RetryLater(f"{operation}: Personalize did not answer: {exc}") from exc
     response: dict[str, Any] = exc.response if isinstance(exc, ClientError) else {}

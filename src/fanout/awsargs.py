@@ -38,6 +38,7 @@ Where this differs from AWS CLI v1, and why:
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import os
@@ -58,7 +59,7 @@ from botocore.utils import parse_to_aware_datetime
 
 from fanout.errors import ConfigError
 
-__all__ = ["OperationArgs", "OptionSpec", "cli_name"]
+__all__ = ["OperationArgs", "OptionSpec", "add_newer_members", "cli_name", "use_newer_model"]
 
 SERVICE: Final = "personalize"
 
@@ -73,9 +74,85 @@ _COMPLEX_TYPES: Final = frozenset({"structure", "list", "map"})
 # -- model access ----------------------------------------------------------------------------------
 
 
+# Members AWS documents for Personalize that the botocore fanout runs on may predate, copied from
+# a newer botocore's model (the one the AWS CLI 1.46 bundles, botocore 1.43): a skeleton from that
+# CLI, filled in, must pass fanout's validation and reach the service. Each is added only where the
+# loaded model lacks it, so a botocore that has it keeps its own definition. Shared by
+# CreateBatchInferenceJob's input and DescribeBatchInferenceJob's output.
+_NEWER_MEMBERS: Final[dict[str, dict[str, dict[str, str]]]] = {
+    "BatchInferenceJobConfig": {
+        "rankingInfluence": {
+            "shape": "RankingInfluence",
+            "documentation": (
+                "<p>How much POPULARITY and FRESHNESS weigh in the ranking: a weight from 0.0 "
+                "(none) to 1.0 (most) for each.</p>"
+            ),
+        },
+    },
+}
+_NEWER_SHAPES: Final[dict[str, dict[str, Any]]] = {
+    "RankingInfluence": {
+        "type": "map",
+        "key": {"shape": "RankingInfluenceType"},
+        "value": {"shape": "RankingInfluenceWeight"},
+    },
+    "RankingInfluenceType": {"type": "string", "enum": ["POPULARITY", "FRESHNESS"]},
+    "RankingInfluenceWeight": {"type": "double", "max": 1, "min": 0},
+}
+
+
+def add_newer_members(model: dict[str, Any]) -> dict[str, Any]:
+    """Add `_NEWER_MEMBERS` (and their shapes) to a Personalize service model (botocore's JSON)
+    where it lacks them, in place; return it. Adding twice changes nothing."""
+    shapes = model["shapes"]
+    for owner, members in _NEWER_MEMBERS.items():
+        if owner not in shapes:
+            continue
+        for name, member in members.items():
+            if name in shapes[owner]["members"]:
+                continue
+            for shape_name, shape in _NEWER_SHAPES.items():
+                shapes.setdefault(shape_name, copy.deepcopy(shape))
+            shapes[owner]["members"][name] = dict(member)
+    return model
+
+
+class _NewerModelLoader:
+    """botocore's data loader, but Personalize's model comes with `_NEWER_MEMBERS` added."""
+
+    def __init__(self, loader: Any) -> None:
+        self._loader = loader
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loader, name)
+
+    def load_service_model(
+        self, service_name: str, type_name: str, api_version: str | None = None
+    ) -> Any:
+        model = self._loader.load_service_model(service_name, type_name, api_version=api_version)
+        if service_name == SERVICE and type_name == "service-2":
+            add_newer_members(model)  # in place: the loader caches it, so once per session
+        return model
+
+
+def use_newer_model(session: Any) -> Any:
+    """Make a botocore (or aiobotocore) session load Personalize's model with the members AWS
+    added after its botocore was released, so its clients validate, send and parse them; return
+    the session. Call it before the session loads any model (it replaces the data loader, the
+    way botocore makes it: from the session's `data_path`, i.e. `AWS_DATA_PATH`)."""
+    import botocore.loaders
+
+    def loader() -> _NewerModelLoader:
+        data_path = session.get_config_variable("data_path")
+        return _NewerModelLoader(botocore.loaders.create_loader(data_path))
+
+    session.lazy_register_component("data_loader", loader)
+    return session
+
+
 @cache
 def _service_model() -> Any:
-    return botocore.session.get_session().get_service_model(SERVICE)
+    return use_newer_model(botocore.session.get_session()).get_service_model(SERVICE)
 
 
 def cli_name(member: str) -> str:

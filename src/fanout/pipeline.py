@@ -1298,6 +1298,7 @@ class _Mirror:
         self._encryption = encryption
         self._report = report or (lambda message: None)
         self._sent = -1
+        self._warned = ""  # the last warning given, so a failure that lasts warns once
 
     async def run(self) -> None:
         while True:
@@ -1305,18 +1306,23 @@ class _Mirror:
             await anyio.sleep(MIRROR_SECONDS)
 
     async def flush(self) -> None:
+        """Copy the journal if it grew; a failure is a warning (once while it lasts), never an
+        error: the local journal is the one that counts."""
         with anyio.CancelScope(shield=True):
-            data = await anyio.Path(self._path).read_bytes()
-            if len(data) == self._sent:
-                return
             try:
+                data = await anyio.Path(self._path).read_bytes()
+                if len(data) == self._sent:
+                    return
                 await self._aws.s3.put_object(
                     self._uri.bucket, self._uri.key, data, self._encryption
                 )
-            except FanoutError as exc:  # the local journal is the one that counts
-                self._report(f"warning: could not mirror the journal to {self._uri}: {exc}")
+            except (FanoutError, OSError) as exc:
+                warning = f"warning: could not mirror the journal to {self._uri}: {exc}"
+                if warning != self._warned:
+                    self._report(warning)
+                self._warned = warning
                 return
-            self._sent = len(data)
+            self._sent, self._warned = len(data), ""
 
 
 async def fetch_journal(aws: Aws, output_path: str, run_id: str) -> bytes:

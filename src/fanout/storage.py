@@ -1,7 +1,8 @@
 """The object-store seam: what the stages need from S3, as a Protocol.
 
 The AWS adapter (`aws.py`) implements it with aioboto3; tests use in-memory fakes. S3 URIs are
-parsed here so every stage reads them the same way.
+parsed here so every stage reads them the same way. Every method of an implementation raises
+fanout's errors (a `FanoutError` saying what to do), never its SDK's.
 """
 
 from __future__ import annotations

@@ -7,11 +7,9 @@ left behind to be billed.
 from __future__ import annotations
 
 import anyio
-from botocore.exceptions import BotoCoreError, ClientError
 
-from .aws import Encryption, S3Store, raise_s3_error
+from .aws import Encryption, S3Store
 from .config import UploadSettings
-from .errors import UploadError
 from .shard import PartFile
 from .storage import S3Uri
 from .upload import UploadedPart
@@ -32,13 +30,11 @@ class S3PartWriter:
         uri = self._base.child(part.name)
         # Joining the part's chunks and hashing them: tens of MB, off the event loop.
         data, sha256 = await anyio.to_thread.run_sync(_body, part)
-        try:
-            if len(data) < self._settings.multipart_threshold:
-                etag = await self._store.put_object(uri.bucket, uri.key, data, self._encryption)
-            else:
-                etag = await self._multipart(uri, data)
-        except (ClientError, BotoCoreError) as exc:
-            raise_s3_error(exc, "PutObject", str(uri), UploadError)
+        # The store raises UploadError, saying what to do (`aws.raise_s3_error`).
+        if len(data) < self._settings.multipart_threshold:
+            etag = await self._store.put_object(uri.bucket, uri.key, data, self._encryption)
+        else:
+            etag = await self._multipart(uri, data)
         return UploadedPart(part.shard, part.part, str(uri), etag, len(data), part.records, sha256)
 
     async def _multipart(self, uri: S3Uri, data: bytes) -> str:

@@ -514,6 +514,44 @@ async def test_create_errors(emulator: Emulator, clients: Callable[..., Any]) ->
             assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
 
 
+async def test_ranking_influence_is_validated_and_echoed(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """batchInferenceJobConfig.rankingInfluence (newer than the runtime botocore) is checked
+    against its enum keys and 0..1 weights, and Describe returns it as it was given."""
+    info = emulator.info
+    prefix = unique("p")
+    async with clients() as (s3, _):
+        await put_lines(s3, info, f"{prefix}/in/x.jsonl", [{"userId": "1"}])
+
+    def create(influence: dict[str, Any]) -> tuple[int, Any]:
+        config = {"rankingInfluence": influence}
+        request = job_request(
+            info, unique(), "user-personalization", prefix, batchInferenceJobConfig=config
+        )
+        return raw_call(info, "CreateBatchInferenceJob", request)
+
+    for influence, text in [
+        ({"NOVELTY": 0.5}, "Map keys must satisfy constraint: [Member must satisfy enum value set"),
+        ({"POPULARITY": 1.5}, "Member must have value less than or equal to 1"),
+    ]:
+        status, body = create(influence)
+        assert (status, body["__type"]) == (400, "InvalidInputException"), body
+        assert "batchInferenceJobConfig.rankingInfluence" in body["message"]
+        assert text in body["message"]
+    status, body = create({"POPULARITY": 0.4, "FRESHNESS": 0.0})
+    assert status == 200, body
+    status, described = raw_call(
+        info, "DescribeBatchInferenceJob", {"batchInferenceJobArn": body["batchInferenceJobArn"]}
+    )
+    assert status == 200
+    job = described["batchInferenceJob"]
+    assert job["batchInferenceJobConfig"] == {
+        "rankingInfluence": {"POPULARITY": 0.4, "FRESHNESS": 0.0}
+    }
+    assert SHAPES.validate_output("DescribeBatchInferenceJob", described) == []
+
+
 async def test_kms_key_must_exist_for_sse_kms_uploads(
     emulator: Emulator, clients: Callable[..., Any]
 ) -> None:

@@ -1,5 +1,9 @@
 """Request and response validation driven by botocore's own service model.
 
+The model is the installed botocore's plus the members AWS added since that fanout knows of
+(``fanout.awsargs.use_newer_model``: ``batchInferenceJobConfig.rankingInfluence``), so the
+emulator validates and echoes them as the service does; any other unknown member is ignored.
+
 botocore checks only ``required``, types and ``min`` on the client side; the service rejects the
 rest (``max``, ``pattern``, ``enum``, numeric ranges, list and map sizes). This module does that
 rejection generically for every operation and shape of a botocore service model, with the error
@@ -192,7 +196,11 @@ def compile_java_pattern(pattern: str) -> regex.Pattern[str]:
 def _load_model(service: str) -> Any:
     import botocore.session
 
-    return botocore.session.get_session().get_service_model(service)
+    from ..awsargs import use_newer_model
+
+    # The service knows members newer than this botocore (rankingInfluence): fanout's model has
+    # them, and the emulator validates and echoes them as AWS does.
+    return use_newer_model(botocore.session.get_session()).get_service_model(service)
 
 
 def _meta(shape: Any) -> Mapping[str, Any]:
