@@ -494,6 +494,25 @@ class Aws:
         except BotoCoreError as exc:
             raise ConfigError(f"cannot reach KMS for {key_arn}: {exc}") from exc
 
+    async def check_role(self, role_arn: str) -> None:
+        """Raise ConfigError if IAM says the role does not exist. A caller that may not read
+        IAM (AccessDenied), or cannot reach it, is not stopped: creating the job checks it."""
+        options = self.options
+        session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
+        verify: bool | str = options.ca_bundle or options.verify_ssl
+        name = role_arn.rsplit("/", 1)[-1]
+        try:
+            async with session.client("iam", config=self._config(), verify=verify) as iam:
+                await iam.get_role(RoleName=name)
+        except ClientError as exc:
+            if error_code(exc) == "NoSuchEntity":
+                raise ConfigError(
+                    f"role {role_arn} does not exist in this account: check --role-arn (`fanout "
+                    "iam-policy` prints the policy the role needs)"
+                ) from exc
+        except BotoCoreError:
+            return
+
     async def check_filter(self, arn: str) -> None:
         """Raise ConfigError unless the filter exists and is ACTIVE."""
         try:

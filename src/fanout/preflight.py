@@ -2,7 +2,8 @@
 
 Each failure is a `ConfigError` that says what is wrong and what to do. The checks: the solution
 version exists, is ACTIVE and its recipe can serve batch jobs of this input kind; THEME_GENERATION
-only with Similar-Items and an itemName field; the filter exists and is ACTIVE; the buckets are
+only with Similar-Items and an itemName field; the filter exists and is ACTIVE; the role exists
+(when IAM lets the caller look); the buckets are
 reachable in the region; the KMS keys can make data keys; the output is not under the input;
 numResults in 1..500.
 """
@@ -94,6 +95,8 @@ async def preflight(
         raise ConfigError(f"--num-results {number}: use 1 to {most}")
     if request.get("filterArn"):
         await aws.check_filter(request["filterArn"])
+    if request.get("roleArn"):
+        await aws.check_role(request["roleArn"])
     source = S3DataConfig.model_validate(request["jobInput"]["s3DataSource"])
     destination = S3DataConfig.model_validate(request["jobOutput"]["s3DataDestination"])
     check_output_outside_input(source.path, destination.path)

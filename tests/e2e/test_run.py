@@ -201,6 +201,7 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
         (["--job-output", "s3DataDestination={path=s3://no-such-bucket-x/out/}"], "does not exist"),
         (["--batch-inference-job-mode", "THEME_GENERATION"], "Similar-Items"),
         (["--input-kind", "itemId"], "does not fit recipe"),
+        (["--role-arn", "arn:aws:iam::123456789012:role/nope"], "role/nope does not exist"),
     ],
 )  # fmt: skip
 def test_preflight_refuses_before_anything_happens(
