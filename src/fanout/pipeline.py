@@ -740,6 +740,7 @@ class RunOutcome:
     seconds: float
     merged: Reconciliation | None = None
     result: str | None = None  # where the merged results are
+    retried: bool = False  # `merged` adds the results of the run's retries (`fanout retry`)
 
     @property
     def ok(self) -> bool:
@@ -748,9 +749,12 @@ class RunOutcome:
 
     @property
     def complete(self) -> bool:
-        """Every ID sent has a result: no failed shard, no error line, none missing."""
+        """Every ID sent has a result: no failed shard (or its IDs recommended by a retry),
+        no error line, none missing."""
         merged = self.merged
-        return self.ok and merged is not None and not merged.errors and not merged.missing
+        if merged is None or merged.errors or merged.missing:
+            return False
+        return self.ok or self.retried
 
 
 def _job_input_of(state: RunState) -> S3DataConfig:
@@ -870,12 +874,14 @@ async def resume(
             # this resume waits for them again, so their results must be merged in too.
             again = MergeSettings(**state.merge["settings"])
             merge = dataclasses.replace(again, out=state.merged["out"], overwrite=True)
+        retried = _retried(run_dir) if merge is not None else []
         if merge is not None:
             if state.submit is None:
                 raise ConfigError(
                     f"run {state.run_id} has no jobs yet: `fanout submit` creates them; merge "
                     "comes after"
                 )
+            _check_retries_fit(state.run_id, retried, merge)
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
@@ -885,7 +891,70 @@ async def resume(
         recorded = dict(state.submit["submit"])
         recorded.update({k: v for k, v in (overrides or {}).items() if v is not None})
         settings = SubmitSettings(**recorded)
-        return await _drive(run_dir, journal, aws, template, settings, report, ids)
+        outcome = await _drive(run_dir, journal, aws, template, settings, report, ids)
+        if merge is None or outcome.merged is None or not retried:
+            return outcome
+        return await _with_retries(run_dir, journal, outcome, merge, retried)
+
+
+def _retried(run_dir: Path) -> list[tuple[str, RunState]]:
+    """The run's finished retries (`fanout retry`), in order: each child run and its state."""
+    children = [e["child"] for e in read_events(run_dir) if e["event"] == "retried"]
+    return [(child, RunState.replay(read_events(run_dir.parent / child))) for child in children]
+
+
+def _check_retries_fit(run_id: str, retried: list[tuple[str, RunState]], merge: Any) -> None:
+    """A run merged again after `fanout retry` gets its retries' results appended: they must
+    be of the format it is merged to (a retry's are in the format the run was first merged to)."""
+    from .merge import ResultFormat
+
+    if not retried:
+        return
+    if merge.dataset:
+        raise ConfigError(
+            f"run {run_id} was retried ({', '.join(child for child, _ in retried)}): its "
+            "retries' results cannot be added to an S3 dataset; merge it to a file"
+        )
+    fmt = merge.fmt or ResultFormat.for_path(Path(merge.out)).value
+    for child, state in retried:
+        assert state.merged is not None
+        theirs = ResultFormat.for_path(Path(state.merged["out"])).value
+        if theirs != fmt:
+            raise ConfigError(
+                f"run {run_id} was retried ({child}), whose results are {theirs}: merge it "
+                f"again to a {theirs} file, so that they are added to it"
+            )
+
+
+async def _with_retries(
+    run_dir: Path,
+    journal: Journal,
+    outcome: RunOutcome,
+    merge: Any,
+    retried: list[tuple[str, RunState]],
+) -> RunOutcome:
+    """The run's result merged again, with its retries' results appended, in order, and the
+    last retry's errors and missing IDs as the run's: the result `fanout retry` had made (a
+    merge of the run's own jobs alone would list as missing what its retries recommended)."""
+    from . import retry as retrying
+    from .merge import ResultFormat
+
+    assert outcome.merged is not None
+    out = Path(merge.out)
+    fmt = merge.fmt or ResultFormat.for_path(out).value
+    results = outcome.merged.results
+    last: dict[str, Any] = {}
+    for _, state in retried:
+        assert state.merged is not None
+        await anyio.to_thread.run_sync(retrying.combine, out, Path(state.merged["out"]), fmt)
+        last = state.merged["counts"]
+        results += int(last["results"])
+    retrying.replace_reports(run_dir, run_dir.parent / retried[-1][0])
+    merged = dataclasses.replace(
+        outcome.merged, results=results, errors=int(last["errors"]), missing=int(last["missing"])
+    )
+    await journal.append("merged", out=str(out), counts=asdict(merged))
+    return dataclasses.replace(outcome, merged=merged, retried=True)
 
 
 def _timed_out(state: RunState) -> list[int]:

@@ -332,6 +332,20 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert retried and {j["status"] for j in retried} == {"ACTIVE"}
         code, stdout, _ = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0 and "nothing to retry" in stdout
+        # Merged again later: the retry's results are added again, none is "missing" again.
+        state = ["--state-dir", str(user.state)]
+        again = tmp_path / "again.csv"
+        code, _, err = user.cli(["merge", "again", *state, "--out", str(again)], capsys)
+        assert code == 0, err
+        got = sorted(row.split(",", 1)[0] for row in again.read_text().splitlines()[1:])
+        assert got == sorted(f"user-{i}" for i in range(2000))
+        assert (user.state / "again" / "missing.txt").read_text() == ""
+        code, stdout, _ = user.cli(["retry", "again", *state], capsys)
+        assert code == 0 and "nothing to retry" in stdout
+        code, _, err = user.cli(
+            ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
+        )
+        assert code == 2 and "merge it again to a csv file" in err
     finally:
         emulator.stop()
 
