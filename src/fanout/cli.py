@@ -1011,10 +1011,20 @@ def _run_plan(args: argparse.Namespace) -> int:
     settings = _prepare_settings(args, None, new_run_id())
     result = anyio.run(_resolved, args, settings, plan)
     if args.json:
-        print(json.dumps(result.to_dict(), indent=2))
+        print(json.dumps(_plan_json(result), indent=2))
     else:
         _print_plan(result, args.ids)
     return EXIT_OK
+
+
+def _plan_json(plan: Any) -> dict[str, Any]:
+    """`fanout plan --json`: the plan, with null for what an input of unknown size (stdin, a
+    pipe) leaves unknown, not 0."""
+    found: dict[str, Any] = plan.to_dict()
+    if not plan.records and not plan.exact:
+        unknown = ("records", "nbytes", "shards", "parts", "waves", "minutes", "minimum_shards")
+        found.update(dict.fromkeys(unknown))
+    return found
 
 
 @contextlib.contextmanager

@@ -146,6 +146,18 @@ def test_plan_json_counts_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert plan["shards"] == 1
 
 
+def test_plan_json_of_stdin_says_unknown_with_null(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`fanout plan --ids - --json`: stdin's size is unknown, so its counts are null, not 0."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"u1\nu2\n")))
+    code, out, err = run_cli(["plan", "--ids", "-", "--json"], capsys)
+    assert code == 0, err
+    plan = json.loads(out)
+    assert plan["records"] is None and plan["shards"] is None and plan["minutes"] is None
+    assert plan["exact"] is False and "unknown" in plan["estimate_how"]
+
+
 def test_prepare_from_stdin(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
