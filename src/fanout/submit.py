@@ -524,7 +524,8 @@ class Submitter:
             self._pending.appendleft(job.shard)
             return
         if transient:
-            hint = f"failed {job.attempt} times; `fanout retry` submits it again"
+            times = "once" if job.attempt == 1 else f"{job.attempt} times"
+            hint = f"failed {times}; `fanout retry` submits it again"
         self._failed[job.shard] = f"{reason} ({hint})"
         await self._journal.append(
             "shard-failed", shard=job.shard, attempt=job.attempt, arn=job.arn, reason=reason,
