@@ -1441,57 +1441,56 @@ async def retry(
     from . import retry as retrying
     from .merge import Reconciliation, ResultFormat
 
-    events = read_events(run_dir)
-    state = RunState.replay(events, str(run_dir / JOURNAL_NAME))
-    retrying.check_retryable(state)
-    assert state.merge is not None and state.merged is not None and state.submit is not None
-    out = Path(state.merged["out"])
-    recorded = MergeSettings(**state.merge["settings"])
-    fmt = recorded.fmt or ResultFormat.for_path(out).value
-    unfinished = retrying.unfinished(events)
-    child = unfinished or retrying.child_run_id(state, run_dir.parent)
-    child_dir = run_dir.parent / child
-    begun = unfinished is not None and retrying.begun(child_dir)
-    if begun and RunState.replay(read_events(child_dir)).submit is not None:
-        outcome = await resume(child_dir, aws, None, report)
-    else:
-        ids_path = run_dir / f"retry-{child}.jsonl"
-        if not begun:
-            ids = retrying.retry_ids(run_dir)
-            if not ids:
-                return None
-            retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
-        parent = _settings_from_record(state, run_dir.parent, str(ids_path))
-        settings = dataclasses.replace(
-            parent,
-            run_id=child,
-            ids=str(ids_path),
-            source=dataclasses.replace(parent.source, format="jsonl", id_column=None),
-        )
-        child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
-        merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
-        if unfinished is None:
-            async with Journal.open(run_dir) as journal:
+    read_events(run_dir)  # no such run: say so, and create nothing
+    async with Journal.open(run_dir) as journal:  # the run's lock: one retry of it at a time
+        events = read_events(run_dir)
+        state = RunState.replay(events, str(run_dir / JOURNAL_NAME))
+        retrying.check_retryable(state)
+        assert state.merge is not None and state.merged is not None and state.submit is not None
+        out = Path(state.merged["out"])
+        recorded = MergeSettings(**state.merge["settings"])
+        fmt = recorded.fmt or ResultFormat.for_path(out).value
+        unfinished = retrying.unfinished(events)
+        child = unfinished or retrying.child_run_id(state, run_dir.parent)
+        child_dir = run_dir.parent / child
+        begun = unfinished is not None and retrying.begun(child_dir)
+        if begun and RunState.replay(read_events(child_dir)).submit is not None:
+            outcome = await resume(child_dir, aws, None, report)
+        else:
+            ids_path = run_dir / f"retry-{child}.jsonl"
+            if not begun:
+                ids = retrying.retry_ids(run_dir)
+                if not ids:
+                    return None
+                retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
+            parent = _settings_from_record(state, run_dir.parent, str(ids_path))
+            settings = dataclasses.replace(
+                parent,
+                run_id=child,
+                ids=str(ids_path),
+                source=dataclasses.replace(parent.source, format="jsonl", id_column=None),
+            )
+            child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
+            merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
+            if unfinished is None:
                 await journal.append("retry-started", child=child, ids=len(ids))
-        if not begun:
-            await begin(settings, aws)
-        submitted = SubmitSettings(**state.submit["submit"])
-        outcome = await submit(
-            settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
-        )
-    finished = RunState.replay(read_events(child_dir)).merged
-    if finished is None:
-        return outcome
-    child_out = Path(finished["out"])
-    combining = retrying.combining(read_events(run_dir), child)
-    size = (await anyio.Path(out).stat()).st_size
-    if combining is None or size == combining:
-        if combining is None:
-            async with Journal.open(run_dir) as journal:
+            if not begun:
+                await begin(settings, aws)
+            submitted = SubmitSettings(**state.submit["submit"])
+            outcome = await submit(
+                settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
+            )
+        finished = RunState.replay(read_events(child_dir)).merged
+        if finished is None:
+            return outcome
+        child_out = Path(finished["out"])
+        combining = retrying.combining(read_events(run_dir), child)
+        size = (await anyio.Path(out).stat()).st_size
+        if combining is None or size == combining:
+            if combining is None:
                 await journal.append("retry-combining", child=child, size=size)
-        await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
-    retrying.replace_reports(run_dir, child_dir)
-    counts = outcome.merged or Reconciliation(**finished["counts"])
-    async with Journal.open(run_dir) as journal:
+            await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
+        retrying.replace_reports(run_dir, child_dir)
+        counts = outcome.merged or Reconciliation(**finished["counts"])
         await journal.append("retried", child=child, counts=asdict(counts))
-    return dataclasses.replace(outcome, merged=counts, result=str(out))
+        return dataclasses.replace(outcome, merged=counts, result=str(out))
