@@ -350,11 +350,20 @@ async def begin(settings: PrepareSettings, aws: Aws | None = None) -> Plan:
             f"{settings.run_id}` continues it; or choose another --run-id, or delete that "
             "directory to prepare it again from scratch"
         )
+    created = not run_dir.exists()
     private_dir(run_dir)
     store = aws.s3 if aws is not None else None
-    if settings.ids.startswith("s3://") and store is None:
-        raise ConfigError("--ids s3://… needs AWS access; it cannot be read with --local-dir only")
-    plan = await plan_input(settings.ids, store, settings)
+    try:
+        if settings.ids.startswith("s3://") and store is None:
+            raise ConfigError(
+                "--ids s3://… needs AWS access; it cannot be read with --local-dir only"
+            )
+        plan = await plan_input(settings.ids, store, settings)
+    except BaseException:
+        if created:  # refused before it began: leave no empty run behind
+            with contextlib.suppress(OSError):
+                os.rmdir(run_dir)
+        raise
     async with Journal.open(run_dir) as journal:
         await journal.append(
             "run-started",

@@ -436,7 +436,8 @@ def test_an_input_prefix_must_not_hold_the_job_input_or_output(
 def test_missing_input_fails_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A missing --ids file is reported up front and leaves no run behind."""
+    """A missing --ids file, or one refused when planned (UTF-16), is reported up front and
+    leaves no run behind, not even an empty directory."""
     code, _, err = run_cli(
         [
             "prepare", "--ids", str(tmp_path / "nope.txt"), "--local-dir", str(tmp_path / "s"),
@@ -446,7 +447,15 @@ def test_missing_input_fails_before_anything_is_written(
     )  # fmt: skip
     assert code == 1
     assert "nope.txt" in err and "No such file" in err
-    assert not (tmp_path / "state" / "missing" / "journal.jsonl").exists()
+    assert not (tmp_path / "state" / "missing").exists()
+    utf16 = tmp_path / "excel.txt"
+    utf16.write_bytes("u1\nu2\n".encode("utf-16"))
+    args = ["prepare", "--ids", str(utf16), "--local-dir", str(tmp_path / "s")]
+    code, _, err = run_cli(
+        [*args, "--run-id", "u16", "--state-dir", str(tmp_path / "state")], capsys
+    )
+    assert code == 1 and "UTF-16" in err
+    assert not (tmp_path / "state" / "u16").exists()  # refused: no empty run left behind
 
 
 def test_an_existing_run_is_not_overwritten(
