@@ -817,6 +817,11 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
             found = raw.split(",")
         if not found or any(not v for v in found):
             raise ConfigError(f"--filter-values {name}: empty value in {raw!r}")
+        if name in values:
+            raise ConfigError(
+                f"--filter-values {name} is given twice ({','.join(values[name])} and {raw}): "
+                f"give every value once, e.g. {name}={','.join([*values[name], *found])}"
+            )
         values[name] = found
     return values
 

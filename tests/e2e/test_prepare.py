@@ -190,6 +190,10 @@ def test_prepare_from_stdin(
         (["--job-input", "s3DataSource={path=s3://b/in/,kmsKeyArn=alias/mine}"], "KMS key ARN"),
         (["--local-dir", "x", "--run-id", "bad id!"], "run ID"),
         (["--local-dir", "x", "--filter-values", "GENRE"], "NAME=V1,V2"),
+        (
+            ["--local-dir", "x", "--filter-values", "G=a", "--filter-values", "G=b,c"],
+            "--filter-values G is given twice (a and b,c): give every value once, e.g. G=a,b,c",
+        ),
         ([], "exactly one of"),
     ],
 )
