@@ -903,6 +903,99 @@ async def test_unknown_extension_is_sniffed() -> None:
     assert result.ids() == ["u1", '{"userId": "u1"}']
 
 
+async def test_jsonl_ranking_item_ids_are_checked_as_the_user_id_is() -> None:
+    """Each itemList item is checked and stripped as userId is; a bad one rejects its line."""
+    long = "i" * 257
+    lines = [
+        b'{"userId": "u1", "itemList": ["a", " b ", "' + b"c" * 256 + b'"]}',
+        b'{"userId": "u2", "itemList": ["a", "x\\u0000y"]}',
+        b'{"userId": "u3", "itemList": ["a", "b", "x\\u0001y"]}',
+        b'{"userId": "u4", "itemList": ["a", "' + long.encode() + b'"]}',
+        b'{"userId": "u5", "itemList": ["a", 7]}',
+        b'{"userId": "u6", "itemList": [null]}',
+        b'{"userId": "u7", "itemList": [["a"]]}',
+        b'{"userId": "u8", "itemList": ["a", " \\t "]}',
+        b'{"userId": "u9", "itemList": ["\\ud800"]}',
+        b'{"userId": "u10", "itemList": ["\xff"]}',
+        b'{"userId": "u11", "itemList": ["\\u00e9", "\\u00a0d\\u3000", "e f"]}',
+    ]
+    result = await read([("r.jsonl", b"\n".join(lines))], kind=InputKind.RANKING)
+    assert result.records == [
+        {"userId": "u1", "itemList": ["a", "b", "c" * 256]},
+        {"userId": "u11", "itemList": ["\u00e9", "d", "e f"]},
+    ]
+    assert [(entry["line"], entry["reason"], entry["detail"]) for entry in result.rejects[:7]] == [
+        (2, "control-character", "itemList[1]: control character U+0000 at character 2"),
+        (3, "control-character", "itemList[2]: control character U+0001 at character 2"),
+        (4, "too-long", "itemList[1]: ID is 257 characters long; the limit is 256"),
+        (5, "wrong-shape", "itemList[1] must be a string, not a number"),
+        (6, "wrong-shape", "itemList[0] must be a string, not null"),
+        (7, "wrong-shape", "itemList[0] must be a string, not an array"),
+        (8, "wrong-shape", "itemList[1] is empty"),
+    ]
+    assert result.reasons()[7:] == [(9, "malformed-json"), (10, "invalid-utf8")]
+    check_consistent(result)
+
+
+async def test_jsonl_line_that_repeats_a_key_is_rejected() -> None:
+    """A line repeating a key, however it is spelled, is rejected, not sent with the last."""
+    lines = [
+        b'{"userId": "u11", "userId": "u12"}',
+        b'{"userId": "u13"}',
+        b'{"userId": "a:b", "userId": "c"}',
+        b'{"user\\u0049d": "u14", "userId": "u15"}',
+        b'{"userId": "u16", "filterValues": {"G": "\\"a\\"", "G": "\\"b\\""}}',
+        b'{"userId": "userId:x", "filterValues": {"G": "\\"a:b\\"", "H": "\\"c\\""}}',
+        b'{"userId": "\\"u\\":1", "filterValues": {"userId": "\\"v\\""}}',
+    ]
+    result = await read([("in.jsonl", b"\n".join(lines))], filter_values={"G": ["z"]})
+    assert result.ids() == ["u13", "userId:x", '"u":1']
+    assert [(entry["line"], entry["reason"], entry["detail"]) for entry in result.rejects] == [
+        (1, "wrong-shape", "duplicate key 'userId'"),
+        (3, "wrong-shape", "duplicate key 'userId'"),
+        (4, "wrong-shape", "duplicate key 'userId'"),
+        (5, "wrong-shape", "duplicate key 'G' in filterValues"),
+    ]
+    check_consistent(result)
+    colons = b'{"userId":"a:1"}\n{"userId":"a:2","userId":"a:3"}\n{"userId":"a:4"}\n'
+    result = await read([("c.jsonl", colons)])
+    assert result.ids() == ["a:1", "a:4"]
+    assert result.reasons() == [(2, "wrong-shape")]
+    check_consistent(result)
+    ranking = b'{"userId": "u1", "itemList": ["a"], "itemList": ["b"]}\n'
+    result = await read([("r.jsonl", ranking)], kind=InputKind.RANKING)
+    assert result.reasons() == [(1, "wrong-shape")]
+    assert result.rejects[0]["detail"] == "duplicate key 'itemList'"
+    check_consistent(result)
+
+
+@FAST
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(['"userId"', '"user\\u0049d"', '"\\u0075serId"']),
+            st.text(alphabet=' a:"\\\u00e9', min_size=1, max_size=8),
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+    st.booleans(),
+)
+def test_a_user_id_given_twice_is_never_sent(pairs: list[tuple[str, str]], ascii: bool) -> None:
+    """A line giving userId twice, however spelled and whatever the values, is never sent."""
+    body = ",".join(f"{key}: {json.dumps(value, ensure_ascii=ascii)}" for key, value in pairs)
+    result = anyio.run(lambda: read([("in.jsonl", ("{" + body + "}").encode())]))
+    details = [entry["detail"] for entry in result.rejects]
+    if len(pairs) > 1:
+        assert result.records == []
+        assert details == ["duplicate key 'userId'" if pairs[-1][1].strip() else "userId is empty"]
+    elif pairs[0][1].strip():
+        assert result.ids() == [pairs[0][1].strip()]
+    else:
+        assert details == ["userId is empty"]
+    check_consistent(result)
+
+
 # -- gzip --------------------------------------------------------------------------------------
 
 

@@ -2,8 +2,8 @@
 
 An ID is normalised (stripped) and rejected if it is blank, too long, has a control character or
 is not valid UTF-8; a valid one becomes `{"userId":"<ID>"...}\\n` (`_Template`). JSON-lines input
-is checked key by key against what the batch job accepts and written again canonically
-(`_JsonRecords`).
+is checked key by key against what the batch job accepts (each item ID of an `itemList` as an
+ID is; a line that repeats a key is rejected) and written again canonically (`_JsonRecords`).
 
 The hot path (one ID per line) is one C pass per piece (`_native.encode_lines`, without the
 GIL): each line is stripped, checked, JSON-escaped and fingerprinted as it is copied. The few
@@ -14,13 +14,14 @@ line is rejected; the kernel's records are byte-identical to that path's.
 
 from __future__ import annotations
 
+import json
 import mmap
 import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -306,7 +307,14 @@ class _JsonRecords:
     """JSON-lines objects as canonical records of one input kind, or why not.
 
     Allowed keys: the kind's ID field, `itemList` (personalized ranking only, where it is
-    required) and `filterValues`, which is merged over the run's `filter_values`.
+    required) and `filterValues`, which is merged over the run's `filter_values`. A line that
+    would make a record but repeats a key is rejected (`repeats`): a JSON parser keeps only one
+    of the values, and the other would be lost without a trace.
+
+    `itemList` is a non-empty list of item IDs, each checked as the ID field is (`_check_id`:
+    blank, control characters, over `limit` characters) and, like it, stripped of surrounding
+    whitespace; one bad item rejects the line, the detail naming its position
+    (`itemList[2]: control character U+0001 at character 2`).
     """
 
     def __init__(
@@ -321,9 +329,44 @@ class _JsonRecords:
         if kind is InputKind.RANKING:
             self.allowed.append("itemList")
         self.allowed.append("filterValues")
+        # The keys every line that makes a record has, once each: the ID field (and itemList).
+        self.required = [b'"' + key.encode() + b'"' for key in self.allowed[:-1]]
 
-    def record(self, obj: object) -> tuple[bytes, bytes] | _Bad:
-        """One JSON-lines object as a canonical record and its ID's UTF-8, or why not."""
+    def repeats(
+        self, data: bytes, lines: list[bytes], made: list[int], keys: int
+    ) -> dict[int, str]:
+        """Of the records made from `lines` (`made`: the line of each; `keys`: how many keys
+        they have, as `record` counts them), those whose line repeats a key, by position, with
+        why (`_repeated_key`); `data`: the lines as read.
+
+        Most pieces are settled whole, by counting. Each key is followed by a colon, so if the
+        piece has no more colons than its records have keys, no line that made one repeats a
+        key. A line that makes a record has each `required` key and at most `filterValues`
+        besides, so none does either if the piece has no `\\u` escape (the only way to spell
+        these keys other than as they are), no `"filterValues"`, and each required key in quotes
+        once per record. Only other pieces (IDs with a colon and a `\\u` escape, filterValues
+        with a colon, keys that are also values) are looked at line by line.
+        """
+        if data.count(b":") <= keys:
+            return {}
+        if (
+            b"\\u" not in data
+            and b'"filterValues"' not in data
+            and all(data.count(key) == len(made) for key in self.required)
+        ):
+            return {}
+        found: dict[int, str] = {}
+        for position, index in enumerate(made):
+            line = lines[index]
+            if line.count(b":") > len(self.required):
+                why = _repeated_key(line, orjson.loads(line))
+                if why is not None:
+                    found[position] = why
+        return found
+
+    def record(self, obj: object) -> tuple[bytes, bytes, int] | _Bad:
+        """One JSON-lines object as a canonical record, its ID's UTF-8 and how many keys it
+        has (its own and its filterValues'), or why not."""
         wrong = RejectReason.WRONG_SHAPE
         if not isinstance(obj, dict):
             return (RejectReason.MALFORMED_JSON, f"expected a JSON object, got {_json_type(obj)}")
@@ -349,13 +392,12 @@ class _JsonRecords:
                 return (wrong, "missing key 'itemList' (required for personalized ranking)")
             if not isinstance(items, list) or not items:
                 return (wrong, "itemList must be a list of one or more item IDs")
-            clean: list[str] = []
-            for position, item in enumerate(items):
-                if not isinstance(item, str) or not item.strip():
-                    return (wrong, f"itemList[{position}] must be a non-empty string")
-                clean.append(item.strip())
+            clean = self._items(items)
+            if isinstance(clean, tuple):
+                return clean
             parts += [b',"itemList":', orjson.dumps(clean)]
         merged = self.filter_values
+        keys = len(obj)
         if "filterValues" in obj:
             given = obj["filterValues"]
             if not isinstance(given, dict):
@@ -368,10 +410,97 @@ class _JsonRecords:
                         'separated by commas, e.g. "\\"a\\",\\"b\\""',
                     )
             merged = {**merged, **given}
+            keys += len(given)
         if merged:
             parts += [b',"filterValues":', orjson.dumps(merged, option=orjson.OPT_SORT_KEYS)]
         parts.append(b"}\n")
-        return b"".join(parts), checked.encode()
+        return b"".join(parts), checked.encode(), keys
+
+    def _items(self, items: list[Any]) -> list[str] | _Bad:
+        """The item IDs of a non-empty `itemList` (as JSON gave it), each checked and stripped
+        as the ID field is, or why not (naming the first bad item's position)."""
+        try:
+            joined = "".join(items)
+        except TypeError:  # not all strings
+            joined = "\x00"
+        # Most lists settle at once: printable strings (so no control character, and no
+        # whitespace around an item but spaces), none too long or blank.
+        if joined.isprintable() and max(map(len, items)) <= self.limit:
+            clean: list[str] = [item.strip() for item in items] if " " in joined else items
+            if all(clean):
+                return clean
+        clean = []
+        for position, item in enumerate(items):
+            where = f"itemList[{position}]"
+            if not isinstance(item, str):
+                return (
+                    RejectReason.WRONG_SHAPE,
+                    f"{where} must be a string, not {_json_type(item)}",
+                )
+            checked = _check_id(item, self.limit)
+            if isinstance(checked, _Blank):
+                return (RejectReason.WRONG_SHAPE, f"{where} is empty")
+            if isinstance(checked, tuple):
+                return (checked[0], f"{where}: {checked[1]}")
+            clean.append(checked)
+        return clean
+
+
+def _repeated_key(raw: bytes, obj: dict[str, object]) -> str | None:
+    """Why `raw`, the JSON text `obj` was parsed from, is refused for repeating a key, or None.
+
+    A parser keeps one value of a repeated key (orjson the last), so `{"userId": "a",
+    "userId": "b"}` would lose "a" without a trace. Only the line's object and its
+    `filterValues` object are checked: a line with objects anywhere else is refused for its
+    shape. Most lines are settled by counting: each key is followed by a colon, so a line with
+    no more colons than those objects have keys repeats none. Only a `\\u` escape can spell a
+    letter, digit or `_` other than as itself, so a line without one that holds each of those
+    keys (if identifiers) in quotes once repeats none of them. The rest (`\\u` escapes, keys
+    that are also values or not identifiers) are parsed again by `json`, which shows every
+    object's keys to a hook.
+    """
+    inner = obj.get("filterValues")
+    keys = [*obj, *inner] if isinstance(inner, dict) else obj
+    if raw.count(b":") <= len(keys):
+        return None
+    if raw.find(b"\\u") < 0:
+        for key in keys:
+            if not key.isidentifier() or raw.count(b'"%b"' % key.encode()) != 1:
+                break
+        else:
+            return None
+    try:
+        top = json.loads(raw, object_pairs_hook=_Keys.of, parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):  # orjson read it: json differs only at its limits
+        return None
+    if not isinstance(top, _Keys):
+        return None
+    if top.repeated is not None:
+        return f"duplicate key {top.repeated!r}"
+    for name, value in top.objects:
+        if value.repeated is not None:
+            return f"duplicate key {value.repeated!r} in {name}"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    """What `_repeated_key` makes of a JSON object: its first repeated key, and the objects
+    among its values."""
+
+    repeated: str | None
+    objects: list[tuple[str, _Keys]]
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, object]]) -> _Keys:
+        seen: set[str] = set()
+        repeated = None
+        for key, _ in pairs:
+            if key in seen and repeated is None:
+                repeated = key
+            seen.add(key)
+        objects = [(key, value) for key, value in pairs if isinstance(value, _Keys)]
+        return cls(repeated, objects)
 
 
 def _json_type(value: object) -> str:

@@ -368,6 +368,7 @@ class _Encoder:
         ids: list[bytes] = []
         rejects: list[_Reject] = []
         blank = 0
+        keys = 0  # of the records' lines
         for index, line in enumerate(lines):
             try:
                 obj = orjson.loads(line)
@@ -382,14 +383,25 @@ class _Encoder:
                     rejects.append((index, RejectReason.MALFORMED_JSON, detail, line))
                 continue
             outcome = self.json.record(obj)
-            if isinstance(outcome[0], RejectReason):
-                rejects.append((index, outcome[0], str(outcome[1]), line))
+            if len(outcome) == 2:
+                rejects.append((index, *outcome, line))
             else:
-                record, value = outcome
-                assert isinstance(record, bytes) and isinstance(value, bytes)
+                record, value, count = outcome
                 records.append(record)
                 ids.append(value)
                 rec_lines.append(index)
+                keys += count
+        # A line that repeats a key is not sent with one of its values: it is rejected.
+        repeats = self.json.repeats(piece.data, lines, rec_lines, keys)
+        if repeats:
+            for position, detail in repeats.items():
+                index = rec_lines[position]
+                rejects.append((index, RejectReason.WRONG_SHAPE, detail, lines[index]))
+            rejects.sort(key=lambda reject: reject[0])
+            kept = [position for position in range(len(records)) if position not in repeats]
+            records = [records[position] for position in kept]
+            ids = [ids[position] for position in kept]
+            rec_lines = [rec_lines[position] for position in kept]
         data = b"".join(records)
         import numpy as np
 
