@@ -420,6 +420,10 @@ LINE_PARTS = [
     b"\x1c",
     b"\x00",
     b"\x7f",
+    "\x80".encode(),  # C1 controls: U+0080, NEL (also whitespace), U+009F, and U+00A0 after
+    "\x85".encode(),
+    "\x9f".encode(),
+    "\xa0".encode(),
     b'"',
     b"\\",
     b"\xff",
@@ -485,6 +489,19 @@ def test_kernel_agrees_on_arbitrary_bytes(buf: bytes, limit: int) -> None:
     """Arbitrary bytes, too: the C pass never settles a line differently."""
     tpl = _Template.make("itemId", b'{"x":"\\"a\\""}')
     assert_same_core(_encode_lines(buf, tpl, limit), _encode_lines(buf, tpl, limit, slow=True))
+
+
+async def test_c1_control_characters_are_rejected_like_c0_ones() -> None:
+    """U+0080-U+009F are control characters too (Unicode's Cc): inside an ID they reject the
+    line; NEL (U+0085), which Python also counts as whitespace, is stripped from its ends."""
+    data = "a\x85b\n\x85c\x85\nok\n\x80x\ny\x9f\n\xa0z\n".encode()
+    result = await read(data)
+    assert result.ids() == ["c", "ok", "z"]
+    assert result.reasons() == [
+        (1, "control-character"),
+        (4, "control-character"),
+        (5, "control-character"),
+    ]
 
 
 def test_kernel_strips_exactly_what_str_strip_strips() -> None:
@@ -583,8 +600,8 @@ def test_count_lines_counts_like_python(case: tuple[bytes, int, bytes]) -> None:
 
 ID_TEXT = st.text(
     alphabet=st.characters(
-        exclude_categories=["Cs"],
-        exclude_characters="".join(map(chr, range(32))) + "\x7f\ufeff",
+        exclude_categories=["Cs", "Cc"],  # control characters: C0, DEL and C1
+        exclude_characters="\ufeff",
     ),
     min_size=1,
     max_size=256,

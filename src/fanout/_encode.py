@@ -35,7 +35,7 @@ if TYPE_CHECKING:
 
     from ._dedupe import I64, U64, Bools
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (Unicode's Cc)
 
 
 class _Blank:

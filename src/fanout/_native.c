@@ -332,6 +332,7 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                 high = 1;
                 step = utf8_length(buf + i, size - i);
                 if (!step) bad = 1, step = 1;
+                else if (buf[i] == 0xC2 && buf[i + 1] < 0xA0) bad = 1; /* U+0080-U+009F: C1 */
             } else if (kind == QUOTE) {
                 out[put++] = '\\';
             } else {
