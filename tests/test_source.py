@@ -791,6 +791,17 @@ async def test_csv_id_column_option_and_errors_list_the_columns() -> None:
         await read([("a.csv", b"a,b\n1,2\n")])
 
 
+async def test_id_column_makes_a_file_sniffed_as_text_columnar() -> None:
+    """A file whose name says nothing and whose lines are not JSON is CSV when `--id-column`
+    names its column (TSV if its first line has tabs and no commas), not a file of "userId,x"
+    IDs; a .txt or JSON-lines file among the input stays what it is."""
+    assert (await read([("export", b"userId,x\nu1,a\n")], id_column="userId")).ids() == ["u1"]
+    assert (await read([("export", b"x\tuserId\na\tu1\n")], id_column="userId")).ids() == ["u1"]
+    assert (await read([("export", b"u1,a\n")])).ids() == ["u1,a"]
+    mixed = [("a.txt", b"u1\n"), ("b", b'{"userId":"u2"}\n'), ("c", b"userId\nu3\n")]
+    assert (await read(mixed, id_column="userId")).ids() == ["u1", "u2", "u3"]
+
+
 async def test_csv_rows_without_the_column_are_rejected_with_line_numbers() -> None:
     """A row too short for the ID column, or with it empty, is MISSING_COLUMN; a row of empty
     fields is blank; the header is line 1."""

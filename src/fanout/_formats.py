@@ -449,9 +449,12 @@ class _FileFormat:
             if line is None:
                 yield self._piece("text", cut)
                 return
-            self.fmt = "jsonl" if cut[line[0] : line[1]].lstrip().startswith(b"{") else "text"
+            first = cut[line[0] : line[1]]
+            self.fmt = "jsonl" if first.lstrip().startswith(b"{") else "text"
             if self._kind is InputKind.RANKING and self.fmt != "jsonl":
                 raise _ranking_needs_jsonl(self.name, self.fmt)
+            if self._id_column is not None and self.fmt == "text":  # columns, by their name
+                self.fmt = "tsv" if b"\t" in first and b"," not in first else "csv"
         if self.fmt in ("csv", "tsv") and self.column is None:
             line = _first_nonblank(cut)
             if line is None:
