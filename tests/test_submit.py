@@ -8,7 +8,7 @@ import random
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import anyio
@@ -360,6 +360,31 @@ async def test_a_job_of_the_same_name_from_before_the_run_began_is_not_adopted(
     assert raised.group_contains(SubmitError, match=r"from before run .* began: .*another --run")
     outcome, events = await submit(MemoryLog(), service, clock, 1, run_started=clock.now())
     assert created(events)[0]["adopted"] is True and list(outcome.active) == [0]
+
+
+@pytest.mark.parametrize("path", ["same", "other"])
+async def test_a_job_of_the_same_name_with_other_options_is_not_adopted(path: str) -> None:
+    """A job under one of the run's names is described before it is adopted: one that reads
+    another input (or was made with another numResults, solution version…) is not this run's
+    job, and the run stops saying so; one made with the run's own options is adopted."""
+    clock = FakeClock()
+    service = FakeJobs(clock)
+    service.add(job_name("fanout", RUN, 0, 1))
+    read = shards(1)[0].prefix if path == "same" else "s3://b/in/elsewhere/"
+    plain = service.describe_job
+
+    async def describe(arn: str) -> JobSummary | None:
+        found = await plain(arn)
+        return None if found is None else replace(found, options={"jobInput": read})
+
+    service.describe_job = describe  # type: ignore[method-assign]
+    if path == "same":
+        outcome, events = await submit(MemoryLog(), service, clock, 1)
+        assert created(events)[0]["adopted"] is True and list(outcome.active) == [0]
+        return
+    with pytest.raises(BaseExceptionGroup) as raised:
+        await submit(MemoryLog(), service, clock, 1)
+    assert raised.group_contains(SubmitError, match=r"with other options .*elsewhere")
 
 
 async def test_already_exists_adopts_even_when_the_listing_lags() -> None:

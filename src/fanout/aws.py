@@ -47,7 +47,7 @@ from .errors import (
     SubmitError,
     UploadError,
 )
-from .records import JobSummary, JobType
+from .records import JobSummary, JobType, job_options
 from .storage import ObjectInfo, S3Uri
 
 PERSONALIZE_ATTEMPTS = 3
@@ -537,7 +537,9 @@ def _epoch(value: Any) -> float | None:
     return float(value.timestamp())
 
 
-def _summary(job: dict[str, Any], arn_key: str = "batchInferenceJobArn") -> JobSummary:
+def _summary(
+    job: dict[str, Any], arn_key: str = "batchInferenceJobArn", described: bool = False
+) -> JobSummary:
     return JobSummary(
         arn=str(job[arn_key]),
         name=str(job.get("jobName", "")),
@@ -545,6 +547,7 @@ def _summary(job: dict[str, Any], arn_key: str = "batchInferenceJobArn") -> JobS
         failure_reason=job.get("failureReason") or None,
         created=_epoch(job.get("creationDateTime")),
         updated=_epoch(job.get("lastUpdatedDateTime")),
+        options=job_options(job) if described else None,
     )
 
 
@@ -627,7 +630,7 @@ class BatchJobs:
             _job_error(exc, self._describe)
         except BotoCoreError as exc:
             _job_error(exc, self._describe)
-        return _summary(response[self._described], self._arn)
+        return _summary(response[self._described], self._arn, described=True)
 
 
 @dataclass(frozen=True, slots=True)

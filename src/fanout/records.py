@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from ._dedupe import I64
@@ -78,10 +79,33 @@ class JobSummary:
     failure_reason: str | None = None
     created: float | None = None  # epoch seconds
     updated: float | None = None
+    # What it was created with (`job_options`), when described (a listing does not say)
+    options: Mapping[str, Any] | None = None
 
     @property
     def status(self) -> JobStatus:
         return JobStatus.parse(self.status_text)
+
+
+def job_options(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The options of a batch job request (or of a described job) that decide its results:
+    solution version, numResults, role, filter, mode, and where it reads and writes."""
+    found = {
+        key: request[key]
+        for key in (
+            "solutionVersionArn",
+            "numResults",
+            "roleArn",
+            "filterArn",
+            "batchInferenceJobMode",
+        )
+        if request.get(key) is not None
+    }
+    for key, inner in (("jobInput", "s3DataSource"), ("jobOutput", "s3DataDestination")):
+        path = ((request.get(key) or {}).get(inner) or {}).get("path")
+        if path:
+            found[key] = path
+    return found
 
 
 @dataclass(frozen=True, slots=True)

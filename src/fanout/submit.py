@@ -36,7 +36,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .errors import ConfigError, JobExists, RetryLater, SubmitError
 from .journal import EventLog
-from .records import JobStatus, JobSummary
+from .records import JobStatus, JobSummary, job_options
 from .state import JobRecord, ShardInfo
 
 MAX_JOB_NAME = 63
@@ -352,7 +352,7 @@ class Submitter:
         found = self._listing.get(name)
         adopted = found is not None
         if found is not None:
-            self._check_own(found)
+            await self._check_own(found, shard)
         else:
             await self._bucket.acquire()
             try:
@@ -362,7 +362,7 @@ class Submitter:
                 if found is None:  # not listed yet: look again after the next poll
                     self._blocked = True
                     return False
-                self._check_own(found)
+                await self._check_own(found, shard)
                 adopted = True
             except RetryLater as exc:
                 self._blocked = True
@@ -400,10 +400,25 @@ class Submitter:
             await self._job_ended(job)
         return True
 
-    def _check_own(self, found: JobSummary) -> None:
+    async def _check_own(self, found: JobSummary, shard: ShardInfo) -> None:
         """A job found under one of this run's names is adopted (a crash came between its
-        creation and the journal) only if this run can have made it: one created before the run
-        began is an earlier run's with the same run ID, whose shards it read, not this run's."""
+        creation and the journal) only if this run can have made it: not one created before the
+        run began (an earlier run's with the same run ID, whose shards it read), and not one
+        created with other options (numResults, solution version, paths…) than this run's."""
+        described = await self._service.describe_job(found.arn)
+        if described is not None and described.options is not None:
+            wanted = job_options(self._request_for(shard, found.name))
+            differs = [
+                f"{key} {described.options[key]!r}, not {value!r}"
+                for key, value in wanted.items()
+                if key in described.options and described.options[key] != value
+            ]
+            if differs:
+                raise SubmitError(
+                    f"a job named {found.name} already exists ({found.arn}) with other options "
+                    f"than this run's ({'; '.join(differs)}): it is not this run's job. Start "
+                    "this run with another --run-id (or job name prefix)"
+                )
         if self._run_started is None or found.created is None:
             return
         if found.created < self._run_started - ADOPT_SLACK:

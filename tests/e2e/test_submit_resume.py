@@ -130,18 +130,43 @@ def test_a_job_created_just_before_a_crash_is_adopted(
     ids = user.ids(300)
     assert user.cli(user.prepare_args("adopt", ids), capsys)[0] == 0
     info = user.info
-    # The previous process created shard 0's job, then died before journalling it.
+    # The previous process created shard 0's job as this one would, then died before
+    # journalling it.
     user.personalize.create_batch_inference_job(
         jobName="fanout-adopt-00000",
         solutionVersionArn=info.solution_versions["user-personalization"],
         jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/adopt/shard-00000/"}},
         jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/adopt/shard-00000/"}},
         roleArn=info.role_arn,
+        numResults=5,
     )
     code, _, err = user.cli(user.submit_args("adopt"), capsys)
     assert code == 0, err
     assert "adopted job fanout-adopt-00000" in err
     assert len(user.jobs("adopt")) == 1
+
+
+def test_a_job_of_the_run_s_name_made_with_other_options_is_refused(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A job under the run's first job name, made with another numResults (a run of the same
+    ID whose directory was deleted), is described and refused, not adopted: its results are
+    not this run's."""
+    ids = user.ids(300)
+    assert user.cli(user.prepare_args("other", ids), capsys)[0] == 0
+    info = user.info
+    user.personalize.create_batch_inference_job(
+        jobName="fanout-other-00000",
+        solutionVersionArn=info.solution_versions["user-personalization"],
+        jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/other/shard-00000/"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/other/shard-00000/"}},
+        roleArn=info.role_arn,
+        numResults=3,
+    )
+    code, _, err = user.cli(user.submit_args("other"), capsys)
+    assert code == 1
+    assert "with other options than this run's (numResults 3, not 5)" in err
+    assert len(user.jobs("other")) == 1
 
 
 def test_submit_usage_errors(user: User, capsys: pytest.CaptureFixture[str]) -> None:
