@@ -1116,11 +1116,16 @@ async def _prepare_dataset(aws: Aws, where: S3Uri, run_id: str, overwrite: bool)
             or (Path(item.key).name.startswith("part-") and item.key.endswith(".parquet"))
         )
     ]
-    others = [key for key in found if not Path(key).name.startswith(f"part-{run_id}-")]
+    # Another run's part files; a `_SUCCESS` marker alone (this run's own, merged before) is not.
+    others = [
+        key
+        for key in found
+        if Path(key).name != "_SUCCESS" and not Path(key).name.startswith(f"part-{run_id}-")
+    ]
     if others and not overwrite:
         raise ConfigError(
-            f"--out {where} already holds a result dataset ({len(others)} files): pass "
-            "--overwrite to replace it, or choose another prefix"
+            f"--out {where} already holds another run's result dataset ({len(others)} part "
+            "files): pass --overwrite to replace it, or choose another prefix"
         )
     if found:
         await aws.s3.delete_objects(where.bucket, found)

@@ -536,7 +536,15 @@ def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFi
     relation = duckdb.sql(query)
     assert relation is not None and relation.fetchall() == [(3000, 3000)]  # read as is
     code, _, err = user.cli([*args[:-2], "--run-id", "ds2", "--log-format", "json"], capsys)
-    assert code == 2 and "--overwrite" in err
+    assert code == 2 and "another run's result dataset" in err and "--overwrite" in err
+    # The run's own dataset, merged again, is replaced without --overwrite (its _SUCCESS is
+    # not another run's file).
+    code, _, err = user.cli(["merge", "ds", "--state-dir", str(user.state), "--out", out], capsys)
+    assert code == 0, err
+    again = sorted(
+        i["Key"] for i in user.s3.list_objects_v2(Bucket=bucket, Prefix="results/")["Contents"]
+    )
+    assert again == names
 
 
 def test_no_secret_in_logs_journal_files_or_debug_output(
