@@ -477,13 +477,18 @@ class Aws:
         """Batch inference jobs, or batch segment jobs (same calls, other names)."""
         return BatchJobs(self.personalize, job_type)
 
-    async def check_kms_key(self, key_arn: str) -> None:
-        """Raise ConfigError unless the caller can make a data key with the KMS key."""
+    def _client(self, service: str) -> Any:
+        """A client of `service` for a check or two (KMS, IAM), with the run's options: use it
+        as `async with`."""
         options = self.options
         session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
         verify: bool | str = options.ca_bundle or options.verify_ssl
+        return session.client(service, config=self._config(), verify=verify)
+
+    async def check_kms_key(self, key_arn: str) -> None:
+        """Raise ConfigError unless the caller can make a data key with the KMS key."""
         try:
-            async with session.client("kms", config=self._config(), verify=verify) as kms:
+            async with self._client("kms") as kms:
                 await kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")
         except ClientError as exc:
             code = error_code(exc)
@@ -497,13 +502,9 @@ class Aws:
     async def check_role(self, role_arn: str) -> None:
         """Raise ConfigError if IAM says the role does not exist. A caller that may not read
         IAM (AccessDenied), or cannot reach it, is not stopped: creating the job checks it."""
-        options = self.options
-        session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
-        verify: bool | str = options.ca_bundle or options.verify_ssl
-        name = role_arn.rsplit("/", 1)[-1]
         try:
-            async with session.client("iam", config=self._config(), verify=verify) as iam:
-                await iam.get_role(RoleName=name)
+            async with self._client("iam") as iam:
+                await iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])
         except ClientError as exc:
             if error_code(exc) == "NoSuchEntity":
                 raise ConfigError(

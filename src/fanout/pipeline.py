@@ -36,7 +36,7 @@ import anyio
 import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
-from ._formats import _PARQUET_MAGIC
+from ._formats import _PARQUET_MAGIC, _declared_format
 from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
@@ -57,6 +57,8 @@ from .source import (
     Source,
     SourceOptions,
     SourceStats,
+    _head,
+    _is_parquet,
     directory_files,
     hidden,
     open_input,
@@ -313,13 +315,12 @@ async def estimate_input(
 
 def _parquet_rows(path: str, fmt: str) -> int | None:
     """The rows the footer of the local Parquet file `path` counts; None if it is not Parquet
-    (by `fmt`, else by its magic bytes) or its footer cannot be read (the count says why)."""
+    (as the source tells: by `fmt`, its name, else its magic bytes) or its footer cannot be
+    read (the count says why)."""
     try:
-        with open(path, "rb") as file:
-            head = file.read(4)
+        if not _is_parquet(_declared_format(path, fmt), _head(path)):
+            return None
     except OSError:
-        return None
-    if not (fmt == "parquet" or (fmt == "auto" and head == _PARQUET_MAGIC)):
         return None
     try:
         import pyarrow.parquet as pq
@@ -714,6 +715,13 @@ class MergeSettings:
     concurrency: int = 4  # shards merged at once (each is read, parsed and written in turn)
     order: str = "completion"  # or "input": the input's order (`merge.InputOrder`)
 
+    @property
+    def result_format(self) -> str:
+        """`fmt`, or the format the name of `out` says."""
+        from .merge import ResultFormat
+
+        return self.fmt or ResultFormat.for_path(Path(self.out)).value
+
     def __post_init__(self) -> None:
         if self.fmt not in {None, "jsonl", "csv", "parquet"}:
             raise ConfigError(f"--format {self.fmt}: use jsonl, csv or parquet")
@@ -924,7 +932,7 @@ def _check_retries_fit(run_id: str, retried: list[tuple[str, RunState]], merge: 
             f"run {run_id} was retried ({', '.join(child for child, _ in retried)}): its "
             "retries' results cannot be added to an S3 dataset; merge it to a file"
         )
-    fmt = merge.fmt or ResultFormat.for_path(Path(merge.out)).value
+    fmt = merge.result_format
     for child, state in retried:
         assert state.merged is not None
         theirs = ResultFormat.for_path(Path(state.merged["out"])).value
@@ -946,11 +954,10 @@ async def _with_retries(
     last retry's errors and missing IDs as the run's: the result `fanout retry` had made (a
     merge of the run's own jobs alone would list as missing what its retries recommended)."""
     from . import retry as retrying
-    from .merge import ResultFormat
 
     assert outcome.merged is not None
     out = Path(merge.out)
-    fmt = merge.fmt or ResultFormat.for_path(out).value
+    fmt = merge.result_format
     results = outcome.merged.results
     last: dict[str, Any] = {}
     for _, state in retried:
@@ -968,11 +975,7 @@ async def _with_retries(
 
 def _timed_out(state: RunState) -> list[int]:
     """The shards whose jobs the run stopped waiting for (`--job-timeout`) while they ran."""
-    return [
-        shard
-        for shard in state.jobs
-        if (job := state.job(shard)) is not None and job.timed_out and not job.status.terminal
-    ]
+    return [shard for shard in state.jobs if (job := state.job(shard)) and job.abandoned]
 
 
 def needs_aws(state: RunState, ids: str | None = None) -> bool:
@@ -1092,7 +1095,7 @@ def _waited_afresh(state: RunState) -> dict[int, JobRecord]:
     timeout (a resume may give a longer one)."""
     jobs = {n: job for n in state.jobs if (job := state.job(n))}
     for job in jobs.values():
-        if job.timed_out and not job.status.terminal:
+        if job.abandoned:
             job.timed_out = False
     return jobs
 
@@ -1453,7 +1456,7 @@ async def retry(
     notes the result's size before, so a crash between appending and journalling it does
     not append them twice)."""
     from . import retry as retrying
-    from .merge import Reconciliation, ResultFormat
+    from .merge import Reconciliation
 
     read_events(run_dir)  # no such run: say so, and create nothing
     async with Journal.open(run_dir) as journal:  # the run's lock: one retry of it at a time
@@ -1463,7 +1466,7 @@ async def retry(
         assert state.merge is not None and state.merged is not None and state.submit is not None
         out = Path(state.merged["out"])
         recorded = MergeSettings(**state.merge["settings"])
-        fmt = recorded.fmt or ResultFormat.for_path(out).value
+        fmt = dataclasses.replace(recorded, out=str(out)).result_format
         unfinished = retrying.unfinished(events)
         child = unfinished or retrying.child_run_id(state, run_dir.parent)
         child_dir = run_dir.parent / child

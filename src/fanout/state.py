@@ -53,6 +53,11 @@ class JobRecord:
     def status(self) -> JobStatus:
         return JobStatus.parse(self.status_text)
 
+    @property
+    def abandoned(self) -> bool:
+        """The run stopped waiting for it (`--job-timeout`) while it still ran."""
+        return self.timed_out and not self.status.terminal
+
 
 @dataclass(frozen=True, slots=True)
 class ShardInfo:
@@ -185,7 +190,7 @@ class RunState:
                 key = "failed"
             elif job is None:
                 key = "waiting"
-            elif job.timed_out and not job.status.terminal:
+            elif job.abandoned:
                 key = "timed out"
             else:
                 key = {
