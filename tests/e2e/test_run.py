@@ -308,19 +308,26 @@ def test_run_themes_with_similar_items(user: User, capsys: pytest.CaptureFixture
     assert all(row["theme"] and len(row["itemsThemeRelevanceScores"]) for row in rows)
 
 
+def _half_failed_run(
+    emulator: Emulator, user: User, run: str, out: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run 2,000 IDs in shards of 5KB with no job retries on an emulator failing half its
+    jobs (exit 3, IDs listed missing), then let it fail none, for a retry to come."""
+    args = run_args(user, run, user.ids(2000), out, "--job-retries", "0", "--max-job-bytes", "5KB")
+    code, _, err = user.cli(args, capsys)
+    missing = (user.state / run / "missing.txt").read_text().split()
+    assert code == 3 and missing, err
+    emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+
+
 def test_retry_sends_only_what_failed_and_merges_it_in(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     emulator = start(fail_rate=0.5, seed=3)
     try:
         user = User(emulator.info, tmp_path, monkeypatch)
-        ids = user.ids(2000)
         out = tmp_path / "recs.csv"
-        args = run_args(user, "again", ids, out, "--job-retries", "0", "--max-job-bytes", "5KB")
-        code, _, err = user.cli(args, capsys)
-        missing = (user.state / "again" / "missing.txt").read_text().split()
-        assert code == 3 and missing, err
-        emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+        _half_failed_run(emulator, user, "again", out, capsys)
         code, stdout, err = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0, err
         rows = out.read_text().splitlines()
@@ -366,12 +373,8 @@ def test_an_interrupted_retry_is_finished_not_started_again(
     emulator = start(fail_rate=0.5, seed=3)
     try:
         user = User(emulator.info, tmp_path, monkeypatch)
-        ids = user.ids(2000)
         out = tmp_path / "recs.jsonl"
-        args = run_args(user, "cut", ids, out, "--job-retries", "0", "--max-job-bytes", "5KB")
-        code, _, err = user.cli(args, capsys)
-        assert code == 3, err
-        emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+        _half_failed_run(emulator, user, "cut", out, capsys)
         where = pipeline if crash_in == "submit" else retrying
         real = getattr(where, crash_in)
 

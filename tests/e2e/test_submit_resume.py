@@ -124,22 +124,27 @@ def test_status_and_resume_from_the_s3_journal_on_another_machine(
     assert len(user.jobs("mirror")) == 1  # nothing created twice
 
 
+def _create_first_job(user: User, run: str, num_results: int) -> None:
+    """Create the run's first job by hand, under the name and paths fanout gives it."""
+    info = user.info
+    user.personalize.create_batch_inference_job(
+        jobName=f"fanout-{run}-00000",
+        solutionVersionArn=info.solution_versions["user-personalization"],
+        jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/{run}/shard-00000/"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/{run}/shard-00000/"}},
+        roleArn=info.role_arn,
+        numResults=num_results,
+    )
+
+
 def test_a_job_created_just_before_a_crash_is_adopted(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = user.ids(300)
     assert user.cli(user.prepare_args("adopt", ids), capsys)[0] == 0
-    info = user.info
     # The previous process created shard 0's job as this one would, then died before
     # journalling it.
-    user.personalize.create_batch_inference_job(
-        jobName="fanout-adopt-00000",
-        solutionVersionArn=info.solution_versions["user-personalization"],
-        jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/adopt/shard-00000/"}},
-        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/adopt/shard-00000/"}},
-        roleArn=info.role_arn,
-        numResults=5,
-    )
+    _create_first_job(user, "adopt", num_results=5)
     code, _, err = user.cli(user.submit_args("adopt"), capsys)
     assert code == 0, err
     assert "adopted job fanout-adopt-00000" in err
@@ -154,15 +159,7 @@ def test_a_job_of_the_run_s_name_made_with_other_options_is_refused(
     not this run's."""
     ids = user.ids(300)
     assert user.cli(user.prepare_args("other", ids), capsys)[0] == 0
-    info = user.info
-    user.personalize.create_batch_inference_job(
-        jobName="fanout-other-00000",
-        solutionVersionArn=info.solution_versions["user-personalization"],
-        jobInput={"s3DataSource": {"path": f"s3://{info.bucket}/in/other/shard-00000/"}},
-        jobOutput={"s3DataDestination": {"path": f"s3://{info.bucket}/out/other/shard-00000/"}},
-        roleArn=info.role_arn,
-        numResults=3,
-    )
+    _create_first_job(user, "other", num_results=3)
     code, _, err = user.cli(user.submit_args("other"), capsys)
     assert code == 1
     assert "with other options than this run's (numResults 3, not 5)" in err
