@@ -364,9 +364,10 @@ async def test_a_job_of_the_same_name_from_before_the_run_began_is_not_adopted(
 
 @pytest.mark.parametrize("path", ["same", "other"])
 async def test_a_job_of_the_same_name_with_other_options_is_not_adopted(path: str) -> None:
-    """A job under one of the run's names is described before it is adopted: one that reads
-    another input (or was made with another numResults, solution version…) is not this run's
-    job, and the run stops saying so; one made with the run's own options is adopted."""
+    """A job under one of the run's names is described before it is adopted (a throttled
+    Describe is asked again later): one that reads another input (or was made with another
+    numResults, solution version…) is not this run's job, and the run stops saying so; one made
+    with the run's own options is adopted."""
     clock = FakeClock()
     service = FakeJobs(clock)
     service.add(job_name("fanout", RUN, 0, 1))
@@ -374,6 +375,9 @@ async def test_a_job_of_the_same_name_with_other_options_is_not_adopted(path: st
     plain = service.describe_job
 
     async def describe(arn: str) -> JobSummary | None:
+        if service.calls["describe"] == 0:  # throttled once: asked again after a poll
+            service.calls["describe"] += 1
+            raise RetryLater("LimitExceededException: rate")
         found = await plain(arn)
         return None if found is None else replace(found, options={"jobInput": read})
 

@@ -352,7 +352,8 @@ class Submitter:
         found = self._listing.get(name)
         adopted = found is not None
         if found is not None:
-            await self._check_own(found, shard)
+            if not await self._is_own(found, shard):
+                return False
         else:
             await self._bucket.acquire()
             try:
@@ -362,7 +363,8 @@ class Submitter:
                 if found is None:  # not listed yet: look again after the next poll
                     self._blocked = True
                     return False
-                await self._check_own(found, shard)
+                if not await self._is_own(found, shard):
+                    return False
                 adopted = True
             except RetryLater as exc:
                 self._blocked = True
@@ -400,12 +402,19 @@ class Submitter:
             await self._job_ended(job)
         return True
 
-    async def _check_own(self, found: JobSummary, shard: ShardInfo) -> None:
-        """A job found under one of this run's names is adopted (a crash came between its
-        creation and the journal) only if this run can have made it: not one created before the
-        run began (an earlier run's with the same run ID, whose shards it read), and not one
-        created with other options (numResults, solution version, paths…) than this run's."""
-        described = await self._service.describe_job(found.arn)
+    async def _is_own(self, found: JobSummary, shard: ShardInfo) -> bool:
+        """Whether a job found under one of this run's names can be adopted (a crash came
+        between its creation and the journal): it must be one this run can have made, not one
+        created before the run began (an earlier run's with the same run ID, whose shards it
+        read) or with other options (numResults, solution version, paths…); either of those is
+        a SubmitError. False if the service said "not now" to describing it (ask again after
+        the next poll)."""
+        await self._bucket.acquire()
+        try:
+            described = await self._service.describe_job(found.arn)
+        except RetryLater:
+            self._blocked = True
+            return False
         if described is not None and described.options is not None:
             wanted = job_options(self._request_for(shard, found.name))
             differs = [
@@ -420,7 +429,7 @@ class Submitter:
                     "this run with another --run-id (or job name prefix)"
                 )
         if self._run_started is None or found.created is None:
-            return
+            return True
         if found.created < self._run_started - ADOPT_SLACK:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(found.created))
             raise SubmitError(
@@ -429,6 +438,7 @@ class Submitter:
                 "run ID and read that run's input. Start this run with another --run-id (or "
                 "job name prefix)"
             )
+        return True
 
     async def _find(self, name: str) -> JobSummary | None:
         """A job by name from a fresh listing (after `ResourceAlreadyExistsException`)."""
