@@ -128,3 +128,30 @@ def test_prepare_reads_a_named_pipe_once(
     assert summary["records"] == summary["lines"] == 30_000
     body = b"".join(p.read_bytes() for p in sorted((tmp_path / "out" / "piped").rglob("*.jsonl")))
     assert body.count(b"\n") == 30_000 and b'"user-029999"' in body
+
+
+def test_resume_keeps_the_item_list_limit_the_run_started_with(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-item-list is recorded with the run: the resumed half rejects what the first half
+    would have, and the parts are those of an uninterrupted run."""
+    ids = tmp_path / "ranking.jsonl"
+    ids.write_text(
+        "".join(
+            json.dumps({"userId": f"user-{i:05d}", "itemList": ["a", "b", "c", "d"][: 3 + i % 2]})
+            + "\n"
+            for i in range(3000)
+        )
+    )
+    options = ["--input-kind", "itemList", "--max-item-list", "3"]
+    assert main([*prepare_args(ids, tmp_path, "whole", "whole"), *options]) == 0
+    whole = files_of(tmp_path / "whole" / "whole")
+
+    crash_after(monkeypatch, 3)
+    assert main([*prepare_args(ids, tmp_path, "halfway"), *options]) != 0
+    monkeypatch.undo()
+    assert main(["resume", "halfway", "--state-dir", str(tmp_path / "state")]) == 0
+    assert files_of(tmp_path / "out" / "halfway") == whole
+    rejects = (tmp_path / "state" / "halfway" / "rejects.jsonl").read_text().splitlines()
+    assert len(rejects) == 1500
+    assert all(json.loads(line)["reason"] == "too-long" for line in rejects)

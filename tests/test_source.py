@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import numpy as np
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
@@ -963,6 +964,28 @@ async def test_jsonl_ranking_item_ids_are_checked_as_the_user_id_is() -> None:
     ]
     assert result.reasons()[7:] == [(9, "malformed-json"), (10, "invalid-utf8")]
     check_consistent(result)
+
+
+async def test_jsonl_ranking_item_list_longer_than_the_limit_is_rejected() -> None:
+    """An itemList of more than `max_item_list` items (500 by default: real-time ranking's
+    limit) is rejected as too long, and the limit is a setting."""
+    lines = [
+        orjson.dumps({"userId": "u1", "itemList": [f"i{n}" for n in range(500)]}),
+        orjson.dumps({"userId": "u2", "itemList": [f"i{n}" for n in range(501)]}),
+        orjson.dumps({"userId": "u3", "itemList": ["a", "b", "c"]}),
+    ]
+    data = [("r.jsonl", b"\n".join(lines))]
+    result = await read(data, kind=InputKind.RANKING)
+    assert [record["userId"] for record in result.records] == ["u1", "u3"]
+    assert [(entry["line"], entry["reason"], entry["detail"]) for entry in result.rejects] == [
+        (2, "too-long", "itemList has 501 items, more than 500 (--max-item-list)")
+    ]
+    check_consistent(result)
+    smaller = await read(data, kind=InputKind.RANKING, max_item_list=3)
+    assert [record["userId"] for record in smaller.records] == ["u3"]
+    assert smaller.reasons() == [(1, "too-long"), (2, "too-long")]
+    with pytest.raises(ConfigError, match="--max-item-list must be at least 1"):
+        SourceOptions(kind=InputKind.RANKING, max_item_list=0)
 
 
 async def test_jsonl_line_that_repeats_a_key_is_rejected() -> None:

@@ -27,7 +27,7 @@ import orjson
 
 from . import _ahead, _native
 from ._dedupe import _fingerprints_of
-from .records import InputKind, RejectReason
+from .records import MAX_ITEM_LIST, InputKind, RejectReason
 
 if TYPE_CHECKING:
     import numpy as np
@@ -311,18 +311,25 @@ class _JsonRecords:
     would make a record but repeats a key is rejected (`repeats`): a JSON parser keeps only one
     of the values, and the other would be lost without a trace.
 
-    `itemList` is a non-empty list of item IDs, each checked as the ID field is (`_check_id`:
-    blank, control characters, over `limit` characters) and, like it, stripped of surrounding
-    whitespace; one bad item rejects the line, the detail naming its position
+    `itemList` is a non-empty list of at most `max_items` item IDs (`--max-item-list`; a longer
+    list is rejected as too long), each checked as the ID field is (`_check_id`: blank, control
+    characters, over `limit` characters) and, like it, stripped of surrounding whitespace; one
+    bad item rejects the line, the detail naming its position
     (`itemList[2]: control character U+0001 at character 2`).
     """
 
     def __init__(
-        self, kind: InputKind, limit: int, filter_values: Mapping[str, str], tpl: _Template
+        self,
+        kind: InputKind,
+        limit: int,
+        filter_values: Mapping[str, str],
+        tpl: _Template,
+        max_items: int = MAX_ITEM_LIST,
     ) -> None:
         self.kind = kind
         self.field = kind.id_field
         self.limit = limit
+        self.max_items = max_items
         self.filter_values = filter_values
         self.tpl = tpl
         self.allowed = [self.field]
@@ -392,6 +399,12 @@ class _JsonRecords:
                 return (wrong, "missing key 'itemList' (required for personalized ranking)")
             if not isinstance(items, list) or not items:
                 return (wrong, "itemList must be a list of one or more item IDs")
+            if len(items) > self.max_items:
+                return (
+                    RejectReason.TOO_LONG,
+                    f"itemList has {len(items):,} items, more than {self.max_items:,} "
+                    "(--max-item-list)",
+                )
             clean = self._items(items)
             if isinstance(clean, tuple):
                 return clean

@@ -146,7 +146,9 @@ class _Encoder:
         }
         encoded = orjson.dumps(filter_values, option=orjson.OPT_SORT_KEYS)
         self.tpl = _Template.make(self.field, encoded if filter_values else None, check)
-        self.json = _JsonRecords(options.kind, self.limit, filter_values, self.tpl)
+        self.json = _JsonRecords(
+            options.kind, self.limit, filter_values, self.tpl, options.max_item_list
+        )
 
     def encode(self, piece: _Piece) -> _Encoded:
         """Stage 1 for `piece`."""

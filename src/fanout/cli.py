@@ -451,6 +451,8 @@ def _input_options(
 ) -> None:
     """The input options; `job_fields=False` leaves out the two that `fanout run` takes as job
     options (--solution-version-arn, --batch-inference-job-mode)."""
+    from .records import MAX_ITEM_LIST
+
     group = parser.add_argument_group("input")
     add = group.add_argument
     add(
@@ -483,6 +485,14 @@ def _input_options(
         "filterValues in JSON-lines input win); a JSON list is accepted: NAME='[\"a,b\"]'",
     )
     add("--keep-duplicates", action="store_true", help="send repeated IDs (default: remove)")
+    add(
+        "--max-item-list",
+        type=_positive_int,
+        default=MAX_ITEM_LIST,
+        metavar="N",
+        help=f"personalized ranking: a line whose itemList has more than N items is rejected "
+        f"({MAX_ITEM_LIST}: real-time ranking's limit; batch's is undocumented)",
+    )
     if job_fields:
         add(
             "--batch-inference-job-mode",
@@ -874,7 +884,7 @@ def _prepare_settings(
 
     from .config import JobInput, JobOutput, UploadSettings, default_state_dir
     from .pipeline import PrepareSettings
-    from .records import InputKind
+    from .records import MAX_ITEM_LIST, InputKind
     from .source import SourceOptions
 
     try:
@@ -909,6 +919,7 @@ def _prepare_settings(
             kind=kind or InputKind.USER,
             dedupe=not args.keep_duplicates,
             filter_values=_filter_values(args.filter_values),
+            max_item_list=getattr(args, "max_item_list", MAX_ITEM_LIST),  # not for segments
         ),
         limits=limits,
         timing=timing,

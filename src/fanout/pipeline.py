@@ -50,7 +50,7 @@ from .journal import (
     write_private,
 )
 from .plan import InputEstimate, Plan, make_plan
-from .records import InputKind, JobType
+from .records import MAX_ITEM_LIST, InputKind, JobType
 from .shard import PartChunk, PartFile, ShardSealed, cut_shards, part_name, shard_dir, stream_parts
 from .source import (
     InputFile,
@@ -596,6 +596,7 @@ def _settings_record(settings: PrepareSettings) -> dict[str, Any]:
             "dedupe": settings.source.dedupe,
             "filter_values": {k: list(v) for k, v in settings.source.filter_values.items()},
             "max_id_length": settings.source.max_id_length,
+            "max_item_list": settings.source.max_item_list,
             "chunk_bytes": settings.source.chunk_bytes,
         },
         "limits": settings.limits.model_dump(),
@@ -646,6 +647,7 @@ def _settings_from_record(state: RunState, state_dir: Path, ids: str | None) -> 
             dedupe=source["dedupe"],
             filter_values=source["filter_values"],
             max_id_length=source["max_id_length"],
+            max_item_list=source.get("max_item_list", MAX_ITEM_LIST),
             **({"chunk_bytes": source["chunk_bytes"]} if "chunk_bytes" in source else {}),
         ),
         limits=Limits.model_validate(record["limits"]),

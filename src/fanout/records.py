@@ -12,6 +12,10 @@ if TYPE_CHECKING:
 
 JobType = Literal["inference", "segment"]  # batch inference jobs, or batch segment jobs
 
+# The longest personalized-ranking itemList sent unless --max-item-list says otherwise: batch's
+# limit is undocumented; real-time ranking takes 500 (reference §1.3), as the emulator does.
+MAX_ITEM_LIST = 500
+
 
 class InputKind(enum.Enum):
     """The shape of one input line, which the recipe decides (reference §1)."""

@@ -63,7 +63,7 @@ from ._formats import (
 )
 from ._relay import END, Relay
 from .errors import ConfigError, InputError
-from .records import InputKind, RecordBatch, RejectReason
+from .records import MAX_ITEM_LIST, InputKind, RecordBatch, RejectReason
 from .storage import ObjectInfo, ObjectReader, S3Uri
 
 if TYPE_CHECKING:
@@ -142,6 +142,7 @@ class SourceOptions:
     dedupe: bool = True
     filter_values: Mapping[str, Sequence[str]] = field(default_factory=dict)
     max_id_length: int = 256
+    max_item_list: int = MAX_ITEM_LIST
     chunk_bytes: int = _DEFAULT_CHUNK
 
     def __post_init__(self) -> None:
@@ -151,6 +152,11 @@ class SourceOptions:
             )
         if self.max_id_length < 1:
             raise ConfigError(f"max_id_length must be at least 1, not {self.max_id_length}")
+        if self.max_item_list < 1:
+            raise ConfigError(
+                f"--max-item-list must be at least 1, not {self.max_item_list}: it is the "
+                "longest itemList a personalized-ranking line may have"
+            )
         _check_chunk_bytes(self.chunk_bytes)
         for name, values in self.filter_values.items():
             if not isinstance(name, str) or not name:
