@@ -29,6 +29,10 @@ class RunningEmulator:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         env.update(
             AWS_ENDPOINT_URL_S3=self.info["s3_endpoint"],
+            # KMS, IAM and STS are served beside S3: no call may leave loopback.
+            AWS_ENDPOINT_URL_KMS=self.info["s3_endpoint"],
+            AWS_ENDPOINT_URL_IAM=self.info["s3_endpoint"],
+            AWS_ENDPOINT_URL_STS=self.info["s3_endpoint"],
             AWS_ENDPOINT_URL_PERSONALIZE=self.info["personalize_endpoint"],
             AWS_ACCESS_KEY_ID="testing",
             AWS_SECRET_ACCESS_KEY="testing",
@@ -227,5 +231,35 @@ def test_aws_cli_sixth_concurrent_job_is_refused(tmp_path: Path) -> None:
         sixth = create(5)
         assert sixth.returncode != 0
         assert "LimitExceededException" in sixth.stderr
+    finally:
+        stop_emulator(running)
+
+
+def test_aws_cli_kms_key_by_arn(tmp_path: Path) -> None:
+    """KMS takes a key's ARN wherever it takes its ID: disabling the key by ARN works, and an
+    SSE-KMS upload with it is then refused as S3 refuses it, until it is enabled again."""
+    running = start_emulator(tmp_path)
+    try:
+        bucket = running.info["bucket"]
+        key = running.aws_json("kms", "create-key")["KeyMetadata"]["Arn"]
+        source = tmp_path / "u.jsonl"
+        source.write_text('{"userId": "1"}\n')
+
+        def upload() -> subprocess.CompletedProcess[str]:
+            return running.aws(
+                "s3", "cp", str(source), f"s3://{bucket}/kms/u.jsonl",
+                "--sse", "aws:kms", "--sse-kms-key-id", key, check=False,
+            )  # fmt: skip
+
+        running.aws("kms", "disable-key", "--key-id", key)
+        state = running.aws_json("kms", "describe-key", "--key-id", key)["KeyMetadata"]
+        assert state["KeyState"] == "Disabled"
+        refused = upload()
+        assert refused.returncode != 0 and "KMS.DisabledException" in refused.stderr
+        running.aws("kms", "enable-key", "--key-id", key)
+        assert upload().returncode == 0
+        running.aws("kms", "schedule-key-deletion", "--key-id", key)
+        state = running.aws_json("kms", "describe-key", "--key-id", key)["KeyMetadata"]
+        assert state["KeyState"] == "PendingDeletion"
     finally:
         stop_emulator(running)

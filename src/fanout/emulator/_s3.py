@@ -5,6 +5,8 @@ moto is the ecosystem's standard S3 double; this module adds what the emulator n
 - `throttle_rate` answers that fraction of S3 requests with 503 `SlowDown`, as S3 does under load;
 - an SSE-KMS write naming a key that does not exist or is disabled is refused with the errors S3
   returns (`KMS.NotFoundException`, `KMS.DisabledException`); moto alone stores any key ID;
+- a KMS request naming its key by ARN reaches moto naming it by key ID, as KMS takes either:
+  moto looks some operations' keys up by ID only (`aws kms disable-key --key-id ARN` was a 500);
 - the emulator's own job traffic carries an internal header and is never faulted.
 
 moto keeps its state in module globals, so every emulator in one process shares one S3 world;
@@ -13,8 +15,10 @@ seeding is idempotent for that reason.
 
 from __future__ import annotations
 
+import io
 import json
 import random
+import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -39,6 +43,7 @@ SERVICE_ROLE_NAME = "fanout-personalize-batch"
 KMS_ALIAS = "alias/fanout-emulator"
 
 _StartResponse = Callable[..., Any]
+_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/([0-9A-Za-z-]+)")
 
 
 def _s3_error(code: str, message: str, status: str) -> tuple[str, bytes]:
@@ -70,7 +75,10 @@ class _Front:
         self._lock = threading.Lock()
 
     def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
-        if _service_of(environ) == "s3" and not environ.get("HTTP_X_FANOUT_EMULATOR_INTERNAL"):
+        service = _service_of(environ)
+        if service == "kms":
+            _key_arn_to_id(environ)
+        if service == "s3" and not environ.get("HTTP_X_FANOUT_EMULATOR_INTERNAL"):
             refusal = self._refusal(environ)
             if refusal is not None:
                 status, body = refusal
@@ -107,6 +115,26 @@ class _Front:
                         "KMS.DisabledException", f"{key_id} is {state}.", "400 Bad Request"
                     )
         return None
+
+
+def _key_arn_to_id(environ: dict[str, Any]) -> None:
+    """A KMS request's `KeyId` given as a key ARN becomes the key ID (the body is rewritten)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    stream = environ.get("wsgi.input")
+    if not length or stream is None:
+        return
+    body = stream.read(length)
+    try:
+        request = json.loads(body)
+    except ValueError:
+        request = None
+    key = request.get("KeyId") if isinstance(request, dict) else None
+    match = _KEY_ARN.fullmatch(key) if isinstance(key, str) else None
+    if match is not None:
+        assert isinstance(request, dict)
+        body = json.dumps({**request, "KeyId": match[1]}).encode()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
 
 
 def _service_of(environ: dict[str, Any]) -> str | None:
