@@ -326,6 +326,36 @@ async def test_prefix_without_slash_reads_sibling_prefixes(
     )
 
 
+async def test_inputs_with_one_base_name_fail_rather_than_overwrite(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """Two input files with the same base name would write one `.out` (base-name naming): the
+    job fails naming both, rather than one output overwriting the other; with relative naming
+    each keeps its path."""
+    info = emulator.info
+    prefix = unique("p")
+    async with clients() as (s3, personalize):
+        await put_lines(s3, info, f"{prefix}/in/a/users.jsonl", [{"userId": "1"}])
+        await put_lines(s3, info, f"{prefix}/in/b/users.jsonl", [{"userId": "2"}])
+        request = job_request(info, unique(), "user-personalization", prefix)
+        arn = (await personalize.create_batch_inference_job(**request))["batchInferenceJobArn"]
+        job = await wait_terminal(personalize, arn)
+        assert job["status"] == "CREATE FAILED"
+        assert f"{prefix}/in/a/users.jsonl and {prefix}/in/b/users.jsonl" in job["failureReason"]
+
+        emulator.settings.output_naming = "relative"
+        try:
+            request = job_request(info, unique(), "user-personalization", prefix)
+            arn = (await personalize.create_batch_inference_job(**request))["batchInferenceJobArn"]
+            assert (await wait_terminal(personalize, arn))["status"] == "ACTIVE"
+        finally:
+            emulator.settings.output_naming = "basename"
+        outputs = await read_outputs(s3, info, prefix)
+    assert sorted(outputs) == sorted(
+        f"{prefix}/out/{name}" for name in ("a/users.jsonl.out", "b/users.jsonl.out", "_CHECK")
+    )
+
+
 @pytest.mark.parametrize(
     ("layout", "reason"),
     [

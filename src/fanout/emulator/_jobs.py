@@ -114,13 +114,10 @@ def run_job(
             f"{settings.max_input_bytes} bytes."
         )
 
+    names = _output_names([key for key, _ in objects], in_prefix, settings.output_naming)
     shape = _LineShaper(spec, model, settings)
     counter = _Counter()
-    for key, _ in objects:
-        if settings.output_naming == "basename":
-            name = key.rsplit("/", 1)[-1]
-        else:
-            name = key[len(in_prefix) :].lstrip("/") if key.startswith(in_prefix) else key
+    for key, name in names.items():
         rng = random.Random(f"{settings.seed}/{spec.name}/{key}")
         writer = _OutputWriter(
             s3, out_bucket, f"{out_prefix}{name}.out", spec.output_kms_key, settings, rng
@@ -135,6 +132,27 @@ def run_job(
     if settings.write_check_object:
         _put(s3, out_bucket, f"{out_prefix}_CHECK", settings.check_object_body.encode(), spec)
     return counter.records
+
+
+def _output_names(keys: list[str], in_prefix: str, naming: str) -> dict[str, str]:
+    """Each input key's output name (before `.out`): its base name, or with `relative` naming
+    its path under the input prefix. Two inputs that would write the same output fail the job
+    rather than one output overwriting the other (what the service does then is unknown)."""
+    names: dict[str, str] = {}
+    for key in keys:
+        if naming == "basename":
+            names[key] = key.rsplit("/", 1)[-1]
+        else:
+            names[key] = key[len(in_prefix) :].lstrip("/") if key.startswith(in_prefix) else key
+    seen: dict[str, str] = {}
+    for key, name in names.items():
+        if name in seen:
+            raise JobFailure(
+                f"Input files {seen[name]} and {key} would both write {name}.out: give input "
+                "files distinct names (the emulator's output_naming=relative keeps their paths)."
+            )
+        seen[name] = key
+    return names
 
 
 def _list_inputs(s3: Any, bucket: str, prefix: str, path: str) -> list[tuple[str, int]]:
