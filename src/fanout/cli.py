@@ -313,6 +313,11 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         retry.add_argument(
             "--allow-partial", action="store_true", help="exit 0 even if some IDs still failed"
         )
+        retry.add_argument(
+            "--role-arn",
+            help="the service role for the retry's jobs, when the run's was wrong (default: the "
+            "run's; checked in IAM first)",
+        )
         _aws_options(retry)
         _text_or_json(retry)
 
@@ -1643,7 +1648,7 @@ def _run_retry(args: argparse.Namespace) -> int:
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await retry(run_dir, aws, _reporter(args))
+            return await retry(run_dir, aws, _reporter(args), role_arn=args.role_arn)
 
     outcome = anyio.run(go)
     if outcome is None:

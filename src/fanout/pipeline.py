@@ -22,6 +22,7 @@ import dataclasses
 import glob
 import math
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -916,6 +917,16 @@ async def resume(
         return await _with_retries(run_dir, journal, outcome, merge, retried)
 
 
+async def _checked_role(aws: Aws, role_arn: str) -> str:
+    """`role_arn` if it is an IAM role ARN that IAM knows (ConfigError if not)."""
+    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", role_arn):
+        raise ConfigError(
+            f"--role-arn {role_arn!r} is not an IAM role ARN: give arn:aws:iam::ACCOUNT:role/NAME"
+        )
+    await aws.check_role(role_arn)
+    return role_arn
+
+
 def _retried(run_dir: Path) -> list[tuple[str, RunState]]:
     """The run's finished retries (`fanout retry`), in order: each child run and its state."""
     children = [e["child"] for e in read_events(run_dir) if e["event"] == "retried"]
@@ -1448,10 +1459,15 @@ async def adopt_remote_journal(run_dir: Path, aws: Aws, job_output: str) -> None
 
 
 async def retry(
-    run_dir: Path, aws: Aws, report: Callable[[str], None] | None = None
+    run_dir: Path,
+    aws: Aws,
+    report: Callable[[str], None] | None = None,
+    *,
+    role_arn: str | None = None,
 ) -> RunOutcome | None:
     """Send the run's errored and missing IDs again as a run of their own (`<run>-rN`), then
     append its results to the run's result file. None if there is nothing to retry.
+    `role_arn` replaces the run's service role for the retry's jobs.
 
     A retry that was interrupted (its child run not yet appended) is finished first, not
     started again: its child is resumed, and its results appended once (`retry-combining`
@@ -1473,7 +1489,18 @@ async def retry(
         child = unfinished or retrying.child_run_id(state, run_dir.parent)
         child_dir = run_dir.parent / child
         begun = unfinished is not None and retrying.begun(child_dir)
-        if begun and RunState.replay(read_events(child_dir)).submit is not None:
+        request = dict(state.submit["request"])
+        if role_arn is not None:
+            request["roleArn"] = await _checked_role(aws, role_arn)
+        submitted_child = RunState.replay(read_events(child_dir)).submit if begun else None
+        if submitted_child is not None:
+            if role_arn is not None and submitted_child["request"].get("roleArn") != role_arn:
+                raise ConfigError(
+                    f"retry {child} of run {state.run_id} was started with role "
+                    f"{submitted_child['request'].get('roleArn')} and has jobs already: finish "
+                    f"it with `fanout retry {state.run_id}` (no --role-arn), then retry again "
+                    "with the new role for what still fails"
+                )
             outcome = await resume(child_dir, aws, None, report)
         else:
             ids_path = run_dir / f"retry-{child}.jsonl"
@@ -1496,9 +1523,7 @@ async def retry(
             if not begun:
                 await begin(settings, aws)
             submitted = SubmitSettings(**state.submit["submit"])
-            outcome = await submit(
-                settings.run_dir, dict(state.submit["request"]), submitted, aws, report, merge
-            )
+            outcome = await submit(settings.run_dir, request, submitted, aws, report, merge)
         finished = RunState.replay(read_events(child_dir)).merged
         if finished is None:
             return outcome

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import boto3
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -353,6 +354,49 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
             ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
         )
         assert code == 2 and "merge it again to a csv file" in err
+    finally:
+        emulator.stop()
+
+
+def test_retry_with_another_role(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fanout retry RUN --role-arn NEW`: the retry's jobs use the new role (the run's was
+    wrong); a role that is not an ARN, or that IAM does not know, stops it before any job."""
+    emulator = start(fail_rate=0.5, seed=3)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        out = tmp_path / "recs.jsonl"
+        _half_failed_run(emulator, user, "role", out, capsys)
+        state = ["--state-dir", str(user.state)]
+        for wrong, says in [
+            ("PersonalizeBatch", "is not an IAM role ARN"),
+            ("arn:aws:iam::123456789012:role/nobody", "does not exist in this account"),
+        ]:
+            code, _, err = user.cli(["retry", "role", *state, "--role-arn", wrong], capsys)
+            assert code == 2 and says in err, err
+        assert not (user.state / "role-r1").exists() and user.jobs("role-r1") == []
+
+        iam = boto3.client(
+            "iam",
+            endpoint_url=emulator.info.s3_endpoint,
+            region_name=emulator.info.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        trust = {"Version": "2012-10-17", "Statement": []}
+        role = iam.create_role(RoleName="fixed-role", AssumeRolePolicyDocument=json.dumps(trust))
+        new_role = role["Role"]["Arn"]
+        code, _, err = user.cli(["retry", "role", *state, "--role-arn", new_role], capsys)
+        assert code == 0, err
+        retried = user.jobs("role-r1")
+        assert retried
+        for job in retried:
+            arn = job["batchInferenceJobArn"]
+            described = user.personalize.describe_batch_inference_job(batchInferenceJobArn=arn)
+            assert described["batchInferenceJob"]["roleArn"] == new_role
+        rows = [json.loads(line)["userId"] for line in out.read_text().splitlines()]
+        assert sorted(rows) == sorted(f"user-{i}" for i in range(2000))
     finally:
         emulator.stop()
 
