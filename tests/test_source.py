@@ -966,6 +966,19 @@ async def test_jsonl_ranking_item_ids_are_checked_as_the_user_id_is() -> None:
     check_consistent(result)
 
 
+async def test_a_crlf_line_rejected_is_shown_without_its_cr() -> None:
+    """The raw value of a rejected CRLF line is the line without its line end, in JSON lines,
+    CSV and text alike."""
+    cases = [
+        ("r.jsonl", b'{"userId": "a"}\r\n{"userId":\r\n', '{"userId":'),
+        ("r.csv", b"id\r\na\r\nb\x01c\r\n", "b\x01c"),
+        ("r.txt", b"a\r\nb\x01c\r\n", "b\x01c"),
+    ]
+    for name, data, raw in cases:
+        result = await read([(name, data)], id_column="id" if name.endswith(".csv") else None)
+        assert [entry["raw"] for entry in result.rejects] == [raw], name
+
+
 async def test_jsonl_ranking_item_list_longer_than_the_limit_is_rejected() -> None:
     """An itemList of more than `max_item_list` items (500 by default: real-time ranking's
     limit) is rejected as too long, and the limit is a setting."""

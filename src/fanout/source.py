@@ -518,6 +518,7 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
     for line, reason, detail, raw in enc.rejects:
         rejected[reason] = rejected.get(reason, 0) + 1
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "backslashreplace")
+        text = text.removesuffix("\r")  # a CRLF line's end, not its content
         entry = {
             "source": name,
             "line": base + line + 1,
