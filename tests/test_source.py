@@ -209,8 +209,8 @@ async def test_utf16_text_is_refused_in_a_local_or_gzip_file(tmp_path: Path) -> 
     plain, packed = tmp_path / "ids.txt", tmp_path / "ids.txt.gz"
     plain.write_bytes(data)
     packed.write_bytes(gzip.compress(data))
-    for path in (plain, packed):
-        with pytest.raises(InputError, match=rf"{path.name} is UTF-16 text"):
+    for path, how in ((plain, "e.g. iconv -f UTF-16"), (packed, "e.g. zcat FILE | iconv")):
+        with pytest.raises(InputError, match=rf"{path.name} is UTF-16 text.*{how}"):
             await read_spec(str(path))
 
 

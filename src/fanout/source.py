@@ -624,10 +624,16 @@ class _Cutter:
         self._starting = False
         for bom, encoding in _OTHER_BOMS:
             if data.startswith(bom):
+                convert = f"iconv -f {encoding} -t UTF-8"
+                example = (
+                    f"zcat FILE | {convert} | gzip > FILE.utf8.gz"
+                    if self._name.endswith(".gz")
+                    else f"{convert} FILE > FILE.utf8"
+                )
                 raise InputError(
                     f"{self._name} is {encoding} text (it starts with the byte-order mark "
                     f"{bom.hex(' ').upper()}); fanout reads UTF-8: convert it first, e.g. "
-                    f"iconv -f {encoding} -t UTF-8 FILE > FILE.utf8"
+                    f"{example}"
                 )
         if data.startswith(_BOM):
             data = data[len(_BOM) :]
