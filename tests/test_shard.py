@@ -93,6 +93,7 @@ layouts = st.builds(
     part_bytes=st.integers(20, 800),
     max_job_files=st.integers(1, 6),
     max_file_records=st.integers(1, 50),
+    shards=st.integers(0, 6),
 )
 
 
@@ -226,6 +227,32 @@ def test_a_planned_target_gives_at_most_the_planned_shards() -> None:
         )
         seals = [i for i in run_cut([batch_of(lines)], layout) if isinstance(i, ShardSealed)]
         assert len(seals) == shards
+
+
+@pytest.mark.parametrize(
+    ("count", "files", "file_records", "shards"),
+    [(200, 1, 100, 2), (200_000, 1000, 100, 2), (100_000, 50, 500, 4)],
+)
+def test_a_file_limit_closing_a_shard_short_does_not_add_a_shard(
+    count: int, files: int, file_records: int, shards: int
+) -> None:
+    """IDs growing longer (1, 2, … 200): a shard that its last allowed file closes short of its
+    byte target leaves those bytes to the shards after it, so the cut makes the shards the
+    plan counted, not one more for the few records left over."""
+    from fanout.config import Limits, Timing
+    from fanout.plan import InputEstimate, make_plan
+
+    lines = [orjson.dumps({"itemId": str(i)}) + b"\n" for i in range(1, count + 1)]
+    limits = Limits(max_job_files=files, max_concurrent_jobs=1)
+    estimate = InputEstimate(count, sum(map(len, lines)), exact=True, how="counted")
+    plan = make_plan(estimate, limits, Timing(), file_records)
+    assert plan.shards == shards
+    items = run_cut([batch_of(lines)], plan.layout(limits, file_records))
+    seals = [item for item in items if isinstance(item, ShardSealed)]
+    assert len(seals) == shards
+    assert sum(seal.records for seal in seals) == count
+    assert all(part.records <= file_records for part in items if isinstance(part, PartFile))
+    assert all(seal.parts <= files for seal in seals)
 
 
 def test_record_larger_than_a_job_is_an_input_error() -> None:

@@ -71,6 +71,7 @@ class Plan:
             part_bytes=self.part_bytes,
             max_job_files=limits.max_job_files,
             max_file_records=file_records,
+            shards=self.shards,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,8 +22,14 @@ from .records import RecordBatch
 class ShardLayout:
     """Where to cut: target bytes per shard, and the per-file limits.
 
-    A shard is closed at the first record that brings it to `shard_bytes` or more, and never
-    exceeds `max_job_bytes`; so a planned `ceil(total / n)` target gives at most n shards.
+    A shard is closed at the first record that brings it to its target or more, and never
+    exceeds `max_job_bytes`; so a planned `ceil(total / n)` target gives at most n shards. The
+    target is `shard_bytes`, but with `shards` planned, the bytes by which the shards before
+    fell short of `shard_bytes` (a file limit closed them: their IDs were shorter than the
+    average) are shared among the shards left, so that they are not spilled into a shard more
+    than planned. (A shard that reached its target went over it by less than a record: that
+    gives nothing back.) Past the planned shards (an estimate that was short), each is filled
+    up to the job limit.
     """
 
     shard_bytes: int  # target input bytes per job shard (at most the job limit)
@@ -31,6 +37,18 @@ class ShardLayout:
     part_bytes: int  # target bytes per part file
     max_job_files: int
     max_file_records: int
+    shards: int = 0  # planned; 0: one target for every shard
+
+    def target(self, shard: int, done: int) -> int:
+        """The target bytes of `shard`, after `done` bytes in the shards before it."""
+        if not self.shards:
+            return self.shard_bytes
+        left = self.shards - shard
+        if left <= 0:
+            return self.max_job_bytes
+        short = shard * self.shard_bytes - done
+        extra = -(-short // left) if short > 0 else 0
+        return min(self.max_job_bytes, self.shard_bytes + extra)
 
     def __post_init__(self) -> None:
         if not 0 < self.shard_bytes <= self.max_job_bytes:
@@ -131,6 +149,8 @@ class _Cutter:
         self.layout = layout
         self.stream = stream
         self.shard = 0
+        self.target = layout.shard_bytes  # this shard's
+        self.done_bytes = 0  # in the shards sealed
         self.shard_bytes = 0
         self.shard_records = 0
         self.shard_parts = 0
@@ -169,6 +189,8 @@ class _Cutter:
                 ShardSealed(self.shard, self.shard_parts, self.shard_records, self.shard_bytes)
             )
             self.shard += 1
+            self.done_bytes += self.shard_bytes
+            self.target = self.layout.target(self.shard, self.done_bytes)
         self.shard_bytes = self.shard_records = self.shard_parts = 0
 
     def feed(self, batch: RecordBatch) -> None:
@@ -186,8 +208,7 @@ class _Cutter:
                     f"({layout.max_job_bytes}); it cannot be sent"
                 )
             if self.shard_records and (
-                self.shard_bytes >= layout.shard_bytes
-                or self.shard_bytes + size > layout.max_job_bytes
+                self.shard_bytes >= self.target or self.shard_bytes + size > layout.max_job_bytes
             ):
                 self._seal()
                 continue
@@ -202,7 +223,7 @@ class _Cutter:
             room = min(layout.part_bytes - self.part_bytes, layout.max_job_bytes - self.shard_bytes)
             take = bisect.bisect_right(ends, start + room, pos) - pos
             # Up to and including the record that reaches the shard's target.
-            to_target = start + layout.shard_bytes - self.shard_bytes
+            to_target = start + self.target - self.shard_bytes
             take = min(take, bisect.bisect_left(ends, to_target, pos) - pos + 1)
             take = max(1, min(take, layout.max_file_records - self.part_records, n - pos))
             stop = int(ends[pos + take - 1])
