@@ -1407,7 +1407,7 @@ def execute_run(
 
         from .aws import Aws
         from .pipeline import begin, new_run_id, plan_input, submit
-        from .preflight import preflight
+        from .preflight import check_request, preflight
         from .records import InputKind
         from .submit import SubmitSettings, check_job_names
 
@@ -1444,9 +1444,10 @@ def execute_run(
         poll_interval=_poll_interval(args, args.poll_interval),
         job_timeout=args.job_timeout,
     )
-    check_job_names(
+    longest = check_job_names(
         submit_settings.job_name_prefix, run_id, 100_000, submit_settings.job_retries + 1
     )
+    check_request(request, run_id, longest, job_type)
     given_kind = InputKind(args.input_kind) if args.input_kind else None
 
     async def go() -> Any:

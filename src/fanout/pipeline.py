@@ -51,6 +51,7 @@ from .journal import (
     write_private,
 )
 from .plan import InputEstimate, Plan, make_plan
+from .preflight import check_request
 from .records import MAX_ITEM_LIST, InputKind, JobType
 from .shard import PartChunk, PartFile, ShardSealed, cut_shards, part_name, shard_dir, stream_parts
 from .source import (
@@ -855,12 +856,13 @@ async def submit(
                     f"`fanout resume {state.run_id}` continues it as it was"
                 )
         else:
-            check_job_names(
+            longest = check_job_names(
                 settings.job_name_prefix,
                 state.run_id,
                 max(state.start["plan"]["shards"], len(state.shards), 1),
                 settings.job_retries + 1,
             )
+            check_request(template.request, state.run_id, longest, job_type_of(state))
             await journal.append("submit-started", **record)
         if merge is not None:
             await journal.append("merge-started", settings=merge.to_dict())

@@ -5,7 +5,9 @@ version exists, is ACTIVE and its recipe can serve batch jobs of this input kind
 only with Similar-Items and an itemName field; the filter exists and is ACTIVE; the role exists
 (when IAM lets the caller look); the buckets are
 reachable in the region; the KMS keys can make data keys; the output is not under the input;
-numResults in 1..500.
+numResults in 1..500. And, without asking the account (`check_request`), the form of the job
+requests that will be sent, as the service validates it (its model's enums, patterns, lengths
+and sizes), with the longest job name and shard paths the run can make.
 """
 
 from __future__ import annotations
@@ -25,6 +27,55 @@ THEME_RECIPE = "aws-similar-items"
 
 
 MAX_SEGMENT_USERS = 5_000_000  # users per segment (reference §3)
+MAX_TAGS = 50  # per resource (reference §3): TooManyTagsException past it
+LAST_SHARD = 99_999  # the longest shard folder name, shard-99999/, for the request check
+
+
+def check_request(request: dict[str, Any], run_id: str, name: str, job_type: JobType) -> None:
+    """Refuse, before anything is uploaded, job requests the service would refuse for their
+    form: `request` as every job of run `run_id` will send it, with the longest job name
+    (`name`) and the longest shard paths, checked against the service's model (enums such as
+    batchInferenceJobMode, patterns, lengths), and what the model cannot say: at most 50 tags,
+    themeGenerationConfig only with THEME_GENERATION, each tag key once."""
+    from ._shapes import RequestInvalid, ServiceModel
+    from .shard import shard_dir
+
+    operation = "CreateBatchSegmentJob" if job_type == "segment" else "CreateBatchInferenceJob"
+    probe = dict(request, jobName=name)
+    for option, outer, inner in [
+        ("--job-input", "jobInput", "s3DataSource"),
+        ("--job-output", "jobOutput", "s3DataDestination"),
+    ]:
+        config = dict(request[outer][inner])
+        where = S3Uri.parse(str(config.get("path", "")), what=f"{option} path").as_prefix()
+        config["path"] = str(where.child(f"{run_id}/{shard_dir(LAST_SHARD)}"))
+        probe[outer] = {inner: config}
+    try:
+        ServiceModel("personalize").validate_input(operation, probe)
+    except RequestInvalid as exc:
+        derived = ""
+        if ".path'" in exc.message or "'jobName'" in exc.message:
+            derived = (
+                f" (each job's paths are the given ones plus {run_id}/{shard_dir(LAST_SHARD)}, "
+                f"its name like {name})"
+            )
+        raise ConfigError(
+            f"the service would refuse these jobs: {exc.message}{derived}: fix that option"
+        ) from None
+    if request.get("themeGenerationConfig") and (
+        request.get("batchInferenceJobMode") != "THEME_GENERATION"
+    ):
+        raise ConfigError(
+            "--theme-generation-config is only for --batch-inference-job-mode THEME_GENERATION: "
+            "give that mode too, or leave the config out"
+        )
+    tags = request.get("tags") or []
+    if len(tags) > MAX_TAGS:
+        raise ConfigError(f"--tags gives {len(tags)} tags; a job takes at most {MAX_TAGS}")
+    keys = [tag.get("tagKey") for tag in tags if isinstance(tag, dict)]
+    repeated = sorted({key for key in keys if keys.count(key) > 1}, key=str)
+    if repeated:
+        raise ConfigError(f"--tags gives the key {repeated[0]!r} twice: give each key once")
 
 
 def check_recipe(

@@ -58,8 +58,9 @@ def job_name(prefix: str, run_id: str, shard: int, attempt: int) -> str:
     return name if attempt == 1 else f"{name}-a{attempt}"
 
 
-def check_job_names(prefix: str, run_id: str, shards: int, attempts: int) -> None:
-    """Refuse a prefix that would make an invalid or over-long job name, before any job exists."""
+def check_job_names(prefix: str, run_id: str, shards: int, attempts: int) -> str:
+    """Refuse a prefix that would make an invalid or over-long job name, before any job exists;
+    the longest name."""
     longest = job_name(prefix, run_id, max(shards - 1, 0), max(attempts, 2))
     if not _JOB_NAME.fullmatch(longest):
         raise ConfigError(
@@ -73,6 +74,7 @@ def check_job_names(prefix: str, run_id: str, shards: int, attempts: int) -> Non
             f"{len(longest)} characters ({longest}), over the service's {MAX_JOB_NAME}; use at "
             f"most {room} characters, or a shorter --run-id"
         )
+    return longest
 
 
 def classify_failure(reason: str) -> tuple[bool, str]:

@@ -203,6 +203,16 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
         (["--batch-inference-job-mode", "THEME_GENERATION"], "Similar-Items"),
         (["--input-kind", "itemId"], "does not fit recipe"),
         (["--role-arn", "arn:aws:iam::123456789012:role/nope"], "role/nope does not exist"),
+        # What the service's model refuses, checked on the requests the run would send:
+        (["--batch-inference-job-mode", "theme_generation"], "Member must satisfy enum value"),
+        (["--theme-generation-config", "fieldsForThemeGeneration={itemName=TITLE}"],
+         "only for --batch-inference-job-mode THEME_GENERATION"),
+        (["--tags", "tagKey=a,tagValue=x", "tagKey=a,tagValue=y"], "the key 'a' twice"),
+        (["--tags", *(f"tagKey=k{i},tagValue=v" for i in range(51))], "at most 50"),
+        (["--tags", "tagKey=a*b,tagValue=x"], "at 'tags.1.member.tagKey'"),
+        (["--job-input", f"s3DataSource={{path=s3://fanout-emulator/{'p' * 230}/}}"],
+         "at 'jobInput.s3DataSource.path' failed to satisfy constraint: Member must have "
+         "length less than or equal to 256 (each job's paths are the given ones plus pre/"),
     ],
 )  # fmt: skip
 def test_preflight_refuses_before_anything_happens(
@@ -214,6 +224,19 @@ def test_preflight_refuses_before_anything_happens(
     assert code == 2 and message in err, err
     assert not (user.state / "pre").exists()
     assert user.jobs("pre") == []
+
+
+def test_a_request_the_service_would_refuse_uploads_nothing(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not only with --dry-run: a job request the service's model refuses stops the run before
+    its shards are cut or uploaded (exit 2), so the run ID stays free to run again."""
+    args = run_args(user, "lower", user.ids(50), user.tmp / "x.jsonl")
+    code, _, err = user.cli([*args, "--batch-inference-job-mode", "theme_generation"], capsys)
+    assert code == 2 and "batchInferenceJobMode" in err, err
+    assert not (user.state / "lower").exists() and user.sent_ids("lower") == []
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err
 
 
 def test_an_input_of_rejects_and_blank_lines_runs_no_job_and_says_so(

@@ -13,8 +13,8 @@ import orjson
 import pytest
 from botocore.exceptions import ClientError
 
+from fanout._shapes import ServiceModel
 from fanout.emulator import Emulator, EmulatorInfo, EmulatorSettings
-from fanout.emulator._shapes import ServiceModel
 
 _names = itertools.count()
 SHAPES = ServiceModel("personalize")

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from fanout.emulator._shapes import (
+from fanout._shapes import (
     RequestInvalid,
     ServiceModel,
     compile_java_pattern,

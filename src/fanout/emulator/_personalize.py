@@ -20,11 +20,11 @@ from typing import Any, Literal
 
 import orjson
 
+from .._shapes import RequestInvalid, ServiceModel
 from ._jobs import JobFailure, JobSpec, check_paths, run_job, split_s3
 from ._model import Model
 from ._recipes import RECIPES, Recipe
 from ._settings import EmulatorSettings
-from ._shapes import RequestInvalid, ServiceModel
 
 TERMINAL = frozenset({"ACTIVE", "FAILED"})
 _STATUS_TEXT = {

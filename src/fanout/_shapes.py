@@ -1,6 +1,8 @@
 """Request and response validation driven by botocore's own service model.
 
-The model is the installed botocore's plus the members AWS added since that fanout knows of
+The emulator validates every request with it, and fanout checks the job requests it will send
+with it before anything is uploaded (`preflight.check_request`). The model is the installed
+botocore's plus the members AWS added since that fanout knows of
 (``fanout.awsargs.use_newer_model``: ``batchInferenceJobConfig.rankingInfluence``), so the
 emulator validates and echoes them as the service does; any other unknown member is ignored.
 
@@ -196,7 +198,7 @@ def compile_java_pattern(pattern: str) -> regex.Pattern[str]:
 def _load_model(service: str) -> Any:
     import botocore.session
 
-    from ..awsargs import use_newer_model
+    from .awsargs import use_newer_model
 
     # The service knows members newer than this botocore (rankingInfluence): fanout's model has
     # them, and the emulator validates and echoes them as AWS does.
