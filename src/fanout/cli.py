@@ -1291,12 +1291,12 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
 def exit_code(outcome: Any, allow_partial: bool) -> int:
     """0 complete; 1 failed shards or jobs still running and no result at all (no merge, or
     one without a single recommendation: `--allow-partial` does not make that a success);
-    3 partial results."""
+    3 partial results (a retry that recovered nothing, of a run with results, is partial)."""
     merged = outcome.merged
     if outcome.submitted is not None and not outcome.ok and merged is None:
         return EXIT_FAILED
     if merged is not None and not outcome.complete:
-        if not merged.results:
+        if not merged.results and not outcome.earlier_results:
             return EXIT_FAILED
         if not allow_partial:
             return EXIT_PARTIAL

@@ -762,6 +762,7 @@ class RunOutcome:
     merged: Reconciliation | None = None
     result: str | None = None  # where the merged results are
     retried: bool = False  # `merged` adds the results of the run's retries (`fanout retry`)
+    earlier_results: int = 0  # `fanout retry`: results already in the result file before it
 
     @property
     def ok(self) -> bool:
@@ -1539,4 +1540,9 @@ async def retry(
         retrying.replace_reports(run_dir, child_dir)
         counts = outcome.merged or Reconciliation(**finished["counts"])
         await journal.append("retried", child=child, counts=asdict(counts))
-        return dataclasses.replace(outcome, merged=counts, result=str(out))
+        earlier = int(state.merged.get("counts", {}).get("results", 0)) + sum(
+            int(event["counts"].get("results", 0))
+            for event in events
+            if event.get("event") == "retried" and event.get("child") != child
+        )
+        return dataclasses.replace(outcome, merged=counts, result=str(out), earlier_results=earlier)

@@ -381,6 +381,23 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         emulator.stop()
 
 
+def test_a_retry_that_recovers_nothing_of_a_run_with_results_is_partial(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Items the model does not know error again when retried: the result file still has the
+    other items' rows, so the retry exits 3 (0 with --allow-partial), not 1."""
+    ids = user.tmp / "items.txt"
+    ids.write_text("".join(f"{i}\n" for i in range(995, 1006)))  # 1001-1005: unknown items
+    args = run_args(user, "sims", ids, user.tmp / "sims.jsonl", recipe="sims")
+    code, _, err = user.cli(args, capsys)
+    assert code == 3, err
+    state = ["--state-dir", str(user.state)]
+    code, _, err = user.cli(["retry", "sims", *state], capsys)
+    assert code == 3, err
+    code, _, err = user.cli(["retry", "sims", *state, "--allow-partial"], capsys)
+    assert code == 0, err
+
+
 def test_retry_with_another_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
