@@ -129,7 +129,8 @@ def test_a_plain_prepare_does_not_import_numpy(tmp_path: Path, extra: str, numpy
 
 def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
     """Ctrl-C in the middle of a local prepare (its source on threads of their own): exit code
-    130 and `fanout: interrupted`, no traceback, every thread ended (the process exits)."""
+    130 and one line saying how to continue, no traceback, every thread ended (the process
+    exits)."""
     import signal
     import time
 
@@ -146,7 +147,11 @@ def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert child.returncode == 130, err
-    assert "Traceback" not in err and err.strip().endswith("fanout: interrupted"), err
+    assert "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (
+        "fanout: interrupted; every finished step is in the run journal: `fanout resume r` "
+        "continues"
+    ), err
 
 
 def test_main_gives_what_it_froze_back_to_the_collector(tmp_path: Path) -> None:
@@ -181,3 +186,20 @@ def test_a_command_builds_only_its_own_parser_and_it_is_the_same() -> None:
         assert alone[name].format_help() == whole.format_help()
     argv = ["prepare", "--ids", "x.txt", "--local-dir", "out", "--keep-duplicates"]
     assert _parser("prepare").parse_args(argv) == _parser().parse_args(argv)
+
+
+def test_a_query_that_is_not_jmespath_is_refused_before_the_command_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As the AWS CLI does: a bad --query is a usage error before anything is done (it was
+    found only when the summary was printed, after every job had run)."""
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\nb\n")
+    out = tmp_path / "out.jsonl"
+    argv = ["run", "--ids", str(ids), "--out", str(out), "--run-id", "q", "--query", "foo["]
+    argv += ["--state-dir", str(tmp_path / "state"), "--endpoint-url", "http://127.0.0.1:9"]
+    assert main(argv) == 2
+    assert "--query 'foo['" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "state" / "q").exists()

@@ -1092,7 +1092,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
         if bool(args.job_input) == bool(args.local_dir):
             raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
-        settings = _prepare_settings(args, None, args.run_id or new_run_id())
+        args.run_id = args.run_id or new_run_id()  # an interruption names it
+        settings = _prepare_settings(args, None, args.run_id)
         result = anyio.run(_resolved, args, settings, prepare)
     summary = result.summary()
     if args.output == "json":
@@ -1222,6 +1223,17 @@ def _input_counts(outcome: Any) -> dict[str, Any] | None:
         "duplicates_file": str(run_dir / "duplicates.txt"),
     }
     return {**counted, **files}
+
+
+def _check_query(query: str | None) -> None:
+    """A --query that is not JMESPath is refused before the command runs, not after it."""
+    if query:
+        import jmespath
+
+        try:
+            jmespath.compile(query)
+        except jmespath.exceptions.JMESPathError as exc:
+            raise ConfigError(f"--query {query!r}: {exc}") from None
 
 
 def _print_data(data: Any, output: str, query: str | None) -> None:
@@ -1431,7 +1443,7 @@ def execute_run(
         raise ConfigError(f"missing {names}: every job needs them (or give --cli-input-json)")
     args.solution_version_arn = request["solutionVersionArn"]
     args.batch_inference_job_mode = request.get("batchInferenceJobMode") or "BATCH_INFERENCE"
-    run_id = args.run_id or new_run_id()
+    run_id = args.run_id = args.run_id or new_run_id()  # an interruption names it
     settings = dataclasses.replace(
         _prepare_settings(args, None, run_id, request), job_type=job_type
     )
@@ -1818,6 +1830,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     release_large_buffers()
     try:
         try:
+            _check_query(getattr(args, "query", None))
             return handlers[args.command](args)
         except BaseExceptionGroup as group:  # task groups wrap what their tasks raise
             cause = _first_cause(group)
@@ -1828,7 +1841,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("fanout: interrupted", file=sys.stderr)
+        run = getattr(args, "run_id", None)
+        journaled = args.command in {"prepare", "submit", "resume", "run", "segment", "merge"}
+        then = (
+            f"; every finished step is in the run journal: `fanout resume {run}` continues"
+            if run and journaled
+            else ""
+        )
+        print(f"fanout: interrupted{then}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
