@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 from fanout.errors import ConfigError, JobExists, RetryLater, SubmitError
-from fanout.records import JobSummary
+from fanout.records import InputKind, JobSummary
 from fanout.state import RunState, ShardInfo
 from fanout.submit import (
     SubmitOutcome,
@@ -559,3 +559,20 @@ def test_settings_are_validated() -> None:
         SubmitSettings(max_concurrent_jobs=0)
     with pytest.raises(ConfigError, match="job-timeout"):
         SubmitSettings(job_timeout=-1)
+
+
+def test_theme_generation_is_refused_outside_its_regions() -> None:
+    """THEME_GENERATION runs in us-east-1, us-west-2 and ap-northeast-1 only (reference §3):
+    a Similar-Items solution version elsewhere is refused before anything is uploaded."""
+    from fanout.aws import SolutionVersionInfo
+    from fanout.preflight import check_recipe
+
+    def version(region: str) -> SolutionVersionInfo:
+        arn = f"arn:aws:personalize:{region}:111122223333:solution/sims/abc"
+        recipe = "arn:aws:personalize:::recipe/aws-similar-items"
+        return SolutionVersionInfo(arn, "ACTIVE", recipe, "RELATED_ITEMS")
+
+    assert check_recipe(version("us-west-2"), None, "THEME_GENERATION") is InputKind.ITEM
+    with pytest.raises(ConfigError, match="THEME_GENERATION runs only in us-east-1"):
+        check_recipe(version("eu-west-1"), None, "THEME_GENERATION")
+    assert check_recipe(version("eu-west-1"), None, "BATCH_INFERENCE") is InputKind.ITEM

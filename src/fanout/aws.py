@@ -500,19 +500,27 @@ class Aws:
             raise ConfigError(f"cannot reach KMS for {key_arn}: {exc}") from exc
 
     async def check_role(self, role_arn: str) -> None:
-        """Raise ConfigError if IAM says the role does not exist. A caller that may not read
-        IAM (AccessDenied), or cannot reach it, is not stopped: creating the job checks it."""
+        """Raise ConfigError if IAM says the role does not exist: no role of that name, or one
+        whose ARN is not this one (another account's, or another path). A caller that may not
+        read IAM (AccessDenied), or cannot reach it, is not stopped: creating the job checks."""
         try:
             async with self._client("iam") as iam:
-                await iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])
+                found = await iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])
         except ClientError as exc:
             if error_code(exc) == "NoSuchEntity":
                 raise ConfigError(
                     f"role {role_arn} does not exist in this account: check --role-arn (`fanout "
                     "iam-policy` prints the policy the role needs)"
                 ) from exc
+            return
         except BotoCoreError:
             return
+        actual = str(found.get("Role", {}).get("Arn", role_arn))
+        if actual != role_arn:
+            raise ConfigError(
+                f"role {role_arn} does not exist: this account's role of that name is {actual}; "
+                "give that ARN to --role-arn (its account and path must match)"
+            )
 
     async def check_filter(self, arn: str) -> None:
         """Raise ConfigError unless the filter exists and is ACTIVE."""

@@ -27,6 +27,7 @@ THEME_RECIPE = "aws-similar-items"
 
 
 MAX_SEGMENT_USERS = 5_000_000  # users per segment (reference §3)
+THEME_REGIONS = ("us-east-1", "us-west-2", "ap-northeast-1")  # reference §3
 MAX_TAGS = 50  # per resource (reference §3): TooManyTagsException past it
 LAST_SHARD = 99_999  # the longest shard folder name, shard-99999/, for the request check
 
@@ -113,6 +114,12 @@ def check_recipe(
         raise ConfigError(
             "THEME_GENERATION needs a Similar-Items solution version "
             f"(recipe {THEME_RECIPE}); {arn} uses {info.recipe_arn}"
+        )
+    region = arn.split(":")[3] if arn.count(":") >= 5 else ""
+    if mode == "THEME_GENERATION" and region and region not in THEME_REGIONS:
+        raise ConfigError(
+            f"THEME_GENERATION runs only in {', '.join(THEME_REGIONS)}; solution version {arn} "
+            f"is in {region}"
         )
     return recipe_kind
 

@@ -203,6 +203,10 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
         (["--batch-inference-job-mode", "THEME_GENERATION"], "Similar-Items"),
         (["--input-kind", "itemId"], "does not fit recipe"),
         (["--role-arn", "arn:aws:iam::123456789012:role/nope"], "role/nope does not exist"),
+        (["--role-arn", "arn:aws:iam::999999999999:role/fanout-personalize-batch"],
+         "this account's role of that name is arn:aws:iam::123456789012:role/fanout-person"),
+        (["--role-arn", "arn:aws:iam::123456789012:role/service-role/fanout-personalize-batch"],
+         "give that ARN to --role-arn"),
         # What the service's model refuses, checked on the requests the run would send:
         (["--batch-inference-job-mode", "theme_generation"], "Member must satisfy enum value"),
         (["--theme-generation-config", "fieldsForThemeGeneration={itemName=TITLE}"],

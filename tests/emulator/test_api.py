@@ -535,6 +535,33 @@ async def test_create_errors(emulator: Emulator, clients: Callable[..., Any]) ->
                 "InvalidInputException",
                 "role",
             ),
+            (
+                {
+                    **job_request(info, unique(), "user-personalization", prefix),
+                    "roleArn": info.role_arn.replace(info.account_id, "999999999999"),
+                },
+                "InvalidInputException",
+                "not in this account",
+            ),
+            (
+                {
+                    **job_request(info, unique(), "user-personalization", prefix),
+                    "roleArn": info.role_arn.replace(":role/", ":role/service-role/"),
+                },
+                "InvalidInputException",
+                "does not exist",
+            ),
+            (
+                job_request(
+                    info,
+                    unique(),
+                    "user-personalization",
+                    prefix,
+                    tags=[{"tagKey": "a", "tagValue": "b"}, {"tagKey": "a", "tagValue": "c"}],
+                ),
+                "InvalidInputException",
+                "Duplicate tag keys",
+            ),
         ]
         for request, code, text in cases:
             with pytest.raises(ClientError) as caught:
@@ -542,6 +569,22 @@ async def test_create_errors(emulator: Emulator, clients: Callable[..., Any]) ->
             assert error_code(caught.value) == code, request
             assert text in caught.value.response["Error"]["Message"]
             assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+        themes = job_request(
+            info,
+            unique(),
+            "similar-items",
+            prefix,
+            batchInferenceJobMode="THEME_GENERATION",
+            themeGenerationConfig={"fieldsForThemeGeneration": {"itemName": "TITLE"}},
+        )
+        emulator.settings.theme_regions = ["us-west-2"]  # not this emulator's region
+        try:
+            with pytest.raises(ClientError) as caught:
+                await personalize.create_batch_inference_job(**themes)
+        finally:
+            emulator.settings.theme_regions = ["us-east-1", "us-west-2", "ap-northeast-1"]
+        assert "THEME_GENERATION is not available in us-east-1" in str(caught.value)
 
 
 async def test_ranking_influence_is_validated_and_echoed(

@@ -238,6 +238,12 @@ class PersonalizeService:
 
         theme_field = None
         if params.get("batchInferenceJobMode") == "THEME_GENERATION":
+            if settings.region not in settings.theme_regions:
+                raise ServiceError(
+                    "InvalidInputException",
+                    f"THEME_GENERATION is not available in {settings.region}; it is in "
+                    f"{', '.join(settings.theme_regions)}.",
+                )
             if not recipe.themes:
                 raise ServiceError(
                     "InvalidInputException",
@@ -273,8 +279,17 @@ class PersonalizeService:
                 f"You have exceeded the maximum number of tags ({settings.max_tags}) for this "
                 "resource.",
             )
+        keys = [tag["tagKey"] for tag in tags]
+        if len(set(keys)) < len(keys):
+            raise ServiceError("InvalidInputException", "Duplicate tag keys are not allowed.")
         role = params["roleArn"]
-        if role.split(":")[4] == self.account_id and not self._role_exists(role):
+        if role.split(":")[4] != self.account_id:
+            raise ServiceError(
+                "InvalidInputException",
+                f"Amazon Personalize cannot assume the role {role}: it is not in this account "
+                f"({self.account_id}).",
+            )
+        if not self._role_exists(role):
             raise ServiceError(
                 "InvalidInputException",
                 f"Amazon Personalize cannot assume the role {role}: it does not exist. Create it "

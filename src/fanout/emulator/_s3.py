@@ -240,12 +240,13 @@ class S3Server(ServerThread):
         return key_arn, str(role_arn)
 
     def role_exists(self, role_arn: str) -> bool:
+        """Whether IAM has a role with exactly this ARN (its account and path included)."""
         name = role_arn.rsplit("/", 1)[-1]
         try:
-            self.client("iam").get_role(RoleName=name)
+            found = self.client("iam").get_role(RoleName=name)
         except Exception:
             return False
-        return True
+        return bool(found["Role"]["Arn"] == role_arn)
 
 
 def _mark_internal(request: Any, **_: Any) -> None:

@@ -76,6 +76,10 @@ class EmulatorSettings(BaseModel):
     num_results_max: int = Field(500, description="Largest numResults a batch inference job takes.")
     default_num_results: int = Field(25, ge=1)
     max_item_list: int = Field(500, ge=1, description="Largest itemList for personalized ranking.")
+    theme_regions: list[str] = Field(
+        ["us-east-1", "us-west-2", "ap-northeast-1"],
+        description="Regions where THEME_GENERATION jobs can run (reference §3).",
+    )
     output_naming: Literal["basename", "relative"] = Field(
         "basename", description="Output key: input file's base name, or its path under the prefix."
     )
