@@ -471,7 +471,9 @@ class Submitter:
             self._outage_since = None
             jobs.extend(page)
             if not token:
-                return jobs
+                # A job created between two pages can shift the next one and show a job twice
+                # (paging is undocumented): each counts once, as the later page saw it.
+                return list({job.arn: job for job in jobs}.values())
 
     async def _poll(self) -> None:
         jobs = await self._list_all()

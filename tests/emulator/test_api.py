@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
 import urllib.error
 import urllib.request
@@ -714,6 +715,10 @@ async def test_list_pagination_and_filter(emulator: Emulator, clients: Callable[
         assert len(seen) == len(set(seen))
         with pytest.raises(ClientError) as caught:
             await personalize.list_batch_inference_jobs(nextToken="bogus")
+        assert error_code(caught.value) == "InvalidNextTokenException"
+        forged = base64.urlsafe_b64encode(orjson.dumps({"s": "inference:None", "o": -1})).decode()
+        with pytest.raises(ClientError) as caught:
+            await personalize.list_batch_inference_jobs(nextToken=forged)
         assert error_code(caught.value) == "InvalidNextTokenException"
         with pytest.raises(ClientError) as caught:
             await personalize.list_batch_inference_jobs(maxResults=101)

@@ -502,6 +502,8 @@ class PersonalizeService:
                 if decoded["s"] != scope:
                     raise ValueError("token for another query")
                 start = int(decoded["o"])
+                if start < 0:
+                    raise ValueError("a negative offset")
             except Exception:
                 raise ServiceError("InvalidNextTokenException", "The token is not valid.") from None
         limit = params.get("maxResults", 100)
