@@ -596,3 +596,22 @@ def test_theme_generation_is_refused_outside_its_regions() -> None:
     with pytest.raises(ConfigError, match="THEME_GENERATION runs only in us-east-1"):
         check_recipe(version("eu-west-1"), None, "THEME_GENERATION")
     assert check_recipe(version("eu-west-1"), None, "BATCH_INFERENCE") is InputKind.ITEM
+
+
+def test_filter_values_are_checked_against_the_filters_placeholders() -> None:
+    """Each value names a placeholder; an INCLUDE clause's need values (unless lines may carry
+    their own); an EXCLUDE clause's may be left out."""
+    from fanout.preflight import check_filter_values
+
+    arn = "arn:aws:personalize:us-east-1:111122223333:filter/f"
+    both = "INCLUDE ItemID WHERE Items.GENRE IN ($GENRE) | EXCLUDE ItemID WHERE Items.ID IN ($SEEN)"
+    check_filter_values(arn, both, {"GENRE"}, per_line=False)
+    check_filter_values(arn, both, {"GENRE", "SEEN"}, per_line=False)
+    check_filter_values(arn, both, set(), per_line=True)  # JSON lines may give them per line
+    with pytest.raises(ConfigError, match=r"includes by \$GENRE"):
+        check_filter_values(arn, both, {"SEEN"}, per_line=False)
+    with pytest.raises(ConfigError, match=r"no \$genre placeholder"):
+        check_filter_values(arn, both, {"genre"}, per_line=True)
+    with pytest.raises(ConfigError, match="there is no --filter-arn"):
+        check_filter_values(None, "", {"GENRE"}, per_line=True)
+    check_filter_values(None, "", set(), per_line=False)

@@ -522,8 +522,8 @@ class Aws:
                 "give that ARN to --role-arn (its account and path must match)"
             )
 
-    async def check_filter(self, arn: str) -> None:
-        """Raise ConfigError unless the filter exists and is ACTIVE."""
+    async def check_filter(self, arn: str) -> str:
+        """Raise ConfigError unless the filter exists and is ACTIVE; its expression."""
         try:
             found = (await self.personalize.describe_filter(filterArn=arn))["filter"]
         except ClientError as exc:
@@ -536,6 +536,7 @@ class Aws:
             raise ConfigError(f"cannot reach Personalize to describe {arn}: {exc}") from exc
         if found.get("status") != "ACTIVE":
             raise ConfigError(f"filter {arn} is {found.get('status')}: wait until it is ACTIVE")
+        return str(found.get("filterExpression") or "")
 
 
 def _epoch(value: Any) -> float | None:

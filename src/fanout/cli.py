@@ -1225,6 +1225,15 @@ def _input_counts(outcome: Any) -> dict[str, Any] | None:
     return {**counted, **files}
 
 
+def _may_carry_filter_values(ids: str, fmt: str) -> bool:
+    """Whether the input's lines may carry their own filterValues: JSON lines, or a format
+    only its content will tell (stdin, S3, a name without a known extension)."""
+    from ._formats import _declared_format
+
+    name = "" if ids == "-" or ids.endswith("/") else ids.rsplit("/", 1)[-1]
+    return _declared_format(name, fmt) in (None, "jsonl")
+
+
 def _check_query(query: str | None) -> None:
     """A --query that is not JMESPath is refused before the command runs, not after it."""
     if query:
@@ -1464,7 +1473,14 @@ def execute_run(
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            kind = await preflight(aws, request, given_kind, job_type)
+            kind = await preflight(
+                aws,
+                request,
+                given_kind,
+                job_type,
+                filter_values=settings.source.filter_values,
+                per_line=_may_carry_filter_values(args.ids, settings.source.format),
+            )
             ready = dataclasses.replace(
                 settings, source=dataclasses.replace(settings.source, kind=kind)
             )

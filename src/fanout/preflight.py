@@ -12,6 +12,8 @@ and sizes), with the longest job name and shard paths the run can make.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
 from .config import S3DataConfig
@@ -124,10 +126,55 @@ def check_recipe(
     return recipe_kind
 
 
+def check_filter_values(
+    arn: str | None, expression: str, values: Collection[str], per_line: bool
+) -> None:
+    """The run's `--filter-values` names (`values`) against the filter's placeholders: each
+    must be one of them (case-sensitive), there must be a filter to take them, and every
+    placeholder of an INCLUDE clause needs a value, unless the input's lines may carry their
+    own (`per_line`: JSON lines). Otherwise the jobs run and answer every line with an error,
+    or the values are silently ignored."""
+    if arn is None:
+        if values:
+            raise ConfigError(
+                f"--filter-values {sorted(values)[0]}=…: there is no --filter-arn, so the jobs "
+                "would ignore the values: give the filter's ARN, or leave the values out"
+            )
+        return
+    clauses = [clause.strip() for clause in expression.split("|")]
+    found = [set(re.findall(r"\$([A-Za-z0-9_]+)", clause)) for clause in clauses]
+    placeholders = set().union(*found)
+    for name in sorted(values):
+        if name not in placeholders:
+            have = ", ".join(f"${p}" for p in sorted(placeholders)) or "no placeholder"
+            raise ConfigError(
+                f"--filter-values {name}=…: filter {arn} has no ${name} placeholder (it has "
+                f"{have}; names are case-sensitive)"
+            )
+    if per_line:
+        return
+    for clause, names in zip(clauses, found, strict=True):
+        needed = sorted(names - set(values)) if clause.upper().startswith("INCLUDE") else []
+        if needed:
+            raise ConfigError(
+                f"filter {arn} includes by ${needed[0]}, which needs a value on every line: "
+                f"give --filter-values {needed[0]}=V1,V2 (an INCLUDE clause's placeholders "
+                "cannot be left out)"
+            )
+
+
 async def preflight(
-    aws: Aws, request: dict[str, Any], kind: InputKind | None, job_type: JobType = "inference"
+    aws: Aws,
+    request: dict[str, Any],
+    kind: InputKind | None,
+    job_type: JobType = "inference",
+    *,
+    filter_values: Collection[str] = (),
+    per_line: bool = True,
 ) -> InputKind:
-    """Check the job request against the account; return the input kind the recipe takes."""
+    """Check the job request against the account; return the input kind the recipe takes.
+    `filter_values`: the names of the run's --filter-values; `per_line`: whether the input's
+    lines may carry their own (see `check_filter_values`)."""
     from .aws import describe_solution_version
     from .pipeline import check_output_outside_input
 
@@ -151,8 +198,10 @@ async def preflight(
     most = MAX_SEGMENT_USERS if job_type == "segment" else MAX_NUM_RESULTS
     if number is not None and not 1 <= int(number) <= most:
         raise ConfigError(f"--num-results {number}: use 1 to {most}")
+    expression = ""
     if request.get("filterArn"):
-        await aws.check_filter(request["filterArn"])
+        expression = await aws.check_filter(request["filterArn"])
+    check_filter_values(request.get("filterArn"), expression, filter_values, per_line)
     if request.get("roleArn"):
         await aws.check_role(request["roleArn"])
     source = S3DataConfig.model_validate(request["jobInput"]["s3DataSource"])

@@ -26,6 +26,9 @@ def user(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     return User(emulator.info, tmp_path, monkeypatch)
 
 
+GENRE_FILTER = "arn:aws:personalize:us-east-1:123456789012:filter/fanout-genre-filter"
+
+
 def run_args(
     user: User, run: str, ids: Path, out: Path, *extra: str, recipe: str = ""
 ) -> list[str]:
@@ -207,6 +210,11 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
          "this account's role of that name is arn:aws:iam::123456789012:role/fanout-person"),
         (["--role-arn", "arn:aws:iam::123456789012:role/service-role/fanout-personalize-batch"],
          "give that ARN to --role-arn"),
+        # Filter values that the filter has no placeholder for, or that it needs, or no filter:
+        (["--filter-arn", GENRE_FILTER, "--filter-values", "GENRES=Comedy"],
+         "has no $GENRES placeholder (it has $GENRE; names are case-sensitive)"),
+        (["--filter-arn", GENRE_FILTER], "give --filter-values GENRE=V1,V2"),
+        (["--filter-values", "GENRE=Comedy"], "there is no --filter-arn"),
         # What the service's model refuses, checked on the requests the run would send:
         (["--batch-inference-job-mode", "theme_generation"], "Member must satisfy enum value"),
         (["--theme-generation-config", "fieldsForThemeGeneration={itemName=TITLE}"],
