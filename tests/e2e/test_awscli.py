@@ -251,13 +251,24 @@ def test_aws_cli_kms_key_by_arn(tmp_path: Path) -> None:
                 "--sse", "aws:kms", "--sse-kms-key-id", key, check=False,
             )  # fmt: skip
 
+        assert upload().returncode == 0
         running.aws("kms", "disable-key", "--key-id", key)
         state = running.aws_json("kms", "describe-key", "--key-id", key)["KeyMetadata"]
         assert state["KeyState"] == "Disabled"
         refused = upload()
         assert refused.returncode != 0 and "KMS.DisabledException" in refused.stderr
+        # Nor can the key make data keys, nor can what it encrypted be read.
+        data_key = running.aws(
+            "kms", "generate-data-key", "--key-id", key, "--key-spec", "AES_256", check=False
+        )
+        assert data_key.returncode != 0 and "DisabledException" in data_key.stderr
+        read = running.aws("s3", "cp", f"s3://{bucket}/kms/u.jsonl", "-", check=False)
+        assert read.returncode != 0 and "KMS.DisabledException" in read.stderr
         running.aws("kms", "enable-key", "--key-id", key)
         assert upload().returncode == 0
+        assert (
+            running.aws("s3", "cp", f"s3://{bucket}/kms/u.jsonl", "-").stdout == '{"userId": "1"}\n'
+        )
         running.aws("kms", "schedule-key-deletion", "--key-id", key)
         state = running.aws_json("kms", "describe-key", "--key-id", key)["KeyMetadata"]
         assert state["KeyState"] == "PendingDeletion"

@@ -238,6 +238,26 @@ def test_preflight_refuses_before_anything_happens(
     assert user.jobs("pre") == []
 
 
+def test_a_disabled_output_key_is_refused_before_anything_happens(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The emulator's KMS refuses data keys under a disabled key, as KMS does, so preflight's
+    data-key check stops the run (it passed on the emulator before)."""
+    kms = boto3.client(
+        "kms",
+        endpoint_url=user.info.s3_endpoint,
+        region_name=user.info.region,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    kms.disable_key(KeyId=key)
+    output = f"s3DataDestination={{path=s3://{user.info.bucket}/out/,kmsKeyArn={key}}}"
+    args = run_args(user, "dk", user.ids(20), user.tmp / "x.jsonl", "--dry-run")
+    code, _, err = user.cli([*args, "--job-output", output], capsys)
+    assert code == 2 and "cannot make a data key (DisabledException)" in err, err
+
+
 def test_a_request_the_service_would_refuse_uploads_nothing(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,6 +7,9 @@ moto is the ecosystem's standard S3 double; this module adds what the emulator n
   returns (`KMS.NotFoundException`, `KMS.DisabledException`); moto alone stores any key ID;
 - a KMS request naming its key by ARN reaches moto naming it by key ID, as KMS takes either:
   moto looks some operations' keys up by ID only (`aws kms disable-key --key-id ARN` was a 500);
+- a key that is not enabled cannot be used: KMS refuses to make data keys, encrypt or decrypt
+  with it (`DisabledException`, `KMSInvalidStateException` while pending deletion), and S3
+  refuses to read an object encrypted under it (`KMS.DisabledException`); moto does neither;
 - the emulator's own job traffic carries an internal header and is never faulted.
 
 moto keeps its state in module globals, so every emulator in one process shares one S3 world;
@@ -22,7 +25,7 @@ import re
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, unquote
 
 import boto3
 from botocore.config import Config
@@ -32,6 +35,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.s3.models import s3_backends
 from werkzeug.serving import make_server
 
 from ._serving import ServerThread
@@ -43,6 +47,17 @@ SERVICE_ROLE_NAME = "fanout-personalize-batch"
 KMS_ALIAS = "alias/fanout-emulator"
 
 _StartResponse = Callable[..., Any]
+_KEY_USES = frozenset(
+    {
+        "Encrypt",
+        "Decrypt",
+        "ReEncrypt",
+        "GenerateDataKey",
+        "GenerateDataKeyWithoutPlaintext",
+        "GenerateDataKeyPair",
+        "GenerateDataKeyPairWithoutPlaintext",
+    }
+)
 _KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/([0-9A-Za-z-]+)")
 
 
@@ -77,22 +92,34 @@ class _Front:
     def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
         service = _service_of(environ)
         if service == "kms":
-            _key_arn_to_id(environ)
+            key_id = _key_arn_to_id(environ)
+            refusal = self._unusable_key(environ, key_id)
+            if refusal is not None:
+                return _answer(start_response, *refusal, "application/x-amz-json-1.1")
         if service == "s3" and not environ.get("HTTP_X_FANOUT_EMULATOR_INTERNAL"):
             refusal = self._refusal(environ)
             if refusal is not None:
-                status, body = refusal
                 # Drain the request body so keep-alive connections stay usable.
                 stream = environ.get("wsgi.input")
                 length = int(environ.get("CONTENT_LENGTH") or 0)
                 if stream is not None and length:
                     stream.read(length)
-                start_response(
-                    status,
-                    [("Content-Type", "application/xml"), ("Content-Length", str(len(body)))],
-                )
-                return [body]
+                return _answer(start_response, *refusal, "application/xml")
         return self._app(environ, start_response)  # type: ignore[no-any-return]
+
+    def _unusable_key(
+        self, environ: dict[str, Any], key_id: str | None
+    ) -> tuple[str, bytes] | None:
+        """KMS's refusal of a cryptographic operation with a key that is not enabled."""
+        operation = str(environ.get("HTTP_X_AMZ_TARGET", "")).rsplit(".", 1)[-1]
+        if operation not in _KEY_USES or not key_id:
+            return None
+        state = kms_key_state(self._settings.region, key_id)
+        if state in (None, "Enabled"):
+            return None  # an unknown key: moto says so itself
+        code = "DisabledException" if state == "Disabled" else "KMSInvalidStateException"
+        message = f"{key_id} is {'disabled' if state == 'Disabled' else state}."
+        return "400 Bad Request", json.dumps({"__type": code, "message": message}).encode()
 
     def _refusal(self, environ: dict[str, Any]) -> tuple[str, bytes] | None:
         rate = self._settings.throttle_rate
@@ -101,6 +128,10 @@ class _Front:
                 throttled = self._rng.random() < rate
             if throttled:
                 return _s3_error("SlowDown", "Please reduce your request rate.", "503 Slow Down")
+        if environ.get("REQUEST_METHOD") == "GET":
+            held, under = _object_key_state(self._settings.region, environ)
+            if held not in (None, "Enabled"):
+                return _s3_error("KMS.DisabledException", f"{under} is {held}.", "400 Bad Request")
         if environ.get("REQUEST_METHOD") in {"PUT", "POST"}:
             sse = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION")
             key_id = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID")
@@ -117,12 +148,20 @@ class _Front:
         return None
 
 
-def _key_arn_to_id(environ: dict[str, Any]) -> None:
-    """A KMS request's `KeyId` given as a key ARN becomes the key ID (the body is rewritten)."""
+def _answer(
+    start_response: _StartResponse, status: str, body: bytes, content_type: str
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _key_arn_to_id(environ: dict[str, Any]) -> str | None:
+    """A KMS request's `KeyId` given as a key ARN becomes the key ID (the body is rewritten);
+    the KeyId, if the request names one."""
     length = int(environ.get("CONTENT_LENGTH") or 0)
     stream = environ.get("wsgi.input")
     if not length or stream is None:
-        return
+        return None
     body = stream.read(length)
     try:
         request = json.loads(body)
@@ -132,9 +171,27 @@ def _key_arn_to_id(environ: dict[str, Any]) -> None:
     match = _KEY_ARN.fullmatch(key) if isinstance(key, str) else None
     if match is not None:
         assert isinstance(request, dict)
-        body = json.dumps({**request, "KeyId": match[1]}).encode()
+        key = match[1]
+        body = json.dumps({**request, "KeyId": key}).encode()
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
+    return key if isinstance(key, str) else None
+
+
+def _object_key_state(region: str, environ: dict[str, Any]) -> tuple[str | None, str]:
+    """The state of the KMS key an object read (path-style GET) is encrypted under, and the
+    key: (None, "") for an object that is not under a KMS key, or not there."""
+    bucket, _, key = unquote(str(environ.get("PATH_INFO", ""))).lstrip("/").partition("/")
+    if not bucket or not key:
+        return None, ""
+    try:
+        found = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_object(bucket, key)
+    except Exception:  # no such bucket: moto answers for it
+        return None, ""
+    key_id = getattr(found, "kms_key_id", None)
+    if getattr(found, "encryption", None) != "aws:kms" or not key_id:
+        return None, ""
+    return kms_key_state(region, key_id), key_id
 
 
 def _service_of(environ: dict[str, Any]) -> str | None:
