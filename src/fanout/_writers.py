@@ -119,7 +119,7 @@ class ResultFile:
     async def __aenter__(self) -> ResultFile:
         if self._open:
             raise RuntimeError("result file already open")
-        _refuse_existing(self.path, self.overwrite)
+        check_result_path(self.path, self.overwrite)
         try:
             await anyio.to_thread.run_sync(self._start)
         except OSError as exc:
@@ -200,7 +200,8 @@ class ResultFile:
             os.unlink(self._tmp)
 
 
-def _refuse_existing(path: Path, overwrite: bool) -> None:
+def check_result_path(path: Path, overwrite: bool) -> None:
+    """Refuse a result file that exists (unless `overwrite`) or whose folder does not."""
     if not overwrite and path.exists():
         raise ConfigError(f"{path} already exists: pass --overwrite to replace it")
     if not path.parent.is_dir():

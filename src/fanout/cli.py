@@ -1457,6 +1457,10 @@ def execute_run(
         _prepare_settings(args, None, run_id, request), job_type=job_type
     )
     merge = _merge_settings(args) if args.out else None
+    if merge is not None and not merge.dataset:
+        from ._writers import check_result_path
+
+        check_result_path(Path(merge.out), merge.overwrite)  # before the run exists, or costs
     submit_settings = SubmitSettings(
         job_name_prefix=request.get("jobName") or "fanout",
         max_concurrent_jobs=args.max_concurrent_jobs,
