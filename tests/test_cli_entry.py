@@ -203,3 +203,28 @@ def test_a_query_that_is_not_jmespath_is_refused_before_the_command_runs(
     assert main(argv) == 2
     assert "--query 'foo['" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "state" / "q").exists()
+
+
+def test_options_are_never_abbreviated(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fanout resume RUN --out FILE` is refused: argparse took --out for --output (a choice
+    of text or json) and failed with a confusing message, or worse, accepted it."""
+    from fanout.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["resume", "run-x", "--out", "text"])
+    assert stopped.value.code == 2
+    assert "unrecognized arguments: --out text" in capsys.readouterr().err
+
+
+def test_a_state_dir_that_is_a_file_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It said "Not a directory … free space or fix the cause, then `fanout resume`" (exit 1)."""
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\nb\n")
+    argv = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out")]
+    assert main([*argv, "--state-dir", str(ids)]) == 2
+    assert f"--state-dir {ids} is a file, not a folder" in capsys.readouterr().err
+    assert main(["status", "r", "--state-dir", str(ids)]) == 2

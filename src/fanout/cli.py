@@ -42,16 +42,26 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+class _Parser(argparse.ArgumentParser):
+    """No abbreviated options: `--out` must not quietly become `--output` where a command has
+    only the latter (the AWS CLI takes no abbreviations either)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{**kwargs, "allow_abbrev": False})
+
+
 def _parser(only: str | None = None) -> argparse.ArgumentParser:
     """The command line's parser: every command, or only the command `only`, which is all
     `main` needs to parse a command line that names it (building all 14 took 15-20 ms of every
     start); `fanout --help` and a mistyped command get the whole tree."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fanout",
         description="Amazon Personalize batch recommendations for millions of users at once.",
     )
     parser.add_argument("--version", action=_Version, help="print fanout's version and exit")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
 
     if only in (None, "emulator"):
         emulator = commands.add_parser(
@@ -887,7 +897,7 @@ def _prepare_settings(
     `request` (for `fanout run`) gives jobInput and jobOutput, already parsed."""
     from pydantic import ValidationError
 
-    from .config import JobInput, JobOutput, UploadSettings, default_state_dir
+    from .config import JobInput, JobOutput, UploadSettings
     from .pipeline import PrepareSettings
     from .records import MAX_ITEM_LIST, InputKind
     from .source import SourceOptions
@@ -914,7 +924,7 @@ def _prepare_settings(
     return PrepareSettings(
         ids=args.ids,
         run_id=run_id,
-        state_dir=getattr(args, "state_dir", None) or default_state_dir(),
+        state_dir=_state_dir(args),
         job_input=job_input,
         job_output=job_output,
         local_dir=getattr(args, "local_dir", None),
@@ -1108,10 +1118,20 @@ def _run_prepare(args: argparse.Namespace) -> int:
 # -- submit, resume, status ------------------------------------------------------------------------
 
 
-def _run_dir(args: argparse.Namespace) -> Path:
-    from .config import check_run_id, default_state_dir
+def _state_dir(args: argparse.Namespace) -> Path:
+    """--state-dir (or the default), refused if it is something other than a folder."""
+    from .config import default_state_dir
 
-    return (args.state_dir or default_state_dir()) / check_run_id(args.run_id)
+    where: Path = getattr(args, "state_dir", None) or default_state_dir()
+    if where.exists() and not where.is_dir():
+        raise ConfigError(f"--state-dir {where} is a file, not a folder: give a folder for runs")
+    return where
+
+
+def _run_dir(args: argparse.Namespace) -> Path:
+    from .config import check_run_id
+
+    return _state_dir(args) / check_run_id(args.run_id)
 
 
 def _job_request(
@@ -1513,7 +1533,6 @@ def _run_bench(args: argparse.Namespace) -> int:
     import tempfile
 
     from .bench import measure, project, usage
-    from .config import default_state_dir
     from .journal import read_events
     from .pipeline import new_run_id
 
@@ -1524,7 +1543,7 @@ def _run_bench(args: argparse.Namespace) -> int:
             "--i-understand-this-costs-money (or leave out --endpoint-url/--profile to use "
             "the emulator)"
         )
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = _state_dir(args)
     run_id = args.run_id or "bench-" + new_run_id()
     workdir = Path(tempfile.mkdtemp(prefix="fanout-bench-"))
     ids = workdir / "users.txt"
