@@ -217,6 +217,7 @@ async def submit(
     count: int,
     state: RunState | None = None,
     run_started: float | None = None,
+    report: Callable[[str], None] | None = None,
     **settings: Any,
 ) -> tuple[SubmitOutcome, list[dict[str, Any]]]:
     options: dict[str, Any] = {"poll_interval": 5.0, "tps": 100.0, **settings}
@@ -235,6 +236,7 @@ async def submit(
         jobs={s: j for s, j in jobs.items() if j is not None},
         failed={s: e["reason"] for s, e in state.failed.items()} if state else None,
         run_started=run_started,
+        report=report,
     )
     outcome = await driven(clock, lambda: submitter.run(receive))
     return outcome, log.events
@@ -296,10 +298,15 @@ async def test_a_job_listed_twice_counts_once() -> None:
 async def test_limit_exceeded_means_wait_not_fail() -> None:
     clock = FakeClock()
     service = FakeJobs(clock, quota=2)
-    outcome, _ = await submit(MemoryLog(), service, clock, 6, max_concurrent_jobs=5)
+    said: list[str] = []
+    outcome, _ = await submit(
+        MemoryLog(), service, clock, 6, report=said.append, max_concurrent_jobs=5
+    )
     assert len(outcome.active) == 6
     assert service.max_in_flight() == 2
     assert service.calls["create"] > 6  # some were refused and retried later
+    waits = [line for line in said if "not created yet" in line]
+    assert waits and len(waits) == len(set(waits))  # each shard says why it waits once
 
 
 async def test_throttled_calls_are_retried() -> None:

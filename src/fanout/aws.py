@@ -531,7 +531,10 @@ class Aws:
                 raise ConfigError(
                     f"filter {arn} does not exist in this account and region: check --filter-arn"
                 ) from exc
-            raise ConfigError(f"cannot describe filter {arn}: {error_code(exc)}") from exc
+            said = exc.response.get("Error", {}).get("Message")
+            raise ConfigError(
+                f"cannot describe filter {arn}: {error_code(exc)}" + (f": {said}" if said else "")
+            ) from exc
         except BotoCoreError as exc:
             raise ConfigError(f"cannot reach Personalize to describe {arn}: {exc}") from exc
         if found.get("status") != "ACTIVE":

@@ -839,6 +839,11 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
                 raise ConfigError(f"--filter-values {name}: the JSON must be a list of strings")
             found = parsed
         else:
+            if "\\" in raw:
+                raise ConfigError(
+                    f"--filter-values {item!r}: a backslash does not escape a comma here; give "
+                    f"values with commas or backslashes as a JSON list: {name}='[\"a,b\"]'"
+                )
             found = raw.split(",")
         if not found or any(not v for v in found):
             raise ConfigError(f"--filter-values {name}: empty value in {raw!r}")

@@ -236,6 +236,7 @@ class Submitter:
         self._listing: dict[str, JobSummary] = {}  # by name, from the last poll
         self._foreign_in_flight = 0
         self._missing: dict[str, int] = {}  # ARN -> listings in a row without it
+        self._waiting: dict[int, str] = {}  # shard -> why it waits, as last reported
         self._blocked = False  # the service said "not now": no creates until the next poll
         self._polled = False
         self._outage_since: float | None = None
@@ -370,7 +371,9 @@ class Submitter:
                 adopted = True
             except RetryLater as exc:
                 self._blocked = True
-                self._report(f"shard {shard.shard}: not created yet ({exc}); waiting")
+                if self._waiting.get(shard.shard) != str(exc):  # said once, not every poll
+                    self._waiting[shard.shard] = str(exc)
+                    self._report(f"shard {shard.shard}: not created yet ({exc}); waiting")
                 return False
             else:
                 found = JobSummary(arn, name, "CREATE PENDING")

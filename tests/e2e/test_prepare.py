@@ -194,6 +194,10 @@ def test_prepare_from_stdin(
             ["--local-dir", "x", "--filter-values", "G=a", "--filter-values", "G=b,c"],
             "--filter-values G is given twice (a and b,c): give every value once, e.g. G=a,b,c",
         ),
+        (
+            ["--local-dir", "x", "--filter-values", "G=a\\,b,c"],
+            "a backslash does not escape a comma here",
+        ),
         ([], "exactly one of"),
     ],
 )
