@@ -228,3 +228,21 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error(
     assert main([*argv, "--state-dir", str(ids)]) == 2
     assert f"--state-dir {ids} is a file, not a folder" in capsys.readouterr().err
     assert main(["status", "r", "--state-dir", str(ids)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (20, "20"),
+        (None, "None"),
+        ([20, 0, None], "20\t0\tNone"),
+        ([[1, "a"], [2, "b"]], "1\ta\n2\tb"),
+        ({"results": 20, "errors": 0}, "0\t20"),  # by key, as the AWS CLI does
+        ({"nested": {"a": 1}}, '{\n  "nested": {\n    "a": 1\n  }\n}'),
+    ],
+)
+def test_query_results_print_as_the_aws_cli_text_output(data: object, text: str) -> None:
+    """`--output text --query …` gives what `read a b` can take, as the AWS CLI's does."""
+    from fanout.cli import _as_text
+
+    assert _as_text(data) == text

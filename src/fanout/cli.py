@@ -1283,10 +1283,33 @@ def _print_data(data: Any, output: str, query: str | None) -> None:
         import yaml
 
         print(yaml.safe_dump(data, sort_keys=False, allow_unicode=True), end="")
-    elif output == "json" or query:
+    elif output == "json":
         print(json.dumps(data, indent=2, ensure_ascii=False))
+    elif query:
+        print(_as_text(data))
     else:
         print(data)
+
+
+def _as_text(data: Any) -> str:
+    """A --query result as the AWS CLI's text output prints it: a scalar as is (None, True),
+    a list's scalars tab-separated on one line, a list of lists a line each, an object's
+    scalar values tab-separated by key order; anything deeper as JSON."""
+
+    def scalar(value: Any) -> bool:
+        return value is None or isinstance(value, str | int | float | bool)
+
+    if scalar(data):
+        return str(data)
+    if isinstance(data, dict) and all(map(scalar, data.values())):
+        return "\t".join(str(data[key]) for key in sorted(data))
+    if isinstance(data, list) and all(map(scalar, data)):
+        return "\t".join(map(str, data))
+    if isinstance(data, list) and all(
+        isinstance(row, list) and all(map(scalar, row)) for row in data
+    ):
+        return "\n".join("\t".join(map(str, row)) for row in data)
+    return json.dumps(data, indent=2, ensure_ascii=False)
 
 
 def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
