@@ -979,6 +979,25 @@ async def test_a_crlf_line_rejected_is_shown_without_its_cr() -> None:
         assert [entry["raw"] for entry in result.rejects] == [raw], name
 
 
+async def test_ranking_keeps_one_list_per_user_and_refuses_keep_duplicates() -> None:
+    """Results are matched to lines by userId: a user's later line (another itemList) is
+    listed as a duplicate, never sent to be lost at the merge; --keep-duplicates, which would
+    send it, is refused for ranking."""
+    lines = [
+        b'{"userId": "1", "itemList": ["5", "6"]}',
+        b'{"userId": "2", "itemList": ["5"]}',
+        b'{"userId": "1", "itemList": ["8", "9"]}',
+    ]
+    result = await read([("r.jsonl", b"\n".join(lines))], kind=InputKind.RANKING)
+    assert [(r["userId"], r["itemList"]) for r in result.records] == [
+        ("1", ["5", "6"]),
+        ("2", ["5"]),
+    ]
+    assert result.stats.duplicates == 1
+    with pytest.raises(ConfigError, match="one itemList per user"):
+        SourceOptions(kind=InputKind.RANKING, dedupe=False)
+
+
 async def test_jsonl_ranking_item_list_longer_than_the_limit_is_rejected() -> None:
     """An itemList of more than `max_item_list` items (500 by default: real-time ranking's
     limit) is rejected as too long, and the limit is a setting."""

@@ -173,6 +173,13 @@ class SourceOptions:
                     f"filter value {name!r} needs a list of one or more strings, not {values!r}: "
                     f"use --filter-values {name}=v1,v2"
                 )
+        if self.kind is InputKind.RANKING and not self.dedupe:
+            raise ConfigError(
+                "personalized ranking with --keep-duplicates: results are matched to their "
+                "lines by userId, so of two lines of one user only one ranking could be kept; "
+                "a run ranks one itemList per user (later lines of a user are listed in "
+                "duplicates.txt): leave out --keep-duplicates, and rank other lists in another run"
+            )
         if self.kind is InputKind.RANKING and self.format not in ("auto", "jsonl"):
             raise ConfigError(
                 f"personalized ranking input needs an itemList per user, which only JSON lines "
