@@ -403,6 +403,7 @@ class Aws:
         self._stack = contextlib.AsyncExitStack()
         self._s3: S3Store | None = None
         self._personalize: Any = None
+        self.region: str | None = None  # the clients', once open
 
     def _config(self, max_attempts: int | None = None) -> Config:
         unsigned = {} if self.options.sign else {"signature_version": UNSIGNED}
@@ -430,6 +431,7 @@ class Aws:
                 "no AWS region: give --region, set AWS_DEFAULT_REGION, or set region in the "
                 "profile (the bucket and the jobs must be in the same region)"
             )
+        self.region = session.region_name
         verify: bool | str = options.ca_bundle or options.verify_ssl
         common = {"config": self._config(), "verify": verify}
         try:

@@ -179,6 +179,13 @@ async def preflight(
     from .pipeline import check_output_outside_input
 
     arn = request["solutionVersionArn"]
+    parts = arn.split(":")
+    if len(parts) > 3 and parts[3] and aws.region and parts[3] != aws.region:
+        raise ConfigError(
+            f"solution version {arn} is in {parts[3]}, but the region is {aws.region}: jobs "
+            f"run in their solution version's region; give --region {parts[3]} (or fix "
+            "AWS_DEFAULT_REGION or the profile's region)"
+        )
     info = await describe_solution_version(aws.personalize, arn)
     if info.status != "ACTIVE":
         raise ConfigError(

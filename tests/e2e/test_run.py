@@ -210,6 +210,8 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
          "this account's role of that name is arn:aws:iam::123456789012:role/fanout-person"),
         (["--role-arn", "arn:aws:iam::123456789012:role/service-role/fanout-personalize-batch"],
          "give that ARN to --role-arn"),
+        (["--region", "eu-west-1"],
+         "is in us-east-1, but the region is eu-west-1: jobs run in their solution version's"),
         (["--out", "/nonexistent-folder-x/recs.jsonl"],
          "the folder /nonexistent-folder-x does not exist"),
         # Filter values that the filter has no placeholder for, or that it needs, or no filter:
