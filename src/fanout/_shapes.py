@@ -679,6 +679,12 @@ class ServiceModel:
         walker.value(shape, body, "")
         return walker.problems
 
+    def list_members(self, operation: str) -> list[str]:
+        """The names of the list members of `operation`'s output (`batchInferenceJobs`)."""
+        shape = self._operation(operation).output_shape
+        members = shape.members if shape is not None else {}
+        return [name for name, member in members.items() if member.type_name == "list"]
+
     def error_codes(self, operation: str) -> frozenset[str]:
         """Names of the error shapes the model lists for ``operation``."""
         return frozenset(str(shape.name) for shape in self._operation(operation).error_shapes)

@@ -588,6 +588,26 @@ async def test_create_errors(emulator: Emulator, clients: Callable[..., Any]) ->
         assert "THEME_GENERATION is not available in us-east-1" in str(caught.value)
 
 
+def test_a_request_signed_for_another_region_finds_nothing(emulator: Emulator) -> None:
+    """The emulator serves one region; in any other, as on AWS, nothing exists: lists are
+    empty and a named resource is not found (a wrong --region passed locally before)."""
+    import boto3
+
+    info = emulator.info
+    elsewhere = boto3.client(
+        "personalize",
+        endpoint_url=info.personalize_endpoint,
+        region_name="eu-west-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    assert elsewhere.list_batch_inference_jobs()["batchInferenceJobs"] == []
+    with pytest.raises(ClientError) as caught:
+        elsewhere.describe_solution_version(solutionVersionArn=info.solution_versions["sims"])
+    assert error_code(caught.value) == "ResourceNotFoundException"
+    assert "in eu-west-1" in caught.value.response["Error"]["Message"]
+
+
 async def test_ranking_influence_is_validated_and_echoed(
     emulator: Emulator, clients: Callable[..., Any]
 ) -> None:

@@ -21,6 +21,13 @@ _CONTENT_TYPE = "application/x-amz-json-1.1"
 _PHRASES = {status.value: status.phrase for status in HTTPStatus}
 
 
+def _signing_region(authorization: str) -> str | None:
+    """The region a SigV4 request was signed for (`Credential=AKID/DATE/REGION/…`)."""
+    _, found, rest = authorization.partition("Credential=")
+    scope = rest.split(",", 1)[0].split("/") if found else []
+    return scope[2] if len(scope) > 2 else None
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as botocore's connection pool expects
@@ -66,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
             raise ServiceError(
                 "SerializationException", "Request body is not valid JSON."
             ) from None
+        region = _signing_region(self.headers.get("Authorization", ""))
+        if region and region != service.settings.region:
+            return service.call_elsewhere(region, operation, params)
         return service.call(operation, params)
 
     def _send(self, status: int, body: dict[str, Any]) -> None:

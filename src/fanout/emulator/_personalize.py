@@ -179,6 +179,27 @@ class PersonalizeService:
         result: dict[str, Any] = handler(params)
         return result
 
+    def call_elsewhere(self, region: str, operation: str, params: object) -> dict[str, Any]:
+        """A request signed for a region other than the emulator's: a region where nothing
+        exists. Lists are empty; anything else names a resource that is not there."""
+        if not self.shapes.has_operation(operation):
+            raise ServiceError(
+                "UnknownOperationException", f"Operation {operation} is not supported."
+            )
+        try:
+            self.shapes.validate_input(operation, params)
+        except RequestInvalid as exc:
+            raise ServiceError(exc.code, exc.message) from None
+        assert isinstance(params, dict)
+        if operation.startswith("List"):
+            return {name: [] for name in self.shapes.list_members(operation)}
+        arns = [str(value) for key, value in params.items() if key.endswith("Arn")]
+        named = arns[0] if arns else "the resource"
+        raise ServiceError(
+            "ResourceNotFoundException",
+            f"Could not find {named} in {region}: this emulator serves {self.settings.region}.",
+        )
+
     # -- batch jobs -------------------------------------------------------------------------------
 
     def _op_CreateBatchInferenceJob(self, params: dict[str, Any]) -> dict[str, Any]:
