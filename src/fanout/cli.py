@@ -1541,7 +1541,7 @@ def execute_run(
                 _print_plan(plan, args.ids)
                 print("preflight   every check passed; nothing was uploaded or created")
                 return None
-            plan = await begin(ready, aws)
+            plan = await begin(ready, aws, (request, submit_settings, merge))
             report(
                 f"run {run_id}: {plan.records:,} records → {plan.shards} job shard(s), "
                 f"{plan.waves} wave(s) at the quota of {plan.quota}; {plan.reason}"

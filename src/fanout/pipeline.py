@@ -338,10 +338,17 @@ async def plan_input(spec: str, store: ObjectReader | None, settings: PrepareSet
     return make_plan(estimate, settings.limits, settings.timing, settings.file_records)
 
 
-async def begin(settings: PrepareSettings, aws: Aws | None = None) -> Plan:
+async def begin(
+    settings: PrepareSettings,
+    aws: Aws | None = None,
+    submission: tuple[dict[str, Any], SubmitSettings, MergeSettings | None] | None = None,
+) -> Plan:
     """Start a run: check the settings, plan it, and journal `run-started` (nothing uploaded).
 
     `prepare` continues with the shards; `submit` and `resume` prepare and submit at once.
+    `submission` (`fanout run`: the job request, submit and merge settings) is journalled with
+    `run-started`, under the same lock: a run killed right after it began is resumed as the
+    run it is (jobs created, results merged), not as one that was only to be prepared.
     """
     if settings.job_input is None and settings.local_dir is None:
         raise ConfigError("give one of --job-input (upload to S3) and --local-dir")
@@ -376,6 +383,9 @@ async def begin(settings: PrepareSettings, aws: Aws | None = None) -> Plan:
             plan=plan.to_dict(),
             settings=_settings_record(settings),
         )
+        if submission is not None:
+            state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
+            await _start_submission(journal, state, *submission)
     return plan
 
 
@@ -848,26 +858,40 @@ async def submit(
             for event in read_events(run_dir):
                 listener(event)
         state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
-        template = make_template(state, request)
-        record = {"request": template.request, "submit": settings.to_dict()}
-        if state.submit is not None:
-            if state.submit["request"] != template.request:
-                raise ConfigError(
-                    f"run {state.run_id} was already submitted with other job options: "
-                    f"`fanout resume {state.run_id}` continues it as it was"
-                )
-        else:
-            longest = check_job_names(
-                settings.job_name_prefix,
-                state.run_id,
-                max(state.start["plan"]["shards"], len(state.shards), 1),
-                settings.job_retries + 1,
-            )
-            check_request(template.request, state.run_id, longest, job_type_of(state))
-            await journal.append("submit-started", **record)
-        if merge is not None:
-            await journal.append("merge-started", settings=merge.to_dict())
+        template = await _start_submission(journal, state, request, settings, merge)
         return await _drive(run_dir, journal, aws, template, settings, report, ids)
+
+
+async def _start_submission(
+    journal: Journal,
+    state: RunState,
+    request: dict[str, Any],
+    settings: SubmitSettings,
+    merge: MergeSettings | None,
+) -> JobTemplate:
+    """Journal `submit-started` (and `merge-started`), unless the run already has them; the
+    job template."""
+    template = make_template(state, request)
+    record = {"request": template.request, "submit": settings.to_dict()}
+    if state.submit is not None:
+        if state.submit["request"] != template.request:
+            raise ConfigError(
+                f"run {state.run_id} was already submitted with other job options: "
+                f"`fanout resume {state.run_id}` continues it as it was"
+            )
+    else:
+        longest = check_job_names(
+            settings.job_name_prefix,
+            state.run_id,
+            max(state.start["plan"]["shards"], len(state.shards), 1),
+            settings.job_retries + 1,
+        )
+        check_request(template.request, state.run_id, longest, job_type_of(state))
+        await journal.append("submit-started", **record)
+    begun = state.merge if state.merged is None else None  # `begin` journalled it
+    if merge is not None and not (begun and begun["settings"] == merge.to_dict()):
+        await journal.append("merge-started", settings=merge.to_dict())
+    return template
 
 
 async def resume(

@@ -520,6 +520,28 @@ def test_an_interrupted_retry_is_finished_not_started_again(
         emulator.stop()
 
 
+def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed between `run-started` and the submission (it was journalled apart, the lock let
+    go between): `fanout resume` only prepared it and exited 0, no job and no result. The
+    submission is journalled with `run-started` now: resume creates the jobs and merges."""
+    from fanout import pipeline
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    real = pipeline.submit
+    monkeypatch.setattr(pipeline, "submit", killed)
+    out = user.tmp / "begun.jsonl"
+    code, _, _ = user.cli(run_args(user, "begun", user.ids(300), out), capsys)
+    assert code == 130 and user.jobs("begun") == []
+    monkeypatch.setattr(pipeline, "submit", real)
+    code, _, err = user.cli(["resume", "begun", "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
+
+
 def test_run_reads_its_ids_from_stdin(
     user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
