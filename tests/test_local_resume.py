@@ -155,3 +155,22 @@ def test_resume_keeps_the_item_list_limit_the_run_started_with(
     rejects = (tmp_path / "state" / "halfway" / "rejects.jsonl").read_text().splitlines()
     assert len(rejects) == 1500
     assert all(json.loads(line)["reason"] == "too-long" for line in rejects)
+
+
+def test_resume_refuses_an_input_cut_short_after_the_parts_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A truncated export: the parts written before are intact (their hashes match), but the
+    users after the cut would have made shards of their own. The input's size, journalled
+    when the run began, no longer matches: refused, not finished with users missing."""
+    ids = ids_file(tmp_path / "ids.txt", 6000)
+    crash_after(monkeypatch, 3)
+    assert main(prepare_args(ids, tmp_path, "short")) != 0
+    monkeypatch.undo()
+    lines = ids.read_text().splitlines(keepends=True)
+    ids.write_text("".join(lines[:5000]))
+    capsys.readouterr()
+    assert main(["resume", "short", "--state-dir", str(tmp_path / "state")]) != 0
+    assert "the input changed since the run started" in capsys.readouterr().err
+    state = RunState.replay(read_events(tmp_path / "state" / "short"))
+    assert state.prepared is None

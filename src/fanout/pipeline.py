@@ -369,6 +369,7 @@ async def begin(
                 "--ids s3://… needs AWS access; it cannot be read with --local-dir only"
             )
         plan = await plan_input(settings.ids, store, settings)
+        stored = await _stored(settings.ids, store)
     except BaseException:
         if created:  # refused before it began: leave no empty run behind
             with contextlib.suppress(OSError):
@@ -382,6 +383,7 @@ async def begin(
             input_base=settings.input_base(),
             plan=plan.to_dict(),
             settings=_settings_record(settings),
+            input_bytes=stored.size,  # a resume reads the input again: it must be this size
         )
         if submission is not None:
             state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
@@ -1057,6 +1059,7 @@ async def _drive(
             prepare_settings = _settings_from_record(state, run_dir.parent, ids)
             if aws is None and needs_aws(state, ids):
                 raise ConfigError(f"run {state.run_id} needs AWS access to finish preparing")
+            await _check_same_input(state, prepare_settings.ids, aws.s3 if aws else None)
             plan = Plan(**state.start["plan"])
             await _prepare(prepare_settings, plan, journal, aws, state, send.send)
 
@@ -1127,6 +1130,22 @@ async def _drive(
         merged,
         merger.out if merger is not None else None,
     )
+
+
+async def _check_same_input(state: RunState, spec: str, store: ObjectReader | None) -> None:
+    """Refuse to finish preparing from an input of another size than the run started with:
+    the parts already written are checked by their hash, but an input cut short after them
+    (a truncated export) would otherwise make fewer shards, and its users would be lost."""
+    recorded = state.start.get("input_bytes")
+    if recorded is None:
+        return  # stdin or a pipe, or a journal from before the size was recorded
+    size = (await _stored(spec, store)).size
+    if size is not None and size != recorded:
+        raise InputError(
+            f"the input changed since the run started: {spec} holds {size:,} bytes, the run "
+            f"began with {recorded:,}; resume with the same input (--ids SRC), or start a new "
+            "run for the new one"
+        )
 
 
 def _waited_afresh(state: RunState) -> dict[int, JobRecord]:
