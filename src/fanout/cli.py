@@ -1350,6 +1350,9 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
             ]
             if merged.corrupt:
                 rows.append(("corrupt lines", f"{merged.corrupt:,} (corrupt.jsonl)"))
+            if not merged.sent and not outcome.earlier_results:
+                rows.append(("no IDs", "the input held none to send: nothing, blank lines or "
+                             "rejects only (exit code 1)"))  # fmt: skip
         rows.append(("seconds", f"{outcome.seconds:.1f}"))
         _print_rows(rows)
         for line in outcome_lines(submitted) if submitted else []:
@@ -1359,11 +1362,14 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
 
 def exit_code(outcome: Any, allow_partial: bool) -> int:
     """0 complete; 1 failed shards or jobs still running and no result at all (no merge, or
-    one without a single recommendation: `--allow-partial` does not make that a success);
+    one without a single recommendation, an input with no ID to send included: for a nightly
+    job an empty export is a failure; `--allow-partial` does not make that a success);
     3 partial results (a retry that recovered nothing, of a run with results, is partial)."""
     merged = outcome.merged
     if outcome.submitted is not None and not outcome.ok and merged is None:
         return EXIT_FAILED
+    if merged is not None and not merged.results and not outcome.earlier_results:
+        return EXIT_FAILED  # not one recommendation, not even for want of an ID to send
     if merged is not None and not outcome.complete:
         if not merged.results and not outcome.earlier_results:
             return EXIT_FAILED

@@ -278,13 +278,14 @@ def test_a_request_the_service_would_refuse_uploads_nothing(
 def test_an_input_of_rejects_and_blank_lines_runs_no_job_and_says_so(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Nothing to send: no job, an empty result file, exit 0, and the summary points at the
-    rejected lines rather than report a silent success of nothing."""
+    """Nothing to send: no job, an empty result file, exit 1 (not one ID got recommendations:
+    for a nightly job, an empty or broken export is a failure), and the summary says why."""
     ids = user.tmp / "users.txt"
     ids.write_text("\n  \nbad\x01id\n" + "x" * 300 + "\n")
     out = user.tmp / "recs.jsonl"
     code, stdout, err = user.cli(run_args(user, "none", ids, out), capsys)
-    assert code == 0, err
+    assert code == 1, err
+    assert "the input held none to send" in stdout
     assert "holds no IDs" in err and not user.jobs("none")
     assert out.read_text() == ""
     rows = dict(line.split(None, 1) for line in stdout.splitlines() if line.strip())
