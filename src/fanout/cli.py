@@ -1511,10 +1511,25 @@ def execute_run(
         _prepare_settings(args, None, run_id, request), job_type=job_type
     )
     merge = _merge_settings(args) if args.out else None
-    if merge is not None and not merge.dataset:
-        from ._writers import check_result_path
+    if merge is not None:  # checked before the run exists, or costs anything
+        from .pipeline import check_dataset_outside_jobs, check_writes_outside_ids
 
-        check_result_path(Path(merge.out), merge.overwrite)  # before the run exists, or costs
+        check_writes_outside_ids(settings, out=merge.out)
+        if merge.dataset:
+            check_dataset_outside_jobs(
+                merge.out,
+                [
+                    (option, str(request[key][inner]["path"]))
+                    for option, key, inner in [
+                        ("--job-input", "jobInput", "s3DataSource"),
+                        ("--job-output", "jobOutput", "s3DataDestination"),
+                    ]
+                ],
+            )
+        else:
+            from ._writers import check_result_path
+
+            check_result_path(Path(merge.out), merge.overwrite)
     submit_settings = SubmitSettings(
         job_name_prefix=request.get("jobName") or "fanout",
         max_concurrent_jobs=args.max_concurrent_jobs,

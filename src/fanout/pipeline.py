@@ -28,7 +28,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -149,32 +149,57 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
         )
 
 
-def check_writes_outside_ids(settings: PrepareSettings) -> None:
+def check_dataset_outside_jobs(out: str, job_paths: Sequence[tuple[str, str]]) -> None:
+    """An S3 result dataset must not overlap the jobs' input or output prefixes: a job reads
+    its input by prefix (it would read the result files as input), and the merge reads every
+    `.out` under a job's output."""
+    dataset = S3Uri.parse(out, what="--out").as_prefix()
+    for option, path in job_paths:
+        place = S3Uri.parse(path, what=f"{option} path").as_prefix()
+        if place.bucket == dataset.bucket and (
+            dataset.key.startswith(place.key) or place.key.startswith(dataset.key)
+        ):
+            raise ConfigError(
+                f"--out {out} overlaps {option} {path}: jobs read their input by prefix and "
+                "the merge reads their outputs by prefix, so results there would be read back. "
+                "Give the results a prefix of their own, e.g. s3://bucket/results/"
+            )
+
+
+def check_writes_outside_ids(settings: PrepareSettings, out: str | None = None) -> None:
     """A folder or prefix given as `--ids` must not hold what the run writes (its shards, the
-    jobs' output, its state): the next run over it would read them back as IDs. A place under
-    it with a `_` or `.` name is left out of the input (`source.hidden`), so it may be there."""
+    jobs' output, its state, its result `out`): the next run over it would read them back as
+    IDs. A place under it with a `_` or `.` name is left out of the input (`source.hidden`),
+    so it may be there."""
     ids = settings.ids
     places: list[tuple[str, str]] = []
+    local_out = out if out is not None and not out.startswith("s3://") else None
     if ids.startswith("s3://"):
         source = S3Uri.parse(ids, what="--ids")
         if source.key and not source.key.endswith("/"):
             return  # one object
-        for option, config in (
-            ("--job-input", settings.job_input),
-            ("--job-output", settings.job_output),
-        ):
-            if config is None:
-                continue
-            place = S3Uri.parse(config.path, what=f"{option} path").as_prefix()
+        paths = [
+            (option, config.path)
+            for option, config in (
+                ("--job-input", settings.job_input),
+                ("--job-output", settings.job_output),
+            )
+            if config is not None
+        ]
+        if out is not None and out.startswith("s3://"):
+            paths.append(("--out", out))
+        for option, path in paths:
+            place = S3Uri.parse(path, what=f"{option} path").as_prefix()
             if place.bucket == source.bucket and place.key.startswith(source.key):
                 places.append((option, place.key[len(source.key) :]))
     elif ids != "-" and os.path.isdir(ids):
         root = Path(ids).resolve()
-        for option, path in (
+        for option, local in (
             ("--local-dir", settings.local_dir),
             ("--state-dir", settings.state_dir),
+            ("--out", Path(local_out) if local_out is not None else None),
         ):
-            where = Path(path).resolve() if path is not None else None
+            where = Path(local).resolve() if local is not None else None
             if where is not None and (where == root or root in where.parents):
                 places.append((option, "" if where == root else where.relative_to(root).as_posix()))
     for option, below in places:
@@ -931,6 +956,18 @@ async def resume(
                     "comes after"
                 )
             _check_retries_fit(state.run_id, retried, merge)
+            if merge.dataset:
+                request = state.submit["request"]
+                check_dataset_outside_jobs(
+                    merge.out,
+                    [
+                        ("the run's --job-input", request["jobInput"]["s3DataSource"]["path"]),
+                        (
+                            "the run's --job-output",
+                            request["jobOutput"]["s3DataDestination"]["path"],
+                        ),
+                    ],
+                )
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)

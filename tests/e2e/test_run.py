@@ -212,6 +212,9 @@ def test_run_config_file_and_merge_again(user: User, capsys: pytest.CaptureFixtu
          "give that ARN to --role-arn"),
         (["--region", "eu-west-1"],
          "is in us-east-1, but the region is eu-west-1: jobs run in their solution version's"),
+        (["--out", "s3://fanout-emulator/in/results/"], "--out s3://fanout-emulator/in/results/ "
+         "overlaps --job-input"),
+        (["--out", "s3://fanout-emulator/out/pre/shard-00000/"], "overlaps --job-output"),
         (["--out", "/nonexistent-folder-x/recs.jsonl"],
          "the folder /nonexistent-folder-x does not exist"),
         # Filter values that the filter has no placeholder for, or that it needs, or no filter:
@@ -260,6 +263,22 @@ def test_a_disabled_output_key_is_refused_before_anything_happens(
     args = run_args(user, "dk", user.ids(20), user.tmp / "x.jsonl", "--dry-run")
     code, _, err = user.cli([*args, "--job-output", output], capsys)
     assert code == 2 and "cannot make a data key (DisabledException)" in err, err
+
+
+def test_a_result_inside_the_input_folder_is_refused(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The next night's run over the folder would read the results back as IDs."""
+    folder = user.tmp / "exports"
+    folder.mkdir()
+    (folder / "users.txt").write_text("u1\nu2\n")
+    args = run_args(user, "inside", folder, folder / "recs.jsonl", "--dry-run")
+    code, _, err = user.cli(args, capsys)
+    assert code == 2 and "--out is inside the input folder" in err, err
+    args = run_args(user, "inside", folder, folder / "_results" / "recs.jsonl", "--dry-run")
+    (folder / "_results").mkdir()
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err  # a _ name is left out of the input
 
 
 def test_a_request_the_service_would_refuse_uploads_nothing(
@@ -691,6 +710,12 @@ def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFi
         i["Key"] for i in user.s3.list_objects_v2(Bucket=bucket, Prefix="results/")["Contents"]
     )
     assert again == names
+    # Merged into the run's own input prefix, a later job would read the results as input.
+    inside = f"s3://{bucket}/in/ds/"
+    code, _, err = user.cli(
+        ["merge", "ds", "--state-dir", str(user.state), "--out", inside], capsys
+    )
+    assert code == 2 and "overlaps the run's --job-input" in err, err
 
 
 def test_no_secret_in_logs_journal_files_or_debug_output(
