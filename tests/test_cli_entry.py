@@ -127,10 +127,14 @@ def test_a_plain_prepare_does_not_import_numpy(tmp_path: Path, extra: str, numpy
     assert done.stderr.split()[-2:] == ["0", str(numpy)], done.stderr
 
 
-def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
-    """Ctrl-C in the middle of a local prepare (its source on threads of their own): exit code
-    130 and one line saying how to continue, no traceback, every thread ended (the process
-    exits)."""
+@pytest.mark.parametrize(("name", "code", "said"), [("SIGINT", 130, "interrupted"),
+                                                    ("SIGTERM", 143, "terminated")])  # fmt: skip
+def test_an_interrupted_prepare_exits_with_one_line(
+    tmp_path: Path, name: str, code: int, said: str
+) -> None:
+    """Ctrl-C, or a scheduler's SIGTERM, in the middle of a local prepare (its source on
+    threads of their own): exit code 130 (143), one line saying how to continue, no
+    traceback, no half-written part left, every thread ended (the process exits)."""
     import signal
     import time
 
@@ -144,14 +148,14 @@ def test_an_interrupted_prepare_exits_130_with_one_line(tmp_path: Path) -> None:
     while not any(out.glob("r/shard-*/part-*")) and child.poll() is None:
         assert time.monotonic() < deadline, "no part was started"
         time.sleep(0.005)
-    child.send_signal(signal.SIGINT)
+    child.send_signal(getattr(signal, name))
     _, err = child.communicate(timeout=60)
-    assert child.returncode == 130, err
+    assert child.returncode == code, err
     assert "Traceback" not in err, err
     assert err.strip().splitlines()[-1] == (
-        "fanout: interrupted; every finished step is in the run journal: `fanout resume r` "
-        "continues"
+        f"fanout: {said}; every finished step is in the run journal: `fanout resume r` continues"
     ), err
+    assert not list(out.rglob("*.tmp")), "a half-written part was left behind"
 
 
 def test_main_gives_what_it_froze_back_to_the_collector(tmp_path: Path) -> None:

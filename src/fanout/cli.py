@@ -27,6 +27,16 @@ EXIT_OK = 0
 EXIT_FAILED = 1  # also every FanoutError but usage errors (FanoutError.exit_code)
 EXIT_PARTIAL = 3  # results written, but some IDs errored or are missing (--allow-partial: 0)
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # SIGTERM, as a shell reports a process it ended
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers, systemd and `timeout` send), handled as Ctrl-C is: the
+    command stops cleanly, removes what it had half written, and says how to continue."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
 
 
 class _Version(argparse.Action):
@@ -1916,6 +1926,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
         install()  # botocore logs headers: keys, signatures and tokens are masked
     release_large_buffers()
+    if args.command != "emulator" and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
             _check_query(getattr(args, "query", None))
@@ -1928,7 +1940,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         run = getattr(args, "run_id", None)
         journaled = args.command in {"prepare", "submit", "resume", "run", "segment", "merge"}
         then = (
@@ -1936,8 +1948,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run and journaled
             else ""
         )
-        print(f"fanout: interrupted{then}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        terminated = isinstance(exc, _Terminated)
+        print(f"fanout: {'terminated' if terminated else 'interrupted'}{then}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_OK
