@@ -2,9 +2,15 @@
 
 There is no input to reconcile against, so every usable line is written (object by object, a
 block of lines at a time), error lines go to `<result>.errors.jsonl` and unusable ones to
-`<result>.corrupt.jsonl`, and the counts say what was seen. Lines are parsed as the run's merge
-parses them (`_outputs.parse_block`: compiled for the common shape). Streams: one chunk of one
-object at a time; a line over `merge.MAX_LINE_BYTES` is reported corrupt, not held.
+`<result>.corrupt.jsonl`, and the counts say what was seen. As in a run's merge, an ID's first
+usable line wins: a later line for it (in any object) is not written again but listed in
+`<result>.duplicates.jsonl` and counted, and an error line for an ID that has a result (or
+an earlier error) is listed there too, not in the errors. IDs are compared by fingerprint
+(`_dedupe`, ~10 bytes per ID); a collision lists a line as a duplicate, never drops it
+silently. Errors wait in a temporary file until every result is known. Lines are parsed as
+the run's merge parses them (`_outputs.parse_block`: compiled for the common shape). Streams:
+one chunk of one object at a time; a line over `merge.MAX_LINE_BYTES` is reported corrupt, not
+held.
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 
-from ._outputs import blocks, parse_block
+from ._dedupe import _fingerprints_of, _FingerprintSet
+from ._outputs import CommonLines, OutputRecord, blocks, parse_block
 from .errors import ConfigError, MergeError
 from .journal import FileSink
 from .merge import MAX_LINE_BYTES, ResultFormat, ResultShape, open_results
@@ -37,6 +44,7 @@ class Collected:
     results: int
     errors: int
     corrupt: int
+    duplicates: int
     result: str
 
 
@@ -133,11 +141,15 @@ async def collect(
         separator=separator,
         shape=shape,
     )
-    lines = found = errors = corrupt = 0
+    lines = found = corrupt = duplicates = 0
+    seen = _FingerprintSet()  # the IDs with a result written
+    pending = result.with_name(f".{result.name}.errors.pending")
     async with (
         results_file as results,
         FileSink(result.with_name(result.name + ".errors.jsonl")) as error_sink,
         FileSink(result.with_name(result.name + ".corrupt.jsonl")) as corrupt_sink,
+        FileSink(result.with_name(result.name + ".duplicates.jsonl")) as duplicate_sink,
+        FileSink(pending) as pending_sink,
     ):
         for source in sources:
             number = 0  # lines read so far
@@ -157,16 +169,93 @@ async def collect(
                     )
                 failed = [record for record in parsed.records if record.error is not None]
                 if failed:
-                    errors += len(failed)
-                    await error_sink.write(
+                    await pending_sink.write(
                         b"".join(
                             orjson.dumps({"id": r.key, "error": r.error, "object": source}) + b"\n"
                             for r in failed
                         )
                     )
                 usable = [record for record in parsed.records if record.error is None]
-                found += len(usable) + len(parsed.common)
-                await results.write(usable)
-                await results.write_common(parsed.common)
+                at = [
+                    i
+                    for i, r in zip(parsed.record_at.tolist(), parsed.records, strict=True)
+                    if r.error is None
+                ]
+                kept, common, repeated = _first_seen(
+                    seen, usable, at, parsed.common, parsed.common_at
+                )
+                if repeated:
+                    duplicates += len(repeated)
+                    await duplicate_sink.write(
+                        b"".join(
+                            orjson.dumps({"id": key, "object": source, "why": "result again"})
+                            + b"\n"
+                            for key in repeated
+                        )
+                    )
+                found += len(kept) + len(common)
+                await results.write(kept)
+                await results.write_common(common)
+        await pending_sink.__aexit__(None, None, None)
+        errors, again = await anyio.to_thread.run_sync(_settle_errors, pending, seen)
+        await error_sink.write(b"".join(errors))
+        if again:
+            duplicates += len(again)
+            await duplicate_sink.write(b"".join(again))
+    await anyio.Path(pending).unlink(missing_ok=True)
     where = str(await anyio.Path(result).absolute())
-    return Collected(len(sources), lines, found, errors, corrupt, where)
+    return Collected(len(sources), lines, found, len(errors), corrupt, duplicates, where)
+
+
+def _first_seen(
+    seen: _FingerprintSet,
+    records: list[OutputRecord],
+    record_at: list[int],
+    common: CommonLines,
+    common_at: Any,
+) -> tuple[list[OutputRecord], CommonLines, list[str]]:
+    """Of a block's usable lines, those whose ID has no result yet (the first of a repeat
+    within the block wins: lines are taken in their order), and the IDs of the others."""
+    keys = [record.key.encode() for record in records] + common.keys()
+    if not keys:
+        return records, common, []
+    import numpy as np
+
+    order = np.argsort(np.array([*record_at, *common_at.tolist()], np.int64), kind="stable")
+    fps = _fingerprints_of([keys[i] for i in order.tolist()])
+    dup = seen.add(fps)
+    if dup is None:
+        return records, common, []
+    repeated = np.zeros(len(keys), bool)
+    repeated[order] = np.frombuffer(dup, np.uint8).astype(bool)
+    count = len(records)
+    kept = [
+        record
+        for record, again in zip(records, repeated[:count].tolist(), strict=True)
+        if not again
+    ]
+    taken = common.take(np.flatnonzero(~repeated[count:]))
+    return kept, taken, [keys[i].decode() for i in np.flatnonzero(repeated).tolist()]
+
+
+def _settle_errors(pending: Path, seen: _FingerprintSet) -> tuple[list[bytes], list[bytes]]:
+    """The error lines to keep (an ID without a result, its first error) and those that are
+    duplicates (listed with why), streamed from the file they waited in."""
+    errors: list[bytes] = []
+    again: list[bytes] = []
+    erred = _FingerprintSet()
+    with pending.open("rb") as handle:
+        for line in handle:
+            entry = orjson.loads(line)
+            fp = _fingerprints_of([str(entry["id"]).encode()])
+            if erred.add(fp) is not None:
+                why = "error again"
+            elif seen.add(fp) is not None:  # (`seen` is done with: adding to it is harmless)
+                why = "error, but a result was written"
+            else:
+                errors.append(line)
+                continue
+            again.append(
+                orjson.dumps({"id": entry["id"], "object": entry["object"], "why": why}) + b"\n"
+            )
+    return errors, again

@@ -792,6 +792,44 @@ def test_merge_from_outputs_fanout_did_not_make(
     assert json.loads((user.tmp / "s3.jsonl").read_text())["userId"] == "4"
 
 
+def test_merge_from_writes_each_id_once(user: User, capsys: pytest.CaptureFixture[str]) -> None:
+    """An ID answered in two objects (or twice in one): its first usable line wins, the later
+    ones are listed in <result>.duplicates.jsonl and counted; an error for an ID with a result,
+    or a second error, is listed there too, not in the errors file."""
+    folder = user.tmp / "twice"
+    folder.mkdir()
+    line = '{{"input":{{"userId":"{}"}},"output":{{"recommendedItems":["{}"],"scores":[0.5]}}}}\n'
+    error = '{{"input":{{"userId":"{}"}},"output":{{"recommendedItems":[]}},"error":"{}"}}\n'
+    (folder / "a.out").write_text(line.format("u1", "i1") + line.format("u2", "i2"))
+    (folder / "b.out").write_text(
+        line.format("u1", "i9") + error.format("u2", "boom") + error.format("u3", "x")
+        + error.format("u3", "y") + line.format("u4", "i4") + line.format("u4", "i5")
+    )  # fmt: skip
+    out = user.tmp / "once.jsonl"
+    code, stdout, err = user.cli(
+        ["merge", "--from", str(folder), "--out", str(out), "--output", "json"], capsys
+    )
+    assert code == 3, err  # u3 has only errors
+    counts = json.loads(stdout)
+    assert (counts["results"], counts["errors"], counts["duplicates"]) == (3, 1, 4)
+    rows = [json.loads(row) for row in out.read_text().splitlines()]
+    assert [(r["userId"], r["recommendedItems"]) for r in rows] == [
+        ("u1", ["i1"]), ("u2", ["i2"]), ("u4", ["i4"])
+    ]  # fmt: skip
+    errors = [
+        json.loads(r) for r in (user.tmp / "once.jsonl.errors.jsonl").read_text().splitlines()
+    ]
+    assert [(e["id"], e["error"]) for e in errors] == [("u3", "x")]
+    listed = [
+        json.loads(r) for r in (user.tmp / "once.jsonl.duplicates.jsonl").read_text().splitlines()
+    ]
+    assert sorted((d["id"], d["why"]) for d in listed) == [
+        ("u1", "result again"), ("u2", "error, but a result was written"),
+        ("u3", "error again"), ("u4", "result again"),
+    ]  # fmt: skip
+    assert not list(user.tmp.glob(".once.jsonl.errors.pending"))
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_crash_after_the_result_moved_into_place_resumes(
     user: User, capsys: pytest.CaptureFixture[str], where: str
