@@ -85,6 +85,7 @@ class RunState:
     merge: dict[str, Any] | None = None  # the last merge-started event
     merged: dict[str, Any] | None = None  # its merged event, if it finished
     results_ready: bool = False  # its result may already be in place (replace it on resume)
+    retried: list[dict[str, Any]] = field(default_factory=list)  # `retried` since `merged`
     last_event: float = 0.0
 
     @classmethod
@@ -153,10 +154,25 @@ class RunState:
             self.submitted = event
         elif kind == "merge-started":
             self.merge, self.merged, self.results_ready = event, None, False
+            self.retried = []
         elif kind == "results-ready":
             self.results_ready = True
         elif kind == "merged":
-            self.merged = event
+            self.merged, self.retried = event, []
+        elif kind == "retried":
+            self.retried.append(event)
+
+    def reconciled(self) -> dict[str, Any] | None:
+        """The counts of the result as it stands: the last merge's, with what `fanout retry`
+        added since (its results appended; its errors and missing IDs are the run's now)."""
+        if self.merged is None:
+            return None
+        counts = dict(self.merged["counts"])
+        for event in self.retried:
+            counts["results"] = int(counts["results"]) + int(event["counts"]["results"])
+            counts["errors"] = int(event["counts"]["errors"])
+            counts["missing"] = int(event["counts"]["missing"])
+        return counts
 
     def job(self, shard: int) -> JobRecord | None:
         """The latest attempt at the shard's job, if any."""

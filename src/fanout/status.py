@@ -77,7 +77,9 @@ def status_record(state: RunState) -> dict[str, Any]:
         record["job_output"] = state.submit["request"]["jobOutput"]["s3DataDestination"]["path"]
     if state.merged is not None:
         record["result"] = state.merged["out"]
-        record["reconciliation"] = state.merged["counts"]
+        record["reconciliation"] = state.reconciled()
+        if state.retried:
+            record["retries"] = [event["child"] for event in state.retried]
     return record
 
 

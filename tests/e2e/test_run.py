@@ -417,6 +417,14 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert (user.state / "again" / "missing.txt").read_text() == ""
         retried = [j for j in user.jobs("again-r1")]
         assert retried and {j["status"] for j in retried} == {"ACTIVE"}
+        # Status tells what the files hold now, not the first merge's counts.
+        code, stdout, _ = user.cli(
+            ["status", "again", "--state-dir", str(user.state), "--output", "json"], capsys
+        )
+        status = json.loads(stdout)
+        assert code == 0 and status["retries"] == ["again-r1"]
+        counts = status["reconciliation"]
+        assert (counts["results"], counts["errors"], counts["missing"]) == (2000, 0, 0)
         code, stdout, _ = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0 and "nothing to retry" in stdout
         # Merged again later: the retry's results are added again, none is "missing" again.
