@@ -250,3 +250,26 @@ def test_query_results_print_as_the_aws_cli_text_output(data: object, text: str)
     from fanout.cli import _as_text
 
     assert _as_text(data) == text
+
+
+def test_a_run_that_could_not_start_is_not_told_to_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A read-only --state-dir: no journal was ever written, so `fanout resume` would only
+    say there is no such run; the message says to fix the cause and run the command again."""
+    import errno
+
+    from fanout import pipeline
+    from fanout.cli import main
+
+    def read_only(path: Path) -> None:
+        raise OSError(errno.EROFS, "Read-only file system", str(path))
+
+    monkeypatch.setattr(pipeline, "private_dir", read_only)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\nb\n")
+    argv = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out"), "--run-id", "ro"]
+    assert main([*argv, "--state-dir", str(tmp_path / "state")]) == 1
+    err = capsys.readouterr().err
+    assert "Read-only file system" in err and "Nothing was started" in err, err
+    assert "fanout resume" not in err

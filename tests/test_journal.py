@@ -38,12 +38,17 @@ async def test_torn_tail_is_dropped_and_appends_continue(tmp_path: Path) -> None
 
 
 def test_corruption_in_the_middle_is_an_error(tmp_path: Path) -> None:
-    """A damaged line that is not the last one is reported, not skipped."""
+    """A damaged line that is not the last one is reported, not skipped, with the way back:
+    the journal's copy on S3. So is an emptied journal."""
+    from fanout.state import RunState
+
     run = tmp_path / "run"
     run.mkdir()
     (run / "journal.jsonl").write_bytes(b'{"event":"a"}\nnot json\n{"event":"b"}\n')
-    with pytest.raises(ConfigError, match="corrupt"):
+    with pytest.raises(ConfigError, match=r"corrupt; .*`fanout resume RUN --job-output VALUE`"):
         read_events(run)
+    with pytest.raises(ConfigError, match=r"or the file was emptied \(.*--job-output"):
+        RunState.replay([])
 
 
 def test_missing_journal_says_what_to_check(tmp_path: Path) -> None:

@@ -1269,6 +1269,14 @@ def _may_carry_filter_values(ids: str, fmt: str) -> bool:
     return _declared_format(name, fmt) in (None, "jsonl")
 
 
+def _has_journal(args: argparse.Namespace, run: str) -> bool:
+    """Whether run `run` has a journal to resume from (its directory may not be readable)."""
+    try:
+        return (_state_dir(args) / run / "journal.jsonl").is_file()
+    except (OSError, FanoutError):
+        return False
+
+
 def _check_query(query: str | None) -> None:
     """A --query that is not JMESPath is refused before the command runs, not after it."""
     if query:
@@ -1957,12 +1965,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:  # a full disk, a directory that went away: the journal is intact
         where = f" ({exc.filename})" if exc.filename else ""
         run = getattr(args, "run_id", None)
-        then = f"`fanout resume {run}`" if run else "run the command again"
-        print(
-            f"fanout: {exc.strerror or exc}{where}. Every finished step is in the run journal: "
-            f"free space or fix the cause, then {then} continues.",
-            file=sys.stderr,
+        started = run is not None and _has_journal(args, run)
+        then = (
+            f"Every finished step is in the run journal: free space or fix the cause, then "
+            f"`fanout resume {run}` continues."
+            if started
+            else "Nothing was started: fix the cause (free space, a folder fanout may write), "
+            "then run the command again."
         )
+        print(f"fanout: {exc.strerror or exc}{where}. {then}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         gc.unfreeze()  # what `_importing` froze: an embedder's collector works as before

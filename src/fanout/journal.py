@@ -143,6 +143,13 @@ class Journal:
         return record
 
 
+# How to recover a damaged or emptied local journal: the run's copy on S3 (`pipeline._Mirror`).
+MIRROR_HINT = (
+    "if the run had jobs, its journal's copy on S3 can take its place: move this file aside, "
+    "then `fanout resume RUN --job-output VALUE` (the run's --job-output) fetches it"
+)
+
+
 def read_events(run_dir: Path) -> list[dict[str, Any]]:
     """Every event of the run's journal, oldest first (a truncated last line is dropped)."""
     path = run_dir / JOURNAL_NAME
@@ -168,7 +175,9 @@ def parse_events(data: bytes, where: str) -> list[dict[str, Any]]:
         except orjson.JSONDecodeError:
             if number == len(lines):  # the unterminated tail of a crash mid-write
                 break
-            raise ConfigError(f"{where}:{number}: the run journal is corrupt") from None
+            raise ConfigError(
+                f"{where}:{number}: the run journal is corrupt; {MIRROR_HINT}"
+            ) from None
         events.append(event)
     return events
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import ConfigError
+from .journal import MIRROR_HINT
 from .records import JobStatus
 
 
@@ -92,8 +93,8 @@ class RunState:
     def replay(cls, events: list[dict[str, Any]], where: str = "the run journal") -> RunState:
         if not events:
             raise ConfigError(
-                f"{where} is empty: the run stopped before it began; prepare it again (delete "
-                "its directory first)"
+                f"{where} is empty: either the run stopped before it began (prepare it again: "
+                f"delete its directory first) or the file was emptied ({MIRROR_HINT})"
             )
         if events[0].get("event") != "run-started":
             raise ConfigError(f"{where} does not start with run-started: not a fanout run journal")
