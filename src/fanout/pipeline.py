@@ -1383,6 +1383,14 @@ class _RunMerger:
                     reader, str(prefix), self._kind, parts, self._sinks, shard=shard.shard,
                     options=MergeOptions().for_input(shard.nbytes), ordered=ordered,
                 )  # fmt: skip
+        read = stats.sent + stats.duplicated_in_input
+        if read != shard.records:
+            raise MergeError(
+                f"shard {shard.shard}: its input parts ({shard.prefix}) hold {read:,} records "
+                f"now, {shard.records:,} when they were written: they were changed since, and "
+                "its job read the changed ones, so its results cannot be reconciled with this "
+                "run's input. Start a new run (another --run-id) for this input"
+            )
         if self._order is not None and ordered is not None:  # written in turn, outside the
             await self._order.merged(shard.shard, ordered)  # limit on merges at once
         self.stats[shard.shard] = stats

@@ -570,6 +570,22 @@ def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
     assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
 
 
+def test_a_part_changed_on_s3_after_its_upload_is_named_at_its_merge(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Someone rewrote a part on S3 between prepare and submit: its job reads the changed
+    part, so its shard's merge reads back fewer records than were written, and says which
+    shard, when it merges (it was found only at the end, as a count that did not add up)."""
+    code, _, err = user.cli(user.prepare_args("changed", user.ids(300)), capsys)
+    assert code == 0, err
+    bucket, key = user.info.bucket, "in/changed/shard-00000/part-00000.jsonl"
+    body = user.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    user.s3.put_object(Bucket=bucket, Key=key, Body=b"".join(body.splitlines(True)[:-10]))
+    out = user.tmp / "changed.jsonl"
+    code, _, err = user.cli([*user.submit_args("changed"), "--out", str(out)], capsys)
+    assert code == 1 and "shard 0: its input parts" in err and "290 records now, 300" in err, err
+
+
 def test_run_reads_its_ids_from_stdin(
     user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
