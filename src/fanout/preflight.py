@@ -107,6 +107,16 @@ def check_recipe(
             f"{arn} uses {info.recipe_arn}, a user-segmentation recipe: batch inference jobs "
             "cannot use it; `fanout segment` runs batch segment jobs"
         )
+    if kind is not None and kind is not recipe_kind and job_type == "segment":
+        given, needed = (
+            ("--items", "--item-attributes (queries)")
+            if kind is InputKind.ITEM
+            else ("--item-attributes", "--items (item IDs)")
+        )
+        raise ConfigError(
+            f"{given} does not fit recipe {info.recipe_arn}: it takes {needed}; give that, or "
+            "use another solution version"
+        )
     if kind is not None and kind is not recipe_kind:
         raise ConfigError(
             f"--input-kind {kind.value} does not fit recipe {info.recipe_arn}, which takes "

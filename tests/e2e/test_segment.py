@@ -93,7 +93,8 @@ def test_segment_recipe_and_input_must_agree(
     args = segment_args(user, "bad", ["--items", str(items)], user.tmp / "x.jsonl",
                         "item-attribute-affinity")  # fmt: skip
     code, _, err = user.cli([*args, "--dry-run"], capsys)
-    assert code == 2 and "does not fit recipe" in err
+    assert code == 2 and "--items does not fit recipe" in err and "--item-attributes" in err
+    assert "--input-kind" not in err  # `fanout segment` has no such option
     args = segment_args(user, "bad", ["--items", str(items)], user.tmp / "x.jsonl",
                         "user-personalization")  # fmt: skip
     code, _, err = user.cli([*args, "--dry-run"], capsys)
