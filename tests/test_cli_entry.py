@@ -273,3 +273,20 @@ def test_a_run_that_could_not_start_is_not_told_to_resume(
     err = capsys.readouterr().err
     assert "Read-only file system" in err and "Nothing was started" in err, err
     assert "fanout resume" not in err
+
+
+def test_a_config_list_for_a_one_value_option_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`num-results: [3, 7]` in --config used to mean 7 (the last of two --num-results); a
+    list stays right for the options that take several values."""
+    from fanout.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("num-results: [3, 7]\n")
+    assert main(["run", "--config", str(config), "--ids", "x", "--out", "y.jsonl"]) == 2
+    assert "num-results takes one value, not a list" in capsys.readouterr().err
+    config.write_text("filter-values: [A=1, B=2]\nnum-results: [3]\n")
+    assert main(["run", "--config", str(config), "--ids", "x", "--out", "y.jsonl"]) == 2
+    err = capsys.readouterr().err
+    assert "num-results takes one value" in err and "filter-values" not in err

@@ -1851,7 +1851,18 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _with_config(argv: list[str]) -> list[str]:
+def _repeatable(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The options of `command` that take several values (repeated, or several at once)."""
+    found: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            for option in action.choices[command]._actions:
+                if isinstance(option, argparse._AppendAction) or option.nargs in ("+", "*"):
+                    found.update(option.option_strings)
+    return found
+
+
+def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
     """`fanout run --config run.yaml …`: the file's options go first, so the command line wins.
 
     The file maps option names (without --) to values: strings and numbers as given, `true` for
@@ -1882,8 +1893,14 @@ def _with_config(argv: list[str]) -> list[str]:
     if not isinstance(loaded, dict):
         raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     tokens: list[str] = []
+    several = _repeatable(parser, commands[0]) if parser is not None else None
     for name, value in loaded.items():
         option = "--" + str(name).removeprefix("--")
+        scalars = isinstance(value, list) and not (value and isinstance(value[0], dict))
+        if scalars and several is not None and option not in several:
+            raise ConfigError(
+                f"--config {path}: {name} takes one value, not a list ({value!r}): give one"
+            )
         if value is True:
             tokens.append(option)
         elif value is False or value is None:
@@ -1922,7 +1939,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     parser = _parser(tokens[0] if tokens and tokens[0] in handlers else None)
     try:
-        args = parser.parse_args(_with_config(tokens))
+        args = parser.parse_args(_with_config(tokens, parser))
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
