@@ -35,6 +35,16 @@ class User:
         self.s3 = session.client("s3", endpoint_url=info.s3_endpoint)
         self.personalize = session.client("personalize", endpoint_url=info.personalize_endpoint)
 
+    def client(self, service: str) -> Any:
+        """A boto3 client of a service the emulator serves beside S3 (KMS, IAM, STS)."""
+        return boto3.client(
+            service,
+            endpoint_url=self.info.s3_endpoint,
+            region_name=self.info.region,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+
     def ids(self, count: int, name: str = "ids.txt") -> Path:
         path = self.tmp / name
         path.write_text("".join(f"user-{i}\n" for i in range(count)))

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import boto3
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -250,13 +249,7 @@ def test_a_disabled_output_key_is_refused_before_anything_happens(
 ) -> None:
     """The emulator's KMS refuses data keys under a disabled key, as KMS does, so preflight's
     data-key check stops the run (it passed on the emulator before)."""
-    kms = boto3.client(
-        "kms",
-        endpoint_url=user.info.s3_endpoint,
-        region_name=user.info.region,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    kms = user.client("kms")
     key = kms.create_key()["KeyMetadata"]["Arn"]
     kms.disable_key(KeyId=key)
     output = f"s3DataDestination={{path=s3://{user.info.bucket}/out/,kmsKeyArn={key}}}"
@@ -481,13 +474,7 @@ def test_retry_with_another_role(
             assert code == 2 and says in err, err
         assert not (user.state / "role-r1").exists() and user.jobs("role-r1") == []
 
-        iam = boto3.client(
-            "iam",
-            endpoint_url=emulator.info.s3_endpoint,
-            region_name=emulator.info.region,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
+        iam = user.client("iam")
         trust = {"Version": "2012-10-17", "Statement": []}
         role = iam.create_role(RoleName="fixed-role", AssumeRolePolicyDocument=json.dumps(trust))
         new_role = role["Role"]["Arn"]
