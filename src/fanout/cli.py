@@ -1534,16 +1534,7 @@ def execute_run(
 
         check_writes_outside_ids(settings, out=merge.out)
         if merge.dataset:
-            check_dataset_outside_jobs(
-                merge.out,
-                [
-                    (option, str(request[key][inner]["path"]))
-                    for option, key, inner in [
-                        ("--job-input", "jobInput", "s3DataSource"),
-                        ("--job-output", "jobOutput", "s3DataDestination"),
-                    ]
-                ],
-            )
+            check_dataset_outside_jobs(merge.out, request)
         else:
             from ._writers import check_result_path
 

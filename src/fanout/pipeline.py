@@ -28,7 +28,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -149,11 +149,15 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
         )
 
 
-def check_dataset_outside_jobs(out: str, job_paths: Sequence[tuple[str, str]]) -> None:
-    """An S3 result dataset must not overlap the jobs' input or output prefixes: a job reads
-    its input by prefix (it would read the result files as input), and the merge reads every
-    `.out` under a job's output."""
+def check_dataset_outside_jobs(out: str, request: Mapping[str, Any], whose: str = "") -> None:
+    """An S3 result dataset must not overlap the job `request`'s input or output prefixes: a
+    job reads its input by prefix (it would read the result files as input), and the merge
+    reads every `.out` under a job's output."""
     dataset = S3Uri.parse(out, what="--out").as_prefix()
+    job_paths = [
+        (f"{whose}--job-input", str(request["jobInput"]["s3DataSource"]["path"])),
+        (f"{whose}--job-output", str(request["jobOutput"]["s3DataDestination"]["path"])),
+    ]
     for option, path in job_paths:
         place = S3Uri.parse(path, what=f"{option} path").as_prefix()
         if place.bucket == dataset.bucket and (
@@ -957,17 +961,7 @@ async def resume(
                 )
             _check_retries_fit(state.run_id, retried, merge)
             if merge.dataset:
-                request = state.submit["request"]
-                check_dataset_outside_jobs(
-                    merge.out,
-                    [
-                        ("the run's --job-input", request["jobInput"]["s3DataSource"]["path"]),
-                        (
-                            "the run's --job-output",
-                            request["jobOutput"]["s3DataDestination"]["path"],
-                        ),
-                    ],
-                )
+                check_dataset_outside_jobs(merge.out, state.submit["request"], "the run's ")
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
