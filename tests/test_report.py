@@ -238,6 +238,17 @@ def test_header_shows_run_phase_records_jobs_and_reconciliation() -> None:
         assert expected in text
 
 
+def test_header_counts_what_a_retry_added_since_the_merge() -> None:
+    """After `fanout retry`, the header says what the result holds now (as `fanout status`
+    does), not the first merge's counts, and names the retry."""
+    retried = {"sent": 100, "results": 95, "errors": 0, "missing": 5}
+    events = [*full_run(), ev(20.0, "retried", child="r1-r1", counts=retried)]
+    text = " ".join(parse(render_html(events)).text)
+    for expected in ("285 results", "0 errors", "5 missing", "r1-r1"):
+        assert expected in text, expected
+    assert "190 results" not in text
+
+
 def test_legend_names_every_stage_and_says_upload_is_approximate() -> None:
     """The legend has one item per stage, and the upload item admits it is approximate."""
     tags = parse(render_html(full_run())).tags

@@ -441,10 +441,13 @@ def _summary_rows(state: RunState) -> tuple[list[tuple[str, str]], str]:
         ("jobs", escape(jobs or "none yet")),
     ]
     if state.merged is not None:
-        reconciled = state.merged.get("counts")
+        reconciled = state.reconciled()  # with what `fanout retry` added since the merge
         if isinstance(reconciled, Mapping):
             text = ", ".join(f"{v:,} {str(k).replace('_', ' ')}" for k, v in reconciled.items())
             rows.append(("reconciled", escape(text)))
+        if state.retried:
+            retries = ", ".join(str(event.get("child")) for event in state.retried)
+            rows.append(("retried", escape(f"{retries} (fanout retry: their results appended)")))
         rows.append(("result", escape(str(state.merged.get("out")))))
     return rows, state.run_id
 
