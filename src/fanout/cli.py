@@ -1388,11 +1388,8 @@ def exit_code(outcome: Any, allow_partial: bool) -> int:
         return EXIT_FAILED
     if merged is not None and not merged.results and not outcome.earlier_results:
         return EXIT_FAILED  # not one recommendation, not even for want of an ID to send
-    if merged is not None and not outcome.complete:
-        if not merged.results and not outcome.earlier_results:
-            return EXIT_FAILED
-        if not allow_partial:
-            return EXIT_PARTIAL
+    if merged is not None and not outcome.complete and not allow_partial:
+        return EXIT_PARTIAL
     return EXIT_OK
 
 
