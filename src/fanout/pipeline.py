@@ -300,12 +300,13 @@ async def _stored(spec: str, store: ObjectReader | None) -> _Stored:
 
 
 async def estimate_input(
-    spec: str, store: ObjectReader | None, options: SourceOptions
+    spec: str, store: ObjectReader | None, options: SourceOptions, stored: _Stored | None = None
 ) -> InputEstimate:
     """Count the input exactly if it is small (or one Parquet file on S3 or stdin), else
     extrapolate from a sample: its first 4 MiB; the first file of a prefix of Parquet files; or
     the first 4 MiB of records of a large local Parquet file, by the rows its footer counts."""
-    stored = await _stored(spec, store)
+    if stored is None:
+        stored = await _stored(spec, store)
     size, skipped = stored.size, stored.skipped
     if size is None:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
@@ -362,8 +363,11 @@ def _parquet_rows(path: str, fmt: str) -> int | None:
     return rows
 
 
-async def plan_input(spec: str, store: ObjectReader | None, settings: PrepareSettings) -> Plan:
-    estimate = await estimate_input(spec, store, settings.source)
+async def plan_input(
+    spec: str, store: ObjectReader | None, settings: PrepareSettings, stored: _Stored | None = None
+) -> Plan:
+    """The plan for `spec` (`stored`: how it is stored, if the caller looked already)."""
+    estimate = await estimate_input(spec, store, settings.source, stored)
     return make_plan(estimate, settings.limits, settings.timing, settings.file_records)
 
 
@@ -397,8 +401,8 @@ async def begin(
             raise ConfigError(
                 "--ids s3://… needs AWS access; it cannot be read with --local-dir only"
             )
-        plan = await plan_input(settings.ids, store, settings)
-        stored = await _stored(settings.ids, store)
+        stored = await _stored(settings.ids, store)  # listed once: planned and journalled
+        plan = await plan_input(settings.ids, store, settings, stored)
     except BaseException:
         if created:  # refused before it began: leave no empty run behind
             with contextlib.suppress(OSError):
