@@ -15,6 +15,7 @@ held.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,6 +146,7 @@ async def collect(
     seen = _FingerprintSet()  # the IDs with a result written
     pending = result.with_name(f".{result.name}.errors.pending")
     async with (
+        _removed_after(pending),
         results_file as results,
         FileSink(result.with_name(result.name + ".errors.jsonl")) as error_sink,
         FileSink(result.with_name(result.name + ".corrupt.jsonl")) as corrupt_sink,
@@ -196,15 +198,24 @@ async def collect(
                 found += len(kept) + len(common)
                 await results.write(kept)
                 await results.write_common(common)
-        await pending_sink.__aexit__(None, None, None)
+        await pending_sink.close()  # every error is in it: read it back
         errors, again = await anyio.to_thread.run_sync(_settle_errors, pending, seen)
         await error_sink.write(b"".join(errors))
         if again:
             duplicates += len(again)
             await duplicate_sink.write(b"".join(again))
-    await anyio.Path(pending).unlink(missing_ok=True)
     where = str(await anyio.Path(result).absolute())
     return Collected(len(sources), lines, found, len(errors), corrupt, duplicates, where)
+
+
+@contextlib.asynccontextmanager
+async def _removed_after(path: Path) -> AsyncIterator[None]:
+    """`path` is removed when the block ends, however it ends."""
+    try:
+        yield
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.Path(path).unlink(missing_ok=True)
 
 
 def _first_seen(

@@ -196,6 +196,10 @@ class FileSink:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the file (again: nothing); `async with` does it at the end."""
         if self._file is not None:
             with anyio.CancelScope(shield=True):
                 await self._file.close()
