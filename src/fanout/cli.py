@@ -1271,8 +1271,10 @@ def _may_carry_filter_values(ids: str, fmt: str) -> bool:
 
 def _has_journal(args: argparse.Namespace, run: str) -> bool:
     """Whether run `run` has a journal to resume from (its directory may not be readable)."""
+    from .journal import JOURNAL_NAME
+
     try:
-        return (_state_dir(args) / run / "journal.jsonl").is_file()
+        return (_state_dir(args) / run / JOURNAL_NAME).is_file()
     except (OSError, FanoutError):
         return False
 
