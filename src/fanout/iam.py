@@ -151,7 +151,7 @@ def policies(
     account = _check_role(role_arn, partition, account_id)
     source = _folder(job_input, "--job-input")
     destination = _folder(job_output, "--job-output")
-    if source.bucket == destination.bucket and destination.key.startswith(source.key):
+    if source.holds(destination):
         raise ConfigError(
             f"--job-output {job_output} is at or under --job-input {job_input}; jobs read their "
             "input by prefix and would read their own output. Use separate prefixes, e.g. "

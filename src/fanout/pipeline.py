@@ -141,7 +141,7 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
     """Personalize reads its input by prefix: an output at or under it would be read back."""
     source = S3Uri.parse(input_path, what="--job-input path").as_prefix()
     destination = S3Uri.parse(output_path, what="--job-output path").as_prefix()
-    if source.bucket == destination.bucket and destination.key.startswith(source.key):
+    if source.holds(destination):
         raise ConfigError(
             f"--job-output {output_path} is at or under --job-input {input_path}; jobs read "
             "their input by prefix and would read their own output. Use separate prefixes, "
@@ -160,9 +160,7 @@ def check_dataset_outside_jobs(out: str, request: Mapping[str, Any], whose: str 
     ]
     for option, path in job_paths:
         place = S3Uri.parse(path, what=f"{option} path").as_prefix()
-        if place.bucket == dataset.bucket and (
-            dataset.key.startswith(place.key) or place.key.startswith(dataset.key)
-        ):
+        if place.holds(dataset) or dataset.holds(place):
             raise ConfigError(
                 f"--out {out} overlaps {option} {path}: jobs read their input by prefix and "
                 "the merge reads their outputs by prefix, so results there would be read back. "
@@ -194,7 +192,7 @@ def check_writes_outside_ids(settings: PrepareSettings, out: str | None = None) 
             paths.append(("--out", out))
         for option, path in paths:
             place = S3Uri.parse(path, what=f"{option} path").as_prefix()
-            if place.bucket == source.bucket and place.key.startswith(source.key):
+            if source.holds(place):
                 places.append((option, place.key[len(source.key) :]))
     elif ids != "-" and os.path.isdir(ids):
         root = Path(ids).resolve()

@@ -38,6 +38,11 @@ class S3Uri:
         base = self.key if not self.key or self.key.endswith("/") else self.key + "/"
         return S3Uri(self.bucket, base + name)
 
+    def holds(self, other: S3Uri) -> bool:
+        """Whether `other` is at or under this URI (as a prefix: `in/` holds `in/a/` but a
+        prefix without its `/`, `in`, also holds `inx/`)."""
+        return self.bucket == other.bucket and other.key.startswith(self.key)
+
     def as_prefix(self) -> S3Uri:
         """This URI with a trailing `/`, so that it matches one folder only."""
         return (
