@@ -154,11 +154,24 @@ class PersonalizeService:
 
     # -- dispatch ---------------------------------------------------------------------------------
 
-    def call(self, operation: str, params: object) -> dict[str, Any]:
+    def _known(self, operation: str) -> None:
+        """Refuse an operation the service does not have."""
         if not self.shapes.has_operation(operation):
             raise ServiceError(
                 "UnknownOperationException", f"Operation {operation} is not supported."
             )
+
+    def _valid(self, operation: str, params: object) -> dict[str, Any]:
+        """`params`, if the service would take them for `operation` (else its error)."""
+        try:
+            self.shapes.validate_input(operation, params)
+        except RequestInvalid as exc:
+            raise ServiceError(exc.code, exc.message) from None
+        assert isinstance(params, dict)
+        return params
+
+    def call(self, operation: str, params: object) -> dict[str, Any]:
+        self._known(operation)
         handler = getattr(self, f"_op_{operation}", None)
         if handler is None:
             raise ServiceError(
@@ -171,26 +184,14 @@ class PersonalizeService:
                     "LimitExceededException",
                     "The limit on the number of requests per second has been exceeded.",
                 )
-        try:
-            self.shapes.validate_input(operation, params)
-        except RequestInvalid as exc:
-            raise ServiceError(exc.code, exc.message) from None
-        assert isinstance(params, dict)
-        result: dict[str, Any] = handler(params)
+        result: dict[str, Any] = handler(self._valid(operation, params))
         return result
 
     def call_elsewhere(self, region: str, operation: str, params: object) -> dict[str, Any]:
         """A request signed for a region other than the emulator's: a region where nothing
         exists. Lists are empty; anything else names a resource that is not there."""
-        if not self.shapes.has_operation(operation):
-            raise ServiceError(
-                "UnknownOperationException", f"Operation {operation} is not supported."
-            )
-        try:
-            self.shapes.validate_input(operation, params)
-        except RequestInvalid as exc:
-            raise ServiceError(exc.code, exc.message) from None
-        assert isinstance(params, dict)
+        self._known(operation)
+        params = self._valid(operation, params)
         if operation.startswith("List"):
             return {name: [] for name in self.shapes.list_members(operation)}
         arns = [str(value) for key, value in params.items() if key.endswith("Arn")]
