@@ -3,7 +3,10 @@ hash on every path, the definition in plain Python, and arguments checked before
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -70,13 +73,56 @@ def test_out_of_range_arguments_raise_instead_of_reading_past_the_buffer() -> No
         _native.fingerprints(b"abcd", np.array([0, 3], np.int64), np.array([2, 2], np.int64), out)
     with pytest.raises(ValueError, match="differ in length"):
         _native.fingerprints(b"ab", np.zeros(1, np.int64), np.zeros(1, np.int64), out)
-    with pytest.raises(ValueError, match="at least one slot"):
-        _native.insert(np.zeros(1, np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint8))
+    with pytest.raises(ValueError, match="at least one 64-byte bucket"):
+        _native.insert(np.zeros(8, np.uint64), np.zeros(1, np.uint64), np.zeros(1, np.uint8))
     with pytest.raises(TypeError):
         _native.insert(b"\0" * 16, np.zeros(1, np.uint64), np.zeros(1, np.uint8))  # read-only
 
 
-def test_fingerprint_set_finds_exactly_the_repeats_through_growth() -> None:
+@pytest.fixture(params=[True, False], ids=["simd", "portable"])
+def simd(request: pytest.FixtureRequest) -> Iterator[bool]:
+    """Each test twice: with the AVX2 loops (where the CPU has them) and with the portable ones."""
+    yield _native.use_simd(request.param)
+    _native.use_simd(True)
+
+
+def _past_boundary(words: int, offset: int) -> npt.NDArray[np.uint64]:
+    """A zeroed table of `words` words that starts `offset` bytes past a 64-byte boundary."""
+    memory = np.zeros(words + 16, np.uint64)
+    skip = (64 - memory.ctypes.data % 64 + offset) % 64 // 8
+    return memory[skip : skip + words]
+
+
+@pytest.mark.parametrize("offset", [0, 8, 56])
+def test_insert_uses_the_buckets_after_the_first_boundary(simd: bool, offset: int) -> None:
+    """The buckets start at the table's first 64-byte boundary, wherever the buffer starts: the
+    words before it stay empty, and the repeats are found all the same."""
+    table = _past_boundary(8 * 64 + 8, offset)
+    prints = np.random.default_rng(offset).integers(1, 2**63, 300, dtype=np.uint64)
+    dup = np.zeros(300, np.uint8)
+    assert _native.insert(table, prints, dup) == 300 and not dup.any()
+    assert _native.insert(table, prints[::-1].copy(), dup) == 0 and dup.all()
+    before = (64 - offset) % 64 // 8
+    assert not table[:before].any() and np.count_nonzero(table) == 300
+
+
+def test_a_full_table_raises_instead_of_probing_forever(simd: bool) -> None:
+    """One bucket: 8 fingerprints fit, a repeat is still found, a ninth new one raises, and so
+    does a rehash of 9 into one bucket."""
+    table = _past_boundary(9, 0)
+    prints = np.arange(1, 9, dtype=np.uint64)
+    assert _native.insert(table, prints, np.zeros(8, np.uint8)) == 8
+    dup = np.zeros(1, np.uint8)
+    assert _native.insert(table, prints[3:4].copy(), dup) == 0 and dup[0] == 1
+    with pytest.raises(ValueError, match="table is full"):
+        _native.insert(table, np.array([99], np.uint64), dup)
+    two = _past_boundary(8 * 2 + 1, 0)
+    assert _native.insert(two, np.arange(1, 10, dtype=np.uint64), np.zeros(9, np.uint8)) == 9
+    with pytest.raises(ValueError, match="new table is full"):
+        _native.rehash(two, _past_boundary(9, 0))
+
+
+def test_fingerprint_set_finds_exactly_the_repeats_through_growth(simd: bool) -> None:
     """The set reports exactly the repeats, 0 and the largest fingerprint included, growing
     from its smallest table many times over."""
     seen = _FingerprintSet()

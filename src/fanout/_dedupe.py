@@ -57,7 +57,8 @@ def _int64(values: I64) -> npt.NDArray[np.int64]:
 
 class _FingerprintSet:
     """The fingerprints of every ID sent so far, in an open-addressing hash table (`_native`:
-    linear probing, a slot by the fingerprint's top bits, lookups prefetched ahead).
+    buckets of 8 slots, one cache line each, chosen by the fingerprint's top bits, a full one
+    spilling into the next; lookups prefetched ahead).
 
     Memory: 8 bytes per slot, the table sized to be `LOAD` (80%) full: 10 bytes per distinct
     ID when it was sized for the input (`reserve`, from the input's size, as the source does

@@ -9,16 +9,20 @@
  *   dup[i] = 1 if fps[i] was already in it (earlier in fps included), else 0. Returns how many
  *   were new.
  * - rehash(old, new): every fingerprint of `old` into the empty `new`.
+ * - use_simd(on): whether the loops that have an AVX2 form use it (for tests).
  *
  * Arrays are passed as buffers (numpy arrays of the right dtype, C-contiguous): int64 for starts
  * and lens, uint64 for fingerprints and tables, uint8 for dup. Every index is checked before the
  * loops run, so bad arguments raise ValueError and never touch memory out of range.
  *
- * A table holds `slots` uint64 slots plus one last word: 0 marks an empty slot, and the last word
- * says whether the fingerprint 0 (which cannot be stored in a slot) was added. A fingerprint goes
- * to slot (fp * slots) >> 64 and probes linearly, wrapping around; the caller keeps the table
- * at most 90% full (`fanout._dedupe._FingerprintSet`). Inserts look up a few fingerprints
- * ahead with a prefetch, since a table of tens of millions of IDs is far bigger than the caches.
+ * A table is a buffer of uint64 words: 0 marks an empty slot, and the last word says whether
+ * the fingerprint 0 (which cannot be stored in a slot) was added. The slots come in buckets of
+ * 8, one 64-byte cache line each, from the buffer's first 64-byte boundary. A fingerprint goes
+ * to bucket (fp * buckets) >> 64, into its first empty slot, or on to the next bucket when that
+ * one is full, wrapping around; the caller keeps the table at most 90% full
+ * (`fanout._dedupe._FingerprintSet`). So an insert reads one cache line, rarely two, and
+ * compares the 8 slots at once (AVX2 where the CPU has it); the bucket a few fingerprints
+ * ahead is prefetched, since a table of tens of millions of IDs is far bigger than the caches.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -97,36 +101,131 @@ done:
     return result;
 }
 
-static inline uint64_t home(uint64_t fp, uint64_t slots) {
-    return (uint64_t)(((__uint128_t)fp * slots) >> 64);
+/* ---- the fingerprint set's table -------------------------------------------------------- */
+
+/* A table is a buffer of 64-bit words: from its first 64-byte boundary, `buckets` buckets of
+ * 8 slots (one cache line each), and, as its last word, whether the fingerprint 0 was added.
+ * The words before the boundary and after the last whole bucket stay 0. */
+typedef struct {
+    uint64_t *bucket;  /* the first bucket's first slot */
+    uint64_t buckets;
+    uint64_t *zero;    /* the last word */
+} table_t;
+
+static inline uint64_t home(uint64_t fp, uint64_t buckets) {
+    return (uint64_t)(((__uint128_t)fp * buckets) >> 64);
 }
 
-/* Add fp; 1 if it was there already. */
-static inline int add_one(uint64_t *table, uint64_t slots, uint64_t fp) {
-    if (fp == 0) {
-        int had = table[slots] != 0;
-        table[slots] = 1;
-        return had;
+/* The slot of fp (or the first empty one) in the 8 slots at s: a bit mask of each. */
+static inline void scan8(const uint64_t *s, uint64_t fp, unsigned *same, unsigned *empty) {
+    unsigned m = 0, e = 0;
+    for (int k = 0; k < 8; k++) {
+        m |= (unsigned)(s[k] == fp) << k;
+        e |= (unsigned)(s[k] == 0) << k;
     }
-    uint64_t at = home(fp, slots);
-    for (;;) {
-        uint64_t here = table[at];
-        if (here == fp) return 1;
-        if (here == 0) {
-            table[at] = fp;
-            return 0;
-        }
-        if (++at == slots) at = 0;
-    }
+    *same = m, *empty = e;
 }
 
-static int check_table(Py_buffer *table, uint64_t *slots) {
-    if (check_items(table, 8, "table")) return -1;
-    if (table->len < 16) {
-        PyErr_SetString(PyExc_ValueError, "table: needs at least one slot and the last word");
+/* Add fp: 1 if it was there already, 0 if it was added, -1 if the table is full. */
+#define ADD_ONE(name, scan, attr)                                                             \
+    attr static inline int name(const table_t *t, uint64_t fp) {                             \
+        if (fp == 0) {                                                                        \
+            int had = *t->zero != 0;                                                          \
+            *t->zero = 1;                                                                     \
+            return had;                                                                       \
+        }                                                                                     \
+        uint64_t b = home(fp, t->buckets);                                                    \
+        for (uint64_t probed = 0; probed < t->buckets; probed++) {                            \
+            uint64_t *s = t->bucket + 8 * b;                                                  \
+            unsigned same, empty;                                                             \
+            scan(s, fp, &same, &empty);                                                       \
+            if (same) return 1;                                                               \
+            if (empty) {                                                                      \
+                s[__builtin_ctz(empty)] = fp;                                                 \
+                return 0;                                                                     \
+            }                                                                                 \
+            if (++b == t->buckets) b = 0;                                                     \
+        }                                                                                     \
+        return -1;                                                                            \
+    }
+
+/* Add each of f[0:n] in order (dup[i] = 1 if it was there already); how many were new, or -1
+ * once the table is full. The bucket a few fingerprints ahead is fetched meanwhile: a table
+ * for millions of IDs is far bigger than the caches. */
+#define INSERT_ALL(name, add, attr)                                                           \
+    attr static Py_ssize_t name(const table_t *t, const uint64_t *f, unsigned char *dup,       \
+                                Py_ssize_t n) {                                               \
+        Py_ssize_t fresh = 0;                                                                 \
+        for (Py_ssize_t i = 0; i < n; i++) {                                                  \
+            if (i + AHEAD < n)                                                                \
+                __builtin_prefetch(t->bucket + 8 * home(f[i + AHEAD], t->buckets), 1, 0);     \
+            int had = add(t, f[i]);                                                           \
+            if (had < 0) return -1;                                                           \
+            dup[i] = (unsigned char)had;                                                      \
+            fresh += !had;                                                                    \
+        }                                                                                     \
+        return fresh;                                                                         \
+    }
+
+ADD_ONE(add_one, scan8, )
+INSERT_ALL(insert_all, add_one, )
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define HAVE_AVX2_PATH 1
+/* scan8 on two 256-bit compares, for CPUs with AVX2 (chosen at import): an insert then took
+ * 0.17-0.22 s for 10M random fingerprints into a 97 MB table, against 0.30-0.35 s for the
+ * scalar loop (and 0.28-0.35 s for linear probing over single slots, before buckets). */
+__attribute__((target("avx2"))) static inline void scan8_avx2(const uint64_t *s, uint64_t fp,
+                                                                unsigned *same, unsigned *empty) {
+    __m256i lo = _mm256_load_si256((const __m256i *)s);
+    __m256i hi = _mm256_load_si256((const __m256i *)(s + 4));
+    __m256i want = _mm256_set1_epi64x((long long)fp), none = _mm256_setzero_si256();
+#define MASK(v, w) ((unsigned)_mm256_movemask_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(v, w))))
+    *same = MASK(lo, want) | MASK(hi, want) << 4;
+    *empty = MASK(lo, none) | MASK(hi, none) << 4;
+#undef MASK
+}
+ADD_ONE(add_one_avx2, scan8_avx2, __attribute__((target("avx2"))))
+INSERT_ALL(insert_all_avx2, add_one_avx2, __attribute__((target("avx2"))))
+#endif
+
+static int cpu_avx2 = 0;  /* whether the CPU has AVX2: set at import */
+static int have_avx2 = 0; /* whether to use it: the same, unless use_simd(False) said not to */
+
+/* use_simd(on) -> whether the AVX2 loops are used from now on: `on` if the CPU has AVX2, else
+ * False. For tests, to run the portable loops on any CPU. */
+static PyObject *py_use_simd(PyObject *self, PyObject *args) {
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    have_avx2 = on && cpu_avx2;
+    return PyBool_FromLong(have_avx2);
+}
+
+static Py_ssize_t insert_fps(const table_t *t, const uint64_t *f, unsigned char *dup,
+                             Py_ssize_t n) {
+#ifdef HAVE_AVX2_PATH
+    if (have_avx2) return insert_all_avx2(t, f, dup, n);
+#endif
+    return insert_all(t, f, dup, n);
+}
+
+static int check_table(Py_buffer *buffer, table_t *t) {
+    if (check_items(buffer, 8, "table")) return -1;
+    uintptr_t at = (uintptr_t)buffer->buf;
+    if (at % 8) {
+        PyErr_SetString(PyExc_ValueError, "table: not aligned to 8 bytes");
         return -1;
     }
-    *slots = (uint64_t)(table->len / 8 - 1);
+    Py_ssize_t words = buffer->len / 8, skip = (Py_ssize_t)((64 - at % 64) % 64 / 8);
+    if (words < skip + 8 + 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "table: needs at least one 64-byte bucket of 8 slots and the last word");
+        return -1;
+    }
+    t->bucket = (uint64_t *)buffer->buf + skip;
+    t->buckets = (uint64_t)(words - skip - 1) / 8;
+    t->zero = (uint64_t *)buffer->buf + words - 1;
     return 0;
 }
 
@@ -134,24 +233,21 @@ static PyObject *py_insert(PyObject *self, PyObject *args) {
     Py_buffer table, fps, dup;
     if (!PyArg_ParseTuple(args, "w*y*w*", &table, &fps, &dup)) return NULL;
     PyObject *result = NULL;
-    uint64_t slots;
-    if (check_table(&table, &slots) || check_items(&fps, 8, "fps")) goto done;
+    table_t t;
+    if (check_table(&table, &t) || check_items(&fps, 8, "fps")) goto done;
     Py_ssize_t count = fps.len / 8;
     if (dup.len != count) {
         PyErr_SetString(PyExc_ValueError, "dup and fps differ in length");
         goto done;
     }
-    uint64_t *t = table.buf;
-    const uint64_t *f = fps.buf;
-    unsigned char *d = dup.buf;
-    Py_ssize_t fresh = 0;
+    Py_ssize_t fresh;
     Py_BEGIN_ALLOW_THREADS
-    for (Py_ssize_t i = 0; i < count; i++) {
-        if (i + AHEAD < count) __builtin_prefetch(t + home(f[i + AHEAD], slots), 1, 0);
-        d[i] = (unsigned char)add_one(t, slots, f[i]);
-        fresh += !d[i];
-    }
+    fresh = insert_fps(&t, fps.buf, dup.buf, count);
     Py_END_ALLOW_THREADS
+    if (fresh < 0) {
+        PyErr_SetString(PyExc_ValueError, "insert: the table is full");
+        goto done;
+    }
     result = PyLong_FromSsize_t(fresh);
 done:
     PyBuffer_Release(&table);
@@ -164,16 +260,18 @@ static PyObject *py_rehash(PyObject *self, PyObject *args) {
     Py_buffer old, new;
     if (!PyArg_ParseTuple(args, "y*w*", &old, &new)) return NULL;
     PyObject *result = NULL;
-    uint64_t old_slots, slots;
-    if (check_table(&old, &old_slots) || check_table(&new, &slots)) goto done;
-    const uint64_t *o = old.buf;
-    uint64_t *t = new.buf;
+    table_t from, to;
+    if (check_table(&old, &from) || check_table(&new, &to)) goto done;
+    int full = 0;
     Py_BEGIN_ALLOW_THREADS
-    for (uint64_t i = 0; i < old_slots; i++) {
-        if (o[i]) add_one(t, slots, o[i]);
-    }
-    t[slots] = o[old_slots];
+    for (uint64_t i = 0; i < 8 * from.buckets && !full; i++)
+        if (from.bucket[i]) full = add_one(&to, from.bucket[i]) < 0;
+    if (*from.zero) *to.zero = 1;
     Py_END_ALLOW_THREADS
+    if (full) {
+        PyErr_SetString(PyExc_ValueError, "rehash: the new table is full");
+        goto done;
+    }
     result = Py_NewRef(Py_None);
 done:
     PyBuffer_Release(&old);
@@ -486,6 +584,8 @@ static PyMethodDef methods[] = {
      "encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)"
      " -> (lines, records, blank, slow, size): see _native.c."},
     {"count_lines", py_count_lines, METH_VARARGS, "count_lines(buf) -> the number of lines."},
+    {"use_simd", py_use_simd, METH_VARARGS,
+     "use_simd(on) -> whether the AVX2 loops are used from now on (for tests)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -500,5 +600,9 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__native(void) {
     if (require_little_endian("fanout._native")) return NULL;
     init_classes();
+#ifdef HAVE_AVX2_PATH
+    __builtin_cpu_init();
+    cpu_avx2 = have_avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
     return PyModule_Create(&module);
 }
