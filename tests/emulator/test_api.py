@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -662,6 +664,42 @@ async def test_kms_key_must_exist_for_sse_kms_uploads(
                 SSEKMSKeyId=missing,
             )
     assert error_code(caught.value) == "KMS.NotFoundException"
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "right"),
+    [
+        ("SHA256", base64.b64encode(hashlib.sha256(b"body").digest()).decode()),
+        ("CRC32", base64.b64encode(zlib.crc32(b"body").to_bytes(4, "big")).decode()),
+    ],
+    ids=["SHA256", "CRC32"],
+)
+async def test_a_write_whose_checksum_does_not_match_is_refused(
+    emulator: Emulator, clients: Callable[..., Any], algorithm: str, right: str
+) -> None:
+    """S3 checks a write's x-amz-checksum-* header against its body: BadDigest, nothing stored;
+    the right checksum is stored and given back with ChecksumMode=ENABLED."""
+    info = emulator.info
+    key = unique("checked")
+    wrong = base64.b64encode(bytes(len(base64.b64decode(right)))).decode()
+    async with clients() as (s3, _):
+        with pytest.raises(ClientError) as caught:
+            await s3.put_object(
+                Bucket=info.bucket, Key=key, Body=b"body", **{f"Checksum{algorithm}": wrong}
+            )
+        assert error_code(caught.value) == "BadDigest"
+        assert f"The {algorithm} you specified did not match" in str(caught.value)
+        with pytest.raises(ClientError):
+            await s3.head_object(Bucket=info.bucket, Key=key)
+        await s3.put_object(
+            Bucket=info.bucket,
+            Key=key,
+            Body=b"body",
+            ChecksumAlgorithm=algorithm,
+            **{f"Checksum{algorithm}": right},
+        )
+        head = await s3.head_object(Bucket=info.bucket, Key=key, ChecksumMode="ENABLED")
+    assert head[f"Checksum{algorithm}"] == right
 
 
 async def test_quota_counts_non_terminal_jobs(clients: Callable[..., Any]) -> None:

@@ -10,6 +10,8 @@ moto is the ecosystem's standard S3 double; this module adds what the emulator n
 - a key that is not enabled cannot be used: KMS refuses to make data keys, encrypt or decrypt
   with it (`DisabledException`, `KMSInvalidStateException` while pending deletion), and S3
   refuses to read an object encrypted under it (`KMS.DisabledException`); moto does neither;
+- a write whose `x-amz-checksum-sha256`, `-sha1` or `-crc32` header does not match its body is
+  refused with `BadDigest`, as S3 refuses it; moto stores whatever checksum it is given;
 - the emulator's own job traffic carries an internal header and is never faulted.
 
 moto keeps its state in module globals, so every emulator in one process shares one S3 world;
@@ -18,11 +20,14 @@ seeding is idempotent for that reason.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import io
 import json
 import random
 import re
 import threading
+import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -58,6 +63,13 @@ _KEY_USES = frozenset(
         "GenerateDataKeyPairWithoutPlaintext",
     }
 )
+# The checksum headers of a write S3 checks against the body: the algorithm's name in S3's
+# message, and the digest.
+_CHECKSUMS: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
+    "HTTP_X_AMZ_CHECKSUM_SHA256": ("SHA256", lambda body: hashlib.sha256(body).digest()),
+    "HTTP_X_AMZ_CHECKSUM_SHA1": ("SHA1", lambda body: hashlib.sha1(body).digest()),
+    "HTTP_X_AMZ_CHECKSUM_CRC32": ("CRC32", lambda body: zlib.crc32(body).to_bytes(4, "big")),
+}
 _KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/([0-9A-Za-z-]+)")
 
 
@@ -145,7 +157,27 @@ class _Front:
                     return _s3_error(
                         "KMS.DisabledException", f"{key_id} is {state}.", "400 Bad Request"
                     )
+            return _bad_digest(environ)
         return None
+
+
+def _bad_digest(environ: dict[str, Any]) -> tuple[str, bytes] | None:
+    """S3's refusal of a write whose checksum header does not match its body (the body is read
+    and put back for moto). Checksums that come in an aws-chunked body's trailer are not
+    checked."""
+    given = [header for header in _CHECKSUMS if header in environ]
+    if not given or "aws-chunked" in str(environ.get("HTTP_CONTENT_ENCODING", "")):
+        return None
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    stream = environ.get("wsgi.input")
+    body = stream.read(length) if stream is not None and length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    for header in given:
+        name, digest = _CHECKSUMS[header]
+        if base64.b64encode(digest(body)).decode() != environ[header]:
+            message = f"The {name} you specified did not match the calculated checksum."
+            return _s3_error("BadDigest", message, "400 Bad Request")
+    return None
 
 
 def _answer(
