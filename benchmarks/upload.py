@@ -15,6 +15,12 @@ Clients, each measured in its own subprocess (its peak RSS is `ru_maxrss` of tha
   `S3PartWriter` and `fanout.aws.Aws`: the code path of `fanout prepare`, default
   `UploadSettings` but `--concurrency`.
 
+What each hashes: TransferManager, botocore's defaults, a CRC32 checksum per request and,
+since both targets are http, the SHA-256 of every body for the SigV4 payload hash (over https
+botocore leaves that out when a checksum is sent). fanout, the SHA-256 of each part, which the
+run journal needs, sent as S3's checksum in a signed header, so it signs UNSIGNED-PAYLOAD on any
+endpoint (`fanout.aws.S3Store`): one hash per part, where TransferManager does two here.
+
 Target: fanout >= 1.0x TransferManager (one file) on both targets; peak RSS <= 300 MiB.
 The machine may have few cores: the sink's server (this process) and the measured client
 compete for them; the output says how many there are.

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import zlib
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +101,12 @@ _PERMISSION = {
 }
 
 
-def crc32_base64(data: bytes) -> str:
-    """S3's `x-amz-checksum-crc32` of `data`, computed in one pass (zlib releases the GIL)."""
-    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+def sha256_base64(data: bytes, hexdigest: str | None = None) -> str:
+    """S3's `x-amz-checksum-sha256` of `data`: its SHA-256 in base64, from `hexdigest` when the
+    caller has it already (a part's, from the run journal), else computed (hashlib releases the
+    GIL)."""
+    digest = bytes.fromhex(hexdigest) if hexdigest else hashlib.sha256(data).digest()
+    return base64.b64encode(digest).decode()
 
 
 def error_code(exc: BaseException) -> str:
@@ -192,11 +195,17 @@ def _s3_errors(
 class S3Store:
     """S3 for fanout: reads and listings through aioboto3, large writes through boto3 in threads.
 
-    Uploads of tens of MB go through a synchronous boto3 client on worker threads: botocore
-    computes the CRC32 checksum and (over http) the SHA-256 payload signature, both of which
-    release the GIL, so several parts hash and send in parallel; and urllib3 sends the body as
+    Uploads of tens of MB go through a synchronous boto3 client on worker threads: hashing
+    releases the GIL, so several parts hash and send in parallel; and urllib3 sends the body as
     it is, where aiohttp copies every body once more (measured: 2× the memory and 0.65× the
     throughput of boto3's TransferManager with aioboto3, ≥ 1× with threads; benchmarks/upload.py).
+
+    Every write carries its SHA-256 as S3's checksum (`x-amz-checksum-sha256`): a part's is the
+    one the run journal records, so each part is hashed once, and S3 refuses a body that does
+    not match it. That header is signed, so it binds the body to the signature as a signed
+    payload hash would; the writes' client therefore sends `UNSIGNED-PAYLOAD` (`Aws`), which is
+    what botocore sends over https with a checksum anyway, instead of hashing every body a
+    second time over http.
     """
 
     def __init__(self, client: Any, sync_client: Any) -> None:
@@ -308,21 +317,27 @@ class S3Store:
         except BotoCoreError as exc:
             raise ConfigError(f"cannot reach S3 for bucket {bucket}: {exc}") from exc
 
-    async def _send(self, call: Any, data: bytes, **params: Any) -> Any:
-        """`call(Body=data, ChecksumCRC32=…, **params)` on a worker thread, checksum included."""
+    async def _send(self, call: Any, data: bytes, sha256: str | None = None, **params: Any) -> Any:
+        """`call(Body=data, ChecksumSHA256=…, **params)` on a worker thread, where the checksum
+        is computed unless `sha256` (hex) gives it. (ChecksumAlgorithm goes too: botocore then
+        names the algorithm, and computes nothing itself for a checksum given.)"""
 
         def send() -> Any:
-            return call(Body=data, ChecksumCRC32=crc32_base64(data), **params)
+            checksum = sha256_base64(data, sha256)
+            return call(Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, **params)
 
         return await anyio.to_thread.run_sync(send)
 
     # Writes. Each public method raises UploadError, saying what to do, for any S3 failure; the
     # private twins raise botocore's errors, for `upload_file` to translate as a MergeError.
 
-    async def put_object(self, bucket: str, key: str, data: bytes, encryption: Encryption) -> str:
-        """Upload one object with a CRC32 checksum; return its ETag."""
+    async def put_object(
+        self, bucket: str, key: str, data: bytes, encryption: Encryption, sha256: str | None = None
+    ) -> str:
+        """Upload one object with its SHA-256 checksum (`sha256`, hex, if the caller has it);
+        return its ETag."""
         with _s3_errors("PutObject", bucket, key, encryption=encryption):
-            return await self._put_object(bucket, key, data, encryption)
+            return await self._put_object(bucket, key, data, encryption, sha256)
 
     async def create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
         with _s3_errors("CreateMultipartUpload", bucket, key, encryption=encryption):
@@ -340,15 +355,17 @@ class S3Store:
         with _s3_errors("CompleteMultipartUpload", bucket, key):
             return await self._complete_multipart(bucket, key, upload_id, parts)
 
-    async def _put_object(self, bucket: str, key: str, data: bytes, encryption: Encryption) -> str:
+    async def _put_object(
+        self, bucket: str, key: str, data: bytes, encryption: Encryption, sha256: str | None = None
+    ) -> str:
         response = await self._send(
-            self._sync.put_object, data, Bucket=bucket, Key=key, **encryption.put_args()
+            self._sync.put_object, data, sha256, Bucket=bucket, Key=key, **encryption.put_args()
         )
         return str(response["ETag"])
 
     async def _create_multipart(self, bucket: str, key: str, encryption: Encryption) -> str:
         response = await self._client.create_multipart_upload(
-            Bucket=bucket, Key=key, ChecksumAlgorithm="CRC32", **encryption.put_args()
+            Bucket=bucket, Key=key, ChecksumAlgorithm="SHA256", **encryption.put_args()
         )
         return str(response["UploadId"])
 
@@ -362,11 +379,10 @@ class S3Store:
             Key=key,
             UploadId=upload_id,
             PartNumber=number,
-            ChecksumAlgorithm="CRC32",
         )
         part = {"PartNumber": number, "ETag": response["ETag"]}
-        if "ChecksumCRC32" in response:
-            part["ChecksumCRC32"] = response["ChecksumCRC32"]
+        if "ChecksumSHA256" in response:
+            part["ChecksumSHA256"] = response["ChecksumSHA256"]
         return part
 
     async def _complete_multipart(
@@ -446,9 +462,16 @@ class Aws:
                     verify=verify,
                 )
             )
+            # Its writes carry a signed SHA-256 checksum: no second hash of every body (S3Store).
+            unsigned_payload = Config(s3={"payload_signing_enabled": False})
             sync_s3 = boto3.Session(
                 profile_name=options.profile, region_name=session.region_name
-            ).client("s3", endpoint_url=options.s3_endpoint_url, **common)
+            ).client(
+                "s3",
+                endpoint_url=options.s3_endpoint_url,
+                config=self._config().merge(unsigned_payload),
+                verify=verify,
+            )
         except BotoCoreError as exc:
             await self._stack.aclose()
             raise ConfigError(f"AWS configuration: {exc}") from exc

@@ -1,4 +1,4 @@
-"""Writing part files to S3: SSE-KMS, CRC32 checksums, multipart for very large parts.
+"""Writing part files to S3: SSE-KMS, SHA-256 checksums, multipart for very large parts.
 
 A failed multipart upload is aborted (shielded from cancellation) so no unfinished upload is
 left behind to be billed.
@@ -16,7 +16,8 @@ from .upload import UploadedPart
 
 
 class S3PartWriter:
-    """Uploads parts under `base` (the run's input prefix) with SSE-KMS and CRC32 checksums."""
+    """Uploads parts under `base` (the run's input prefix) with SSE-KMS, each with its SHA-256
+    (the one the journal records) as S3's checksum."""
 
     def __init__(
         self, store: S3Store, base: S3Uri, encryption: Encryption, settings: UploadSettings
@@ -32,7 +33,7 @@ class S3PartWriter:
         data, sha256 = await anyio.to_thread.run_sync(_body, part)
         # The store raises UploadError, saying what to do (`aws.raise_s3_error`).
         if len(data) < self._settings.multipart_threshold:
-            etag = await self._store.put_object(uri.bucket, uri.key, data, self._encryption)
+            etag = await self._store.put_object(uri.bucket, uri.key, data, self._encryption, sha256)
         else:
             etag = await self._multipart(uri, data)
         return UploadedPart(part.shard, part.part, str(uri), etag, len(data), part.records, sha256)

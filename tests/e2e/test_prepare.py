@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
+import hashlib
 import io
 import json
 import re
@@ -87,11 +89,15 @@ def test_prepare_uploads_kms_shards_and_accounts_for_every_line(
     assert list(parts) == ["in/prep-kms/shard-00000/part-00000.jsonl"]
     lines = [orjson.loads(line) for line in next(iter(parts.values())).splitlines()]
     assert lines == [{"userId": "u1"}, {"userId": "u2"}, {"userId": 'q"uote\\'}, {"userId": "u3"}]
-    head = s3.head_object(Bucket=info.bucket, Key="in/prep-kms/shard-00000/part-00000.jsonl")
+    key = "in/prep-kms/shard-00000/part-00000.jsonl"
+    head = s3.head_object(Bucket=info.bucket, Key=key, ChecksumMode="ENABLED")
     assert head["ServerSideEncryption"] == "aws:kms"
     assert head["SSEKMSKeyId"] == info.kms_key_arn
 
     run_dir = tmp_path / "state" / "prep-kms"
+    (written,) = [e for e in read_events(run_dir) if e["event"] == "part-written"]
+    # S3 holds the part's checksum: the SHA-256 the journal records, which S3 checked it against
+    assert head["ChecksumSHA256"] == base64.b64encode(bytes.fromhex(written["sha256"])).decode()
     rejects = [json.loads(line) for line in (run_dir / "rejects.jsonl").read_text().splitlines()]
     assert sorted(r["line"] for r in rejects) == [5, 6, 8]
     assert {r["reason"] for r in rejects} == {"control-character", "too-long", "invalid-utf8"}
@@ -295,7 +301,15 @@ async def test_multipart_parts_upload_and_read_back(
     options = AwsOptions(
         region=info.region, s3_endpoint_url=info.s3_endpoint, endpoint_url=info.personalize_endpoint
     )
+    sent: list[dict[str, str]] = []
     async with Aws(options) as aws:
+
+        def capture(request: Any, **_: Any) -> None:
+            sent.append(
+                {k: v.decode() if isinstance(v, bytes) else v for k, v in request.headers.items()}
+            )
+
+        aws.s3._sync.meta.events.register("before-send.s3.UploadPart", capture)
         writer = S3PartWriter(
             aws.s3, S3Uri(info.bucket, "multipart/"), Encryption(info.kms_key_arn), settings
         )
@@ -305,6 +319,17 @@ async def test_multipart_parts_upload_and_read_back(
     assert uploaded.uri == f"s3://{info.bucket}/{key}"
     assert s3.get_object(Bucket=info.bucket, Key=key)["Body"].read() == data
     assert s3.list_multipart_uploads(Bucket=info.bucket).get("Uploads", []) == []
+    # each chunk went with its own SHA-256, as a signed header, and no second hash of the body
+    chunks = [
+        data[at : at + settings.multipart_chunk]
+        for at in range(0, len(data), settings.multipart_chunk)
+    ]
+    assert [h["x-amz-checksum-sha256"] for h in sent] == [
+        base64.b64encode(hashlib.sha256(chunk).digest()).decode() for chunk in chunks
+    ]
+    for headers in sent:
+        assert headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+        assert "x-amz-checksum-sha256" in headers["Authorization"].split("SignedHeaders=")[1]
 
 
 def test_ids_from_s3_object_and_prefix(
