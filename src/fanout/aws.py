@@ -101,12 +101,9 @@ _PERMISSION = {
 }
 
 
-def sha256_base64(data: bytes, hexdigest: str | None = None) -> str:
-    """S3's `x-amz-checksum-sha256` of `data`: its SHA-256 in base64, from `hexdigest` when the
-    caller has it already (a part's, from the run journal), else computed (hashlib releases the
-    GIL)."""
-    digest = bytes.fromhex(hexdigest) if hexdigest else hashlib.sha256(data).digest()
-    return base64.b64encode(digest).decode()
+def sha256_checksum(hexdigest: str) -> str:
+    """S3's `x-amz-checksum-sha256` for the SHA-256 `hexdigest`: the digest in base64."""
+    return base64.b64encode(bytes.fromhex(hexdigest)).decode()
 
 
 def error_code(exc: BaseException) -> str:
@@ -218,7 +215,7 @@ class S3Store:
             paginator = self._client.get_paginator("list_objects_v2")
             async for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
                 for obj in page.get("Contents", []):
-                    yield ObjectInfo(obj["Key"], int(obj["Size"]))
+                    yield ObjectInfo(obj["Key"], int(obj["Size"]), str(obj.get("ETag", "")))
         except (ClientError, BotoCoreError) as exc:
             raise_s3_error(exc, "ListObjectsV2", uri, InputError)
 
@@ -251,10 +248,12 @@ class S3Store:
             finally:
                 body.close()
 
-    async def head(self, bucket: str, key: str) -> dict[str, Any] | None:
-        """The object's metadata, or None if there is no such object."""
+    async def head(self, bucket: str, key: str, checksums: bool = False) -> dict[str, Any] | None:
+        """The object's metadata (with `checksums`, its checksum too, as `ChecksumSHA256`…), or
+        None if there is no such object."""
+        mode = {"ChecksumMode": "ENABLED"} if checksums else {}
         try:
-            return dict(await self._client.head_object(Bucket=bucket, Key=key))
+            return dict(await self._client.head_object(Bucket=bucket, Key=key, **mode))
         except ClientError as exc:
             if error_code(exc) in {"404", "NoSuchKey", "NotFound"}:
                 return None
@@ -323,7 +322,8 @@ class S3Store:
         names the algorithm, and computes nothing itself for a checksum given.)"""
 
         def send() -> Any:
-            checksum = sha256_base64(data, sha256)
+            # hashlib releases the GIL: parts hash in parallel on their threads
+            checksum = sha256_checksum(sha256 or hashlib.sha256(data).hexdigest())
             return call(Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, **params)
 
         return await anyio.to_thread.run_sync(send)

@@ -28,7 +28,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Container, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,7 +72,7 @@ from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
 from .upload import LocalParts, PartWriter, UploadedPart, upload_parts
 
 if TYPE_CHECKING:  # the AWS SDK only by runs that use S3, the merge only by runs that merge
-    from .aws import Aws
+    from .aws import Aws, S3Store
     from .merge import InputOrder, MergeSinks, MergeStats, Reconciliation
 
 EXACT_COUNT_BYTES = 64 * 1024 * 1024  # inputs up to this size are counted, not extrapolated
@@ -468,8 +468,10 @@ async def _prepare(
     aws: Aws | None,
     done: RunState | None,
     on_ready: OnReady,
+    book: _PartBook | None = None,
 ) -> tuple[list[ShardInfo], SourceStats]:
-    """Source → shard → upload, journalled; `done` is what an earlier attempt already did."""
+    """Source → shard → upload, journalled; `done` is what an earlier attempt already did.
+    Each part written goes into `book` too, if given."""
     base = settings.input_base()
     store = aws.s3 if aws is not None else None
     known = done.parts if done is not None else {}
@@ -502,6 +504,8 @@ async def _prepare(
                 await journal.append("part-written", **asdict(part))
             else:
                 part = _as_before(part, event)
+            if book is not None:
+                book.add(asdict(part))
             await tracker.written(part)
 
         if settings.job_input is None:
@@ -563,6 +567,68 @@ def _as_before(part: UploadedPart, event: Mapping[str, Any]) -> UploadedPart:
             "settings; start a new run for new input."
         )
     return UploadedPart(**{name: event[name] for name in UploadedPart.__slots__})
+
+
+class _PartBook:
+    """The parts the journal records for each shard: what its job is to read, all of it and
+    nothing else."""
+
+    def __init__(self, parts: Mapping[tuple[int, int], Mapping[str, Any]]) -> None:
+        self._shards: dict[int, dict[int, Mapping[str, Any]]] = {}
+        for event in parts.values():
+            self.add(event)
+
+    def add(self, part: Mapping[str, Any]) -> None:
+        self._shards.setdefault(int(part["shard"]), {})[int(part["part"])] = part
+
+    def of(self, shard: int) -> list[Mapping[str, Any]]:
+        return [part for _, part in sorted(self._shards.get(shard, {}).items())]
+
+
+async def _check_input(
+    s3: S3Store, run_id: str, shard: ShardInfo, parts: Sequence[Mapping[str, Any]]
+) -> None:
+    """Raise InputError unless the shard's prefix on S3 holds exactly the parts the journal
+    records, as they were uploaded: checked before its job is created.
+
+    A job reads every object under its prefix, so a part missing, changed or added since the
+    upload would give results that cannot be reconciled with the run's input, and the merge
+    would list as missing IDs that are not the input's. The run stops instead, before it
+    creates more jobs (those created go on; `fanout resume` checks again). One listing; a part
+    whose ETag differs (S3 may give one that differs for the same bytes) is compared by the
+    SHA-256 checksum S3 holds for it."""
+    prefix = S3Uri.parse(shard.prefix)
+    listed = {obj.key: obj async for obj in s3.list_objects(prefix.bucket, prefix.key)}
+    problems = [
+        f"s3://{prefix.bucket}/{key} is not one of its parts"
+        for key in sorted(listed.keys() - {S3Uri.parse(part["uri"]).key for part in parts})
+    ]
+    for part in parts:
+        uri = S3Uri.parse(part["uri"])
+        found = listed.get(uri.key)
+        if found is None:
+            problems.append(f"{uri} is missing")
+        elif found.size != part["nbytes"]:
+            problems.append(f"{uri} holds {found.size:,} bytes, not {part['nbytes']:,}")
+        elif found.etag != part["etag"] and not await _same_sha256(s3, uri, part["sha256"]):
+            problems.append(f"{uri} has other bytes than were uploaded")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError(
+            f"shard {shard.shard}: its input on S3 changed after the upload, so its job was "
+            f"not created: {'; '.join(problems[:3])}{more}. Put its parts back as they were "
+            "(the journal has each part's size and SHA-256, and S3 each part's SHA-256 as its "
+            f"checksum) and run `fanout resume {run_id}`, or start a new run (another --run-id) "
+            "for this input"
+        )
+
+
+async def _same_sha256(s3: S3Store, uri: S3Uri, sha256: str) -> bool:
+    """Whether S3 holds `sha256` (hex) as the object's SHA-256 checksum."""
+    from .aws import sha256_checksum
+
+    head = await s3.head(uri.bucket, uri.key, checksums=True)
+    return head is not None and head.get("ChecksumSHA256") == sha256_checksum(sha256)
 
 
 class _SkipWritten:
@@ -1075,6 +1141,7 @@ async def _drive(
     outcome: SubmitOutcome | None = None
     mirror = None
     merging = state.merge is not None and state.merged is None and template is not None
+    book = _PartBook(state.parts)
     if template is not None and aws is not None:
         from .aws import Encryption
 
@@ -1094,7 +1161,7 @@ async def _drive(
                 raise ConfigError(f"run {state.run_id} needs AWS access to finish preparing")
             await _check_same_input(state, prepare_settings.ids, aws.s3 if aws else None)
             plan = Plan(**state.start["plan"])
-            await _prepare(prepare_settings, plan, journal, aws, state, send.send)
+            await _prepare(prepare_settings, plan, journal, aws, state, send.send, book)
 
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(send.close)  # however the run ends, no stream is left open
@@ -1126,6 +1193,9 @@ async def _drive(
                             report=report,
                             on_active=merger.active if merger is not None else None,
                             run_started=state.started,
+                            check_input=lambda shard: _check_input(
+                                aws.s3, state.run_id, shard, book.of(shard.shard)
+                            ),
                         )
                         outcome = await submitter.run(receive)
                         await journal.append(

@@ -54,6 +54,7 @@ class S3Uri:
 class ObjectInfo:
     key: str
     size: int
+    etag: str = ""  # as S3 lists it, quoted
 
 
 class ObjectReader(Protocol):

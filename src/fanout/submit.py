@@ -193,6 +193,8 @@ class SubmitOutcome:
 
 
 RequestFor = Callable[[ShardInfo, str], dict[str, Any]]
+# Raises (a FanoutError saying why) if the shard's job must not be created.
+CheckInput = Callable[[ShardInfo], Awaitable[None]]
 
 
 class Submitter:
@@ -212,8 +214,10 @@ class Submitter:
         report: Callable[[str], None] | None = None,
         on_active: Callable[[ShardInfo], Awaitable[None]] | None = None,
         run_started: float | None = None,
+        check_input: CheckInput | None = None,
     ) -> None:
         self._run_id = run_id
+        self._check_input = check_input
         self._run_started = run_started  # epoch seconds: jobs made before are not this run's
         self._on_active = on_active
         self._service = service
@@ -358,6 +362,8 @@ class Submitter:
             if not await self._is_own(found, shard):
                 return False
         else:
+            if self._check_input is not None:
+                await self._check_input(shard)
             await self._bucket.acquire()
             try:
                 arn = await self._service.create_job(self._request_for(shard, name))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pyarrow.parquet as pq
 import pytest
 import yaml
@@ -16,8 +17,10 @@ from emulated import User, start
 
 from fanout.cli import main
 from fanout.emulator import Emulator
+from fanout.errors import InputError
 from fanout.journal import read_events
 from fanout.state import RunState
+from fanout.storage import S3Uri
 
 
 @pytest.fixture
@@ -557,20 +560,79 @@ def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
     assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
 
 
-def test_a_part_changed_on_s3_after_its_upload_is_named_at_its_merge(
+def test_a_part_changed_on_s3_stops_the_run_before_its_job(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Someone rewrote a part on S3 between prepare and submit: its job reads the changed
-    part, so its shard's merge reads back fewer records than were written, and says which
-    shard, when it merges (it was found only at the end, as a count that did not add up)."""
+    """Between prepare and submit, someone rewrote a part (same size, two lines swapped). A job
+    reads every object under its prefix, and the merge would list the IDs it read back, so the
+    run stops before that shard's job, naming the part; put back, `fanout resume` finishes
+    the run. (A part changed while its job runs is named at its merge: `_RunMerger._merge`.)"""
     code, _, err = user.cli(user.prepare_args("changed", user.ids(300)), capsys)
     assert code == 0, err
     bucket, key = user.info.bucket, "in/changed/shard-00000/part-00000.jsonl"
     body = user.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    user.s3.put_object(Bucket=bucket, Key=key, Body=b"".join(body.splitlines(True)[:-10]))
+    lines = body.splitlines(True)
+    user.s3.put_object(Bucket=bucket, Key=key, Body=b"".join([lines[1], lines[0], *lines[2:]]))
     out = user.tmp / "changed.jsonl"
     code, _, err = user.cli([*user.submit_args("changed"), "--out", str(out)], capsys)
-    assert code == 1 and "shard 0: its input parts" in err and "290 records now, 300" in err, err
+    assert code == 1 and user.jobs("changed") == [], err
+    assert (
+        f"shard 0: its input on S3 changed after the upload, so its job was not created: "
+        f"s3://{bucket}/{key} has other bytes than were uploaded" in err
+    ), err
+    assert "fanout resume changed" in err
+
+    user.s3.put_object(Bucket=bucket, Key=key, Body=body)  # a new ETag, the same SHA-256
+    code, _, err = user.cli(["resume", "changed", "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    assert len(out.read_text().splitlines()) == 300
+
+
+def test_check_input_names_what_changed_under_a_shard_prefix(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Missing, shorter, rewritten and extra objects are each named (three at most, then a
+    count); the same bytes uploaded again (a new ETag) pass."""
+    from fanout.aws import Aws, AwsOptions
+    from fanout.pipeline import _check_input
+
+    code, _, err = user.cli(
+        user.prepare_args("named", user.ids(3000), "--part-bytes", "8KB"), capsys
+    )
+    assert code == 0, err
+    state = RunState.replay(read_events(user.state / "named"), "")
+    shard = state.shards[0]
+    parts = [event for (number, _), event in sorted(state.parts.items()) if number == 0]
+    keys = [S3Uri.parse(part["uri"]).key for part in parts]
+    assert len(keys) >= 4
+    info, s3 = user.info, user.s3
+    options = AwsOptions(
+        region=info.region, s3_endpoint_url=info.s3_endpoint, endpoint_url=info.personalize_endpoint
+    )
+
+    async def check() -> None:
+        async with Aws(options) as aws:
+            await _check_input(aws.s3, "named", shard, parts)
+
+    body = s3.get_object(Bucket=info.bucket, Key=keys[0])["Body"].read()
+    s3.put_object(Bucket=info.bucket, Key=keys[0], Body=body)  # the same bytes, a new ETag
+    anyio.run(check)
+
+    s3.delete_object(Bucket=info.bucket, Key=keys[1])
+    short = s3.get_object(Bucket=info.bucket, Key=keys[2])["Body"].read()
+    s3.put_object(Bucket=info.bucket, Key=keys[2], Body=short[:-5])
+    other = s3.get_object(Bucket=info.bucket, Key=keys[3])["Body"].read()
+    s3.put_object(Bucket=info.bucket, Key=keys[3], Body=other.replace(b"user-", b"USER-", 1))
+    s3.put_object(Bucket=info.bucket, Key=S3Uri.parse(shard.prefix).key + "zz.txt", Body=b"x")
+    with pytest.raises(InputError) as caught:
+        anyio.run(check)
+    text = str(caught.value)
+    assert f"{shard.prefix}zz.txt is not one of its parts" in text
+    assert f"s3://{info.bucket}/{keys[1]} is missing" in text
+    assert (
+        f"s3://{info.bucket}/{keys[2]} holds {len(short) - 5:,} bytes, not {len(short):,}" in text
+    )
+    assert "(and 1 more)" in text  # keys[3], rewritten: the fourth problem
 
 
 def test_run_reads_its_ids_from_stdin(
