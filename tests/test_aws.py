@@ -139,3 +139,17 @@ async def test_a_request_botocore_refuses_is_a_submit_error_not_retry_later() ->
         await BatchJobs(AsyncRaising(refused)).create_job({"jobName": "j"})
     assert not isinstance(caught.value, RetryLater)
     assert "Unknown parameter in batchInferenceJobConfig" in str(caught.value)
+
+
+async def test_the_two_s3_clients_share_one_data_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writes' boto3 client reads S3's model through the async clients' loader: held once
+    (~12 MiB), parsed once. No request is sent."""
+    from fanout.aws import Aws, AwsOptions
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    nowhere = "http://127.0.0.1:9"
+    async with Aws(
+        AwsOptions(region="us-east-1", s3_endpoint_url=nowhere, endpoint_url=nowhere)
+    ) as aws:
+        assert aws.s3._sync._loader is aws.s3._client._loader

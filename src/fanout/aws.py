@@ -32,6 +32,7 @@ import aiohttp
 import anyio
 import boto3
 import botocore
+import botocore.session
 from botocore import UNSIGNED, xform_name
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
@@ -433,12 +434,11 @@ class Aws:
 
     async def __aenter__(self) -> Aws:
         options = self.options
+        # Members AWS added after this botocore (rankingInfluence) are sent, not refused.
+        core = use_newer_model(aiobotocore.session.get_session())
         try:
             session = aioboto3.Session(
-                profile_name=options.profile,
-                region_name=options.region,
-                # Members AWS added after this botocore (rankingInfluence) are sent, not refused.
-                botocore_session=use_newer_model(aiobotocore.session.get_session()),
+                profile_name=options.profile, region_name=options.region, botocore_session=core
             )
         except BotoCoreError as exc:
             raise ConfigError(f"AWS configuration: {exc}") from exc
@@ -464,8 +464,14 @@ class Aws:
             )
             # Its writes carry a signed SHA-256 checksum: no second hash of every body (S3Store).
             unsigned_payload = Config(s3={"payload_signing_enabled": False})
+            # The same data loader: S3's model is read and held once, not once a session (its
+            # JSON took ~12 MiB more and its parse the time of a client each run).
+            sync_core = botocore.session.get_session()
+            sync_core.register_component("data_loader", core.get_component("data_loader"))
             sync_s3 = boto3.Session(
-                profile_name=options.profile, region_name=session.region_name
+                profile_name=options.profile,
+                region_name=session.region_name,
+                botocore_session=sync_core,
             ).client(
                 "s3",
                 endpoint_url=options.s3_endpoint_url,
