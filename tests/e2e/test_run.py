@@ -588,6 +588,29 @@ def test_a_part_changed_on_s3_stops_the_run_before_its_job(
     assert len(out.read_text().splitlines()) == 300
 
 
+def test_a_part_changed_while_its_job_runs_is_named_at_its_merge(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A part cut short after the check before its job (here: the check is skipped) is read
+    by the job; the shard's merge reads back fewer records than were written and names the
+    shard and its prefix, instead of a total at the end that does not add up."""
+
+    from fanout import pipeline
+
+    async def unchecked(*args: object) -> None:
+        return None
+
+    monkeypatch.setattr(pipeline, "_check_input", unchecked)
+    code, _, err = user.cli(user.prepare_args("during", user.ids(300)), capsys)
+    assert code == 0, err
+    bucket, key = user.info.bucket, "in/during/shard-00000/part-00000.jsonl"
+    body = user.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    user.s3.put_object(Bucket=bucket, Key=key, Body=b"".join(body.splitlines(True)[:-10]))
+    out = user.tmp / "during.jsonl"
+    code, _, err = user.cli([*user.submit_args("during"), "--out", str(out)], capsys)
+    assert code == 1 and "shard 0: its input parts" in err and "290 records now, 300" in err, err
+
+
 def test_check_input_names_what_changed_under_a_shard_prefix(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
