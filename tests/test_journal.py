@@ -7,9 +7,10 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import anyio
 import pytest
 
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, RunBusy
 from fanout.journal import FileSink, Journal, read_events, write_private
 
 
@@ -120,3 +121,33 @@ async def test_a_mirror_write_s3_refuses_is_a_warning_and_the_next_one_catches_u
     sync.error = None  # the key is enabled again: the next flush sends the whole journal
     await mirror.flush()
     assert sync.bodies == [journal.path.read_bytes()] and len(warnings) == 1
+
+
+def test_a_run_another_process_holds_is_busy_with_exit_75(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A second opener of a run's journal (a second `fanout resume`, say) is refused with
+    RunBusy, exit code 75 (EX_TEMPFAIL): a scheduler can tell the last run still going from a
+    failure. The lock is let go with the journal."""
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\nu2\n")
+    state = ["--run-id", "busy", "--state-dir", str(tmp_path)]
+    assert main(["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out"), *state]) == 0
+    run_dir = tmp_path / "busy"
+
+    async def hold() -> None:
+        async with Journal.open(run_dir):
+            with pytest.raises(RunBusy, match="in use by another fanout process") as caught:
+                Journal.open(run_dir)
+            assert caught.value.exit_code == 75
+            code = await anyio.to_thread.run_sync(
+                main, ["resume", "busy", "--state-dir", str(tmp_path)]
+            )
+            assert code == 75
+        async with Journal.open(run_dir):
+            pass
+
+    anyio.run(hold)
+    assert "RunBusy: run busy is in use by another fanout process" in capsys.readouterr().err

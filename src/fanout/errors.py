@@ -23,6 +23,7 @@ __all__ = [
     "JobFailed",
     "MergeError",
     "RetryLater",
+    "RunBusy",
     "SubmitError",
     "UploadError",
 ]
@@ -38,6 +39,15 @@ class ConfigError(FanoutError):
     """Options, settings or files given to fanout are invalid."""
 
     exit_code = 2
+
+
+class RunBusy(FanoutError):
+    """Another fanout process works on the run (its journal is locked): try again later.
+
+    Exit code 75, sysexits' EX_TEMPFAIL, so that a scheduler can tell "the last run is still
+    going" from a failure."""
+
+    exit_code = 75
 
 
 class InputError(FanoutError):

@@ -23,7 +23,7 @@ import aiofiles
 import anyio
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, RunBusy
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -88,7 +88,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise ConfigError(
+            raise RunBusy(
                 f"run {run_dir.name} is in use by another fanout process (its journal {path} "
                 "is locked); wait for it to finish, or stop it, then resume"
             ) from None
