@@ -338,6 +338,13 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             help="the service role for the retry's jobs, when the run's was wrong (default: the "
             "run's; checked in IAM first)",
         )
+        retry.add_argument(
+            "--missing-only",
+            action="store_true",
+            help="send only the missing IDs again (their jobs failed or timed out), not those the "
+            "service answered with an error, which mostly come back the same (an item not in the "
+            "training data); they stay in errors.jsonl",
+        )
         _aws_options(retry)
         _text_or_json(retry)
 
@@ -1752,17 +1759,32 @@ def _run_retry(args: argparse.Namespace) -> int:
 
     from .aws import Aws
     from .pipeline import retry
+    from .retry import error_lines
 
     run_dir = _run_dir(args)
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            return await retry(run_dir, aws, _reporter(args), role_arn=args.role_arn)
+            return await retry(
+                run_dir,
+                aws,
+                _reporter(args),
+                role_arn=args.role_arn,
+                missing_only=args.missing_only,
+            )
 
     outcome = anyio.run(go)
     if outcome is None:
-        print(f"run {args.run_id}: nothing to retry, every ID has recommendations")
-        return EXIT_OK
+        errors = run_dir / "errors.jsonl"
+        left = error_lines(errors) if args.missing_only and errors.exists() else 0
+        if not left:
+            print(f"run {args.run_id}: nothing to retry, every ID has recommendations")
+            return EXIT_OK
+        print(
+            f"run {args.run_id}: nothing to retry, no ID is missing; {left:,} errored IDs were "
+            f"not sent again (--missing-only): {errors}"
+        )
+        return EXIT_OK if args.allow_partial else EXIT_PARTIAL
     return _print_outcome(outcome, args)
 
 

@@ -1621,10 +1621,13 @@ async def retry(
     report: Callable[[str], None] | None = None,
     *,
     role_arn: str | None = None,
+    missing_only: bool = False,
 ) -> RunOutcome | None:
     """Send the run's errored and missing IDs again as a run of their own (`<run>-rN`), then
     append its results to the run's result file. None if there is nothing to retry.
-    `role_arn` replaces the run's service role for the retry's jobs.
+    `role_arn` replaces the run's service role for the retry's jobs. With `missing_only`, the
+    errored IDs are not sent again (an error such as an item not in the training data comes
+    back the same): they stay in errors.jsonl, and in the counts.
 
     A retry that was interrupted (its child run not yet appended) is finished first, not
     started again: its child is resumed, and its results appended once (`retry-combining`
@@ -1643,9 +1646,18 @@ async def retry(
         recorded = MergeSettings(**state.merge["settings"])
         fmt = dataclasses.replace(recorded, out=str(out)).result_format
         unfinished = retrying.unfinished(events)
-        child = unfinished or retrying.child_run_id(state, run_dir.parent)
+        if unfinished is not None and bool(unfinished.get("missing_only")) != missing_only:
+            begun_as = "with" if unfinished.get("missing_only") else "without"
+            raise ConfigError(
+                f"retry {unfinished['child']} of run {state.run_id} was started {begun_as} "
+                f"--missing-only: finish it the same way (`fanout retry {state.run_id}"
+                f"{' --missing-only' if unfinished.get('missing_only') else ''}`), then retry "
+                "again as you like"
+            )
+        child = unfinished["child"] if unfinished else retrying.child_run_id(state, run_dir.parent)
         child_dir = run_dir.parent / child
         begun = unfinished is not None and retrying.begun(child_dir)
+        kept = run_dir / f"retry-{child}-kept-errors.jsonl" if missing_only else None
         request = dict(state.submit["request"])
         if role_arn is not None:
             request["roleArn"] = await _checked_role(aws, role_arn)
@@ -1662,10 +1674,12 @@ async def retry(
         else:
             ids_path = run_dir / f"retry-{child}.jsonl"
             if not begun:
-                ids = retrying.retry_ids(run_dir)
+                ids = retrying.retry_ids(run_dir, errors=not missing_only)
                 if not ids:
                     return None
                 retrying.write_ids(ids_path, ids, InputKind(state.settings["source"]["kind"]))
+                if kept is not None and unfinished is None:
+                    retrying.keep_errors(run_dir, kept)
             parent = _settings_from_record(state, run_dir.parent, str(ids_path))
             settings = dataclasses.replace(
                 parent,
@@ -1676,7 +1690,9 @@ async def retry(
             child_out = settings.run_dir / ("results" + "".join(out.suffixes[-2:]))
             merge = dataclasses.replace(recorded, out=str(child_out), overwrite=True, fmt=fmt)
             if unfinished is None:
-                await journal.append("retry-started", child=child, ids=len(ids))
+                await journal.append(
+                    "retry-started", child=child, ids=len(ids), missing_only=missing_only
+                )
             if not begun:
                 await begin(settings, aws)
             submitted = SubmitSettings(**state.submit["submit"])
@@ -1691,8 +1707,13 @@ async def retry(
             if combining is None:
                 await journal.append("retry-combining", child=child, size=size)
             await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
-        retrying.replace_reports(run_dir, child_dir)
+        retrying.replace_reports(run_dir, child_dir, kept)
         counts = outcome.merged or Reconciliation(**finished["counts"])
+        if kept is not None:  # the errors not sent again are still the run's: counted so
+            still = retrying.error_lines(kept)
+            counts = dataclasses.replace(
+                counts, sent=counts.sent + still, errors=counts.errors + still
+            )
         await journal.append("retried", child=child, counts=asdict(counts))
         earlier = int(state.merged.get("counts", {}).get("results", 0)) + sum(
             int(event["counts"].get("results", 0))

@@ -25,13 +25,14 @@ from .state import RunState
 MAX_RETRIES = 9
 
 
-def retry_ids(run_dir: Path) -> list[str]:
-    """The IDs of the run's last merge that errored or are missing, in that order, once each."""
+def retry_ids(run_dir: Path, errors: bool = True) -> list[str]:
+    """The IDs of the run's last merge that errored (unless not `errors`) or are missing, in
+    that order, once each."""
     seen: set[str] = set()
     ids: list[str] = []
-    errors = run_dir / "errors.jsonl"
-    if errors.exists():
-        with errors.open("rb") as handle:
+    errors_file = run_dir / "errors.jsonl"
+    if errors and errors_file.exists():
+        with errors_file.open("rb") as handle:
             for line in handle:
                 if line.strip():
                     key = str(orjson.loads(line)["id"])
@@ -60,11 +61,26 @@ def child_run_id(state: RunState, state_dir: Path) -> str:
     raise ConfigError(f"run {state.run_id} was retried {MAX_RETRIES} times already")
 
 
-def unfinished(events: list[dict[str, Any]]) -> str | None:
-    """The child run of the last retry the run's journal began and did not finish, if any."""
+def unfinished(events: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The `retry-started` event of the last retry the run's journal began and did not finish
+    (its `child` run), if any."""
     done = {event["child"] for event in events if event["event"] == "retried"}
-    started = [event["child"] for event in events if event["event"] == "retry-started"]
-    return started[-1] if started and started[-1] not in done else None
+    started = [event for event in events if event["event"] == "retry-started"]
+    return started[-1] if started and started[-1]["child"] not in done else None
+
+
+def keep_errors(run_dir: Path, kept: Path) -> int:
+    """A `--missing-only` retry keeps the run's errored IDs: their lines of errors.jsonl are
+    copied to `kept` (then put back beside the retry's own, `replace_reports`); how many."""
+    errors = run_dir / "errors.jsonl"
+    data = errors.read_bytes() if errors.exists() else b""
+    write_private(kept, data)
+    return error_lines(kept)
+
+
+def error_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
 
 
 def begun(child_dir: Path) -> bool:
@@ -144,11 +160,15 @@ def _combine_parquet(parent: Path, child: Path, tmp: Path) -> None:
                 writer.write_table(source.read_row_group(group).cast(first.schema_arrow))
 
 
-def replace_reports(parent_dir: Path, child_dir: Path) -> None:
-    """What still failed after the retry becomes the parent's errors and missing lists."""
+def replace_reports(parent_dir: Path, child_dir: Path, kept: Path | None = None) -> None:
+    """What still failed after the retry becomes the parent's errors and missing lists, with
+    the errors a `--missing-only` retry did not send again (`kept`) first."""
     for name in ("errors.jsonl", "missing.txt"):
         source = child_dir / name
-        write_private(parent_dir / name, source.read_bytes() if source.exists() else b"")
+        data = source.read_bytes() if source.exists() else b""
+        if name == "errors.jsonl" and kept is not None:
+            data = kept.read_bytes() + data
+        write_private(parent_dir / name, data)
 
 
 def retried_state(child_dir: Path) -> RunState:

@@ -458,6 +458,56 @@ def test_a_retry_that_recovers_nothing_of_a_run_with_results_is_partial(
     assert code == 0, err
 
 
+def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`fanout retry RUN --missing-only` sends the IDs of the failed jobs again, not the items
+    the model does not know (they would error again): those stay in errors.jsonl, once each,
+    and in the counts, so the run stays partial (exit 3)."""
+    emulator = start(fail_rate=0.5, seed=3)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        items = [str(i) for i in range(1, 1001)]
+        unknown = [str(i) for i in range(1001, 1010)]  # one in each shard of ~112 items
+        for n, item in enumerate(unknown):
+            items.insert(n * 112, item)
+        ids = tmp_path / "items.txt"
+        ids.write_text("".join(f"{item}\n" for item in items))
+        out = tmp_path / "sims.jsonl"
+        args = run_args(user, "half", ids, out, "--job-retries", "0", "--max-job-bytes", "2KB",
+                        recipe="sims")  # fmt: skip
+        code, _, err = user.cli(args, capsys)
+        run_dir = user.state / "half"
+
+        def errors() -> list[str]:
+            text = (run_dir / "errors.jsonl").read_text()
+            return [json.loads(line)["id"] for line in text.splitlines()]
+
+        missing = set((run_dir / "missing.txt").read_text().split())
+        assert code == 3 and missing and errors(), err
+        emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
+
+        state = ["--state-dir", str(user.state)]
+        code, stdout, err = user.cli(["retry", "half", *state, "--missing-only"], capsys)
+        assert code == 3, err
+        sent = (run_dir / "retry-half-r1.jsonl").read_text().splitlines()
+        assert {json.loads(line)["itemId"] for line in sent} == missing  # no errored one
+        assert sorted(errors()) == sorted(unknown)  # the kept and the new ones, each once
+        assert (run_dir / "missing.txt").read_text() == ""
+        rows = {json.loads(line)["itemId"] for line in out.read_text().splitlines()}
+        assert rows == {str(i) for i in range(1, 1001)}
+        code, stdout, _ = user.cli(["status", "half", *state, "--output", "json"], capsys)
+        counts = json.loads(stdout)["reconciliation"]
+        assert (counts["results"], counts["errors"], counts["missing"]) == (1000, 9, 0)
+
+        code, stdout, _ = user.cli(["retry", "half", *state, "--missing-only"], capsys)
+        assert code == 3 and "no ID is missing; 9 errored IDs were not sent again" in stdout
+        args = ["retry", "half", *state, "--missing-only", "--allow-partial"]
+        assert user.cli(args, capsys)[0] == 0
+    finally:
+        emulator.stop()
+
+
 def test_retry_with_another_role(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -504,7 +554,8 @@ def test_an_interrupted_retry_is_finished_not_started_again(
 ) -> None:
     """`fanout retry` stopped before its child run submitted, or after it merged, before or
     after appending its results: the next `fanout retry` finishes that child (no second child,
-    no job made twice) and the result holds every ID exactly once."""
+    no job made twice; not with --missing-only, which it was not started with) and the result
+    holds every ID exactly once."""
     from fanout import pipeline
     from fanout import retry as retrying
 
@@ -526,6 +577,10 @@ def test_an_interrupted_retry_is_finished_not_started_again(
         assert code == 130
         monkeypatch.setattr(where, crash_in, real)
         jobs = len(user.jobs("cut-r1"))
+        code, _, err = user.cli(
+            ["retry", "cut", "--state-dir", str(user.state), "--missing-only"], capsys
+        )
+        assert code == 2 and "was started without --missing-only: finish it the same way" in err
         code, _, err = user.cli(["retry", "cut", "--state-dir", str(user.state)], capsys)
         assert code == 0, err
         names = [job["jobName"] for job in user.jobs("cut-r1")]
