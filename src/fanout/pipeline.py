@@ -597,7 +597,28 @@ async def _check_input(
     creates more jobs (those created go on; `fanout resume` checks again). One listing; a part
     whose ETag differs (S3 may give one that differs for the same bytes) is compared by the
     SHA-256 checksum S3 holds for it."""
-    prefix = S3Uri.parse(shard.prefix)
+    try:
+        problems = await _input_problems(s3, S3Uri.parse(shard.prefix), parts)
+    except FanoutError as exc:  # S3 failed after botocore's retries
+        raise InputError(
+            f"shard {shard.shard}: could not check its input on S3 before creating its job: "
+            f"{exc}. `fanout resume {run_id}` checks again"
+        ) from exc
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise InputError(
+            f"shard {shard.shard}: its input on S3 changed after the upload, so its job was "
+            f"not created: {'; '.join(problems[:3])}{more}. Put its parts back as they were "
+            "(the journal has each part's size and SHA-256, and S3 each part's SHA-256 as its "
+            f"checksum) and run `fanout resume {run_id}`, or start a new run (another --run-id) "
+            "for this input"
+        )
+
+
+async def _input_problems(
+    s3: S3Store, prefix: S3Uri, parts: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    """How the objects under `prefix` differ from `parts` (see `_check_input`)."""
     listed = {obj.key: obj async for obj in s3.list_objects(prefix.bucket, prefix.key)}
     problems = [
         f"s3://{prefix.bucket}/{key} is not one of its parts"
@@ -612,15 +633,7 @@ async def _check_input(
             problems.append(f"{uri} holds {found.size:,} bytes, not {part['nbytes']:,}")
         elif found.etag != part["etag"] and not await _same_sha256(s3, uri, part["sha256"]):
             problems.append(f"{uri} has other bytes than were uploaded")
-    if problems:
-        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise InputError(
-            f"shard {shard.shard}: its input on S3 changed after the upload, so its job was "
-            f"not created: {'; '.join(problems[:3])}{more}. Put its parts back as they were "
-            "(the journal has each part's size and SHA-256, and S3 each part's SHA-256 as its "
-            f"checksum) and run `fanout resume {run_id}`, or start a new run (another --run-id) "
-            "for this input"
-        )
+    return problems
 
 
 async def _same_sha256(s3: S3Store, uri: S3Uri, sha256: str) -> bool:

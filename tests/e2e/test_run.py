@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any, cast
 
 import anyio
 import pyarrow.parquet as pq
@@ -711,6 +713,30 @@ def test_check_input_names_what_changed_under_a_shard_prefix(
         f"s3://{info.bucket}/{keys[2]} holds {len(short) - 5:,} bytes, not {len(short):,}" in text
     )
     assert "(and 1 more)" in text  # keys[3], rewritten: the fourth problem
+
+
+def test_check_input_says_when_s3_cannot_be_listed() -> None:
+    """A listing S3 refuses (after botocore's retries) stops the run saying what it was for."""
+    from fanout.aws import S3Store
+    from fanout.pipeline import _check_input
+    from fanout.state import ShardInfo
+
+    class Refusing:
+        async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[Any]:
+            for _ in ():  # an async generator, as S3Store.list_objects is
+                yield _
+            raise InputError(f"cannot list s3://{bucket}/{prefix}: AccessDenied")
+
+    async def check() -> None:
+        shard = ShardInfo(0, 1, 1, 10, "s3://b/in/r/shard-00000/")
+        await _check_input(cast("S3Store", Refusing()), "r", shard, [])
+
+    with pytest.raises(InputError) as caught:
+        anyio.run(check)
+    assert str(caught.value).startswith(
+        "shard 0: could not check its input on S3 before creating its job: cannot list "
+        "s3://b/in/r/shard-00000/: AccessDenied. `fanout resume r` checks again"
+    )
 
 
 def test_run_reads_its_ids_from_stdin(
