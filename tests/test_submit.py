@@ -15,7 +15,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from fanout.errors import ConfigError, JobExists, RetryLater, SubmitError
+from fanout.errors import ConfigError, InputError, JobExists, RetryLater, SubmitError
 from fanout.records import InputKind, JobSummary
 from fanout.state import RunState, ShardInfo
 from fanout.submit import (
@@ -622,3 +622,43 @@ def test_filter_values_are_checked_against_the_filters_placeholders() -> None:
     with pytest.raises(ConfigError, match="there is no --filter-arn"):
         check_filter_values(None, "", {"GENRE"}, per_line=True)
     check_filter_values(None, "", set(), per_line=False)
+
+
+async def test_a_shard_refused_by_its_input_check_stops_the_run_after_the_creates_under_way() -> (
+    None
+):
+    """`check_input` refuses shard 1 while shard 0's job is being created: no other job is
+    started, but shard 0's create finishes and is journalled before the run stops (cancelled
+    mid-create, its job would run unknown to the journal)."""
+    clock = FakeClock()
+
+    class SlowJobs(FakeJobs):
+        async def create_job(self, request: dict[str, Any]) -> str:
+            await clock.sleep(3)  # the request is on its way when shard 1 is refused
+            await anyio.lowlevel.checkpoint()  # its answer comes back (a cancel could land)
+            return await super().create_job(request)
+
+    async def check_input(shard: ShardInfo) -> None:
+        if shard.shard == 1:
+            await clock.sleep(1)
+            raise InputError("shard 1: its input on S3 changed after the upload")
+
+    service, log = SlowJobs(clock), MemoryLog()
+    send, receive = anyio.create_memory_object_stream[ShardInfo](4)
+    async with send:
+        for shard in shards(4):
+            await send.send(shard)
+    submitter = Submitter(
+        run_id=RUN,
+        service=service,
+        journal=log,
+        settings=SubmitSettings(poll_interval=5.0, tps=100.0, max_concurrent_jobs=2),
+        request_for=request_for,
+        clock=clock,
+        check_input=check_input,
+    )
+    with pytest.raises(BaseExceptionGroup) as raised:
+        await driven(clock, lambda: submitter.run(receive))
+    assert raised.group_contains(InputError, match="shard 1: its input")
+    assert [job.name for job in service.jobs.values()] == [job_name("fanout", RUN, 0, 1)]
+    assert [e["shard"] for e in created(log.events)] == [0]

@@ -34,7 +34,7 @@ import anyio
 import anyio.abc
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from .errors import ConfigError, JobExists, RetryLater, SubmitError
+from .errors import ConfigError, FanoutError, JobExists, RetryLater, SubmitError
 from .journal import EventLog
 from .records import JobStatus, JobSummary, job_options
 from .state import JobRecord, ShardInfo
@@ -242,6 +242,9 @@ class Submitter:
         self._missing: dict[str, int] = {}  # ARN -> listings in a row without it
         self._waiting: dict[int, str] = {}  # shard -> why it waits, as last reported
         self._blocked = False  # the service said "not now": no creates until the next poll
+        # `check_input` refused a shard: no more creates; raised once those under way are
+        # journalled (cancelled mid-create, a job would run that the journal does not know)
+        self._halted: FanoutError | None = None
         self._polled = False
         self._outage_since: float | None = None
         self._wake = anyio.Event()
@@ -278,6 +281,8 @@ class Submitter:
                 next_poll = self._clock.now() + self._settings.poll_interval
             if self._polled:  # admission needs one listing first: adopt before creating
                 await self._admit()
+            if self._halted is not None and not self._creating:
+                raise self._halted
             if self._finished():
                 return
             await self._clock.wait(self._wake, next_poll - self._clock.now())
@@ -334,7 +339,7 @@ class Submitter:
         Each create runs as its own task, holding its slot, so a shard that becomes ready while
         others are being created does not wait for them.
         """
-        while self._pending and not self._blocked:
+        while self._pending and not self._blocked and self._halted is None:
             if self._in_flight() + len(self._creating) >= self._settings.max_concurrent_jobs:
                 return
             number = self._pending.popleft()
@@ -363,7 +368,11 @@ class Submitter:
                 return False
         else:
             if self._check_input is not None:
-                await self._check_input(shard)
+                try:
+                    await self._check_input(shard)
+                except FanoutError as exc:
+                    self._halted = self._halted or exc
+                    return True  # not waiting for a slot: the run stops
             await self._bucket.acquire()
             try:
                 arn = await self._service.create_job(self._request_for(shard, name))
