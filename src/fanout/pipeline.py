@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import glob
+import hashlib
 import math
 import os
 import re
@@ -637,11 +638,22 @@ async def _input_problems(
 
 
 async def _same_sha256(s3: S3Store, uri: S3Uri, sha256: str) -> bool:
-    """Whether S3 holds `sha256` (hex) as the object's SHA-256 checksum."""
+    """Whether the object's bytes have the SHA-256 `sha256` (hex): by the whole-object SHA-256
+    checksum S3 holds for it if it has one, else (an object uploaded in parts has a checksum of
+    its parts' checksums, or none) by reading it."""
     from .aws import sha256_checksum
 
     head = await s3.head(uri.bucket, uri.key, checksums=True)
-    return head is not None and head.get("ChecksumSHA256") == sha256_checksum(sha256)
+    if head is None:
+        return False
+    held = head.get("ChecksumSHA256")
+    whole = "-" not in str(head.get("ETag", "")) and head.get("ChecksumType") != "COMPOSITE"
+    if held and whole:  # one PUT: its checksum is the whole object's (a multipart ETag ends -N)
+        return bool(held == sha256_checksum(sha256))
+    digest = hashlib.sha256()
+    async for chunk in s3.read_chunks(uri.bucket, uri.key, 8 * 1024 * 1024):
+        await anyio.to_thread.run_sync(digest.update, chunk)
+    return digest.hexdigest() == sha256
 
 
 class _SkipWritten:

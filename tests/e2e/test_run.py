@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import os
@@ -672,7 +673,8 @@ def test_check_input_names_what_changed_under_a_shard_prefix(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Missing, shorter, rewritten and extra objects are each named (three at most, then a
-    count); the same bytes uploaded again (a new ETag) pass."""
+    count); the same bytes uploaded again (a new ETag) pass, in one PUT (by S3's SHA-256
+    checksum) or in parts (S3's checksum is of the parts': by reading the object)."""
     from fanout.aws import Aws, AwsOptions
     from fanout.pipeline import _check_input
 
@@ -696,6 +698,18 @@ def test_check_input_names_what_changed_under_a_shard_prefix(
 
     body = s3.get_object(Bucket=info.bucket, Key=keys[0])["Body"].read()
     s3.put_object(Bucket=info.bucket, Key=keys[0], Body=body)  # the same bytes, a new ETag
+    anyio.run(check)
+    # ...and uploaded in parts, as `aws s3 cp` does from 8 MB: a composite checksum
+    upload = s3.create_multipart_upload(Bucket=info.bucket, Key=keys[0], ChecksumAlgorithm="SHA256")
+    one = s3.upload_part(Bucket=info.bucket, Key=keys[0], UploadId=upload["UploadId"],
+                         PartNumber=1, Body=body, ChecksumAlgorithm="SHA256")  # fmt: skip
+    s3.complete_multipart_upload(
+        Bucket=info.bucket, Key=keys[0], UploadId=upload["UploadId"],
+        MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": one["ETag"],
+                                    "ChecksumSHA256": one["ChecksumSHA256"]}]},
+    )  # fmt: skip
+    head = s3.head_object(Bucket=info.bucket, Key=keys[0], ChecksumMode="ENABLED")
+    assert head["ChecksumSHA256"] != base64.b64encode(bytes.fromhex(parts[0]["sha256"])).decode()
     anyio.run(check)
 
     s3.delete_object(Bucket=info.bucket, Key=keys[1])
