@@ -22,6 +22,8 @@ from fanout.emulator import Emulator, EmulatorInfo, EmulatorSettings
 _names = itertools.count()
 SHAPES = ServiceModel("personalize")
 
+NO_RETRY = {"mode": "standard", "max_attempts": 1}
+
 
 def unique(prefix: str = "job") -> str:
     return f"{prefix}-{next(_names)}-{id(_names) % 10_000}"
@@ -682,7 +684,7 @@ async def test_a_write_whose_checksum_does_not_match_is_refused(
     info = emulator.info
     key = unique("checked")
     wrong = base64.b64encode(bytes(len(base64.b64decode(right)))).decode()
-    async with clients() as (s3, _):
+    async with clients(retries=NO_RETRY) as (s3, _):  # botocore retries BadDigest
         with pytest.raises(ClientError) as caught:
             await s3.put_object(
                 Bucket=info.bucket, Key=key, Body=b"body", **{f"Checksum{algorithm}": wrong}
@@ -700,6 +702,43 @@ async def test_a_write_whose_checksum_does_not_match_is_refused(
         )
         head = await s3.head_object(Bucket=info.bucket, Key=key, ChecksumMode="ENABLED")
     assert head[f"Checksum{algorithm}"] == right
+
+
+async def test_content_md5_is_checked_and_a_multipart_checksum_is_the_objects(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """A wrong Content-MD5 is BadDigest, one that is no MD5 InvalidDigest; the whole-object
+    CRC32 a CompleteMultipartUpload carries is the object's, not its XML body's: accepted."""
+    info = emulator.info
+    key = unique("md5")
+    right = base64.b64encode(hashlib.md5(b"body").digest()).decode()
+    async with clients(retries=NO_RETRY) as (s3, _):  # botocore retries BadDigest
+        for md5, code in ((base64.b64encode(bytes(16)).decode(), "BadDigest"),
+                          ("bm90LWFuLW1kNQ==", "InvalidDigest")):  # fmt: skip
+            with pytest.raises(ClientError) as caught:
+                await s3.put_object(Bucket=info.bucket, Key=key, Body=b"body", ContentMD5=md5)
+            assert error_code(caught.value) == code
+        await s3.put_object(Bucket=info.bucket, Key=key, Body=b"body", ContentMD5=right)
+
+        data = b"x" * (5 * 1024 * 1024) + b"tail"
+        whole = base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode()
+        upload = await s3.create_multipart_upload(
+            Bucket=info.bucket, Key=key, ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT"
+        )
+        parts = []
+        for number, chunk in enumerate((data[: 5 * 1024 * 1024], data[5 * 1024 * 1024 :]), 1):
+            crc = base64.b64encode(zlib.crc32(chunk).to_bytes(4, "big")).decode()
+            answer = await s3.upload_part(
+                Bucket=info.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=number,
+                Body=chunk, ChecksumCRC32=crc,
+            )  # fmt: skip
+            parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumCRC32": crc})
+        await s3.complete_multipart_upload(
+            Bucket=info.bucket, Key=key, UploadId=upload["UploadId"], ChecksumCRC32=whole,
+            ChecksumType="FULL_OBJECT", MultipartUpload={"Parts": parts},
+        )  # fmt: skip
+        got = await s3.get_object(Bucket=info.bucket, Key=key)
+        assert await got["Body"].read() == data
 
 
 async def test_quota_counts_non_terminal_jobs(clients: Callable[..., Any]) -> None:

@@ -10,8 +10,9 @@ moto is the ecosystem's standard S3 double; this module adds what the emulator n
 - a key that is not enabled cannot be used: KMS refuses to make data keys, encrypt or decrypt
   with it (`DisabledException`, `KMSInvalidStateException` while pending deletion), and S3
   refuses to read an object encrypted under it (`KMS.DisabledException`); moto does neither;
-- a write whose `x-amz-checksum-sha256`, `-sha1` or `-crc32` header does not match its body is
-  refused with `BadDigest`, as S3 refuses it; moto stores whatever checksum it is given;
+- a write whose `Content-MD5`, `x-amz-checksum-sha256`, `-sha1` or `-crc32` header does not
+  match its body is refused with `BadDigest` (`InvalidDigest` for an MD5 that is not one), as
+  S3 refuses it; moto stores whatever checksum it is given;
 - the emulator's own job traffic carries an internal header and is never faulted.
 
 moto keeps its state in module globals, so every emulator in one process shares one S3 world;
@@ -162,16 +163,36 @@ class _Front:
 
 
 def _bad_digest(environ: dict[str, Any]) -> tuple[str, bytes] | None:
-    """S3's refusal of a write whose checksum header does not match its body (the body is read
-    and put back for moto). Checksums that come in an aws-chunked body's trailer are not
-    checked."""
+    """S3's refusal of a write whose Content-MD5 or checksum header does not match its body
+    (the body is read and put back for moto). Not for a copy, nor CompleteMultipartUpload,
+    whose checksum is the object's, not its body's; checksums that come in an aws-chunked
+    body's trailer are not checked."""
     given = [header for header in _CHECKSUMS if header in environ]
-    if not given or "aws-chunked" in str(environ.get("HTTP_CONTENT_ENCODING", "")):
+    md5 = environ.get("HTTP_CONTENT_MD5")
+    if not given and md5 is None:
+        return None
+    completing = environ.get("REQUEST_METHOD") == "POST" and "uploadId" in parse_qs(
+        str(environ.get("QUERY_STRING", "")), keep_blank_values=True
+    )
+    chunked = "aws-chunked" in str(environ.get("HTTP_CONTENT_ENCODING", ""))
+    if completing or chunked or environ.get("HTTP_X_AMZ_COPY_SOURCE"):
         return None
     length = int(environ.get("CONTENT_LENGTH") or 0)
     stream = environ.get("wsgi.input")
     body = stream.read(length) if stream is not None and length else b""
     environ["wsgi.input"] = io.BytesIO(body)
+    if md5 is not None:
+        try:
+            want = base64.b64decode(md5, validate=True)
+        except ValueError:
+            want = b""
+        if len(want) != 16:
+            return _s3_error(
+                "InvalidDigest", "The Content-MD5 you specified was invalid.", "400 Bad Request"
+            )
+        if hashlib.md5(body).digest() != want:
+            message = "The Content-MD5 you specified did not match what we received."
+            return _s3_error("BadDigest", message, "400 Bad Request")
     for header in given:
         name, digest = _CHECKSUMS[header]
         if base64.b64encode(digest(body)).decode() != environ[header]:
