@@ -708,7 +708,8 @@ async def test_content_md5_is_checked_and_a_multipart_checksum_is_the_objects(
     emulator: Emulator, clients: Callable[..., Any]
 ) -> None:
     """A wrong Content-MD5 is BadDigest, one that is no MD5 InvalidDigest; the whole-object
-    CRC32 a CompleteMultipartUpload carries is the object's, not its XML body's: accepted."""
+    CRC32 a CompleteMultipartUpload carries is the object's, not its XML body's: accepted. An
+    object in parts reports its checksum as S3 does: FULL_OBJECT as given, else composite."""
     info = emulator.info
     key = unique("md5")
     right = base64.b64encode(hashlib.md5(b"body").digest()).decode()
@@ -739,6 +740,25 @@ async def test_content_md5_is_checked_and_a_multipart_checksum_is_the_objects(
         )  # fmt: skip
         got = await s3.get_object(Bucket=info.bucket, Key=key)
         assert await got["Body"].read() == data
+        head = await s3.head_object(Bucket=info.bucket, Key=key, ChecksumMode="ENABLED")
+        assert (head["ChecksumCRC32"], head["ChecksumType"]) == (whole, "FULL_OBJECT")
+
+        # In parts with no ChecksumType: S3's composite checksum, `-N` and COMPOSITE
+        composite = unique("composite")
+        upload = await s3.create_multipart_upload(
+            Bucket=info.bucket, Key=composite, ChecksumAlgorithm="SHA256"
+        )
+        answer = await s3.upload_part(
+            Bucket=info.bucket, Key=composite, UploadId=upload["UploadId"], PartNumber=1,
+            Body=b"one", ChecksumAlgorithm="SHA256",
+        )  # fmt: skip
+        await s3.complete_multipart_upload(
+            Bucket=info.bucket, Key=composite, UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": answer["ETag"],
+                                        "ChecksumSHA256": answer["ChecksumSHA256"]}]},
+        )  # fmt: skip
+        head = await s3.head_object(Bucket=info.bucket, Key=composite, ChecksumMode="ENABLED")
+        assert head["ChecksumSHA256"].endswith("-1") and head["ChecksumType"] == "COMPOSITE"
 
 
 async def test_quota_counts_non_terminal_jobs(clients: Callable[..., Any]) -> None:

@@ -10,6 +10,7 @@ moto is the ecosystem's standard S3 double; this module adds what the emulator n
 - a key that is not enabled cannot be used: KMS refuses to make data keys, encrypt or decrypt
   with it (`DisabledException`, `KMSInvalidStateException` while pending deletion), and S3
   refuses to read an object encrypted under it (`KMS.DisabledException`); moto does neither;
+- an object uploaded in parts reports a composite checksum as S3 does (`…-N`, COMPOSITE);
 - a write whose `Content-MD5`, `x-amz-checksum-sha256`, `-sha1` or `-crc32` header does not
   match its body is refused with `BadDigest` (`InvalidDigest` for an MD5 that is not one), as
   S3 refuses it; moto stores whatever checksum it is given;
@@ -118,6 +119,8 @@ class _Front:
                 if stream is not None and length:
                     stream.read(length)
                 return _answer(start_response, *refusal, "application/xml")
+            if environ.get("REQUEST_METHOD") in {"GET", "HEAD"}:
+                start_response = _composite_checksums(start_response)
         return self._app(environ, start_response)  # type: ignore[no-any-return]
 
     def _unusable_key(
@@ -199,6 +202,34 @@ def _bad_digest(environ: dict[str, Any]) -> tuple[str, bytes] | None:
             message = f"The {name} you specified did not match the calculated checksum."
             return _s3_error("BadDigest", message, "400 Bad Request")
     return None
+
+
+_PARTS_ETAG = re.compile(r'"?[0-9a-f]+-(\d+)"?')
+
+
+def _composite_checksums(start_response: _StartResponse) -> _StartResponse:
+    """`start_response`, answering for an object uploaded in N parts with its composite
+    checksum as S3 gives it: `…-N`, `ChecksumType: COMPOSITE` (moto leaves the suffix off in
+    HEAD, and both off when the upload named no ChecksumType)."""
+
+    def respond(status: str, headers: list[tuple[str, str]], *rest: Any) -> Any:
+        names = {name.lower(): value for name, value in headers}
+        parts = _PARTS_ETAG.fullmatch(names.get("etag", ""))
+        if parts is None or names.get("x-amz-checksum-type", "COMPOSITE") != "COMPOSITE":
+            return start_response(status, headers, *rest)
+        fixed = []
+        for name, value in headers:
+            low = name.lower()
+            if low.startswith("x-amz-checksum-") and low != "x-amz-checksum-type":
+                value = value if "-" in value else f"{value}-{parts[1]}"
+            fixed.append((name, value))
+        if "x-amz-checksum-type" not in names and any(
+            low.startswith("x-amz-checksum-") for low in names
+        ):
+            fixed.append(("x-amz-checksum-type", "COMPOSITE"))
+        return start_response(status, fixed, *rest)
+
+    return respond
 
 
 def _answer(
