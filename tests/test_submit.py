@@ -662,3 +662,7 @@ async def test_a_shard_refused_by_its_input_check_stops_the_run_after_the_create
     assert raised.group_contains(InputError, match="shard 1: its input")
     assert [job.name for job in service.jobs.values()] == [job_name("fanout", RUN, 0, 1)]
     assert [e["shard"] for e in created(log.events)] == [0]
+    refused = [e for e in log.events if e["event"] == "shard-refused"]
+    assert [(e["shard"], e["reason"]) for e in refused] == [
+        (1, "shard 1: its input on S3 changed after the upload")
+    ]

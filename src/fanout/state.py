@@ -11,13 +11,16 @@ Events and what they mean (fields beyond `t` and `event`):
     job-status      shard, attempt, arn, status, reason             a job's status changed
     job-timeout     shard, attempt, arn, seconds                    fanout stopped waiting for it
     shard-failed    shard, attempt, reason, hint                    no more attempts for it
+    shard-refused   shard, reason                                   its parts on S3 are not as
+                                                                    uploaded (or could not be
+                                                                    checked): no job, run stopped
     submitted       active, failed, timed_out                       every job is terminal
     merge-started   settings                                        results are being merged
     shard-merged    shard, sent, results, errors, missing, …        one shard's counts
     results-ready   out                                             the result is about to be
                                                                     moved into place
     merged          out, counts                                     the result set is in place
-    retry-started   child, ids                                      errored/missing IDs resent
+    retry-started   child, ids, missing_only                        errored/missing IDs resent
     retry-combining child, size                                     the child's results are being
                                                                     appended to a result of size
     retried         child, counts                                   and merged into the result
@@ -82,6 +85,7 @@ class RunState:
     submit: dict[str, Any] | None = None  # the submit-started event
     jobs: dict[int, list[JobRecord]] = field(default_factory=dict)  # attempts, oldest first
     failed: dict[int, dict[str, Any]] = field(default_factory=dict)  # shard-failed events
+    refused: dict[int, str] = field(default_factory=dict)  # shard-refused, until a job
     submitted: dict[str, Any] | None = None
     merge: dict[str, Any] | None = None  # the last merge-started event
     merged: dict[str, Any] | None = None  # its merged event, if it finished
@@ -127,6 +131,7 @@ class RunState:
             self.submit = event
         elif kind == "job-created":
             shard = int(event["shard"])
+            self.refused.pop(shard, None)
             record = JobRecord(
                 shard=shard,
                 attempt=int(event["attempt"]),
@@ -149,6 +154,8 @@ class RunState:
                 job.status_text = str(event["status"])
                 job.reason = event.get("reason")
                 job.updated = float(event["t"])
+        elif kind == "shard-refused":
+            self.refused[int(event["shard"])] = str(event["reason"])
         elif kind == "shard-failed":
             self.failed[int(event["shard"])] = event
         elif kind == "submitted":

@@ -55,6 +55,8 @@ def status_record(state: RunState) -> dict[str, Any]:
             }
         if number in state.failed:
             entry["failed"] = state.failed[number]["reason"]
+        if number in state.refused:
+            entry["refused"] = state.refused[number]
         shards.append(entry)
     planned = int(state.start.get("plan", {}).get("shards") or 0)
     record: dict[str, Any] = {
@@ -117,5 +119,7 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
                 text += " timed out"
         if "failed" in shard:
             text += f": FAILED: {shard['failed']}"
+        if "refused" in shard:
+            text += f": NO JOB, THE RUN STOPPED: {shard['refused']}"
         rows.append((f"shard {shard['shard']}", f"{shard['records']:,} records, {text}"))
     return rows

@@ -372,6 +372,7 @@ class Submitter:
                     await self._check_input(shard)
                 except FanoutError as exc:
                     self._halted = self._halted or exc
+                    await self._journal.append("shard-refused", shard=shard.shard, reason=str(exc))
                     return True  # not waiting for a slot: the run stops
             await self._bucket.acquire()
             try:

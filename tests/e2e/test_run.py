@@ -639,11 +639,16 @@ def test_a_part_changed_on_s3_stops_the_run_before_its_job(
         f"s3://{bucket}/{key} has other bytes than were uploaded" in err
     ), err
     assert "fanout resume changed" in err
+    state = ["--state-dir", str(user.state)]
+    code, stdout, _ = user.cli(["status", "changed", *state], capsys)
+    assert code == 0 and "NO JOB, THE RUN STOPPED: shard 0: its input on S3 changed" in stdout
 
     user.s3.put_object(Bucket=bucket, Key=key, Body=body)  # a new ETag, the same SHA-256
-    code, _, err = user.cli(["resume", "changed", "--state-dir", str(user.state)], capsys)
+    code, _, err = user.cli(["resume", "changed", *state], capsys)
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 300
+    code, stdout, _ = user.cli(["status", "changed", *state], capsys)
+    assert code == 0 and "STOPPED" not in stdout
 
 
 def test_a_part_changed_while_its_job_runs_is_named_at_its_merge(
