@@ -69,16 +69,15 @@ def unfinished(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     return started[-1] if started and started[-1]["child"] not in done else None
 
 
-def keep_errors(run_dir: Path, kept: Path) -> int:
+def keep_errors(run_dir: Path, kept: Path) -> None:
     """A `--missing-only` retry keeps the run's errored IDs: their lines of errors.jsonl are
-    copied to `kept` (then put back beside the retry's own, `replace_reports`); how many."""
+    copied to `kept` (then put back beside the retry's own, `replace_reports`)."""
     errors = run_dir / "errors.jsonl"
-    data = errors.read_bytes() if errors.exists() else b""
-    write_private(kept, data)
-    return error_lines(kept)
+    write_private(kept, errors.read_bytes() if errors.exists() else b"")
 
 
 def error_lines(path: Path) -> int:
+    """The error lines in `path` (an errors.jsonl): one an errored ID."""
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
 
