@@ -364,3 +364,15 @@ def test_write_report_of_a_missing_run_or_into_a_missing_folder_is_a_config_erro
     write_journal(tmp_path / "r1", full_run())
     with pytest.raises(ConfigError, match="cannot write the report"):
         write_report(tmp_path / "r1", tmp_path / "missing" / "r.html")
+
+
+def test_every_event_fanout_journals_is_known_to_the_report() -> None:
+    """The report counts events of kinds it does not know as "ignored"; every kind the journal
+    holds (the table in `fanout.state`) is known, so a merged run's page notes none (it noted
+    `results-ready` on every one)."""
+    from fanout import report, state
+
+    assert state.__doc__ is not None
+    kinds = set(re.findall(r"^    ([a-z]+(?:-[a-z]+)+) ", state.__doc__, re.MULTILINE))
+    assert {"run-started", "results-ready", "retry-combining", "shard-refused"} <= kinds
+    assert kinds <= report._KNOWN

@@ -123,8 +123,8 @@ def _stage_of(status: str) -> str:
 
 _KNOWN = {
     "run-started", "part-written", "shard-ready", "prepared", "submit-started", "job-created",
-    "job-status", "job-timeout", "shard-failed", "submitted", "merge-started", "shard-merged",
-    "merged", "retry-started", "retried",
+    "job-status", "job-timeout", "shard-failed", "shard-refused", "submitted", "merge-started",
+    "shard-merged", "results-ready", "merged", "retry-started", "retry-combining", "retried",
 }  # fmt: skip
 
 
@@ -200,6 +200,9 @@ class _Folder:
             if current is not None and current.stage == "queue" and current.attempt is not None:
                 del self.open[number]  # the retry that will not come: nothing to draw
             self.close(number, t, "no more attempts")
+        elif kind == "shard-refused" and number is not None:
+            self.shard(number).reason = _text(event.get("reason"))
+            self.close(number, t, "no job: its input on S3 changed; the run stopped")
         elif kind == "merge-started":
             self.merges.clear()  # a merge starts from scratch: only the last one counts
             for shard in self.line.shards.values():
