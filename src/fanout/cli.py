@@ -1240,8 +1240,9 @@ def outcome_summary(outcome: Any) -> dict[str, Any]:
     if outcome.merged is not None:
         summary["result"] = outcome.result
         summary["reconciliation"] = dataclasses.asdict(outcome.merged)
-        summary["errors_file"] = str(outcome.run_dir / "errors.jsonl")
-        summary["missing_file"] = str(outcome.run_dir / "missing.txt")
+        reports = outcome.reports_dir or outcome.run_dir
+        summary["errors_file"] = str(reports / "errors.jsonl")
+        summary["missing_file"] = str(reports / "missing.txt")
     if (counts := _input_counts(outcome)) is not None:
         summary["input"] = counts
     summary["seconds"] = round(outcome.seconds, 3)
@@ -1778,13 +1779,18 @@ def _run_retry(args: argparse.Namespace) -> int:
         errors = run_dir / "errors.jsonl"
         left = error_lines(errors) if args.missing_only and errors.exists() else 0
         if not left:
-            print(f"run {args.run_id}: nothing to retry, every ID has recommendations")
-            return EXIT_OK
-        print(
-            f"run {args.run_id}: nothing to retry, no ID is missing; {left:,} errored IDs were "
-            f"not sent again (--missing-only): {errors}"
-        )
-        return EXIT_OK if args.allow_partial else EXIT_PARTIAL
+            text = "nothing to retry, every ID has recommendations"
+        else:
+            text = (
+                f"nothing to retry, no ID is missing; {left:,} errored IDs were not sent again "
+                f"(--missing-only): {errors}"
+            )
+        if args.output != "text" or getattr(args, "query", None):
+            data = {"run_id": args.run_id, "retried": False, "errors_left": left, "note": text}
+            _print_data(data, args.output, getattr(args, "query", None))
+        else:
+            print(f"run {args.run_id}: {text}")
+        return EXIT_OK if not left or args.allow_partial else EXIT_PARTIAL
     return _print_outcome(outcome, args)
 
 

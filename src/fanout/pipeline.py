@@ -897,6 +897,8 @@ class RunOutcome:
     result: str | None = None  # where the merged results are
     retried: bool = False  # `merged` adds the results of the run's retries (`fanout retry`)
     earlier_results: int = 0  # `fanout retry`: results already in the result file before it
+    reports_dir: Path | None = None  # `fanout retry`: the run whose errors.jsonl and
+    # missing.txt now hold what still fails (else run_dir's)
 
     @property
     def ok(self) -> bool:
@@ -1125,13 +1127,17 @@ async def _with_retries(
     out = Path(merge.out)
     fmt = merge.result_format
     results = outcome.merged.results
-    last: dict[str, Any] = {}
     for _, state in retried:
         assert state.merged is not None
         await anyio.to_thread.run_sync(retrying.combine, out, Path(state.merged["out"]), fmt)
-        last = state.merged["counts"]
-        results += int(last["results"])
-    retrying.replace_reports(run_dir, run_dir.parent / retried[-1][0])
+        results += int(state.merged["counts"]["results"])
+    # The run's errors and missing IDs are those the last retry left: its own, and the errors
+    # a --missing-only retry kept (not sent again), as its `retried` event counts them.
+    child = retried[-1][0]
+    events = read_events(run_dir)
+    last = [e for e in events if e["event"] == "retried" and e["child"] == child][-1]["counts"]
+    kept = run_dir / f"retry-{child}-kept-errors.jsonl"
+    retrying.replace_reports(run_dir, run_dir.parent / child, kept if kept.exists() else None)
     merged = dataclasses.replace(
         outcome.merged, results=results, errors=int(last["errors"]), missing=int(last["missing"])
     )
@@ -1735,14 +1741,13 @@ async def retry(
         retrying.replace_reports(run_dir, child_dir, kept)
         counts = outcome.merged or Reconciliation(**finished["counts"])
         if kept is not None:  # the errors not sent again are still the run's: counted so
-            still = retrying.error_lines(kept)
-            counts = dataclasses.replace(
-                counts, sent=counts.sent + still, errors=counts.errors + still
-            )
+            counts = dataclasses.replace(counts, errors=counts.errors + retrying.error_lines(kept))
         await journal.append("retried", child=child, counts=asdict(counts))
         earlier = int(state.merged.get("counts", {}).get("results", 0)) + sum(
             int(event["counts"].get("results", 0))
             for event in events
             if event.get("event") == "retried" and event.get("child") != child
         )
-        return dataclasses.replace(outcome, merged=counts, result=str(out), earlier_results=earlier)
+        return dataclasses.replace(
+            outcome, merged=counts, result=str(out), earlier_results=earlier, reports_dir=run_dir
+        )

@@ -491,8 +491,14 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
         emulator.service.settings = emulator.service.settings.model_copy(update={"fail_rate": 0})
 
         state = ["--state-dir", str(user.state)]
-        code, stdout, err = user.cli(["retry", "half", *state, "--missing-only"], capsys)
+        code, stdout, err = user.cli(
+            ["retry", "half", *state, "--missing-only", "--output", "json"], capsys
+        )
         assert code == 3, err
+        summary = json.loads(stdout)  # the retry's own IDs; the run's errors, in its files
+        assert summary["reconciliation"]["sent"] == len(missing)
+        assert summary["reconciliation"]["errors"] == len(unknown)
+        assert summary["errors_file"] == str(run_dir / "errors.jsonl")
         sent = (run_dir / "retry-half-r1.jsonl").read_text().splitlines()
         assert {json.loads(line)["itemId"] for line in sent} == missing  # no errored one
         assert sorted(errors()) == sorted(unknown)  # the kept and the new ones, each once
@@ -505,8 +511,19 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
 
         code, stdout, _ = user.cli(["retry", "half", *state, "--missing-only"], capsys)
         assert code == 3 and "no ID is missing; 9 errored IDs were not sent again" in stdout
-        args = ["retry", "half", *state, "--missing-only", "--allow-partial"]
-        assert user.cli(args, capsys)[0] == 0
+        args = ["retry", "half", *state, "--missing-only", "--allow-partial", "--output", "json"]
+        code, stdout, _ = user.cli(args, capsys)
+        assert code == 0 and json.loads(stdout)["errors_left"] == len(unknown)
+        # Merged again: the retry's results are added, the errors it kept are kept again
+        other = tmp_path / "other.jsonl"
+        code, _, err = user.cli(["merge", "half", *state, "--out", str(other)], capsys)
+        assert code == 3, err
+        assert sorted(errors()) == sorted(unknown)
+        rows = {json.loads(line)["itemId"] for line in other.read_text().splitlines()}
+        assert rows == {str(i) for i in range(1, 1001)}
+        code, stdout, _ = user.cli(["status", "half", *state, "--output", "json"], capsys)
+        counts = json.loads(stdout)["reconciliation"]
+        assert (counts["results"], counts["errors"], counts["missing"]) == (1000, 9, 0)
     finally:
         emulator.stop()
 
