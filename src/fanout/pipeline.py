@@ -1124,7 +1124,7 @@ async def _with_retries(
     from . import retry as retrying
 
     assert outcome.merged is not None
-    out = Path(merge.out)
+    out = Path(await anyio.Path(merge.out).absolute())  # journalled: found from anywhere
     fmt = merge.result_format
     results = outcome.merged.results
     for _, state in retried:

@@ -516,7 +516,8 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
         assert code == 0 and json.loads(stdout)["errors_left"] == len(unknown)
         # Merged again: the retry's results are added, the errors it kept are kept again
         other = tmp_path / "other.jsonl"
-        code, _, err = user.cli(["merge", "half", *state, "--out", str(other)], capsys)
+        monkeypatch.chdir(tmp_path)  # a relative --out is journalled as an absolute path
+        code, _, err = user.cli(["merge", "half", *state, "--out", "other.jsonl"], capsys)
         assert code == 3, err
         assert sorted(errors()) == sorted(unknown)
         rows = {json.loads(line)["itemId"] for line in other.read_text().splitlines()}
@@ -524,6 +525,7 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
         code, stdout, _ = user.cli(["status", "half", *state, "--output", "json"], capsys)
         counts = json.loads(stdout)["reconciliation"]
         assert (counts["results"], counts["errors"], counts["missing"]) == (1000, 9, 0)
+        assert json.loads(stdout)["result"] == str(other)
     finally:
         emulator.stop()
 
