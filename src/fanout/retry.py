@@ -131,14 +131,17 @@ def combine(parent: Path, child: Path, fmt: str) -> None:
 
 
 def _combine_text(parent: Path, child: Path, tmp: Path, *, header: bool) -> None:
+    """The parent's bytes, then the child's rows (its CSV header left off), each file gzipped
+    or not as its own name says: a run merged again to `.gz` may have retries whose results
+    are not, and the other way round."""
     compressed = parent.name.endswith(".gz")
     with parent.open("rb") as first, tmp.open("wb") as out:
         shutil.copyfileobj(first, out)
-        if compressed and not header:
+        if compressed and not header and child.name.endswith(".gz"):
             with child.open("rb") as second:  # gzip members concatenate into one stream
                 shutil.copyfileobj(second, out)
             return
-        opener: Any = gzip.open if compressed else open
+        opener: Any = gzip.open if child.name.endswith(".gz") else open
         with opener(child, "rb") as second:
             if header:
                 second.readline()
