@@ -1671,7 +1671,7 @@ async def retry(
     async with Journal.open(run_dir) as journal:  # the run's lock: one retry of it at a time
         events = read_events(run_dir)
         state = RunState.replay(events, str(run_dir / JOURNAL_NAME))
-        retrying.check_retryable(state)
+        retrying.check_retryable(state, run_dir)
         assert state.merge is not None and state.merged is not None and state.submit is not None
         out = Path(state.merged["out"])
         recorded = MergeSettings(**state.merge["settings"])

@@ -94,7 +94,25 @@ def combining(events: list[dict[str, Any]], child: str) -> int | None:
     return int(sizes[-1]) if sizes else None
 
 
-def check_retryable(state: RunState) -> None:
+def parent_of(run_dir: Path) -> str | None:
+    """The run whose retry the run at `run_dir` is (`<parent>-rN`, named in the parent's
+    journal), if it is one."""
+    parent, _, number = run_dir.name.rpartition("-r")
+    journal = run_dir.parent / parent / JOURNAL_NAME
+    if not parent or not number.isdigit() or not journal.exists():
+        return None
+    events = read_events(run_dir.parent / parent)
+    started = {e.get("child") for e in events if e.get("event") == "retry-started"}
+    return parent if run_dir.name in started else None
+
+
+def check_retryable(state: RunState, run_dir: Path) -> None:
+    parent = parent_of(run_dir)
+    if parent is not None:
+        raise ConfigError(
+            f"run {state.run_id} is a retry of run {parent}: its results go into {parent}'s, "
+            f"so retry that run (`fanout retry {parent}`)"
+        )
     if state.merged is None:
         raise ConfigError(
             f"run {state.run_id} has not been merged: `fanout merge {state.run_id} --out FILE` "

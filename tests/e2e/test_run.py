@@ -499,6 +499,8 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
         assert summary["reconciliation"]["sent"] == len(missing)
         assert summary["reconciliation"]["errors"] == len(unknown)
         assert summary["errors_file"] == str(run_dir / "errors.jsonl")
+        code, _, err = user.cli(["retry", "half-r1", *state], capsys)  # the retry's own run
+        assert code == 2 and "run half-r1 is a retry of run half" in err, err
         sent = (run_dir / "retry-half-r1.jsonl").read_text().splitlines()
         assert {json.loads(line)["itemId"] for line in sent} == missing  # no errored one
         assert sorted(errors()) == sorted(unknown)  # the kept and the new ones, each once
