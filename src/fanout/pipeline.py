@@ -1049,6 +1049,13 @@ async def resume(
             merge = dataclasses.replace(again, out=state.merged["out"], overwrite=True)
         retried = _retried(run_dir) if merge is not None else []
         if merge is not None:
+            if state.retrying is not None:  # its results would go into the old result file
+                flag = " --missing-only" if state.retrying.get("missing_only") else ""
+                raise ConfigError(
+                    f"run {state.run_id} has a retry that did not finish "
+                    f"({state.retrying['child']}): finish it with `fanout retry "
+                    f"{state.run_id}{flag}` first, then merge the run again"
+                )
             if state.submit is None:
                 raise ConfigError(
                     f"run {state.run_id} has no jobs yet: `fanout submit` creates them; merge "

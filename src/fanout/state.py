@@ -91,6 +91,7 @@ class RunState:
     merged: dict[str, Any] | None = None  # its merged event, if it finished
     results_ready: bool = False  # its result may already be in place (replace it on resume)
     retried: list[dict[str, Any]] = field(default_factory=list)  # `retried` since `merged`
+    retrying: dict[str, Any] | None = None  # the retry-started event of a retry not finished
     last_event: float = 0.0
 
     @classmethod
@@ -167,8 +168,12 @@ class RunState:
             self.results_ready = True
         elif kind == "merged":
             self.merged, self.retried = event, []
+        elif kind == "retry-started":
+            self.retrying = event
         elif kind == "retried":
             self.retried.append(event)
+            if self.retrying is not None and self.retrying.get("child") == event.get("child"):
+                self.retrying = None
 
     def reconciled(self) -> dict[str, Any] | None:
         """The counts of the result as it stands: the last merge's, with what `fanout retry`

@@ -77,6 +77,12 @@ def status_record(state: RunState) -> dict[str, Any]:
         record["source"] = state.prepared.get("source")
     if state.submit is not None:
         record["job_output"] = state.submit["request"]["jobOutput"]["s3DataDestination"]["path"]
+    if state.retrying is not None:
+        flag = " --missing-only" if state.retrying.get("missing_only") else ""
+        record["unfinished_retry"] = {
+            "child": state.retrying["child"],
+            "finish_with": f"fanout retry {state.run_id}{flag}",
+        }
     if state.merged is not None:
         record["result"] = state.merged["out"]
         record["reconciliation"] = state.reconciled()
@@ -109,10 +115,13 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
                 f"{counts['missing']:,} missing",
             )
         )
+    if "unfinished_retry" in record:
+        retry = record["unfinished_retry"]
+        rows.append(("retry", f"{retry['child']} unfinished: `{retry['finish_with']}` finishes it"))
     for shard in record["shards"]:
         job = shard.get("job")
         if job is None:
-            text = "waiting for a job"
+            text = "no job" if "refused" in shard else "waiting for a job"
         else:
             text = f"{job['status']} {job['name']} (attempt {job['attempt']}, {job['created']})"
             if job["timed_out"] and job["status"] not in {"ACTIVE", "CREATE FAILED"}:
@@ -120,6 +129,6 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
         if "failed" in shard:
             text += f": FAILED: {shard['failed']}"
         if "refused" in shard:
-            text += f": NO JOB, THE RUN STOPPED: {shard['refused']}"
+            text += f": THE RUN STOPPED: {shard['refused']}"
         rows.append((f"shard {shard['shard']}", f"{shard['records']:,} records, {text}"))
     return rows

@@ -605,8 +605,17 @@ def test_an_interrupted_retry_is_finished_not_started_again(
             ["retry", "cut", "--state-dir", str(user.state), "--missing-only"], capsys
         )
         assert code == 2 and "was started without --missing-only: finish it the same way" in err
+        state = ["--state-dir", str(user.state)]
+        code, stdout, _ = user.cli(["status", "cut", *state], capsys)
+        assert "cut-r1 unfinished: `fanout retry cut` finishes it" in stdout
+        code, _, err = user.cli(
+            ["merge", "cut", *state, "--out", str(tmp_path / "x.jsonl")], capsys
+        )
+        assert code == 2 and "has a retry that did not finish (cut-r1)" in err, err
         code, _, err = user.cli(["retry", "cut", "--state-dir", str(user.state)], capsys)
         assert code == 0, err
+        code, stdout, _ = user.cli(["status", "cut", *state], capsys)
+        assert "unfinished" not in stdout
         names = [job["jobName"] for job in user.jobs("cut-r1")]
         assert not (user.state / "cut-r2").exists() and len(names) == len(set(names))
         assert crash_in == "submit" or len(names) == jobs
@@ -662,7 +671,7 @@ def test_a_part_changed_on_s3_stops_the_run_before_its_job(
     assert "fanout resume changed" in err
     state = ["--state-dir", str(user.state)]
     code, stdout, _ = user.cli(["status", "changed", *state], capsys)
-    assert code == 0 and "NO JOB, THE RUN STOPPED: shard 0: its input on S3 changed" in stdout
+    assert code == 0 and "no job: THE RUN STOPPED: shard 0: its input on S3 changed" in stdout
 
     user.s3.put_object(Bucket=bucket, Key=key, Body=body)  # a new ETag, the same SHA-256
     code, _, err = user.cli(["resume", "changed", *state], capsys)
