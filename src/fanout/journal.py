@@ -90,7 +90,7 @@ class Journal:
             os.close(fd)
             raise RunBusy(
                 f"run {run_dir.name} is in use by another fanout process (its journal {path} "
-                "is locked); wait for it to finish, or stop it, then resume"
+                "is locked); wait for it to finish, or stop it, then run this command again"
             ) from None
         try:
             _drop_torn_tail(path)

@@ -587,7 +587,11 @@ class _PartBook:
 
 
 async def _check_input(
-    s3: S3Store, run_id: str, shard: ShardInfo, parts: Sequence[Mapping[str, Any]]
+    s3: S3Store,
+    run_id: str,
+    shard: ShardInfo,
+    parts: Sequence[Mapping[str, Any]],
+    kms_key: str | None = None,
 ) -> None:
     """Raise InputError unless the shard's prefix on S3 holds exactly the parts the journal
     records, as they were uploaded: checked before its job is created.
@@ -599,7 +603,7 @@ async def _check_input(
     whose ETag differs (S3 may give one that differs for the same bytes) is compared by the
     SHA-256 checksum S3 holds for it."""
     try:
-        problems = await _input_problems(s3, S3Uri.parse(shard.prefix), parts)
+        problems = await _input_problems(s3, S3Uri.parse(shard.prefix), parts, kms_key)
     except FanoutError as exc:  # S3 failed after botocore's retries
         raise InputError(
             f"shard {shard.shard}: could not check its input on S3 before creating its job: "
@@ -611,15 +615,17 @@ async def _check_input(
             f"shard {shard.shard}: its input on S3 changed after the upload, so its job was "
             f"not created: {'; '.join(problems[:3])}{more}. Put its parts back as they were "
             "(the journal has each part's size and SHA-256, and S3 each part's SHA-256 as its "
-            f"checksum) and run `fanout resume {run_id}`, or start a new run (another --run-id) "
+            "checksum; SSE-KMS with the run's key) and remove any other object under its "
+            f"prefix, then run `fanout resume {run_id}`; or start a new run (another --run-id) "
             "for this input"
         )
 
 
 async def _input_problems(
-    s3: S3Store, prefix: S3Uri, parts: Sequence[Mapping[str, Any]]
+    s3: S3Store, prefix: S3Uri, parts: Sequence[Mapping[str, Any]], kms_key: str | None
 ) -> list[str]:
-    """How the objects under `prefix` differ from `parts` (see `_check_input`)."""
+    """How the objects under `prefix` differ from `parts` (see `_check_input`); a part put
+    there again (another ETag) must be under the run's KMS key too."""
     listed = {obj.key: obj async for obj in s3.list_objects(prefix.bucket, prefix.key)}
     problems = [
         f"s3://{prefix.bucket}/{key} is not one of its parts"
@@ -632,20 +638,25 @@ async def _input_problems(
             problems.append(f"{uri} is missing")
         elif found.size != part["nbytes"]:
             problems.append(f"{uri} holds {found.size:,} bytes, not {part['nbytes']:,}")
-        elif found.etag != part["etag"] and not await _same_sha256(s3, uri, part["sha256"]):
-            problems.append(f"{uri} has other bytes than were uploaded")
+        elif found.etag != part["etag"]:
+            head = await s3.head(uri.bucket, uri.key, checksums=True)
+            if head is None:
+                problems.append(f"{uri} is missing")
+            elif not await _same_sha256(s3, uri, head, part["sha256"]):
+                problems.append(f"{uri} has other bytes than were uploaded")
+            elif kms_key and (
+                head.get("ServerSideEncryption") != "aws:kms" or head.get("SSEKMSKeyId") != kms_key
+            ):
+                problems.append(f"{uri} is not encrypted with the run's KMS key {kms_key}")
     return problems
 
 
-async def _same_sha256(s3: S3Store, uri: S3Uri, sha256: str) -> bool:
-    """Whether the object's bytes have the SHA-256 `sha256` (hex): by the whole-object SHA-256
-    checksum S3 holds for it if it has one, else (an object uploaded in parts has a checksum of
-    its parts' checksums, or none) by reading it."""
+async def _same_sha256(s3: S3Store, uri: S3Uri, head: Mapping[str, Any], sha256: str) -> bool:
+    """Whether the object (`head`: its HEAD, with checksums) has the SHA-256 `sha256` (hex): by
+    the whole-object SHA-256 checksum S3 holds for it if it has one, else (an object uploaded
+    in parts has a checksum of its parts' checksums, or none) by reading it."""
     from .aws import sha256_checksum
 
-    head = await s3.head(uri.bucket, uri.key, checksums=True)
-    if head is None:
-        return False
     held = head.get("ChecksumSHA256")
     whole = "-" not in str(head.get("ETag", "")) and head.get("ChecksumType") != "COMPOSITE"
     if held and whole:  # one PUT: its checksum is the whole object's (a multipart ETag ends -N)
@@ -1232,7 +1243,11 @@ async def _drive(
                             on_active=merger.active if merger is not None else None,
                             run_started=state.started,
                             check_input=lambda shard: _check_input(
-                                aws.s3, state.run_id, shard, book.of(shard.shard)
+                                aws.s3,
+                                state.run_id,
+                                shard,
+                                book.of(shard.shard),
+                                _job_input_of(state).kms_key_arn,
                             ),
                         )
                         outcome = await submitter.run(receive)

@@ -673,7 +673,8 @@ def test_a_part_changed_on_s3_stops_the_run_before_its_job(
     code, stdout, _ = user.cli(["status", "changed", *state], capsys)
     assert code == 0 and "no job: THE RUN STOPPED: shard 0: its input on S3 changed" in stdout
 
-    user.s3.put_object(Bucket=bucket, Key=key, Body=body)  # a new ETag, the same SHA-256
+    kms = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": user.info.kms_key_arn}
+    user.s3.put_object(Bucket=bucket, Key=key, Body=body, **kms)  # as it was, a new ETag
     code, _, err = user.cli(["resume", "changed", *state], capsys)
     assert code == 0, err
     assert len(out.read_text().splitlines()) == 300
@@ -727,9 +728,9 @@ def test_check_input_names_what_changed_under_a_shard_prefix(
         region=info.region, s3_endpoint_url=info.s3_endpoint, endpoint_url=info.personalize_endpoint
     )
 
-    async def check() -> None:
+    async def check(kms_key: str | None = None) -> None:
         async with Aws(options) as aws:
-            await _check_input(aws.s3, "named", shard, parts)
+            await _check_input(aws.s3, "named", shard, parts, kms_key)
 
     body = s3.get_object(Bucket=info.bucket, Key=keys[0])["Body"].read()
     s3.put_object(Bucket=info.bucket, Key=keys[0], Body=body)  # the same bytes, a new ETag
@@ -746,6 +747,9 @@ def test_check_input_names_what_changed_under_a_shard_prefix(
     head = s3.head_object(Bucket=info.bucket, Key=keys[0], ChecksumMode="ENABLED")
     assert head["ChecksumSHA256"] != base64.b64encode(bytes.fromhex(parts[0]["sha256"])).decode()
     anyio.run(check)
+    # ...but not under the run's KMS key: refused
+    with pytest.raises(InputError, match=f"{keys[0]} is not encrypted with the run's KMS key"):
+        anyio.run(check, "arn:aws:kms:us-east-1:123456789012:key/another")
 
     s3.delete_object(Bucket=info.bucket, Key=keys[1])
     short = s3.get_object(Bucket=info.bucket, Key=keys[2])["Body"].read()
