@@ -21,25 +21,24 @@ def _read(path: Path) -> str:
     return (gzip.decompress(data) if path.name.endswith(".gz") else data).decode()
 
 
-@pytest.mark.parametrize("parent", ["run.jsonl", "run.jsonl.gz"])
-@pytest.mark.parametrize("child", ["results.jsonl", "results.jsonl.gz"])
-def test_json_lines_are_appended_whichever_is_gzipped(
-    tmp_path: Path, parent: str, child: str
-) -> None:
-    first, second = tmp_path / parent, tmp_path / child
-    _write(first, '{"userId":"a"}\n')
-    _write(second, '{"userId":"b"}\n')
-    combine(first, second, "jsonl")
-    assert _read(first) == '{"userId":"a"}\n{"userId":"b"}\n'  # gzip.decompress: every member
+# format, the parent's rows, the child's, what the parent holds after (a CSV child's header
+# is left off)
+CASES = {
+    "jsonl": ('{"userId":"a"}\n', '{"userId":"b"}\n', '{"userId":"a"}\n{"userId":"b"}\n'),
+    "csv": ("userId,items\na,x|y\n", "userId,items\nb,z\n", "userId,items\na,x|y\nb,z\n"),
+}
 
 
-@pytest.mark.parametrize("parent", ["run.csv", "run.csv.gz"])
-@pytest.mark.parametrize("child", ["results.csv", "results.csv.gz"])
-def test_csv_rows_are_appended_without_the_childs_header(
-    tmp_path: Path, parent: str, child: str
+@pytest.mark.parametrize("fmt", sorted(CASES))
+@pytest.mark.parametrize("parent_gz", [False, True], ids=["parent", "parent.gz"])
+@pytest.mark.parametrize("child_gz", [False, True], ids=["child", "child.gz"])
+def test_rows_are_appended_whichever_is_gzipped(
+    tmp_path: Path, fmt: str, parent_gz: bool, child_gz: bool
 ) -> None:
-    first, second = tmp_path / parent, tmp_path / child
-    _write(first, "userId,recommendedItems\na,x|y\n")
-    _write(second, "userId,recommendedItems\nb,z\n")
-    combine(first, second, "csv")
-    assert _read(first) == "userId,recommendedItems\na,x|y\nb,z\n"
+    first = tmp_path / ("run." + fmt + (".gz" if parent_gz else ""))
+    second = tmp_path / ("results." + fmt + (".gz" if child_gz else ""))
+    before, added, after = CASES[fmt]
+    _write(first, before)
+    _write(second, added)
+    combine(first, second, fmt)
+    assert _read(first) == after  # gzip.decompress reads every member
