@@ -1061,11 +1061,13 @@ async def resume(
         retried = _retried(run_dir) if merge is not None else []
         if merge is not None:
             if state.retrying is not None:  # its results would go into the old result file
-                flag = " --missing-only" if state.retrying.get("missing_only") else ""
+                from .retry import finish_command
+
                 raise ConfigError(
                     f"run {state.run_id} has a retry that did not finish "
-                    f"({state.retrying['child']}): finish it with `fanout retry "
-                    f"{state.run_id}{flag}` first, then merge the run again"
+                    f"({state.retrying['child']}): finish it with "
+                    f"`{finish_command(state.run_id, state.retrying)}` first, then merge the run "
+                    "again"
                 )
             if state.submit is None:
                 raise ConfigError(
@@ -1154,7 +1156,7 @@ async def _with_retries(
     child = retried[-1][0]
     events = read_events(run_dir)
     last = [e for e in events if e["event"] == "retried" and e["child"] == child][-1]["counts"]
-    kept = run_dir / f"retry-{child}-kept-errors.jsonl"
+    kept = retrying.kept_errors(run_dir, child)
     retrying.replace_reports(run_dir, run_dir.parent / child, kept if kept.exists() else None)
     merged = dataclasses.replace(
         outcome.merged, results=results, errors=int(last["errors"]), missing=int(last["missing"])
@@ -1191,6 +1193,7 @@ async def _drive(
     mirror = None
     merging = state.merge is not None and state.merged is None and template is not None
     book = _PartBook(state.parts)
+    kms_key = _job_input_of(state).kms_key_arn if template is not None else None
     if template is not None and aws is not None:
         from .aws import Encryption
 
@@ -1243,11 +1246,7 @@ async def _drive(
                             on_active=merger.active if merger is not None else None,
                             run_started=state.started,
                             check_input=lambda shard: _check_input(
-                                aws.s3,
-                                state.run_id,
-                                shard,
-                                book.of(shard.shard),
-                                _job_input_of(state).kms_key_arn,
+                                aws.s3, state.run_id, shard, book.of(shard.shard), kms_key
                             ),
                         )
                         outcome = await submitter.run(receive)
@@ -1703,14 +1702,14 @@ async def retry(
             begun_as = "with" if unfinished.get("missing_only") else "without"
             raise ConfigError(
                 f"retry {unfinished['child']} of run {state.run_id} was started {begun_as} "
-                f"--missing-only: finish it the same way (`fanout retry {state.run_id}"
-                f"{' --missing-only' if unfinished.get('missing_only') else ''}`), then retry "
-                "again as you like"
+                "--missing-only: finish it the same way "
+                f"(`{retrying.finish_command(state.run_id, unfinished)}`), then retry again as "
+                "you like"
             )
         child = unfinished["child"] if unfinished else retrying.child_run_id(state, run_dir.parent)
         child_dir = run_dir.parent / child
         begun = unfinished is not None and retrying.begun(child_dir)
-        kept = run_dir / f"retry-{child}-kept-errors.jsonl" if missing_only else None
+        kept = retrying.kept_errors(run_dir, child) if missing_only else None
         request = dict(state.submit["request"])
         if role_arn is not None:
             request["roleArn"] = await _checked_role(aws, role_arn)

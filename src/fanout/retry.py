@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,17 @@ def unfinished(events: list[dict[str, Any]]) -> dict[str, Any] | None:
     done = {event["child"] for event in events if event["event"] == "retried"}
     started = [event for event in events if event["event"] == "retry-started"]
     return started[-1] if started and started[-1]["child"] not in done else None
+
+
+def kept_errors(run_dir: Path, child: str) -> Path:
+    """Where a `--missing-only` retry `child` keeps the run's errors it does not send again."""
+    return run_dir / f"retry-{child}-kept-errors.jsonl"
+
+
+def finish_command(run_id: str, started: Mapping[str, Any]) -> str:
+    """The command that finishes the retry whose `retry-started` event is `started`: it is
+    finished the way it began."""
+    return f"fanout retry {run_id}{' --missing-only' if started.get('missing_only') else ''}"
 
 
 def keep_errors(run_dir: Path, kept: Path) -> None:

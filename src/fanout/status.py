@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from .retry import finish_command
 from .state import RunState
 
 
@@ -78,10 +79,9 @@ def status_record(state: RunState) -> dict[str, Any]:
     if state.submit is not None:
         record["job_output"] = state.submit["request"]["jobOutput"]["s3DataDestination"]["path"]
     if state.retrying is not None:
-        flag = " --missing-only" if state.retrying.get("missing_only") else ""
         record["unfinished_retry"] = {
             "child": state.retrying["child"],
-            "finish_with": f"fanout retry {state.run_id}{flag}",
+            "finish_with": finish_command(state.run_id, state.retrying),
         }
     if state.merged is not None:
         record["result"] = state.merged["out"]
