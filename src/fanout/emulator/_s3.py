@@ -113,11 +113,7 @@ class _Front:
         if service == "s3" and not environ.get("HTTP_X_FANOUT_EMULATOR_INTERNAL"):
             refusal = self._refusal(environ)
             if refusal is not None:
-                # Drain the request body so keep-alive connections stay usable.
-                stream = environ.get("wsgi.input")
-                length = int(environ.get("CONTENT_LENGTH") or 0)
-                if stream is not None and length:
-                    stream.read(length)
+                _request_body(environ)  # drained: keep-alive connections stay usable
                 return _answer(start_response, *refusal, "application/xml")
             if environ.get("REQUEST_METHOD") in {"GET", "HEAD"}:
                 start_response = _composite_checksums(start_response)
@@ -180,10 +176,7 @@ def _bad_digest(environ: dict[str, Any]) -> tuple[str, bytes] | None:
     chunked = "aws-chunked" in str(environ.get("HTTP_CONTENT_ENCODING", ""))
     if completing or chunked or environ.get("HTTP_X_AMZ_COPY_SOURCE"):
         return None
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    stream = environ.get("wsgi.input")
-    body = stream.read(length) if stream is not None and length else b""
-    environ["wsgi.input"] = io.BytesIO(body)
+    body = _request_body(environ)
     if md5 is not None:
         try:
             want = base64.b64decode(md5, validate=True)
@@ -242,11 +235,9 @@ def _answer(
 def _key_arn_to_id(environ: dict[str, Any]) -> str | None:
     """A KMS request's `KeyId` given as a key ARN becomes the key ID (the body is rewritten);
     the KeyId, if the request names one."""
-    length = int(environ.get("CONTENT_LENGTH") or 0)
-    stream = environ.get("wsgi.input")
-    if not length or stream is None:
+    body = _request_body(environ)
+    if not body:
         return None
-    body = stream.read(length)
     try:
         request = json.loads(body)
     except ValueError:
@@ -257,9 +248,18 @@ def _key_arn_to_id(environ: dict[str, Any]) -> str | None:
         assert isinstance(request, dict)
         key = match[1]
         body = json.dumps({**request, "KeyId": key}).encode()
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
     return key if isinstance(key, str) else None
+
+
+def _request_body(environ: dict[str, Any]) -> bytes:
+    """The request's body, read here and put back for what reads it next (moto)."""
+    length = int(environ.get("CONTENT_LENGTH") or 0)
+    stream = environ.get("wsgi.input")
+    body = stream.read(length) if stream is not None and length else b""
+    environ["wsgi.input"] = io.BytesIO(body)
+    return body
 
 
 def _object_key_state(region: str, environ: dict[str, Any]) -> tuple[str | None, str]:
