@@ -1785,9 +1785,10 @@ def _run_retry(args: argparse.Namespace) -> int:
                 f"nothing to retry, no ID is missing; {left:,} errored IDs were not sent again "
                 f"(--missing-only): {errors}"
             )
-        if args.output != "text" or getattr(args, "query", None):
+        query = getattr(args, "query", None)
+        if args.output != "text" or query:
             data = {"run_id": args.run_id, "retried": False, "errors_left": left, "note": text}
-            _print_data(data, args.output, getattr(args, "query", None))
+            _print_data(data, args.output, query)
         else:
             print(f"run {args.run_id}: {text}")
         return EXIT_OK if not left or args.allow_partial else EXIT_PARTIAL

@@ -1102,13 +1102,18 @@ async def _checked_role(aws: Aws, role_arn: str) -> str:
     return role_arn
 
 
-def _retried(run_dir: Path) -> list[tuple[str, RunState]]:
-    """The run's finished retries (`fanout retry`), in order: each child run and its state."""
-    children = [e["child"] for e in read_events(run_dir) if e["event"] == "retried"]
-    return [(child, RunState.replay(read_events(run_dir.parent / child))) for child in children]
+# A finished retry (`fanout retry`): its `retried` event in the run's journal (child, counts)
+# and the state of its child run.
+_Retry = tuple[dict[str, Any], RunState]
 
 
-def _check_retries_fit(run_id: str, retried: list[tuple[str, RunState]], merge: Any) -> None:
+def _retried(run_dir: Path) -> list[_Retry]:
+    """The run's finished retries, in order."""
+    done = [e for e in read_events(run_dir) if e["event"] == "retried"]
+    return [(e, RunState.replay(read_events(run_dir.parent / e["child"]))) for e in done]
+
+
+def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
     """A run merged again after `fanout retry` gets its retries' results appended: they must
     be of the format it is merged to (a retry's are in the format the run was first merged to)."""
     from .merge import ResultFormat
@@ -1117,17 +1122,17 @@ def _check_retries_fit(run_id: str, retried: list[tuple[str, RunState]], merge: 
         return
     if merge.dataset:
         raise ConfigError(
-            f"run {run_id} was retried ({', '.join(child for child, _ in retried)}): its "
+            f"run {run_id} was retried ({', '.join(e['child'] for e, _ in retried)}): its "
             "retries' results cannot be added to an S3 dataset; merge it to a file"
         )
     fmt = merge.result_format
-    for child, state in retried:
+    for event, state in retried:
         assert state.merged is not None
         theirs = ResultFormat.for_path(Path(state.merged["out"])).value
         if theirs != fmt:
             raise ConfigError(
-                f"run {run_id} was retried ({child}), whose results are {theirs}: merge it "
-                f"again to a {theirs} file, so that they are added to it"
+                f"run {run_id} was retried ({event['child']}), whose results are {theirs}: "
+                f"merge it again to a {theirs} file, so that they are added to it"
             )
 
 
@@ -1136,7 +1141,7 @@ async def _with_retries(
     journal: Journal,
     outcome: RunOutcome,
     merge: Any,
-    retried: list[tuple[str, RunState]],
+    retried: list[_Retry],
 ) -> RunOutcome:
     """The run's result merged again, with its retries' results appended, in order, and the
     last retry's errors and missing IDs as the run's: the result `fanout retry` had made (a
@@ -1153,9 +1158,7 @@ async def _with_retries(
         results += int(state.merged["counts"]["results"])
     # The run's errors and missing IDs are those the last retry left: its own, and the errors
     # a --missing-only retry kept (not sent again), as its `retried` event counts them.
-    child = retried[-1][0]
-    events = read_events(run_dir)
-    last = [e for e in events if e["event"] == "retried" and e["child"] == child][-1]["counts"]
+    child, last = retried[-1][0]["child"], retried[-1][0]["counts"]
     kept = retrying.kept_errors(run_dir, child)
     retrying.replace_reports(run_dir, run_dir.parent / child, kept if kept.exists() else None)
     merged = dataclasses.replace(
