@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from fanout.errors import MergeError
 from fanout.retry import combine
 
 
@@ -42,3 +43,37 @@ def test_rows_are_appended_whichever_is_gzipped(
     _write(second, added)
     combine(first, second, fmt)
     assert _read(first) == after  # gzip.decompress reads every member
+
+
+@pytest.mark.parametrize(
+    ("name", "body"),
+    [
+        ("results.csv.gz", gzip.compress(b"userId,items\nb,z\n")[:-12]),  # cut short
+        ("results.csv.gz", b"\x1f\x8bnot gzip at all"),
+        ("results.parquet", b"PAR1 not Parquet PAR1"),
+        ("gone.csv", None),
+    ],
+    ids=["truncated-gzip", "bad-gzip", "bad-parquet", "gone"],
+)
+def test_a_retry_result_that_cannot_be_read_is_a_merge_error(
+    tmp_path: Path, name: str, body: bytes | None
+) -> None:
+    """A child file that is gone or corrupt is a MergeError naming both files, and the run's
+    result file is left as it was, with no temporary file beside it."""
+    fmt = "parquet" if name.endswith(".parquet") else "csv"
+    first = tmp_path / ("run.csv" if fmt == "csv" else "run.parquet")
+    if fmt == "parquet":
+        pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+        pq.write_table(pa.table({"userId": ["a"]}), first)
+    else:
+        first.write_text("userId,items\na,x|y\n")
+    before = first.read_bytes()
+    second = tmp_path / name
+    if body is not None:
+        second.write_bytes(body)
+    with pytest.raises(MergeError, match=f"cannot add the results in {second} to {first}: "):
+        combine(first, second, fmt)
+    assert first.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        {first.name} | ({second.name} if body is not None else set())
+    )

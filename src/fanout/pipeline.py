@@ -1128,11 +1128,18 @@ def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
     fmt = merge.result_format
     for event, state in retried:
         assert state.merged is not None
-        theirs = ResultFormat.for_path(Path(state.merged["out"])).value
-        if theirs != fmt:
+        theirs = Path(state.merged["out"])
+        if ResultFormat.for_path(theirs).value != fmt:
+            kind = ResultFormat.for_path(theirs).value
             raise ConfigError(
-                f"run {run_id} was retried ({event['child']}), whose results are {theirs}: "
-                f"merge it again to a {theirs} file, so that they are added to it"
+                f"run {run_id} was retried ({event['child']}), whose results are {kind}: "
+                f"merge it again to a {kind} file, so that they are added to it"
+            )
+        if not theirs.is_file():  # checked now: found missing half-way, the merge would stop
+            raise ConfigError(  # with the result holding the run's own jobs' results only
+                f"run {run_id} was retried ({event['child']}), and that retry's results, "
+                f"{theirs}, are gone: write them again with `fanout merge {event['child']} "
+                f"--out {theirs}`, then merge run {run_id} again"
             )
 
 
@@ -1152,9 +1159,17 @@ async def _with_retries(
     out = Path(await anyio.Path(merge.out).absolute())  # journalled: found from anywhere
     fmt = merge.result_format
     results = outcome.merged.results
-    for _, state in retried:
+    for event, state in retried:
         assert state.merged is not None
-        await anyio.to_thread.run_sync(retrying.combine, out, Path(state.merged["out"]), fmt)
+        theirs = Path(state.merged["out"])
+        try:
+            await anyio.to_thread.run_sync(retrying.combine, out, theirs, fmt)
+        except MergeError as exc:
+            raise MergeError(
+                f"{exc}. {out} holds the results of the run's own jobs and of the retries "
+                f"before {event['child']} only: write {theirs} again (`fanout merge "
+                f"{event['child']} --out {theirs}`), then merge run {outcome.run_id} again"
+            ) from exc
         results += int(state.merged["counts"]["results"])
     # The run's errors and missing IDs are those the last retry left: its own, and the errors
     # a --missing-only retry kept (not sent again), as its `retried` event counts them.
@@ -1761,7 +1776,12 @@ async def retry(
         if combining is None or size == combining:
             if combining is None:
                 await journal.append("retry-combining", child=child, size=size)
-            await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
+            try:
+                await anyio.to_thread.run_sync(retrying.combine, out, child_out, fmt)
+            except MergeError as exc:
+                again = retrying.finish_command(state.run_id, {"missing_only": missing_only})
+                message = f"{exc}. Put that right, then finish the retry: `{again}`"
+                raise MergeError(message) from exc
         retrying.replace_reports(run_dir, child_dir, kept)
         counts = outcome.merged or Reconciliation(**finished["counts"])
         if kept is not None:  # the errors not sent again are still the run's: counted so

@@ -12,13 +12,14 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
+import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .errors import ConfigError
+from .errors import ConfigError, MergeError
 from .journal import JOURNAL_NAME, read_events, write_private
 from .records import InputKind
 from .state import RunState
@@ -148,7 +149,8 @@ def write_ids(path: Path, ids: list[str], kind: InputKind) -> None:
 
 
 def combine(parent: Path, child: Path, fmt: str) -> None:
-    """Append the child's results to the parent's result file (atomically)."""
+    """Append the child's results to the parent's result file (atomically); MergeError if
+    either cannot be read (a corrupt gzip or Parquet file) or the result cannot be written."""
     tmp = parent.with_name(f".{parent.name}.retry.tmp")
     try:
         if fmt == "parquet":
@@ -156,6 +158,8 @@ def combine(parent: Path, child: Path, fmt: str) -> None:
         else:
             _combine_text(parent, child, tmp, header=fmt == "csv")
         os.replace(tmp, parent)
+    except (OSError, EOFError, zlib.error, ValueError) as exc:  # pyarrow's errors are ValueErrors
+        raise MergeError(f"cannot add the results in {child} to {parent}: {exc}") from exc
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gzip
 import io
 import json
 import os
@@ -18,6 +19,7 @@ import pytest
 import yaml
 from emulated import User, start
 
+from fanout import retry
 from fanout.cli import main
 from fanout.emulator import Emulator
 from fanout.errors import InputError
@@ -440,6 +442,52 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
             ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
         )
         assert code == 2 and "merge it again to a csv file" in err
+        # The retry's result file is gone: refused before anything is written, with the way
+        # to write it again, which works.
+        code, stdout, _ = user.cli(["status", "again-r1", *state, "--output", "json"], capsys)
+        theirs = Path(json.loads(stdout)["result"])
+        theirs.rename(tmp_path / "moved.csv")
+        third = tmp_path / "third.csv"
+        code, _, err = user.cli(["merge", "again", *state, "--out", str(third)], capsys)
+        assert code == 2 and f"`fanout merge again-r1 --out {theirs}`" in err, err
+        assert not third.exists() and (user.state / "again" / "missing.txt").read_text() == ""
+        code, _, err = user.cli(["merge", "again-r1", *state, "--out", str(theirs)], capsys)
+        assert code == 0, err
+        code, _, err = user.cli(["merge", "again", *state, "--out", str(third)], capsys)
+        assert code == 0, err
+        got = sorted(row.split(",", 1)[0] for row in third.read_text().splitlines()[1:])
+        assert got == sorted(f"user-{i}" for i in range(2000))
+    finally:
+        emulator.stop()
+
+
+def test_a_retry_that_cannot_add_its_results_says_how_to_finish_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The retry's results cannot be added to the run's file (here: the disk is full): the
+    retry stops with the files and the command that finishes it, and that command does."""
+    emulator = start(fail_rate=0.5, seed=3)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        out = tmp_path / "recs.csv.gz"
+        _half_failed_run(emulator, user, "full", out, capsys)
+        before = out.read_bytes()
+
+        def full(*args: object, **kwargs: object) -> None:
+            raise OSError(28, "No space left on device")
+
+        state = ["--state-dir", str(user.state)]
+        with monkeypatch.context() as patched:
+            patched.setattr(retry, "_combine_text", full)
+            code, _, err = user.cli(["retry", "full", *state], capsys)
+        assert code == 1 and "No space left on device" in err, err
+        assert f"to {out}" in err and "finish the retry: `fanout retry full`" in err, err
+        assert out.read_bytes() == before
+        code, _, err = user.cli(["retry", "full", *state], capsys)
+        assert code == 0, err
+        with gzip.open(out, "rt") as rows:
+            got = sorted(row.split(",", 1)[0] for row in list(rows)[1:])
+        assert got == sorted(f"user-{i}" for i in range(2000))
     finally:
         emulator.stop()
 
