@@ -16,6 +16,7 @@ import pytest
 from fanout.errors import ConfigError
 from fanout.journal import JOURNAL_NAME
 from fanout.report import STAGES, render_html, write_report
+from fanout.state import RunState
 
 SVG = "{http://www.w3.org/2000/svg}"
 HOSTILE = "<script>alert('x')</script> & \"quotes\""
@@ -247,6 +248,20 @@ def test_header_counts_what_a_retry_added_since_the_merge() -> None:
     for expected in ("285 results", "0 errors", "5 missing", "r1-r1"):
         assert expected in text, expected
     assert "190 results" not in text
+
+
+def test_a_merge_that_added_retries_names_them_and_so_do_later_retries() -> None:
+    """A run merged again after `fanout retry` journals the retries its result holds: the
+    header names them, and a retry after that merge as well; a merge begun anew forgets them."""
+    merged = next(e for e in full_run() if e["event"] == "merged")
+    again = ev(30.0, "merged", out="again.csv", counts=merged["counts"], retries=["r1-r1"])
+    later = ev(40.0, "retried", child="r1-r2", counts={"results": 5, "errors": 0, "missing": 0})
+    events = [*full_run(), again, later]
+    state = RunState.replay(events)
+    assert state.retries() == ["r1-r1", "r1-r2"]
+    text = " ".join(parse(render_html(events)).text)
+    assert "r1-r1, r1-r2" in text
+    assert RunState.replay([*events, ev(50.0, "merge-started", settings={})]).retries() == []
 
 
 def test_legend_names_every_stage_and_says_upload_is_approximate() -> None:

@@ -1243,6 +1243,8 @@ def outcome_summary(outcome: Any) -> dict[str, Any]:
         reports = outcome.reports_dir or outcome.run_dir
         summary["errors_file"] = str(reports / "errors.jsonl")
         summary["missing_file"] = str(reports / "missing.txt")
+        if outcome.retries:
+            summary["retries"] = list(outcome.retries)
     if (counts := _input_counts(outcome)) is not None:
         summary["input"] = counts
     summary["seconds"] = round(outcome.seconds, 3)
@@ -1385,6 +1387,11 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
         _print_rows(rows)
         for line in outcome_lines(submitted) if submitted else []:
             print(f"  {line}")
+        if outcome.retries and submitted and (submitted.failed or submitted.timed_out):
+            print(
+                f"  (`fanout retry` sent their IDs again as {', '.join(outcome.retries)}: "
+                "the counts above include what came back)"
+            )
     return exit_code(outcome, getattr(args, "allow_partial", False))
 
 

@@ -906,7 +906,7 @@ class RunOutcome:
     seconds: float
     merged: Reconciliation | None = None
     result: str | None = None  # where the merged results are
-    retried: bool = False  # `merged` adds the results of the run's retries (`fanout retry`)
+    retries: tuple[str, ...] = ()  # the retries (`fanout retry`) whose results `merged` adds
     earlier_results: int = 0  # `fanout retry`: results already in the result file before it
     reports_dir: Path | None = None  # `fanout retry`: the run whose errors.jsonl and
     # missing.txt now hold what still fails (else run_dir's)
@@ -923,7 +923,7 @@ class RunOutcome:
         merged = self.merged
         if merged is None or merged.errors or merged.missing:
             return False
-        return self.ok or self.retried
+        return self.ok or bool(self.retries)
 
 
 def _job_input_of(state: RunState) -> S3DataConfig:
@@ -1087,9 +1087,27 @@ async def resume(
         recorded.update({k: v for k, v in (overrides or {}).items() if v is not None})
         settings = SubmitSettings(**recorded)
         outcome = await _drive(run_dir, journal, aws, template, settings, report, ids)
+        if merge is None and outcome.merged is None and state.merged is not None:
+            return _as_merged(outcome, state)
         if merge is None or outcome.merged is None or not retried:
             return outcome
         return await _with_retries(run_dir, journal, outcome, merge, retried)
+
+
+def _as_merged(outcome: RunOutcome, state: RunState) -> RunOutcome:
+    """A resume with nothing left to merge: the run's result as its journal has it, with what
+    its retries added, so that the resume says what the result holds (and exits 0 when its
+    retries recovered every failed shard's IDs) rather than only that shards had failed."""
+    from .merge import Reconciliation
+
+    counts = state.reconciled()
+    assert state.merged is not None and counts is not None
+    return dataclasses.replace(
+        outcome,
+        merged=Reconciliation(**counts),
+        result=state.merged["out"],
+        retries=tuple(state.retries()),
+    )
 
 
 async def _checked_role(aws: Aws, role_arn: str) -> str:
@@ -1179,8 +1197,9 @@ async def _with_retries(
     merged = dataclasses.replace(
         outcome.merged, results=results, errors=int(last["errors"]), missing=int(last["missing"])
     )
-    await journal.append("merged", out=str(out), counts=asdict(merged))
-    return dataclasses.replace(outcome, merged=merged, retried=True)
+    retries = [event["child"] for event, _ in retried]
+    await journal.append("merged", out=str(out), counts=asdict(merged), retries=retries)
+    return dataclasses.replace(outcome, merged=merged, retries=tuple(retries))
 
 
 def _timed_out(state: RunState) -> list[int]:

@@ -448,9 +448,9 @@ def _summary_rows(state: RunState) -> tuple[list[tuple[str, str]], str]:
         if isinstance(reconciled, Mapping):
             text = ", ".join(f"{v:,} {str(k).replace('_', ' ')}" for k, v in reconciled.items())
             rows.append(("reconciled", escape(text)))
-        if state.retried:
-            retries = ", ".join(str(event.get("child")) for event in state.retried)
-            rows.append(("retried", escape(f"{retries} (fanout retry: their results appended)")))
+        if retries := state.retries():
+            text = f"{', '.join(retries)} (fanout retry: their results appended)"
+            rows.append(("retried", escape(text)))
         rows.append(("result", escape(str(state.merged.get("out")))))
     return rows, state.run_id
 

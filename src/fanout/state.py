@@ -19,7 +19,8 @@ Events and what they mean (fields beyond `t` and `event`):
     shard-merged    shard, sent, results, errors, missing, …        one shard's counts
     results-ready   out                                             the result is about to be
                                                                     moved into place
-    merged          out, counts                                     the result set is in place
+    merged          out, counts[, retries]                          the result set is in place
+                                                                    (with those retries' results)
     retry-started   child, ids, missing_only                        errored/missing IDs resent
     retry-combining child, size                                     the child's results are being
                                                                     appended to a result of size
@@ -186,6 +187,14 @@ class RunState:
             counts["errors"] = int(event["counts"]["errors"])
             counts["missing"] = int(event["counts"]["missing"])
         return counts
+
+    def retries(self) -> list[str]:
+        """The retries (`fanout retry`, their child runs) whose results the result holds: those
+        a merge of the run added again (`merged`'s `retries`), and those since."""
+        if self.merged is None:
+            return []
+        merged = [str(child) for child in self.merged.get("retries", ())]
+        return merged + [str(event["child"]) for event in self.retried]
 
     def job(self, shard: int) -> JobRecord | None:
         """The latest attempt at the shard's job, if any."""

@@ -86,8 +86,8 @@ def status_record(state: RunState) -> dict[str, Any]:
     if state.merged is not None:
         record["result"] = state.merged["out"]
         record["reconciliation"] = state.reconciled()
-        if state.retried:
-            record["retries"] = [event["child"] for event in state.retried]
+        if retries := state.retries():
+            record["retries"] = retries
     return record
 
 
@@ -115,6 +115,9 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
                 f"{counts['missing']:,} missing",
             )
         )
+        if "retries" in record:
+            retries = ", ".join(record["retries"])
+            rows.append(("retries", f"{retries} (`fanout retry`: their results are in the result)"))
     if "unfinished_retry" in record:
         retry = record["unfinished_retry"]
         rows.append(("retry", f"{retry['child']} unfinished: `{retry['finish_with']}` finishes it"))

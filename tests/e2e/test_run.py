@@ -409,6 +409,11 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         user = User(emulator.info, tmp_path, monkeypatch)
         out = tmp_path / "recs.csv"
         _half_failed_run(emulator, user, "again", out, capsys)
+        missing = len((user.state / "again" / "missing.txt").read_text().split())
+        # Resumed with nothing left to do, the merged run is partial, as its run was (not 1).
+        args = ["resume", "again", "--state-dir", str(user.state), "--output", "json"]
+        code, stdout, err = user.cli(args, capsys)
+        assert code == 3 and json.loads(stdout)["reconciliation"]["missing"] == missing, err
         code, stdout, err = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0, err
         rows = out.read_text().splitlines()
@@ -438,6 +443,16 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert (user.state / "again" / "missing.txt").read_text() == ""
         code, stdout, _ = user.cli(["retry", "again", *state], capsys)
         assert code == 0 and "nothing to retry" in stdout
+        # Resumed, the merged run says what its result holds, retries included: complete.
+        code, stdout, err = user.cli(["resume", "again", *state], capsys)
+        assert code == 0 and "sent their IDs again as again-r1" in stdout, err
+        code, stdout, _ = user.cli(["resume", "again", *state, "--output", "json"], capsys)
+        summary = json.loads(stdout)
+        assert code == 0 and summary["retries"] == ["again-r1"] and summary["failed"]
+        assert summary["reconciliation"]["missing"] == 0
+        assert summary["result"] == str(again)
+        code, stdout, _ = user.cli(["status", "again", *state, "--output", "json"], capsys)
+        assert json.loads(stdout)["retries"] == ["again-r1"]  # after the merge too
         code, _, err = user.cli(
             ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
         )
