@@ -517,7 +517,16 @@ class Aws:
         return session.client(service, config=self._config(), verify=verify)
 
     async def check_kms_key(self, key_arn: str) -> None:
-        """Raise ConfigError unless the caller can make a data key with the KMS key."""
+        """Raise ConfigError unless the key is in the clients' region (S3 encrypts an object
+        only with a key in its bucket's region, which is the jobs') and the caller can make a
+        data key with it."""
+        region = key_arn.split(":")[3] if key_arn.count(":") >= 5 else ""
+        if region and self.region and region != self.region:
+            raise ConfigError(
+                f"KMS key {key_arn} is in {region}, but the region is {self.region}: S3 and "
+                "Personalize use a key in the bucket's and the jobs' region; give a key of "
+                f"{self.region}, or --region {region} if the bucket and the jobs are there"
+            )
         try:
             async with self._client("kms") as kms:
                 await kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")

@@ -402,6 +402,9 @@ async def begin(
             )
         stored = await _stored(settings.ids, store)  # listed once: planned and journalled
         plan = await plan_input(settings.ids, store, settings, stored)
+        await _check_destination(settings, aws)
+        if submission is not None and (output := _output_base(submission[0], settings.run_id)):
+            await _check_unused(output, store)
     except BaseException:
         if created:  # refused before it began: leave no empty run behind
             with contextlib.suppress(OSError):
@@ -421,6 +424,45 @@ async def begin(
             state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
             await _start_submission(journal, state, *submission)
     return plan
+
+
+async def _check_destination(settings: PrepareSettings, aws: Aws | None) -> None:
+    """Before a run begins: its bucket is there and its KMS key usable (else the run would stop
+    at its first upload, begun and unable to go on), and nothing is where its shards go."""
+    if settings.job_input is not None:
+        assert aws is not None
+        where = S3Uri.parse(settings.input_base())
+        await aws.s3.check_bucket(where.bucket, where.key)
+        if settings.job_input.kms_key_arn:
+            await aws.check_kms_key(settings.job_input.kms_key_arn)
+    await _check_unused(settings.input_base(), aws.s3 if aws is not None else None)
+
+
+def _output_base(request: Mapping[str, Any], run_id: str) -> str | None:
+    """Where the jobs of run `run_id` write (`<job-output path>/<run>/`), if the request says."""
+    path = ((request.get("jobOutput") or {}).get("s3DataDestination") or {}).get("path")
+    return str(S3Uri.parse(path, what="--job-output path").child(run_id + "/")) if path else None
+
+
+async def _check_unused(base: str, store: S3Store | None) -> None:
+    """ConfigError if a new run's prefix (or local directory) `base` holds anything: a job
+    reads every object under its input prefix, and the merge every output under the run's, so
+    what an earlier run of the same ID left there would be taken for this run's."""
+    if base.startswith("s3://"):
+        assert store is not None
+        uri = S3Uri.parse(base)
+        async for found in store.list_objects(uri.bucket, uri.key):
+            raise ConfigError(
+                f"{base} already holds objects (s3://{uri.bucket}/{found.key}, …), perhaps "
+                "left by an earlier run of this ID; a new run needs it empty: choose another "
+                f"--run-id, or remove them (`aws s3 rm --recursive {base}`)"
+            )
+    elif await (local := anyio.Path(base)).is_dir():
+        async for _ in local.iterdir():
+            raise ConfigError(
+                f"{local} already holds files, perhaps left by an earlier run of this ID; a "
+                "new run needs it empty: choose another --run-id, or remove that directory"
+            )
 
 
 async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareResult:

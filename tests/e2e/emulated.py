@@ -34,6 +34,17 @@ class User:
         )
         self.s3 = session.client("s3", endpoint_url=info.s3_endpoint)
         self.personalize = session.client("personalize", endpoint_url=info.personalize_endpoint)
+        self._empty_bucket()
+
+    def _empty_bucket(self) -> None:
+        """Each test starts with an empty bucket, as a run ID's prefixes must be unused for a
+        new run: the emulators of a test session share one S3 (moto's, one per process), so
+        what an earlier test's run of the same ID left would be found there."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.info.bucket)
+        for page in pages:
+            keys = [{"Key": obj["Key"]} for obj in page.get("Contents", [])]
+            if keys:
+                self.s3.delete_objects(Bucket=self.info.bucket, Delete={"Objects": keys})
 
     def client(self, service: str) -> Any:
         """A boto3 client of a service the emulator serves beside S3 (KMS, IAM, STS)."""

@@ -8,6 +8,7 @@ import hashlib
 import io
 import json
 import re
+import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -505,3 +506,59 @@ def test_an_existing_run_is_not_overwritten(
     code, _, err = run_cli(args, capsys)
     assert code == 2
     assert "already exists" in err and "choose another --run-id" in err
+
+
+def test_a_new_run_needs_where_its_shards_go_empty(
+    tmp_path: Path, aws_env: dict[str, str], emulator: Emulator, s3: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A run ID whose state directory was deleted, prepared again: its prefix (or local
+    directory) still holds the old parts, which its jobs would read beside the new ones. It is
+    refused before the run begins, and goes once they are removed."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"u{i}\n" for i in range(50)))
+    info = emulator.info
+    state = tmp_path / "state"
+    job_input = f"s3DataSource={{path=s3://{info.bucket}/in/,kmsKeyArn={info.kms_key_arn}}}"
+    for run, where in (("stale", ["--job-input", job_input]),
+                       ("stale-local", ["--local-dir", str(tmp_path / "shards")])):  # fmt: skip
+        args = ["prepare", "--ids", str(ids), *where, "--run-id", run, "--state-dir", str(state)]
+        assert run_cli(args, capsys)[0] == 0
+        shutil.rmtree(state / run)
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "perhaps left by an earlier run of this ID" in err, err
+        assert not (state / run).exists()  # nothing begun
+        if run == "stale":
+            assert f"s3://{info.bucket}/in/stale/ already holds objects" in err
+            assert "aws s3 rm --recursive" in err
+            for key in read_parts(s3, info.bucket, "in/stale/"):
+                s3.delete_object(Bucket=info.bucket, Key=key)
+        else:
+            assert f"{tmp_path / 'shards' / run} already holds files" in err
+            shutil.rmtree(tmp_path / "shards" / run)
+        assert run_cli(args, capsys)[0] == 0
+
+
+def test_a_bucket_or_key_that_cannot_be_used_is_refused_before_the_run_begins(
+    tmp_path: Path, aws_env: dict[str, str], emulator: Emulator,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    """A missing bucket, a key of another region or one KMS does not know: exit 2 with what
+    to fix, before the run begins (it would stop at its first upload, unable to go on)."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("u1\n")
+    info = emulator.info
+    other_region = info.kms_key_arn.replace(f":{info.region}:", ":eu-west-1:")
+    unknown = info.kms_key_arn.rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
+    cases = [
+        (info.bucket, other_region, f"is in eu-west-1, but the region is {info.region}"),
+        (info.bucket, unknown, "cannot make a data key"),
+        ("no-such-bucket", info.kms_key_arn, "bucket no-such-bucket does not exist"),
+    ]
+    for bucket, key, expected in cases:
+        job_input = f"s3DataSource={{path=s3://{bucket}/in/,kmsKeyArn={key}}}"
+        args = ["prepare", "--ids", str(ids), "--job-input", job_input, "--run-id", "nope",
+                "--state-dir", str(tmp_path / "state")]  # fmt: skip
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and expected in err, err
+        assert not (tmp_path / "state" / "nope").exists()

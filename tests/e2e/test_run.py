@@ -52,6 +52,17 @@ def run_args(
     ]  # fmt: skip
 
 
+def test_a_new_run_needs_its_output_prefix_empty(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outputs left under a run ID's output prefix (an earlier run of that ID) would be merged
+    as this run's: `fanout run` refuses before the run begins."""
+    user.s3.put_object(Bucket=user.info.bucket, Key="out/old/shard-00000/u.out", Body=b"{}\n")
+    code, _, err = user.cli(run_args(user, "old", user.ids(10), user.tmp / "r.jsonl"), capsys)
+    assert code == 2 and f"s3://{user.info.bucket}/out/old/ already holds objects" in err, err
+    assert not (user.state / "old").exists() and user.jobs("old") == []
+
+
 def test_run_user_personalization_with_filter_tags_and_kms(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -485,7 +496,7 @@ def test_a_retry_that_cannot_add_its_results_says_how_to_finish_it(
     try:
         user = User(emulator.info, tmp_path, monkeypatch)
         out = tmp_path / "recs.csv.gz"
-        _half_failed_run(emulator, user, "full", out, capsys)
+        _half_failed_run(emulator, user, "nospace", out, capsys)
         before = out.read_bytes()
 
         def full(*args: object, **kwargs: object) -> None:
@@ -494,11 +505,11 @@ def test_a_retry_that_cannot_add_its_results_says_how_to_finish_it(
         state = ["--state-dir", str(user.state)]
         with monkeypatch.context() as patched:
             patched.setattr(retry, "_combine_text", full)
-            code, _, err = user.cli(["retry", "full", *state], capsys)
+            code, _, err = user.cli(["retry", "nospace", *state], capsys)
         assert code == 1 and "No space left on device" in err, err
-        assert f"to {out}" in err and "finish the retry: `fanout retry full`" in err, err
+        assert f"to {out}" in err and "finish the retry: `fanout retry nospace`" in err, err
         assert out.read_bytes() == before
-        code, _, err = user.cli(["retry", "full", *state], capsys)
+        code, _, err = user.cli(["retry", "nospace", *state], capsys)
         assert code == 0, err
         with gzip.open(out, "rt") as rows:
             got = sorted(row.split(",", 1)[0] for row in list(rows)[1:])

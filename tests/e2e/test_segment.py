@@ -43,17 +43,18 @@ def test_item_affinity_segments_within_the_file_limit(
     items = user.tmp / "items.txt"
     items.write_text("".join(f"{i}\n" for i in range(1, 1101)) + "5\n")
     out = user.tmp / "segments.jsonl"
-    args = segment_args(user, "aff", ["--items", str(items)], out, "item-affinity")
+    run = f"aff-{order}"  # the emulator keeps jobs across tests: a run ID of each
+    args = segment_args(user, run, ["--items", str(items)], out, "item-affinity")
     code, stdout, err = user.cli([*args, "--order", order], capsys)
     assert code == 3, err  # items 1001-1100 are not in the catalog: error lines, listed
-    parts = parts_of(user, "aff")
+    parts = parts_of(user, run)
     assert len(parts) >= 3 and all(p["records"] <= 500 for p in parts)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["itemId"] for row in rows} == {str(i) for i in range(1, 1001)}
     if order == "input":
         assert [row["itemId"] for row in rows] == [str(i) for i in range(1, 1001)]
     assert all(len(row["users"]) == 5 for row in rows)
-    errors = [json.loads(x) for x in (user.state / "aff" / "errors.jsonl").read_text().splitlines()]
+    errors = [json.loads(x) for x in (user.state / run / "errors.jsonl").read_text().splitlines()]
     assert sorted(int(e["id"]) for e in errors) == list(range(1001, 1101))
     assert "1,000" in stdout and "100 (errors.jsonl)" in stdout
     jobs = user.personalize.list_batch_segment_jobs()["batchSegmentJobs"]
