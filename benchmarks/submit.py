@@ -85,7 +85,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         submit_settings = SubmitSettings(
             max_concurrent_jobs=args.quota, tps=50.0, poll_interval=args.poll_interval
         )
-        os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
+        os.environ.update(
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_ENDPOINT_URL_KMS=info["s3_endpoint"],  # the run's key is checked as it begins
+        )
 
         async def go() -> tuple[float, list[JobSummary]]:
             async with Aws(options) as aws:

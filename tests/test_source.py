@@ -432,7 +432,8 @@ LINE_PARTS = [
     b"\xed\xa0\x80",  # a surrogate
     b"\xf4\x90\x80\x80",  # past U+10FFFF
     b"\xc3\xa9",
-    b"\xc2\x85",  # U+0085: whitespace to str.strip, not a control character to fanout
+    b"\xc2\x85",  # U+0085: whitespace to str.isspace, a control character to fanout
+    "\ufeff".encode(),  # a byte order mark, stripped around an ID
     b"\xc2\x9f",  # U+009F: neither
     "🎉".encode(),
     "\u3000".encode(),
@@ -493,22 +494,42 @@ def test_kernel_agrees_on_arbitrary_bytes(buf: bytes, limit: int) -> None:
 
 
 async def test_c1_control_characters_are_rejected_like_c0_ones() -> None:
-    """U+0080-U+009F are control characters too (Unicode's Cc): inside an ID they reject the
-    line; NEL (U+0085), which Python also counts as whitespace, is stripped from its ends."""
+    """U+0080-U+009F are control characters too (Unicode's Cc): they reject the line, NEL
+    (U+0085) at either end of an ID as well, though Python counts it as whitespace."""
     data = "a\x85b\n\x85c\x85\nok\n\x80x\ny\x9f\n\xa0z\n".encode()
     result = await read(data)
-    assert result.ids() == ["c", "ok", "z"]
+    assert result.ids() == ["ok", "z"]
     assert result.reasons() == [
         (1, "control-character"),
+        (2, "control-character"),
         (4, "control-character"),
         (5, "control-character"),
     ]
 
 
-def test_kernel_strips_exactly_what_str_strip_strips() -> None:
-    """Every character Python counts as whitespace, and its neighbours in code point order, at
-    either end or inside an ID, settles as `_check_line` settles it."""
-    spaces = [c for c in range(0x110000) if chr(c).isspace()]
+async def test_control_characters_python_counts_as_whitespace_reject_the_id() -> None:
+    """VT, FF and the separators U+001C-U+001F at either end of an ID reject it: stripped, they
+    would send another ID than the input's (`e2\\x1f` as `e2`)."""
+    data = b"e2\x1f\n\x1ce3\n\x0bv\nw\x0c\n\x1d\nok\n"
+    result = await read(data)
+    assert result.ids() == ["ok"]
+    assert result.reasons() == [(n, "control-character") for n in range(1, 6)]
+
+
+async def test_a_byte_order_mark_is_stripped_on_any_line() -> None:
+    """Files joined with `cat` carry a BOM where each began: it is stripped there as at the
+    start of the input (doubled too), and a line holding only one is blank."""
+    bom = "\ufeff"
+    data = f"{bom}{bom}a\nb\n{bom}c\n{bom}\nd{bom}\n".encode()
+    result = await read(data)
+    assert result.ids() == ["a", "b", "c", "d"]
+    assert result.reasons() == []
+
+
+def test_kernel_strips_exactly_what_the_per_line_path_strips() -> None:
+    """Every character Python counts as whitespace, U+FEFF, and their neighbours in code point
+    order, at either end or inside an ID, settles as `_check_line` settles it."""
+    spaces = [c for c in range(0x110000) if chr(c).isspace()] + [0xFEFF]
     near = sorted({n for c in spaces for n in (c - 1, c, c + 1)} - set(range(0xD800, 0xE000)))
     lines = []
     for code in near:

@@ -36,6 +36,16 @@ if TYPE_CHECKING:
     from ._dedupe import I64, U64, Bools
 
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1 (Unicode's Cc)
+# Stripped around an ID: space, tab, CR, LF, the other Unicode spaces (U+00A0, U+1680,
+# U+2000-U+200A, U+2028, U+2029, U+202F, U+205F, U+3000) and U+FEFF (a byte order mark where
+# files were joined). Not the control characters Python also counts as whitespace (U+000B,
+# U+000C, U+001C-U+001F, U+0085): an ID with one is rejected, as one with any control
+# character, not sent without it.
+STRIP = (
+    " \t\n\r\u00a0\u1680"
+    + "".join(map(chr, range(0x2000, 0x200B)))
+    + ("\u2028\u2029\u202f\u205f\u3000\ufeff")
+)
 
 
 class _Blank:
@@ -54,7 +64,7 @@ _Reject = tuple[int, RejectReason, str, bytes | str]  # line in the piece, reaso
 
 def _check_id(text: str, limit: int, check: Check | None = None) -> str | _Bad | _Blank:
     """The normalised ID, or why it cannot be sent (`check`: a kind's own rule, e.g. queries)."""
-    value = text.strip()
+    value = text.strip(STRIP)
     if not value:
         return _BLANK
     found = _CONTROL.search(value)

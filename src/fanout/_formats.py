@@ -23,6 +23,7 @@ import orjson
 from ._dedupe import _fingerprints_of, _int64
 from ._encode import (
     _NO_INTS,
+    STRIP,
     _decode,
     _encode_lines,
     _JsonRecords,
@@ -33,6 +34,8 @@ from ._encode import (
 from .errors import ConfigError, InputError
 from .records import InputKind, RejectReason
 from .segments import query_problem
+
+_STRIP_BYTES = b" \t\n\r"  # `STRIP`'s ASCII part, for a check on bytes
 
 if TYPE_CHECKING:
     import numpy as np
@@ -289,14 +292,14 @@ class _Encoder:
                     return at + 1
                 rows += 1
                 done = reader.line_num
-                if not any(field.strip() for field in row):
+                if not any(field.strip(STRIP) for field in row):
                     blank += 1
                 elif len(row) <= col:
                     missing(at, len(row), raw_row())
                 else:
                     value = row[col]
                     if "\n" in value:
-                        value = value.strip()
+                        value = value.strip(STRIP)
                     if "\n" in value:
                         found.reject_newline(at, raw_row())
                         continue
@@ -318,7 +321,7 @@ class _Encoder:
             rows += 1
             line = line.removesuffix(b"\r")
             fields = line.split(sep)
-            if not line.replace(sep, b"").strip():  # nothing but separators and whitespace
+            if not line.replace(sep, b"").strip(_STRIP_BYTES):  # only separators and spaces
                 blank += 1
             elif len(fields) <= col:
                 missing(index, len(fields), line)
@@ -354,7 +357,7 @@ class _Encoder:
             if b"\n" in raw:
                 # Strip exactly as the ID is kept (bytes), then look again: a newline left
                 # inside would split the ID into two lines.
-                raw = raw.strip()
+                raw = raw.strip(_STRIP_BYTES)
                 if b"\n" in raw:
                     found.reject_newline(index, raw)
                     continue
@@ -378,7 +381,7 @@ class _Encoder:
                 text = _decode(line)
                 if isinstance(text, tuple):
                     rejects.append((index, *text, line))
-                elif not text.strip():
+                elif not text.strip(STRIP):
                     blank += 1
                 else:
                     detail = f"not valid JSON: {exc}"

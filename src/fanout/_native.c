@@ -285,7 +285,9 @@ enum { PLAIN = 0, NEWLINE, SPACE, CTRL, QUOTE, HIGH };
 static unsigned char byte_class[256];
 
 static void init_classes(void) {
-    static const unsigned char spaces[] = {9, 11, 12, 13, 28, 29, 30, 31, 32}; /* str.isspace */
+    /* Stripped around an ID (`_encode.STRIP`'s ASCII part); the other C0 characters that
+     * str.isspace() counts (11, 12, 28-31) are control characters: the line is rejected. */
+    static const unsigned char spaces[] = {9, 13, 32};
     for (int c = 0; c < 32; c++) byte_class[c] = CTRL;
     byte_class[127] = CTRL;
     for (size_t k = 0; k < sizeof spaces; k++) byte_class[spaces[k]] = SPACE;
@@ -313,9 +315,11 @@ static inline Py_ssize_t utf8_length(const unsigned char *p, Py_ssize_t n) {
     return need + 1;
 }
 
-/* Whether a non-ASCII character that str.strip() removes starts at p (n bytes from p). */
+/* Whether a non-ASCII character that `_encode.STRIP` holds (or U+0085, a control character)
+ * starts at p (n bytes from p): the line is left to the caller. */
 static inline int wide_space(const unsigned char *p, Py_ssize_t n) {
     if (p[0] == 0xC2) return n >= 2 && (p[1] == 0x85 || p[1] == 0xA0);
+    if (p[0] == 0xEF) return n >= 3 && p[1] == 0xBB && p[2] == 0xBF;    /* U+FEFF */
     if (n < 3 || p[0] < 0xE1 || p[0] > 0xE3) return 0;
     unsigned char one = p[1], two = p[2];
     if (p[0] == 0xE1) return one == 0x9A && two == 0x80;                 /* U+1680 */
