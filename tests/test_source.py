@@ -781,21 +781,26 @@ async def test_a_stray_quote_does_not_hold_the_rest_of_the_file_in_one_piece(
 
 
 async def test_csv_column_is_found_by_common_names() -> None:
-    """user_id, id and any-case userId are recognised; a lone column is used as is."""
+    """user_id, id and any-case userId are recognised, alone or among other columns; a lone
+    column of another name is used when --id-column names it."""
     for header in (b"USERID", b"user_id", b"Id"):
-        result = await read([("a.csv", header + b",x\nu1,q\n")])
-        assert result.ids() == ["u1"]
-    result = await read([("a.csv", b"customer\nu1\n")])
+        for data in (header + b",x\nu1,q\n", header + b"\nu1\n"):
+            result = await read([("a.csv", data)])
+            assert result.ids() == ["u1"]
+    result = await read([("a.csv", b"customer\nu1\n")], id_column="customer")
     assert result.ids() == ["u1"]
 
 
-@pytest.mark.parametrize("first", [b"1001", b"9c5a874d-a054-a15e-28b9-bcee69173d9f"])
-async def test_a_lone_csv_column_whose_first_line_is_an_id_is_refused(first: bytes) -> None:
-    """A one-column CSV whose first line is a number or a UUID has no header: taking that
-    line for one would drop an ID unseen, so it is a ConfigError saying what to give instead;
-    with --id-column naming it, it is the header."""
+@pytest.mark.parametrize(
+    "first", [b"1001", b"9c5a874d-a054-a15e-28b9-bcee69173d9f", b"user1", b"customer"]
+)
+async def test_a_lone_csv_column_not_named_for_ids_is_refused(first: bytes) -> None:
+    """A one-column CSV whose first line is not a known ID column name may have no header:
+    taking that line for one would drop an ID unseen (`user1`, `a1b2c3` look like names as
+    much as IDs), so it is a ConfigError saying what to give instead; with --id-column naming
+    it, it is the header, with --format text an ID."""
     data = first + b"\n1002\n1003\n"
-    with pytest.raises(ConfigError, match=r"looks like an ID.*--format text.*--id-column"):
+    with pytest.raises(ConfigError, match=r"not a column name fanout knows.*--format text.*--id"):
         await read([("a.csv", data)])
     assert (await read([("a.csv", data)], format="text")).ids()[0] == first.decode()
     assert (await read([("a.csv", data)], id_column=first.decode())).ids() == ["1002", "1003"]
@@ -822,6 +827,21 @@ async def test_id_column_makes_a_file_sniffed_as_text_columnar() -> None:
     assert (await read([("export", b"u1,a\n")])).ids() == ["u1,a"]
     mixed = [("a.txt", b"u1\n"), ("b", b'{"userId":"u2"}\n'), ("c", b"userId\nu3\n")]
     assert (await read(mixed, id_column="userId")).ids() == ["u1", "u2", "u3"]
+
+
+async def test_a_txt_file_whose_first_line_names_the_id_column_is_a_table() -> None:
+    """A table exported as `.txt` (a spreadsheet's "Text (Tab delimited)", or CSV) is read by
+    its columns when --id-column names one of its first line's: not sent whole, line by line,
+    as IDs like `u1,"Bob, Jr"`. A `.txt` whose first line does not name it is an ID list."""
+    export = b'user_id,name\nu1,"Bob, Jr"\nu2,x\n'
+    assert (await read([("export.txt", export)], id_column="user_id")).ids() == ["u1", "u2"]
+    tabs = b"name\tuser_id\nBob\tu1\n"
+    assert (await read([("export.txt.gz", gzip.compress(tabs))], id_column="user_id")).ids() == [
+        "u1"
+    ]
+    assert (await read([("ids.txt", b"u1\nu2\n")], id_column="user_id")).ids() == ["u1", "u2"]
+    forced = await read([("export.txt", export)], id_column="user_id", format="text")
+    assert forced.ids()[0] == "user_id,name"  # --format text is obeyed
 
 
 async def test_csv_rows_without_the_column_are_rejected_with_line_numbers() -> None:

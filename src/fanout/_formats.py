@@ -10,9 +10,9 @@ Parquet values into an `_Encoded` (records, fingerprints, rejects), in a worker 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
-import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -446,6 +446,10 @@ class _FileFormat:
         self.fmt = fmt
         self.column: int | None = None
         self.column_name = ""
+        # A text file by its name, with an ID column named: columns if its first line names
+        # that column (a table exported as `.txt`, as a spreadsheet's "Text (Tab delimited)"
+        # is), else text (an ID list among tables, in a folder given as the input).
+        self._header_named = fmt == "text" and options.format == "auto" and bool(options.id_column)
 
     def pieces(self, cut: bytes) -> Iterator[_Piece]:
         """Sniff the format and read the CSV header where needed; pieces ready for stage 1."""
@@ -459,7 +463,18 @@ class _FileFormat:
             if self._kind is InputKind.RANKING and self.fmt != "jsonl":
                 raise _ranking_needs_jsonl(self.name, self.fmt)
             if self._id_column is not None and self.fmt == "text":  # columns, by their name
-                self.fmt = "tsv" if b"\t" in first and b"," not in first else "csv"
+                self.fmt = _delimited(first)
+        elif self._header_named:
+            self._header_named = False
+            line = _first_nonblank(cut)
+            if line is not None:
+                first = cut[line[0] : line[1]].removesuffix(b"\r")
+                fmt = _delimited(first)
+                text = first.decode("utf-8", "replace")
+                with contextlib.suppress(csv.Error):
+                    header = next(csv.reader([text], delimiter=_delimiter(fmt)), [])
+                    if self._id_column in [cell.strip() for cell in header]:
+                        self.fmt = fmt
         if self.fmt in ("csv", "tsv") and self.column is None:
             line = _first_nonblank(cut)
             if line is None:
@@ -488,23 +503,31 @@ class _FileFormat:
                 "its first line must name the columns"
             ) from None
         columns = [cell.strip() for cell in header]
-        if self._id_column is None and len(columns) == 1 and _looks_like_an_id(columns[0]):
-            raise ConfigError(
-                f"{self.name}: its one column has no header: the first line, {columns[0]!r}, "
-                "looks like an ID, not a column name (a CSV's first line is its header). Give "
-                "--format text to read every line as an ID, or --id-column "
-                f"{columns[0]!r} if that line is the header"
-            )
+        if self._id_column is None and len(columns) == 1:
+            names = _id_column_names(self._kind)
+            if columns[0].lower() not in {name.lower() for name in names}:  # header or ID?
+                raise ConfigError(  # Not guessed: taken as the header, an ID would be lost
+                    f"{self.name}: its one column's first line, {columns[0]!r}, is not a "
+                    f"column name fanout knows ({', '.join(names)}, in any case): if it is an "
+                    "ID, the file "
+                    "has no header: give --format text to read every line as an ID; if it is "
+                    f"the header, give --id-column {columns[0]!r}"
+                )
         return _pick_column(self.name, columns, self._id_column, self._kind)
 
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-?([0-9a-fA-F]{4}-?){3}[0-9a-fA-F]{12}")
+def _delimited(first: bytes) -> str:
+    """The delimited format of a file whose first line is `first`: TSV if it has tabs and no
+    commas, else CSV."""
+    return "tsv" if b"\t" in first and b"," not in first else "csv"
 
 
-def _looks_like_an_id(cell: str) -> bool:
-    """Whether a lone CSV column's first cell is a value rather than its name: a number or a
-    UUID (a name like `customer` or `user_id` is taken as the header)."""
-    return cell.isdigit() or bool(_UUID.fullmatch(cell))
+def _id_column_names(kind: InputKind) -> tuple[str, ...]:
+    """The column names taken as the ID column without --id-column, in any case: the kind's
+    field, in snake case, and `id`."""
+    field_name = kind.id_field
+    snake = {"userId": "user_id", "itemId": "item_id", "itemAttributes": "item_attributes"}
+    return (field_name, snake[field_name], "id")
 
 
 def _pick_column(
@@ -520,16 +543,14 @@ def _pick_column(
             f"{name}: no column {wanted!r}; the columns are {shown}: "
             "give one of them as the ID column"
         )
-    field_name = kind.id_field
-    snake = {"userId": "user_id", "itemId": "item_id", "itemAttributes": "item_attributes"}
-    for candidate in (field_name, snake[field_name], "id"):
+    for candidate in _id_column_names(kind):
         for index, column in enumerate(columns):
             if column.lower() == candidate.lower():
                 return index, column
     if len(columns) == 1:
         return 0, columns[0]
     raise ConfigError(
-        f"{name}: cannot tell which column holds the {field_name}; the columns are {shown}: "
+        f"{name}: cannot tell which column holds the {kind.id_field}; the columns are {shown}: "
         "give the ID column (id_column / --id-column)"
     )
 
