@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import bz2
 import csv
 import gzip
 import io
 import json
+import lzma
 import sys
-from collections.abc import AsyncIterator, Sequence
+import zipfile
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -201,6 +204,41 @@ async def test_utf16_or_utf32_text_is_refused_saying_how_to_convert_it(
     for content in (mark + "u1\nu2\n".encode(codec), mark):
         with pytest.raises(InputError, match=rf"in\.txt is {encoding} text .*iconv -f {encoding}"):
             await read(content, raw_chunk=raw_chunk)
+
+
+def _zip(data: bytes) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        archive.writestr("ids.txt", data)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("compress", "name", "command"),
+    [
+        (bz2.compress, "bzip2", "bzip2 -dc"),
+        (lzma.compress, "xz", "xz -dc"),
+        (lambda data: b"\x28\xb5\x2f\xfd" + data, "zstd", "zstd -dc"),  # its magic, enough
+        (_zip, "zip", "unzip -p"),
+    ],
+)
+@pytest.mark.parametrize("raw_chunk", [1, 1 << 20])
+async def test_another_compression_than_gzip_is_refused_saying_how_to_read_it(
+    compress: Callable[[bytes], bytes], name: str, command: str, raw_chunk: int
+) -> None:
+    """A bzip2, xz, zstd or zip file is an InputError naming the compression and the command
+    that decompresses it into fanout, not a reject per line of binary."""
+    data = compress(b"".join(b"u%d\n" % i for i in range(1000)))
+    with pytest.raises(InputError, match=rf"in\.txt is compressed with {name}.*`{command} FILE"):
+        await read(data, raw_chunk=raw_chunk)
+
+
+@pytest.mark.parametrize("raw_chunk", [1, 1 << 20])
+async def test_utf16_text_without_a_byte_order_mark_is_refused(raw_chunk: int) -> None:
+    """UTF-16 without its mark is half NUL bytes: an InputError saying so, not all rejects."""
+    data = "".join(f"user-{i}\n" for i in range(1000)).encode("utf-16-le")
+    with pytest.raises(InputError, match=r"in\.txt is not UTF-8 text: .* are NUL .*iconv"):
+        await read(data, raw_chunk=raw_chunk)
 
 
 async def test_utf16_text_is_refused_in_a_local_or_gzip_file(tmp_path: Path) -> None:

@@ -727,15 +727,22 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # argparse would say "invalid _positive_int value"
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _non_negative_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
     return value
@@ -1134,6 +1141,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
         _print_plan(result.plan, args.ids)
         print()
         _print_rows(list(summary.items()))
+    if not summary["records"]:  # for a nightly job, an empty export is a failure (as for run)
+        print(
+            f"fanout: the input held no ID to send ({summary['lines']:,} lines: "
+            f"{summary['blank']:,} blank, {summary['rejected']:,} rejected (rejects.jsonl), "
+            f"{summary['duplicates']:,} duplicates): no shard was written",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     return EXIT_OK
 
 

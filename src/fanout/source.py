@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import re
 import stat
 import sys
 import tempfile
@@ -97,6 +98,14 @@ _OTHER_BOMS = (
     (b"\x00\x00\xfe\xff", "UTF-32"),
     (b"\xff\xfe", "UTF-16"),
     (b"\xfe\xff", "UTF-16"),
+)
+# Compressions other than gzip (which is read): their magic bytes, and the command that
+# decompresses such a file to stdout. Read as text, every line would be a reject.
+_OTHER_COMPRESSIONS = (
+    (re.compile(rb"BZh[1-9]1AY&SY"), "bzip2", "bzip2 -dc"),
+    (re.compile(rb"\xfd7zXZ\x00"), "xz", "xz -dc"),
+    (re.compile(rb"\x28\xb5\x2f\xfd"), "zstd", "zstd -dc"),
+    (re.compile(rb"PK\x03\x04"), "zip", "unzip -p"),
 )
 # A file's first bytes are held until they hold an LF or this many are in (or the file ends), to
 # see its byte-order mark and how its lines end.
@@ -642,9 +651,24 @@ class _Cutter:
                     f"{bom.hex(' ').upper()}); fanout reads UTF-8: convert it first, e.g. "
                     f"{example}"
                 )
+        for magic, name, command in _OTHER_COMPRESSIONS:
+            if magic.match(data):
+                raise InputError(
+                    f"{self._name} is compressed with {name}, which fanout does not read (it "
+                    f"reads gzip): decompress it into fanout, e.g. `{command} FILE | fanout "
+                    "… --ids -`, or compress it with gzip"
+                )
         if data.startswith(_BOM):
             data = data[len(_BOM) :]
         head = data[:_START_BYTES]
+        sample = head[:4096]
+        if len(sample) >= 4 and sample.count(0) * 4 > len(sample):
+            raise InputError(
+                f"{self._name} is not UTF-8 text: {sample.count(0):,} of its first "
+                f"{len(sample):,} bytes are NUL (UTF-16 text without a byte-order mark, or a "
+                "binary file?); fanout reads UTF-8: convert it first, e.g. "
+                "iconv -f UTF-16LE -t UTF-8 FILE > FILE.utf8"
+            )
         self._cr = b"\n" not in head and 0 <= head.find(b"\r") < len(data) - 1
         return data.replace(b"\r", b"\n") if self._cr else data
 

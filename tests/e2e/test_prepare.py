@@ -221,6 +221,41 @@ def test_prepare_usage_errors(
     assert message in err
 
 
+def test_a_number_option_that_is_not_a_number_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not argparse's `invalid _positive_int value`: the option, and what it takes."""
+    args = ["prepare", "--ids", "x", "--local-dir", "x", "--max-job-files", "ten"]
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert "argument --max-job-files: must be a whole number, got 'ten'" in err, err
+
+
+@pytest.mark.parametrize(
+    ("content", "counts"),
+    [
+        (b"", "0 lines: 0 blank, 0 rejected"),
+        (b"\n \n\t\n", "3 lines: 3 blank, 0 rejected"),
+        (b"a\x01\nb\x02\n\n", "3 lines: 1 blank, 2 rejected"),
+    ],
+    ids=["empty", "blank", "rejects"],
+)
+def test_prepare_of_an_input_with_no_id_to_send_fails(
+    content: bytes, counts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty export, or one of blank lines and rejects only, prepares no shard: exit 1 (as
+    `fanout run` does), saying what the lines were, so a nightly job does not pass on it."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(content)
+    args = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out"),
+            "--state-dir", str(tmp_path / "state"), "--run-id", "none"]  # fmt: skip
+    code, out, err = run_cli(args, capsys)
+    assert code == 1 and f"the input held no ID to send ({counts}" in err, err
+    assert "records             0" in out and not (tmp_path / "out").exists()
+
+
 def test_input_kind_comes_from_the_recipe(
     emulator: Emulator, aws_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
