@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout.config import Limits, Timing
+from fanout.errors import ConfigError
 from fanout.plan import InputEstimate, Plan, make_plan
 from fanout.records import RecordBatch
 from fanout.shard import PartFile, ShardSealed, cut_shards
@@ -105,6 +106,15 @@ def test_an_input_without_ids_plans_no_job() -> None:
     assert (plan.shards, plan.parts, plan.waves, plan.minutes) == (0, 0, 0, 0.0)
     assert "no IDs" in plan.reason
     assert plan.layout(LIMITS, 50_000_000).shard_bytes == LIMITS.max_job_bytes
+
+
+def test_a_job_limit_below_one_record_is_refused_as_prepare_would() -> None:
+    """`--max-job-bytes` under a record's size: the plan refuses it (a ConfigError saying what
+    to raise) instead of planning a job per record that prepare would then refuse."""
+    estimate = InputEstimate(1000, 19_000, exact=True, how="counted")
+    with pytest.raises(ConfigError, match=r"--max-job-bytes 10 is less than one record.*19 bytes"):
+        make_plan(estimate, Limits(max_job_bytes=10), TIMING, 50_000_000)
+    assert make_plan(estimate, Limits(max_job_bytes=19), TIMING, 50_000_000).shards == 1000
 
 
 @pytest.mark.parametrize(

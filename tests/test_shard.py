@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fanout import upload
-from fanout.errors import InputError, UploadError
+from fanout.errors import ConfigError, UploadError
 from fanout.records import RecordBatch
 from fanout.shard import (
     PartChunk,
@@ -255,12 +255,13 @@ def test_a_file_limit_closing_a_shard_short_does_not_add_a_shard(
     assert all(seal.parts <= files for seal in seals)
 
 
-def test_record_larger_than_a_job_is_an_input_error() -> None:
-    """A single record over the per-job byte limit cannot be sent and says so."""
+def test_record_larger_than_a_job_is_a_config_error() -> None:
+    """A single record over the per-job byte limit cannot be sent: the limit is too low for
+    the input (exit 2), and the message says which option to raise."""
     layout = ShardLayout(
         shard_bytes=50, max_job_bytes=50, part_bytes=50, max_job_files=1, max_file_records=10
     )
-    with pytest.raises(InputError, match="more than a whole job"):
+    with pytest.raises(ConfigError, match=r"more than a whole job .*raise --max-job-bytes"):
         run_cut([batch_of([b"x" * 60 + b"\n"])], layout)
 
 

@@ -148,6 +148,12 @@ def check_output_outside_input(input_path: str, output_path: str) -> None:
             "their input by prefix and would read their own output. Use separate prefixes, "
             "e.g. s3://bucket/in/ and s3://bucket/out/."
         )
+    if destination.holds(source):
+        raise ConfigError(
+            f"--job-input {input_path} is under --job-output {output_path}; the merge reads "
+            "every output under a job's prefix there, and a run's input could be taken for "
+            "another's output. Use separate prefixes, e.g. s3://bucket/in/ and s3://bucket/out/."
+        )
 
 
 def check_dataset_outside_jobs(out: str, request: Mapping[str, Any], whose: str = "") -> None:

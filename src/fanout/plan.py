@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from .config import Limits, Timing
+from .errors import ConfigError
 from .shard import ShardLayout
 
 MIN_SAVING = 0.05  # split beyond the minimum only if the run gets at least 5% shorter
@@ -145,6 +146,12 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
     if not records:  # counted: nothing, or blank lines and rejects only
         reason = "the input holds no IDs (blank lines and rejects only, or nothing): no job to run"
         return _no_jobs(estimate, limits, part_bytes, reason)
+    if (size := -(-nbytes // records)) > limits.max_job_bytes:
+        raise ConfigError(
+            f"--max-job-bytes {limits.max_job_bytes} is less than one record: the input's "
+            f"records are {size} bytes on average, and a job holds whole ones; raise it (the "
+            "service takes up to 1 GB a job)"
+        )
     slack = 1.0 if estimate.exact else ESTIMATE_SLACK
 
     def target(shards: int) -> int:

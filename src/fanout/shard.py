@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import anyio
 
-from .errors import InputError
+from .errors import ConfigError
 from .records import RecordBatch
 
 
@@ -203,9 +203,10 @@ class _Cutter:
             start = int(ends[pos - 1]) if pos else 0
             size = int(ends[pos]) - start
             if size > layout.max_job_bytes:
-                raise InputError(
-                    f"one record is {size} bytes, more than a whole job may hold "
-                    f"({layout.max_job_bytes}); it cannot be sent"
+                raise ConfigError(
+                    f"a record of {size} bytes is more than a whole job may hold "
+                    f"(--max-job-bytes {layout.max_job_bytes}): raise --max-job-bytes (the "
+                    "service takes up to 1 GB a job)"
                 )
             if self.shard_records and (
                 self.shard_bytes >= self.target or self.shard_bytes + size > layout.max_job_bytes

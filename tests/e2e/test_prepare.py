@@ -194,6 +194,15 @@ def test_prepare_from_stdin(
             ],
             "at or under --job-input",
         ),
+        (
+            [
+                "--job-input",
+                "s3DataSource={path=s3://b/nest/in/}",
+                "--job-output",
+                "s3DataDestination={path=s3://b/nest/}",
+            ],
+            "--job-input s3://b/nest/in/ is under --job-output s3://b/nest/",
+        ),
         (["--job-input", "s3DataSource={path=s3://b/in/,kmsKeyArn=alias/mine}"], "KMS key ARN"),
         (["--local-dir", "x", "--run-id", "bad id!"], "run ID"),
         (["--local-dir", "x", "--filter-values", "GENRE"], "NAME=V1,V2"),
