@@ -1184,6 +1184,11 @@ async def test_corrupt_gzip_is_an_input_error() -> None:
     data[len(data) // 2 : len(data) // 2 + 20] = b"\xff" * 20
     with pytest.raises(InputError, match=r"bad\.gz: gzip data is corrupt"):
         await read([("bad.gz", bytes(data))])
+    flipped = bytearray(gzip.compress(b"u1\n" * 1000))
+    flipped[-8] ^= 1  # the CRC: found at the end, the range says so (not "at byte 0")
+    where = rf"corrupt in compressed bytes 0-{len(flipped)} .*incorrect data check"
+    with pytest.raises(InputError, match=where):
+        await read([("bad.gz", bytes(flipped))])
     with pytest.raises(InputError, match=r"bad\.gz: unexpected data after a gzip member"):
         await read([("bad.gz", gzip.compress(b"u1\n") + b"junk")])
 

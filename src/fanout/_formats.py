@@ -735,11 +735,12 @@ class _Gunzip:
             before = len(self._input)
             try:
                 out = self._z.decompress(self._input, limit)
-            except zlib.error as exc:
+            except zlib.error as exc:  # somewhere in the input given it, or at its end (CRC)
+                where = f"{self.consumed:,}-{self.consumed + before:,}"
                 raise InputError(
-                    f"{self._name}: gzip data is corrupt at about compressed byte {self.consumed} "
-                    f"({self.produced} bytes decompressed so far): {exc}; check or download the "
-                    "file again"
+                    f"{self._name}: gzip data is corrupt in compressed bytes {where} "
+                    f"({self.produced:,} bytes decompressed before them): {exc}; check or "
+                    "download the file again"
                 ) from None
             self._member_started = True
             rest = self._z.unused_data if self._z.eof else self._z.unconsumed_tail
