@@ -1528,7 +1528,7 @@ def execute_run(
         import anyio
 
         from .aws import Aws
-        from .pipeline import begin, new_run_id, plan_input, submit
+        from .pipeline import begin, check_destination, new_run_id, plan_input, submit
         from .preflight import check_request, preflight
         from .records import InputKind
         from .submit import SubmitSettings, check_job_names
@@ -1597,6 +1597,7 @@ def execute_run(
             )
             if args.dry_run:
                 plan = await plan_input(ready.ids, aws.s3, ready)
+                await check_destination(ready, aws, request)
                 _print_plan(plan, args.ids)
                 print("preflight   every check passed; nothing was uploaded or created")
                 return None

@@ -408,9 +408,7 @@ async def begin(
             )
         stored = await _stored(settings.ids, store)  # listed once: planned and journalled
         plan = await plan_input(settings.ids, store, settings, stored)
-        await _check_destination(settings, aws)
-        if submission is not None and (output := _output_base(submission[0], settings.run_id)):
-            await _check_unused(output, store)
+        await check_destination(settings, aws, submission[0] if submission else None)
     except BaseException:
         if created:  # refused before it began: leave no empty run behind
             with contextlib.suppress(OSError):
@@ -432,16 +430,23 @@ async def begin(
     return plan
 
 
-async def _check_destination(settings: PrepareSettings, aws: Aws | None) -> None:
-    """Before a run begins: its bucket is there and its KMS key usable (else the run would stop
-    at its first upload, begun and unable to go on), and nothing is where its shards go."""
-    if settings.job_input is not None:
+async def check_destination(
+    settings: PrepareSettings, aws: Aws | None, request: Mapping[str, Any] | None = None
+) -> None:
+    """Before a run begins: nothing is where its shards go, nor (with the job `request`) where
+    its jobs write. Without a request, also that the bucket is there and the KMS key usable
+    (else the run would stop at its first upload, begun and unable to go on); a request has
+    been through `preflight`, which checks those."""
+    store = aws.s3 if aws is not None else None
+    if settings.job_input is not None and request is None:
         assert aws is not None
         where = S3Uri.parse(settings.input_base())
         await aws.s3.check_bucket(where.bucket, where.key)
         if settings.job_input.kms_key_arn:
             await aws.check_kms_key(settings.job_input.kms_key_arn)
-    await _check_unused(settings.input_base(), aws.s3 if aws is not None else None)
+    await _check_unused(settings.input_base(), store)
+    if request is not None and (output := _output_base(request, settings.run_id)):
+        await _check_unused(output, store)
 
 
 def _output_base(request: Mapping[str, Any], run_id: str) -> str | None:

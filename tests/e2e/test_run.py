@@ -58,9 +58,12 @@ def test_a_new_run_needs_its_output_prefix_empty(
     """Outputs left under a run ID's output prefix (an earlier run of that ID) would be merged
     as this run's: `fanout run` refuses before the run begins."""
     user.s3.put_object(Bucket=user.info.bucket, Key="out/old/shard-00000/u.out", Body=b"{}\n")
-    code, _, err = user.cli(run_args(user, "old", user.ids(10), user.tmp / "r.jsonl"), capsys)
-    assert code == 2 and f"s3://{user.info.bucket}/out/old/ already holds objects" in err, err
-    assert not (user.state / "old").exists() and user.jobs("old") == []
+    args = run_args(user, "old", user.ids(10), user.tmp / "r.jsonl")
+    for dry in ([], ["--dry-run"]):  # a dry run says so too, not "every check passed"
+        code, out, err = user.cli([*args, *dry], capsys)
+        assert code == 2 and f"s3://{user.info.bucket}/out/old/ already holds objects" in err
+        assert "every check passed" not in out
+        assert not (user.state / "old").exists() and user.jobs("old") == []
 
 
 def test_run_user_personalization_with_filter_tags_and_kms(
