@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -210,7 +210,7 @@ class S3Store:
         self._client = client
         self._sync = sync_client
 
-    async def list_objects(self, bucket: str, prefix: str) -> AsyncIterator[ObjectInfo]:
+    async def list_objects(self, bucket: str, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
         uri = f"s3://{bucket}/{prefix}"
         try:
             paginator = self._client.get_paginator("list_objects_v2")

@@ -462,18 +462,27 @@ async def _check_unused(base: str, store: S3Store | None) -> None:
     if base.startswith("s3://"):
         assert store is not None
         uri = S3Uri.parse(base)
-        async for found in store.list_objects(uri.bucket, uri.key):
+        async with contextlib.aclosing(store.list_objects(uri.bucket, uri.key)) as objects:
+            found = await anext(objects, None)
+        if found is not None:
             raise ConfigError(
                 f"{base} already holds objects (s3://{uri.bucket}/{found.key}, …), perhaps "
                 "left by an earlier run of this ID; a new run needs it empty: choose another "
                 f"--run-id, or remove them (`aws s3 rm --recursive {base}`)"
             )
-    elif await (local := anyio.Path(base)).is_dir():
-        async for _ in local.iterdir():
-            raise ConfigError(
-                f"{local} already holds files, perhaps left by an earlier run of this ID; a "
-                "new run needs it empty: choose another --run-id, or remove that directory"
-            )
+    elif await anyio.to_thread.run_sync(_holds_anything, base):
+        raise ConfigError(
+            f"{Path(base)} already holds files, perhaps left by an earlier run of this ID; a new "
+            "run needs it empty: choose another --run-id, or remove that directory"
+        )
+
+
+def _holds_anything(folder: str) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareResult:
@@ -1200,8 +1209,7 @@ def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
     for event, state in retried:
         assert state.merged is not None
         theirs = Path(state.merged["out"])
-        if ResultFormat.for_path(theirs).value != fmt:
-            kind = ResultFormat.for_path(theirs).value
+        if (kind := ResultFormat.for_path(theirs).value) != fmt:
             raise ConfigError(
                 f"run {run_id} was retried ({event['child']}), whose results are {kind}: "
                 f"merge it again to a {kind} file, so that they are added to it"
