@@ -509,9 +509,8 @@ class _FileFormat:
                 raise ConfigError(  # Not guessed: taken as the header, an ID would be lost
                     f"{self.name}: its one column's first line, {columns[0]!r}, is not a "
                     f"column name fanout knows ({', '.join(names)}, in any case): if it is an "
-                    "ID, the file "
-                    "has no header: give --format text to read every line as an ID; if it is "
-                    f"the header, give --id-column {columns[0]!r}"
+                    "ID, the file has no header: give --format text to read every line as an "
+                    f"ID; if it is the header, give --id-column {columns[0]!r}"
                 )
         return _pick_column(self.name, columns, self._id_column, self._kind)
 
