@@ -15,7 +15,7 @@ from __future__ import annotations
 import fcntl
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,8 +72,8 @@ class Journal:
         self._file: Any = None
         self._write_lock = anyio.Lock()
         self._sync_lock = anyio.Lock()
-        self._written = 0  # lines written (flushed to the OS)
-        self._synced = 0  # lines known to be on disk
+        self._written = 0  # writes flushed to the OS (one per append_all)
+        self._synced = 0  # of those, the ones known to be on disk
         self.listener: Callable[[dict[str, Any]], None] | None = None  # sees each event
 
     @classmethod
@@ -122,14 +122,24 @@ class Journal:
         Appends that overlap share fsyncs (group commit): each returns once an fsync that
         began after its write has finished.
         """
+        [record] = await self.append_all([(event, fields)])
+        return record
+
+    async def append_all(
+        self, events: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """Write events that stand or fall together (a run's start and its submission) in one
+        write, then fsync them: a process killed at any moment leaves all of them or none
+        (a write torn by a crash of the machine is dropped as a torn tail on reopen)."""
         if self._file is None:
             raise RuntimeError("journal is not open: use `async with`")
-        record = {"t": round(time.time(), 6), "event": event, **fields}
-        line = orjson.dumps(record) + b"\n"
+        now = round(time.time(), 6)
+        records = [{"t": now, "event": event, **fields} for event, fields in events]
+        data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         # Shielded: a cancelled run must not leave half an event behind, or one unsynced.
         with anyio.CancelScope(shield=True):
             async with self._write_lock:
-                await self._file.write(line)
+                await self._file.write(data)
                 await self._file.flush()
                 self._written += 1
                 mine = self._written
@@ -139,8 +149,9 @@ class Journal:
                     await anyio.to_thread.run_sync(os.fsync, self._file.fileno())
                     self._synced = target
         if self.listener is not None:
-            self.listener(record)
-        return record
+            for record in records:
+                self.listener(record)
+        return records
 
 
 # How to recover a damaged or emptied local journal: the run's copy on S3 (`pipeline._Mirror`).

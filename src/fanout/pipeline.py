@@ -414,19 +414,20 @@ async def begin(
             with contextlib.suppress(OSError):
                 os.rmdir(run_dir)
         raise
+    started = {
+        "run_id": settings.run_id,
+        "ids": _portable(settings.ids),
+        "input_base": settings.input_base(),
+        "plan": plan.to_dict(),
+        "settings": _settings_record(settings),
+        "input_bytes": stored.size,  # a resume reads the input again: it must be this size
+    }
+    events: list[tuple[str, Mapping[str, Any]]] = [("run-started", started)]
+    if submission is not None:
+        state = RunState.replay([{"t": time.time(), "event": "run-started", **started}])
+        events += _submission_events(state, *submission)[1]
     async with Journal.open(run_dir) as journal:
-        await journal.append(
-            "run-started",
-            run_id=settings.run_id,
-            ids=_portable(settings.ids),
-            input_base=settings.input_base(),
-            plan=plan.to_dict(),
-            settings=_settings_record(settings),
-            input_bytes=stored.size,  # a resume reads the input again: it must be this size
-        )
-        if submission is not None:
-            state = RunState.replay(read_events(run_dir), str(run_dir / JOURNAL_NAME))
-            await _start_submission(journal, state, *submission)
+        await journal.append_all(events)  # together: a run begun is begun as what it is
     return plan
 
 
@@ -1070,8 +1071,22 @@ async def _start_submission(
 ) -> JobTemplate:
     """Journal `submit-started` (and `merge-started`), unless the run already has them; the
     job template."""
+    template, events = _submission_events(state, request, settings, merge)
+    if events:
+        await journal.append_all(events)
+    return template
+
+
+def _submission_events(
+    state: RunState,
+    request: dict[str, Any],
+    settings: SubmitSettings,
+    merge: MergeSettings | None,
+) -> tuple[JobTemplate, list[tuple[str, Mapping[str, Any]]]]:
+    """The job template, and the `submit-started` and `merge-started` events the run does not
+    have yet (checked: a run submitted with other job options is refused)."""
     template = make_template(state, request)
-    record = {"request": template.request, "submit": settings.to_dict()}
+    events: list[tuple[str, Mapping[str, Any]]] = []
     if state.submit is not None:
         if state.submit["request"] != template.request:
             raise ConfigError(
@@ -1086,11 +1101,13 @@ async def _start_submission(
             settings.job_retries + 1,
         )
         check_request(template.request, state.run_id, longest, job_type_of(state))
-        await journal.append("submit-started", **record)
+        events.append(
+            ("submit-started", {"request": template.request, "submit": settings.to_dict()})
+        )
     begun = state.merge if state.merged is None else None  # `begin` journalled it
     if merge is not None and not (begun and begun["settings"] == merge.to_dict()):
-        await journal.append("merge-started", settings=merge.to_dict())
-    return template
+        events.append(("merge-started", {"settings": merge.to_dict()}))
+    return template, events
 
 
 async def resume(

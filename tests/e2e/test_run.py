@@ -725,6 +725,35 @@ def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
     assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
 
 
+def test_a_run_killed_right_after_its_first_journal_write_is_resumed_as_a_run(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Killed just after the write that holds `run-started` (found by `kill -9` at that event):
+    the submission and the merge are in that same write, so `fanout resume` creates the jobs
+    and merges, rather than only preparing and exiting 0 with no job and no result."""
+    from fanout.journal import Journal
+
+    real = Journal.append_all
+    writes: list[list[str]] = []
+
+    async def then_killed(self: Journal, events: Any) -> Any:
+        if writes and writes[-1][0] == "run-started":
+            raise KeyboardInterrupt
+        written = await real(self, events)
+        writes.append([event for event, _ in events])
+        return written
+
+    monkeypatch.setattr(Journal, "append_all", then_killed)
+    out = user.tmp / "first.jsonl"
+    code, _, _ = user.cli(run_args(user, "first", user.ids(300), out), capsys)
+    assert code == 130 and user.jobs("first") == []
+    assert writes == [["run-started", "submit-started", "merge-started"]]
+    monkeypatch.setattr(Journal, "append_all", real)
+    code, _, err = user.cli(["resume", "first", "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    assert user.jobs("first") and len(out.read_text().splitlines()) == 300
+
+
 def test_a_part_changed_on_s3_stops_the_run_before_its_job(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1023,6 +1052,10 @@ def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFi
         ["merge", "ds", "--state-dir", str(user.state), "--out", inside], capsys
     )
     assert code == 2 and "overlaps the run's --job-input" in err, err
+    # A retry adds to a result file, not a dataset: refused up front, saying what to do.
+    code, _, err = user.cli(["retry", "ds", "--state-dir", str(user.state)], capsys)
+    assert code == 2 and "merge the run to a file first (`fanout merge ds --out" in err, err
+    assert not (user.state / "ds-r1").exists()
 
 
 def test_no_secret_in_logs_journal_files_or_debug_output(
