@@ -190,3 +190,22 @@ def test_plan_matches_the_cut_of_equal_records(
     assert cut_counts(lines, plan, limits, file_records) == (plan.shards, plan.parts)
     assert plan.minimum_shards <= plan.shards
     assert plan.waves == -(-plan.shards // quota)
+
+
+@pytest.mark.parametrize(
+    ("records", "per_job", "seed"), [(100_000, 10_000, 0), (50_000, 5_000, 1), (9_000, 900, 2)]
+)
+def test_ids_of_varied_length_are_cut_into_the_shards_planned(
+    records: int, per_job: int, seed: int
+) -> None:
+    """IDs of different lengths, shuffled, counted exactly, where a job's records are what
+    limits it (one file of `per_job` records): the cut makes the shards planned. Cut by bytes
+    alone, a shard of longer IDs closed a few records short, and those few made one shard
+    (and a wave) more: 100,000 shuffled numbers at 10,000 a job made 11, not 10."""
+    rng = np.random.default_rng(seed)
+    lines = [b'{"userId":"%d"}\n' % value for value in rng.permutation(records) + 1]
+    limits = Limits(max_job_files=1)
+    estimate = InputEstimate(records, sum(map(len, lines)), exact=True, how="counted")
+    plan = make_plan(estimate, limits, TIMING, per_job)
+    assert plan.shards == records // per_job
+    assert cut_counts(lines, plan, limits, per_job)[0] == plan.shards

@@ -61,6 +61,10 @@ class Plan:
     minimum_shards: int
     reason: str
     skipped: tuple[str, ...] = ()  # the input's objects left out (`InputEstimate.skipped`)
+    # The shards are cut by records as well as bytes (`ShardLayout.records`): the records were
+    # counted exactly. False in journals of runs planned before it was (they are cut again on
+    # resume as they were first cut).
+    by_records: bool = False
 
     def __post_init__(self) -> None:  # a list, when read back from the run journal
         object.__setattr__(self, "skipped", tuple(self.skipped))
@@ -73,6 +77,7 @@ class Plan:
             max_job_files=limits.max_job_files,
             max_file_records=file_records,
             shards=self.shards,
+            records=self.records if self.by_records else 0,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +192,7 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
         if filled > minimum:
             reason += f"; splitting to fill the quota of {quota} would save under a minute or 5%"
     return Plan(
+        by_records=estimate.exact,
         records=records,
         nbytes=nbytes,
         exact=estimate.exact,

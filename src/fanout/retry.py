@@ -131,6 +131,13 @@ def check_retryable(state: RunState, run_dir: Path) -> None:
             f"run {state.run_id} has not been merged: `fanout merge {state.run_id} --out FILE` "
             "first, then retry what errored or is missing"
         )
+    out = str(state.merged["out"])
+    if out.startswith("s3://"):
+        raise ConfigError(
+            f"run {state.run_id} was merged to the S3 dataset {out}, and `fanout retry` adds "
+            "the retried IDs' results to a result file: merge the run to a file first "
+            f"(`fanout merge {state.run_id} --out results.parquet`), then retry it"
+        )
     kind = InputKind(state.settings["source"]["kind"])
     if kind is InputKind.RANKING:
         raise ConfigError(

@@ -30,6 +30,11 @@ class ShardLayout:
     than planned. (A shard that reached its target went over it by less than a record: that
     gives nothing back.) Past the planned shards (an estimate that was short), each is filled
     up to the job limit.
+
+    With `records` (the input's, counted exactly) a shard also takes at least its share of the
+    records left, `record_target`: cut by bytes alone, shards of longer IDs than the average
+    close with fewer records, and where a job's records are what limit it (`--max-file-records`
+    times `--max-job-files`), the few left over made a shard more than planned (and a wave).
     """
 
     shard_bytes: int  # target input bytes per job shard (at most the job limit)
@@ -38,6 +43,15 @@ class ShardLayout:
     max_job_files: int
     max_file_records: int
     shards: int = 0  # planned; 0: one target for every shard
+    records: int = 0  # the input's records, with `shards`: each takes its share; 0: not counted
+
+    def record_target(self, shard: int, done: int) -> int:
+        """The records `shard` takes at least, after `done` records in the shards before it:
+        its share of those left (0: no such floor)."""
+        left = self.shards - shard
+        if not self.records or left <= 0:
+            return 0
+        return -(-max(self.records - done, 0) // left)
 
     def target(self, shard: int, done: int) -> int:
         """The target bytes of `shard`, after `done` bytes in the shards before it."""
@@ -150,7 +164,9 @@ class _Cutter:
         self.stream = stream
         self.shard = 0
         self.target = layout.shard_bytes  # this shard's
+        self.record_target = layout.record_target(0, 0)  # this shard's
         self.done_bytes = 0  # in the shards sealed
+        self.done_records = 0
         self.shard_bytes = 0
         self.shard_records = 0
         self.shard_parts = 0
@@ -190,7 +206,9 @@ class _Cutter:
             )
             self.shard += 1
             self.done_bytes += self.shard_bytes
+            self.done_records += self.shard_records
             self.target = self.layout.target(self.shard, self.done_bytes)
+            self.record_target = self.layout.record_target(self.shard, self.done_records)
         self.shard_bytes = self.shard_records = self.shard_parts = 0
 
     def feed(self, batch: RecordBatch) -> None:
@@ -208,9 +226,8 @@ class _Cutter:
                     f"(--max-job-bytes {layout.max_job_bytes}): raise --max-job-bytes (the "
                     "service takes up to 1 GB a job)"
                 )
-            if self.shard_records and (
-                self.shard_bytes >= self.target or self.shard_bytes + size > layout.max_job_bytes
-            ):
+            reached = self.shard_bytes >= self.target and self.shard_records >= self.record_target
+            if self.shard_records and (reached or self.shard_bytes + size > layout.max_job_bytes):
                 self._seal()
                 continue
             part_full = (
@@ -223,9 +240,10 @@ class _Cutter:
                 continue
             room = min(layout.part_bytes - self.part_bytes, layout.max_job_bytes - self.shard_bytes)
             take = bisect.bisect_right(ends, start + room, pos) - pos
-            # Up to and including the record that reaches the shard's target.
+            # Up to and including the record that reaches the shard's targets.
             to_target = start + self.target - self.shard_bytes
-            take = min(take, bisect.bisect_left(ends, to_target, pos) - pos + 1)
+            by_bytes = bisect.bisect_left(ends, to_target, pos) - pos + 1
+            take = min(take, max(by_bytes, self.record_target - self.shard_records))
             take = max(1, min(take, layout.max_file_records - self.part_records, n - pos))
             stop = int(ends[pos + take - 1])
             self.chunks.append(view[start:stop])
