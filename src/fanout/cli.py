@@ -30,13 +30,24 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # SIGTERM, as a shell reports a process it ended
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM (what schedulers, systemd and `timeout` send), handled as Ctrl-C is: the
-    command stops cleanly, removes what it had half written, and says how to continue."""
+_terminated = threading.Event()  # SIGTERM came: the interruption is reported as such (143)
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated
+def _on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM (what schedulers, systemd and `timeout` send), handled as Ctrl-C is: the command
+    stops cleanly, removes what it had half written, and says how to continue.
+
+    By SIGINT's own handler: inside `anyio.run`, asyncio's runner then cancels the run's main
+    task. A KeyboardInterrupt raised here instead surfaced in whichever task was running (a
+    merge reading S3, say), and asyncio logged it, with a traceback of every task group it
+    went through, as an unhandled exception at shutdown. Where SIGINT is ignored (a background
+    job of a script), a KeyboardInterrupt it is."""
+    _terminated.set()
+    on_sigint = signal.getsignal(signal.SIGINT)
+    if callable(on_sigint):
+        on_sigint(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 class _Version(argparse.Action):
@@ -1994,6 +2005,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         install()  # botocore logs headers: keys, signatures and tokens are masked
     release_large_buffers()
     if args.command != "emulator" and threading.current_thread() is threading.main_thread():
+        _terminated.clear()
         signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         try:
@@ -2007,7 +2019,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt as exc:
+    except KeyboardInterrupt:
         run = getattr(args, "run_id", None)
         journaled = args.command in {"prepare", "submit", "resume", "run", "segment", "merge"}
         then = (
@@ -2015,7 +2027,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if run and journaled
             else ""
         )
-        terminated = isinstance(exc, _Terminated)
+        terminated = _terminated.is_set()
         print(f"fanout: {'terminated' if terminated else 'interrupted'}{then}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine

@@ -562,3 +562,52 @@ def test_jobs_lost_by_the_service_are_reported_then_retried(
         assert len(out.read_text().splitlines()) == 3000
     finally:
         emulator.stop()
+
+
+def test_sigterm_at_any_stage_stops_with_one_line_and_resume_finishes(user: User) -> None:
+    """SIGTERM (a scheduler's stop) while jobs are tracked and shards merged: exit 143 and one
+    line naming `fanout resume`, every time. Raised in whichever task was running (a merge
+    reading S3), it used to escape that task, and asyncio logged a traceback through every task
+    group at shutdown; it is handled as SIGINT is now, by cancelling the run's main task."""
+    ids = user.ids(8000, "term.txt")
+    info = user.info
+    run = "term"
+    args = [
+        "run", "--ids", str(ids), "--out", str(user.tmp / "term.jsonl"), "--run-id", run,
+        "--state-dir", str(user.state),
+        "--solution-version-arn", info.solution_versions["user-personalization"],
+        "--role-arn", info.role_arn, "--num-results", "5",
+        "--job-input", f"s3DataSource={{path=s3://{info.bucket}/in/}}",
+        "--job-output", f"s3DataDestination={{path=s3://{info.bucket}/out/}}",
+        "--max-job-bytes", "30KB", "--poll-interval", "0.05", "--tps", "50",
+    ]  # fmt: skip
+    resume = ["resume", run, "--state-dir", str(user.state)]
+    env = {**os.environ, **user.env}
+    journal = user.state / run / "journal.jsonl"
+
+    def count(event: bytes) -> int:
+        try:
+            return journal.read_bytes().count(b'"event":"' + event + b'"')
+        except FileNotFoundError:
+            return 0
+
+    command = args
+    for event, more in ((b"job-status", 3), (b"shard-merged", 1), (b"shard-merged", 2)):
+        target = count(event) + more
+        process = subprocess.Popen(FANOUT + command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+        deadline = time.monotonic() + 60
+        while process.poll() is None and count(event) < target and time.monotonic() < deadline:
+            time.sleep(0.003)
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+        if process.returncode == 0:
+            break  # it finished first
+        assert process.returncode == 143, err
+        assert "Traceback" not in err and "unhandled" not in err, err
+        assert err.strip().splitlines()[-1].startswith("fanout: terminated; "), err
+        command = resume
+    result = subprocess.run(FANOUT + resume, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert len((user.tmp / "term.jsonl").read_text().splitlines()) == 8000
