@@ -662,7 +662,7 @@ class _Cutter:
             data = data[len(_BOM) :]
         head = data[:_START_BYTES]
         sample = head[:4096]
-        if len(sample) >= 4 and sample.count(0) * 4 > len(sample):
+        if len(sample) >= 8 and sample.count(0) * 4 > len(sample):
             raise InputError(
                 f"{self._name} is not UTF-8 text: {sample.count(0):,} of its first "
                 f"{len(sample):,} bytes are NUL (UTF-16 text without a byte-order mark, or a "
