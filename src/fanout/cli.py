@@ -454,8 +454,9 @@ def _merge_settings(args: argparse.Namespace) -> Any:
         return None
     from .pipeline import MergeSettings
 
+    out = args.out  # journalled: a resume from another directory writes the same file
     return MergeSettings(
-        out=args.out,
+        out=out if out.startswith("s3://") else str(Path(out).absolute()),
         fmt=args.out_format,
         overwrite=args.overwrite,
         raw=args.raw,

@@ -69,7 +69,7 @@ from .source import (
 )
 from .state import JobRecord, RunState, ShardInfo
 from .storage import ObjectInfo, ObjectReader, S3Uri
-from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names
+from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names, job_name
 from .upload import LocalParts, PartWriter, UploadedPart, upload_parts
 
 if TYPE_CHECKING:  # the AWS SDK only by runs that use S3, the merge only by runs that merge
@@ -448,6 +448,29 @@ async def check_destination(
     await _check_unused(settings.input_base(), store)
     if request is not None and (output := _output_base(request, settings.run_id)):
         await _check_unused(output, store)
+    if request is not None and aws is not None:
+        await _check_no_job_named(settings, aws, request)
+
+
+async def _check_no_job_named(
+    settings: PrepareSettings, aws: Aws, request: Mapping[str, Any]
+) -> None:
+    """ConfigError if the new run's first job name is taken: the run ID was used before in this
+    account (job names are kept for ever), and a job of that name made just before the run
+    began (within the clock skew allowed) would be adopted as this run's, its results merged."""
+    parts = str(request.get("solutionVersionArn", "")).split(":")
+    if len(parts) < 6:
+        return
+    name = job_name(request.get("jobName") or "fanout", settings.run_id, 0, 1)
+    noun = "batch-segment-job" if settings.job_type == "segment" else "batch-inference-job"
+    arn = ":".join([*parts[:5], f"{noun}/{name}"])  # the solution version's region, account
+    found = await aws.jobs(settings.job_type).describe_job(arn)
+    if found is not None:
+        raise ConfigError(
+            f"a job named {name} already exists ({found.status_text}): run ID "
+            f"{settings.run_id} was used before in this account, and the service keeps its "
+            "jobs' names; choose another --run-id"
+        )
 
 
 def _output_base(request: Mapping[str, Any], run_id: str) -> str | None:

@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -64,6 +65,26 @@ def test_a_new_run_needs_its_output_prefix_empty(
         assert code == 2 and f"s3://{user.info.bucket}/out/old/ already holds objects" in err
         assert "every check passed" not in out
         assert not (user.state / "old").exists() and user.jobs("old") == []
+
+
+def test_a_run_id_whose_jobs_exist_is_refused_before_the_run_begins(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run ID used before, its state directory and S3 objects removed (as the refusal of its
+    prefixes says): its jobs keep their names, and one made just before the new run began
+    would be adopted as the new run's. Refused before anything is uploaded, dry run too."""
+    args = run_args(user, "reused", user.ids(20), user.tmp / "a.jsonl")
+    code, _, err = user.cli(args, capsys)
+    assert code == 0, err
+    shutil.rmtree(user.state / "reused")
+    user._empty_bucket()
+    (user.tmp / "a.jsonl").unlink()
+    for dry in (["--dry-run"], []):
+        code, _, err = user.cli([*args, *dry], capsys)
+        assert code == 2 and "a job named fanout-reused-00000 already exists (ACTIVE)" in err, err
+        assert "choose another --run-id" in err
+    assert "Contents" not in user.s3.list_objects_v2(Bucket=user.info.bucket, Prefix="in/")
+    assert len(user.jobs("reused")) == 1
 
 
 def test_run_user_personalization_with_filter_tags_and_kms(
@@ -723,6 +744,32 @@ def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
     code, _, err = user.cli(["resume", "begun", "--state-dir", str(user.state)], capsys)
     assert code == 0, err
     assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
+
+
+def test_a_relative_out_is_the_same_file_for_a_resume_from_elsewhere(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--out recs.jsonl` given in one directory, the run resumed from another (cron, systemd):
+    the result goes where the run was told, not beside the resumer."""
+    from fanout import pipeline
+
+    def killed(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    here, elsewhere = user.tmp / "here", user.tmp / "elsewhere"
+    here.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(here)
+    real = pipeline.submit
+    monkeypatch.setattr(pipeline, "submit", killed)
+    code, _, _ = user.cli(run_args(user, "rel", user.ids(300), Path("recs.jsonl")), capsys)
+    assert code == 130
+    monkeypatch.setattr(pipeline, "submit", real)
+    monkeypatch.chdir(elsewhere)
+    code, _, err = user.cli(["resume", "rel", "--state-dir", str(user.state)], capsys)
+    assert code == 0, err
+    assert len((here / "recs.jsonl").read_text().splitlines()) == 300
+    assert list(elsewhere.iterdir()) == []
 
 
 def test_a_run_killed_right_after_its_first_journal_write_is_resumed_as_a_run(
