@@ -201,6 +201,11 @@ def check_writes_outside_ids(settings: PrepareSettings, out: str | None = None) 
             place = S3Uri.parse(path, what=f"{option} path").as_prefix()
             if source.holds(place):
                 places.append((option, place.key[len(source.key) :]))
+    elif ids != "-" and local_out is not None and Path(local_out).resolve() == Path(ids).resolve():
+        raise ConfigError(
+            f"--out {out} is the input file --ids {ids}: the results would replace the IDs "
+            "(with --overwrite) before a resume could read them again. Write them elsewhere"
+        )
     elif ids != "-" and os.path.isdir(ids):
         root = Path(ids).resolve()
         for option, local in (

@@ -315,6 +315,13 @@ def test_a_result_inside_the_input_folder_is_refused(
     (folder / "_results").mkdir()
     code, _, err = user.cli(args, capsys)
     assert code == 0, err  # a _ name is left out of the input
+    # The input file itself as --out, with --overwrite: the results would replace the IDs.
+    ids = folder / "users.txt"
+    for given in (ids, Path(os.path.relpath(ids))):
+        args = run_args(user, "same", given, ids, "--overwrite")
+        code, _, err = user.cli(args, capsys)
+        assert code == 2 and "is the input file --ids" in err, err
+        assert ids.read_text() == "u1\nu2\n"
 
 
 def test_a_request_the_service_would_refuse_uploads_nothing(
