@@ -1184,6 +1184,9 @@ async def resume(
             _check_retries_fit(state.run_id, retried, merge)
             if merge.dataset:
                 check_dataset_outside_jobs(merge.out, state.submit["request"], "the run's ")
+            begun = state.merge if state.merged is None else None
+            if begun is not None and not begun["settings"]["out"].startswith("s3://"):
+                _remove_temporaries(Path(begun["settings"]["out"]))  # a merge left unfinished
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
@@ -1236,6 +1239,16 @@ def _retried(run_dir: Path) -> list[_Retry]:
     """The run's finished retries, in order."""
     done = [e for e in read_events(run_dir) if e["event"] == "retried"]
     return [(e, RunState.replay(read_events(run_dir.parent / e["child"]))) for e in done]
+
+
+def _remove_temporaries(out: Path) -> None:
+    """What a merge killed before it finished left beside its result `out`: its temporary file
+    and the input-order files it held. The caller holds the run journal's lock, so no other
+    writer of this result is alive."""
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
+    for stale in out.parent.glob(f".{glob.escape(out.name)}.order-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
@@ -1574,12 +1587,7 @@ class _RunMerger:
             )
         else:
             out = Path(settings.out)
-            # A merge killed before it finished leaves its temporary file beside the result;
-            # this run holds the journal's lock, so no other writer of this result is alive.
-            for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
-                stale.unlink(missing_ok=True)
-            for stale in out.parent.glob(f".{glob.escape(out.name)}.order-*"):
-                shutil.rmtree(stale, ignore_errors=True)
+            _remove_temporaries(out)
             results = await stack.enter_async_context(
                 open_results(
                     settings.out,

@@ -1039,6 +1039,35 @@ def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(
     assert len(out.read_text().splitlines()) == 2000
 
 
+def test_a_merge_left_unfinished_then_done_to_another_file_leaves_nothing_beside_the_first(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run killed mid-merge (kill -9: its temporary file and input-order files stay beside
+    the result), then merged to another file with `fanout merge RUN --out OTHER`: what the
+    first merge left is removed, not kept for ever."""
+    from fanout import merge
+
+    async def killed(*args: object, **kwargs: object) -> object:
+        raise KeyboardInterrupt
+
+    out = user.tmp / "first.jsonl"
+    with monkeypatch.context() as patched:
+        patched.setattr("fanout.merge.merge_shard", killed)
+        args = run_args(user, "left", user.ids(300), out, "--order", "input")
+        code, _, _ = user.cli(args, capsys)
+    assert code == 130
+    (user.tmp / ".first.jsonl.0a1b2c3d.tmp").write_text("half")  # as kill -9 leaves them
+    (user.tmp / ".first.jsonl.order-x1").mkdir()
+    (user.tmp / ".first.jsonl.order-x1" / "00000").write_text("held")
+    other = user.tmp / "other.jsonl"
+    code, _, err = user.cli(["merge", "left", "--state-dir", str(user.state), "--out",
+                             str(other)], capsys)  # fmt: skip
+    assert code == 0, err
+    assert len(other.read_text().splitlines()) == 300
+    assert sorted(p.name for p in user.tmp.iterdir() if p.name.startswith(".first")) == []
+    assert merge.merge_shard is not killed
+
+
 NASTY = [
     b"\xef\xbb\xbfu1\r\nu2\r\n\r\nu\x00x\nu1\n" + b"\xff\xfe\xfd\n" + b"z" * 300 + b"\nlast",
     b"\n".join([b"a", b"  b  ", b"\tc", b"a", b"\xe2\x82\xac\xe2\x82", b'"q"', b"\\"]) + b"\n",
