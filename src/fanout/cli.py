@@ -454,9 +454,8 @@ def _merge_settings(args: argparse.Namespace) -> Any:
         return None
     from .pipeline import MergeSettings
 
-    out = args.out  # journalled: a resume from another directory writes the same file
     return MergeSettings(
-        out=out if out.startswith("s3://") else str(Path(out).absolute()),
+        out=args.out,
         fmt=args.out_format,
         overwrite=args.overwrite,
         raw=args.raw,
@@ -1609,7 +1608,7 @@ def execute_run(
             )
             if args.dry_run:
                 plan = await plan_input(ready.ids, aws.s3, ready)
-                await check_destination(ready, aws, request)
+                await check_destination(ready, aws, request, submit_settings.job_name_prefix)
                 _print_plan(plan, args.ids)
                 print("preflight   every check passed; nothing was uploaded or created")
                 return None

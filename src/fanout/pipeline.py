@@ -131,9 +131,7 @@ class PrepareSettings:
     def input_base(self) -> str:
         """Where this run's shards go: `<job-input path>/<run>/` or `<local-dir>/<run>/`."""
         if self.job_input is not None:
-            return str(
-                S3Uri.parse(self.job_input.path, what="--job-input path").child(self.run_id + "/")
-            )
+            return str(run_prefix(self.job_input.path, self.run_id, "--job-input"))
         assert self.local_dir is not None
         return str(self.local_dir / self.run_id) + os.sep
 
@@ -413,7 +411,10 @@ async def begin(
             )
         stored = await _stored(settings.ids, store)  # listed once: planned and journalled
         plan = await plan_input(settings.ids, store, settings, stored)
-        await check_destination(settings, aws, submission[0] if submission else None)
+        if submission is None:
+            await check_destination(settings, aws)
+        else:
+            await check_destination(settings, aws, submission[0], submission[1].job_name_prefix)
     except BaseException:
         if created:  # refused before it began: leave no empty run behind
             with contextlib.suppress(OSError):
@@ -437,12 +438,15 @@ async def begin(
 
 
 async def check_destination(
-    settings: PrepareSettings, aws: Aws | None, request: Mapping[str, Any] | None = None
+    settings: PrepareSettings,
+    aws: Aws | None,
+    request: Mapping[str, Any] | None = None,
+    job_name_prefix: str = "fanout",
 ) -> None:
     """Before a run begins: nothing is where its shards go, nor (with the job `request`) where
-    its jobs write. Without a request, also that the bucket is there and the KMS key usable
-    (else the run would stop at its first upload, begun and unable to go on); a request has
-    been through `preflight`, which checks those."""
+    its jobs write, nor a job under its first job name. Without a request, also that the
+    bucket is there and the KMS key usable (else the run would stop at its first upload, begun
+    and unable to go on); a request has been through `preflight`, which checks those."""
     store = aws.s3 if aws is not None else None
     if settings.job_input is not None and request is None:
         assert aws is not None
@@ -451,14 +455,17 @@ async def check_destination(
         if settings.job_input.kms_key_arn:
             await aws.check_kms_key(settings.job_input.kms_key_arn)
     await _check_unused(settings.input_base(), store)
-    if request is not None and (output := _output_base(request, settings.run_id)):
-        await _check_unused(output, store)
-    if request is not None and aws is not None:
-        await _check_no_job_named(settings, aws, request)
+    if request is None:
+        return
+    output = ((request.get("jobOutput") or {}).get("s3DataDestination") or {}).get("path")
+    if output:
+        await _check_unused(str(run_prefix(output, settings.run_id, "--job-output")), store)
+    if aws is not None:
+        await _check_no_job_named(settings, aws, request, job_name_prefix)
 
 
 async def _check_no_job_named(
-    settings: PrepareSettings, aws: Aws, request: Mapping[str, Any]
+    settings: PrepareSettings, aws: Aws, request: Mapping[str, Any], prefix: str
 ) -> None:
     """ConfigError if the new run's first job name is taken: the run ID was used before in this
     account (job names are kept for ever), and a job of that name made just before the run
@@ -466,7 +473,7 @@ async def _check_no_job_named(
     parts = str(request.get("solutionVersionArn", "")).split(":")
     if len(parts) < 6:
         return
-    name = job_name(request.get("jobName") or "fanout", settings.run_id, 0, 1)
+    name = job_name(prefix, settings.run_id, 0, 1)
     noun = "batch-segment-job" if settings.job_type == "segment" else "batch-inference-job"
     arn = ":".join([*parts[:5], f"{noun}/{name}"])  # the solution version's region, account
     found = await aws.jobs(settings.job_type).describe_job(arn)
@@ -478,10 +485,9 @@ async def _check_no_job_named(
         )
 
 
-def _output_base(request: Mapping[str, Any], run_id: str) -> str | None:
-    """Where the jobs of run `run_id` write (`<job-output path>/<run>/`), if the request says."""
-    path = ((request.get("jobOutput") or {}).get("s3DataDestination") or {}).get("path")
-    return str(S3Uri.parse(path, what="--job-output path").child(run_id + "/")) if path else None
+def run_prefix(path: str, run_id: str, option: str) -> S3Uri:
+    """A run's own prefix under the `option` path: `<path>/<run>/`."""
+    return S3Uri.parse(path, what=f"{option} path").child(run_id + "/")
 
 
 async def _check_unused(base: str, store: S3Store | None) -> None:
@@ -929,7 +935,7 @@ class JobTemplate:
         return S3DataConfig.model_validate(self.request["jobOutput"]["s3DataDestination"])
 
     def output_base(self, run_id: str) -> S3Uri:
-        return S3Uri.parse(self.output.path, what="--job-output path").child(run_id + "/")
+        return run_prefix(self.output.path, run_id, "--job-output")
 
     def for_shard(self, run_id: str, shard: ShardInfo, name: str) -> dict[str, Any]:
         request = dict(self.request)
@@ -976,6 +982,8 @@ class MergeSettings:
             if self.fmt not in {None, "parquet"} or self.raw:
                 raise ConfigError(f"--out {self.out}: an S3 result is Parquet only")
             S3Uri.parse(self.out, what="--out")
+        else:  # journalled: a resume or retry from another directory finds the same file
+            object.__setattr__(self, "out", str(Path(self.out).absolute()))
         if self.concurrency < 1:
             raise ConfigError("merge concurrency must be at least 1")
 
@@ -1132,7 +1140,7 @@ def _submission_events(
         events.append(
             ("submit-started", {"request": template.request, "submit": settings.to_dict()})
         )
-    begun = state.merge if state.merged is None else None  # `begin` journalled it
+    begun = state.open_merge  # `begin` journalled it
     if merge is not None and not (begun and begun["settings"] == merge.to_dict()):
         events.append(("merge-started", {"settings": merge.to_dict()}))
     return template, events
@@ -1184,9 +1192,10 @@ async def resume(
             _check_retries_fit(state.run_id, retried, merge)
             if merge.dataset:
                 check_dataset_outside_jobs(merge.out, state.submit["request"], "the run's ")
-            begun = state.merge if state.merged is None else None
-            if begun is not None and not begun["settings"]["out"].startswith("s3://"):
-                _remove_temporaries(Path(begun["settings"]["out"]))  # a merge left unfinished
+            if state.open_merge is not None:  # a merge left unfinished: what it left behind
+                unfinished = MergeSettings(**state.open_merge["settings"])
+                if not unfinished.dataset:
+                    _remove_temporaries(Path(unfinished.out))
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
@@ -1293,7 +1302,7 @@ async def _with_retries(
     from . import retry as retrying
 
     assert outcome.merged is not None
-    out = Path(await anyio.Path(merge.out).absolute())  # journalled: found from anywhere
+    out = Path(merge.out)
     fmt = merge.result_format
     results = outcome.merged.results
     for event, state in retried:
@@ -1347,7 +1356,7 @@ async def _drive(
     send, receive = anyio.create_memory_object_stream[ShardInfo](max(1, len(state.shards)) + 1024)
     outcome: SubmitOutcome | None = None
     mirror = None
-    merging = state.merge is not None and state.merged is None and template is not None
+    merging = state.open_merge is not None and template is not None
     book = _PartBook(state.parts)
     kms_key = _job_input_of(state).kms_key_arn if template is not None else None
     if template is not None and aws is not None:
@@ -1786,7 +1795,7 @@ class _Mirror:
 
 async def fetch_journal(aws: Aws, output_path: str, run_id: str) -> bytes:
     """The mirrored journal of a run from `<job-output path><run>/_fanout/journal.jsonl`."""
-    uri = S3Uri.parse(output_path, what="--job-output path").child(run_id + "/").child(MIRROR_KEY)
+    uri = run_prefix(output_path, run_id, "--job-output").child(MIRROR_KEY)
     chunks = [chunk async for chunk in aws.s3.read_chunks(uri.bucket, uri.key, 1 << 20)]
     return b"".join(chunks)
 

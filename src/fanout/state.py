@@ -176,6 +176,11 @@ class RunState:
             if self.retrying is not None and self.retrying.get("child") == event.get("child"):
                 self.retrying = None
 
+    @property
+    def open_merge(self) -> dict[str, Any] | None:
+        """The last merge-started event, if that merge has not finished."""
+        return self.merge if self.merged is None else None
+
     def reconciled(self) -> dict[str, Any] | None:
         """The counts of the result as it stands: the last merge's, with what `fanout retry`
         added since (its results appended; its errors and missing IDs are the run's now)."""
