@@ -402,10 +402,10 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                                  _mm_cmpeq_epi8(v, _mm_set1_epi8(0x7F))),
                     _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
                                  _mm_cmpeq_epi8(v, _mm_set1_epi8('\\')))));
-                if (odd) {
+                if (odd) { /* the run ends at a byte the loops below would stop at too */
                     int n = __builtin_ctz((unsigned)odd);
                     i += n, put += n;
-                    break;
+                    goto ran;
                 }
                 i += 16, put += 16;
             }
@@ -416,6 +416,9 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                 i += 8, put += 8;
             }
             while (i < size && (byte_class[buf[i]] == PLAIN || buf[i] == ' ')) out[put++] = buf[i++];
+#ifdef __SSE2__
+        ran:
+#endif
             if (i > run) {
                 last = i, stop_put = put;
                 if (i == size) break;
