@@ -1404,6 +1404,14 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
                 ("errors", f"{merged.errors:,} (errors.jsonl)"),
                 ("missing", f"{merged.missing:,} (missing.txt)"),
             ]
+            if merged.duplicated_in_input:  # --keep-duplicates: answered once in their shard
+                rows.append(
+                    (
+                        "sent again",
+                        f"{merged.duplicated_in_input:,} lines repeated an ID of their shard "
+                        "(--keep-duplicates): one row for each such ID",
+                    )
+                )
             if merged.corrupt:
                 rows.append(("corrupt lines", f"{merged.corrupt:,} (corrupt.jsonl)"))
             if not merged.sent and not outcome.earlier_results:

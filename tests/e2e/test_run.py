@@ -7,6 +7,7 @@ import gzip
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -1094,6 +1095,32 @@ def test_every_input_line_is_accounted_for_end_to_end(
         + counts["results"] + counts["errors"] + counts["missing"]
     )  # fmt: skip
     assert accounted == lines == data.count(b"\n") + (not data.endswith(b"\n"))
+
+
+def test_kept_duplicates_are_accounted_for_in_the_summary(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With --keep-duplicates every line is sent: an ID repeated within its shard is answered
+    once (the summary's "sent again" line), one repeated in another shard once in each."""
+    ids = user.tmp / "repeats.txt"
+    firsts = [f"u{n}" for n in range(1, 301)]
+    ids.write_text("\n".join([*firsts, *firsts[:20], "u5"]) + "\n")  # u5 thrice
+    out = user.tmp / "repeats.jsonl"
+    args = run_args(user, "kept", ids, out, "--keep-duplicates", "--max-job-bytes", "3000")
+    code, stdout, err = user.cli([*args, "--output", "text"], capsys)
+    assert code == 0, err
+    lines = [line for line in stdout.splitlines() if line[:1].strip()]
+    rows = dict(re.split(r"\s{2,}", line, maxsplit=1) for line in lines)
+    assert rows["input"].startswith("321 lines: 0 rejected (rejects.jsonl), 0 duplicates")
+    shards = RunState.replay(read_events(user.state / "kept")).shards
+    assert len(shards) == 2  # u1-u20 (and u5) are in both
+    ids_out = [json.loads(line)["userId"] for line in out.read_text().splitlines()]
+    assert sorted(set(ids_out)) == sorted(firsts)
+    repeated = len(ids_out) - len(firsts)  # IDs answered in both shards
+    assert 0 < repeated <= 21
+    assert rows["results"] == f"{len(ids_out):,}"
+    sent_again = 321 - len(ids_out)
+    assert rows["sent again"].startswith(f"{sent_again:,} lines repeated an ID of their shard")
 
 
 def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFixture[str]) -> None:
