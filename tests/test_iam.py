@@ -447,6 +447,28 @@ def test_id_sources_are_read_only_and_exact() -> None:
     assert not allows(caller, "s3:ListBucket", bucket, {"s3:prefix": "users"})
 
 
+def test_result_datasets_are_written_listed_and_cleared_within_their_folder() -> None:
+    """`--out s3://…/` grants what a merge to a dataset does (put, delete, abort, list and
+    HeadBucket) on exactly that folder; without it, nothing of the kind."""
+    caller = policies(
+        job_input="s3://bkt/in/",
+        job_output="s3://bkt/out/",
+        role_arn=ROLE,
+        datasets=["s3://lake/recs/daily/", "s3://bkt/results/"],
+    ).caller_policy
+    for key in ("lake/recs/daily/part-r-00000.parquet", "lake/recs/daily/_SUCCESS"):
+        for action in ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
+            assert allows(caller, action, f"arn:aws:s3:::{key}"), (action, key)
+    assert allows(caller, "s3:DeleteObject", "arn:aws:s3:::bkt/results/_SUCCESS")
+    assert not allows(caller, "s3:DeleteObject", "arn:aws:s3:::lake/recs/other/x.parquet")
+    assert not allows(caller, "s3:DeleteObject", "arn:aws:s3:::bkt/in/r/shard-00000/part.jsonl")
+    assert allows(caller, "s3:ListBucket", "arn:aws:s3:::lake", {"s3:prefix": "recs/daily/"})
+    assert not allows(caller, "s3:ListBucket", "arn:aws:s3:::lake", {"s3:prefix": "recs/"})
+    assert allows(caller, "s3:ListBucket", "arn:aws:s3:::lake", {})  # HeadBucket
+    plain = _build(CASES[0]).caller_policy
+    assert "s3:DeleteObject" not in _actions(plain)
+
+
 # -- optional grants ------------------------------------------------------------------------------
 
 
@@ -524,6 +546,10 @@ GOOD: dict[str, Any] = {
             "not eu-west-1",
         ),
         ({"id_sources": ["s3://ids/a*.txt"]}, "wildcard"),
+        ({"datasets": ["s3://bkt/results"]}, "end it with '/'"),
+        ({"datasets": ["s3://bkt/out/results/"]}, "overlaps --job-output s3://bkt/out/"),
+        ({"datasets": ["s3://bkt/"]}, "overlaps --job-input s3://bkt/in/"),
+        ({"datasets": ["s3://Lake/recs/"]}, "not a valid S3 bucket name"),
     ],
 )
 def test_validation_says_what_is_wrong(changes: dict[str, Any], message: str) -> None:
@@ -655,3 +681,17 @@ def test_the_cli_prints_the_policies_for_aws_cli_style_values(
     printed = json.loads(capsys.readouterr().out)
     assert key in json.dumps(printed["key_policies"])
     assert set(printed) >= {"caller_policy", "service_role_trust_policy", "bucket_policies"}
+    assert "s3:DeleteObject" not in json.dumps(printed["caller_policy"])
+
+
+def test_the_cli_grants_an_s3_result_dataset_and_nothing_for_a_local_result(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from fanout.cli import main
+
+    base = ["iam-policy", "--job-input", "s3://my-bucket/in/", "--job-output",
+            "s3://my-bucket/out/", "--role-arn", "arn:aws:iam::111122223333:role/P"]  # fmt: skip
+    assert main([*base, "--out", "s3://lake/recs/", "--out", "recs.parquet"]) == 0
+    caller = json.loads(capsys.readouterr().out)["caller_policy"]
+    assert allows(caller, "s3:PutObject", "arn:aws:s3:::lake/recs/part-1-00000.parquet")
+    assert not allows(caller, "s3:PutObject", "arn:aws:s3:::recs.parquet")

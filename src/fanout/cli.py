@@ -316,6 +316,13 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         iam.add_argument("--solution-version-arn", action="append", default=[])
         iam.add_argument("--filter-arn", action="append", default=[])
         iam.add_argument("--ids", action="append", default=[], help="s3:// ID lists read by runs")
+        iam.add_argument(
+            "--out",
+            action="append",
+            default=[],
+            metavar="S3_FOLDER",
+            help="s3://…/ result datasets runs write (repeatable; a local --out needs nothing)",
+        )
         iam.add_argument("--format", choices=["json", "text"], default="json")
 
     if only in (None, "report"):
@@ -1783,6 +1790,7 @@ def _run_iam_policy(args: argparse.Namespace) -> int:
         solution_version_arns=args.solution_version_arn,
         filter_arns=args.filter_arn,
         id_sources=[spec for spec in args.ids if spec.startswith("s3://")],
+        datasets=[out for out in args.out if out.startswith("s3://")],
         partition=partition,
     )
     print(render(found, args.format))

@@ -131,6 +131,7 @@ def policies(
     solution_version_arns: Sequence[str] = (),
     filter_arns: Sequence[str] = (),
     id_sources: Sequence[str] = (),
+    datasets: Sequence[str] = (),
 ) -> PolicySet:
     """The IAM documents fanout needs for this input, output, role and keys; nothing broader.
 
@@ -139,7 +140,8 @@ def policies(
     Without a region the Personalize ARNs use `*` for it. `tags` adds TagResource, `segments`
     the batch segment job calls. Without `solution_version_arns` the caller may use every
     solution of the account; without `filter_arns` it gets no DescribeFilter. `id_sources` are
-    `--ids s3://…` locations (an object, or a folder when they end in `/`), granted read-only.
+    `--ids s3://…` locations (an object, or a folder when they end in `/`), granted read-only;
+    `datasets` are `--out s3://…/` result folders, which the caller lists, writes and clears.
     Raises ConfigError, saying what to do, for anything that would make a wrong policy.
     """
     if not _PARTITION.fullmatch(partition):
@@ -158,6 +160,7 @@ def policies(
             "s3://bucket/in/ and s3://bucket/out/."
         )
     ids = [_id_source(path) for path in dict.fromkeys(id_sources)]
+    results = [_dataset(path, source, destination) for path in dict.fromkeys(datasets)]
     keys = _unique(_check_key(arn, partition) for arn in kms_key_arns)
     versions = _unique(
         _check_personalize(arn, _SOLUTION_VERSION, "solution version", partition, region)
@@ -170,7 +173,7 @@ def policies(
     return PolicySet(
         role_arn=role_arn,
         caller_policy=_document(
-            _caller_statements(arns, source, destination, role_arn, keys, ids)
+            _caller_statements(arns, source, destination, role_arn, keys, ids, results)
             + _personalize_statements(arns, tags, segments, versions, filters)
         ),
         trust_policy=_document(
@@ -270,6 +273,24 @@ def _id_source(path: str) -> S3Uri:
     return _s3_location(path, "--ids")
 
 
+def _dataset(path: str, source: S3Uri, destination: S3Uri) -> S3Uri:
+    """`--out s3://bucket/prefix/`: a result dataset, outside the jobs' prefixes (as `fanout
+    run` requires)."""
+    if not path.endswith("/"):
+        raise ConfigError(
+            f"--out {path}: an S3 result is a Parquet dataset, a folder: end it with '/'"
+        )
+    dataset = _folder(path, "--out")
+    for option, place in (("--job-input", source), ("--job-output", destination)):
+        if place.holds(dataset) or dataset.holds(place):
+            raise ConfigError(
+                f"--out {path} overlaps {option} s3://{place.bucket}/{place.key}: the run "
+                "refuses a result dataset there (jobs read and write by prefix); use a prefix "
+                "of its own"
+            )
+    return dataset
+
+
 def _s3_location(path: str, what: str) -> S3Uri:
     uri = S3Uri.parse(path, what=f"{what} path")
     if not _BUCKET.fullmatch(uri.bucket) or ".." in uri.bucket:
@@ -356,6 +377,7 @@ def _caller_statements(
     role_arn: str,
     keys: list[str],
     id_sources: list[S3Uri],
+    datasets: list[S3Uri],
 ) -> list[Statement]:
     statements = [
         _allow(
@@ -383,14 +405,26 @@ def _caller_statements(
                 "S3ReadIdList", ["s3:GetObject"], _unique(_read_arn(arns, u) for u in id_sources)
             )
         )
-    statements += _list_statements(arns, source, destination, id_sources)
+    if datasets:
+        # A merge to `--out s3://…/` uploads one Parquet file per shard (multipart when large)
+        # and `_SUCCESS`, and first deletes what an earlier merge of the run (or, with
+        # --overwrite, another run) left there.
+        statements.append(
+            _allow(
+                "S3WriteResultDataset",
+                ["s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
+                _unique(arns.objects(uri) for uri in datasets),
+            )
+        )
+    statements += _list_statements(arns, source, destination, id_sources, datasets)
+    buckets = [source.bucket, destination.bucket, *(uri.bucket for uri in datasets)]
     statements += [
         # HeadBucket (preflight) is authorized as s3:ListBucket with no s3:prefix in the request,
         # which a prefix condition never matches; Null limits this grant to such requests.
         _allow(
             "S3HeadBucketForPreflightIsListBucketWithoutPrefix",
             ["s3:ListBucket"],
-            _unique([arns.bucket(source.bucket), arns.bucket(destination.bucket)]),
+            _unique(arns.bucket(bucket) for bucket in buckets),
             {"Null": {"s3:prefix": "true"}},
         ),
         # S3 has no s3:prefix condition key for ListBucketMultipartUploads: bucket-wide.
@@ -421,7 +455,11 @@ def _is_folder(uri: S3Uri) -> bool:
 
 
 def _list_statements(
-    arns: _Arns, source: S3Uri, destination: S3Uri, id_sources: list[S3Uri]
+    arns: _Arns,
+    source: S3Uri,
+    destination: S3Uri,
+    id_sources: list[S3Uri],
+    datasets: Sequence[S3Uri] = (),
 ) -> list[Statement]:
     """One ListBucket per bucket, limited to fanout's own prefixes with `s3:prefix`.
 
@@ -429,8 +467,11 @@ def _list_statements(
     its size), so its value has no `*`.
     """
     uses: dict[str, dict[str, list[str]]] = {}
-    for use, uri in [("Input", source), ("Output", destination)] + [
-        ("IdSource", uri) for uri in id_sources
+    for use, uri in [
+        ("Input", source),
+        ("Output", destination),
+        *(("IdSource", uri) for uri in id_sources),
+        *(("Result", uri) for uri in datasets),
     ]:
         value = uri.key + "*" if _is_folder(uri) else uri.key
         uses.setdefault(uri.bucket, {}).setdefault(use, []).append(value)
