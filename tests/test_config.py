@@ -26,3 +26,34 @@ def test_a_bound_keeps_pydantics_own_message() -> None:
         "max_job_files: Input should be a valid integer, unable to parse string as an integer; "
         "part_bytes: Input should be greater than 0"
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "fixed"),
+    [
+        ("s3://b//in/", "s3://b/in/"),
+        ("s3://b/in//", "s3://b/in/"),
+        ("s3://b//x//y/", "s3://b/x/y/"),
+    ],
+)
+def test_a_path_with_an_empty_folder_name_is_refused_with_the_one_meant(
+    path: str, fixed: str
+) -> None:
+    """`s3://b//in/` would be the prefix `/in/`: refused, naming the path meant."""
+    with pytest.raises(ValidationError) as caught:
+        JobInput.model_validate({"s3DataSource": {"path": path}})
+    assert model_errors(caught.value) == (
+        f"s3DataSource.path: path {path!r} has an empty folder name ('//'): did you mean {fixed}?"
+    )
+
+
+def test_a_result_dataset_or_policy_path_with_an_empty_folder_name_is_refused() -> None:
+    from fanout.errors import ConfigError
+    from fanout.iam import policies
+    from fanout.pipeline import MergeSettings
+
+    with pytest.raises(ConfigError, match=r"--out 's3://b/res//' has an empty folder name"):
+        MergeSettings(out="s3://b/res//")
+    role = "arn:aws:iam::123456789012:role/r"
+    with pytest.raises(ConfigError, match=r"--job-output path .s3://bkt//out/. has an empty"):
+        policies(job_input="s3://bkt/in/", job_output="s3://bkt//out/", role_arn=role)

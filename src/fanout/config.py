@@ -90,6 +90,16 @@ def _check_kms_arn(value: str | None) -> str | None:
     return value
 
 
+def empty_segment(path: str) -> str | None:
+    """Why the S3 folder `path` (`s3://…`) is refused for its empty name between two slashes,
+    or None. S3 would keep it in every key (`s3://b//in/` is the prefix `/in/`, not `in/`):
+    a typo, almost always, and how Personalize reads such a path is not documented."""
+    if "//" not in path[5:]:
+        return None
+    fixed = "s3://" + "/".join(part for part in path[5:].split("/") if part) + "/"
+    return f"{path!r} has an empty folder name ('//'): did you mean {fixed}?"
+
+
 class S3DataConfig(_Frozen):
     """`S3DataConfig` of the service: a path and an optional KMS key ARN."""
 
@@ -101,6 +111,8 @@ class S3DataConfig(_Frozen):
     def _s3_path(cls, value: str) -> str:
         if not value.startswith("s3://") or len(value) <= 5 or value[5] == "/":
             raise ValueError(f"path must be s3://BUCKET/PREFIX/, got {value!r}")
+        if (why := empty_segment(value)) is not None:
+            raise ValueError(f"path {why}")
         return value
 
     @field_validator("kms_key_arn")

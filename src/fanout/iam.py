@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .config import empty_segment
 from .errors import ConfigError
 from .storage import S3Uri
 
@@ -265,6 +266,8 @@ def _check_role(role_arn: str, partition: str, account_id: str | None) -> str:
 
 
 def _folder(path: str, what: str) -> S3Uri:
+    if (why := empty_segment(path)) is not None:
+        raise ConfigError(f"{what} path {why}")
     return _s3_location(path, what).as_prefix()
 
 

@@ -39,7 +39,14 @@ import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._formats import _PARQUET_MAGIC, _declared_format
-from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
+from .config import (
+    Limits,
+    S3DataConfig,
+    Timing,
+    UploadSettings,
+    check_run_id,
+    empty_segment,
+)
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
     JOURNAL_NAME,
@@ -982,6 +989,8 @@ class MergeSettings:
             if self.fmt not in {None, "parquet"} or self.raw:
                 raise ConfigError(f"--out {self.out}: an S3 result is Parquet only")
             S3Uri.parse(self.out, what="--out")
+            if (why := empty_segment(self.out)) is not None:
+                raise ConfigError(f"--out {why}")
         else:  # journalled: a resume or retry from another directory finds the same file
             object.__setattr__(self, "out", str(Path(self.out).absolute()))
         if self.concurrency < 1:
