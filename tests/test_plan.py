@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -135,6 +137,57 @@ def test_plan_counts_whole_records_per_part(
     assert (plan.shards, plan.parts) == (shards, parts)
     assert plan.minimum_shards == shards
     assert cut_counts(lines, plan, limits, file_records) == (shards, parts)
+
+
+def test_the_plan_says_when_records_not_bytes_fill_a_part() -> None:
+    """THEME_GENERATION's 100 records per file (or --max-file-records) fill parts long before
+    their bytes: the plan keeps that limit, and `fanout plan` prints it beside the bytes."""
+    estimate = InputEstimate(1000, 17_000, exact=True, how="counted")
+    themed = make_plan(estimate, LIMITS, TIMING, 100)
+    assert (themed.parts, themed.file_records) == (10, 100)
+    assert make_plan(estimate, LIMITS, TIMING, 50_000_000).file_records == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "part_files", "per_shard"),
+    [
+        ([], "1 of ≤ 16,777,216 bytes", "about 16,890"),
+        (
+            ["--batch-inference-job-mode", "THEME_GENERATION", "--max-file-records", "500"],
+            "10 of ≤ 16,777,216 bytes and ≤ 100 records (the limit per file of these jobs)",
+            "about 16,890",
+        ),
+        (["--part-bytes", "1"], "1000 of ≤ 1 bytes (one record each: a record is larger)", None),
+    ],
+)
+def test_fanout_plan_prints_what_fills_a_part(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    part_files: str,
+    per_shard: str | None,
+) -> None:
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"{n}\n" for n in range(1000)))
+    assert main(["plan", "--ids", str(ids), "--input-kind", "itemId", *args]) == 0
+    rows = dict(
+        re.split(r"\s{2,}", line, maxsplit=1) for line in capsys.readouterr().out.splitlines()
+    )
+    assert rows["part files"] == part_files
+    if per_shard is not None:
+        assert rows["bytes per shard"] == per_shard
+
+
+def test_bytes_per_shard_never_exceed_the_input(capsys: pytest.CaptureFixture[str]) -> None:
+    """An estimate's slack aims shards high; the plan prints at most the input's bytes."""
+    from fanout.cli import _print_plan
+
+    plan = make_plan(InputEstimate(1000, 17_000, exact=False, how="sampled"), LIMITS, TIMING, 100)
+    assert plan.shard_bytes > 17_000
+    _print_plan(plan, "ids.txt")
+    assert "bytes per shard  about 17,000\n" in capsys.readouterr().out
 
 
 def test_filling_the_quota_counts_the_shards_the_cut_makes() -> None:

@@ -1019,12 +1019,18 @@ def _print_plan(plan: Any, ids: str) -> None:
 
     assert isinstance(plan, Plan)
     label = "exact" if plan.exact else "estimated"
+    parts = f"{plan.parts} of ≤ {plan.part_bytes:,} bytes"
+    if plan.file_records:
+        parts += f" and ≤ {plan.file_records:,} records (the limit per file of these jobs)"
+    elif plan.records and plan.nbytes > plan.part_bytes * plan.records:
+        parts += " (one record each: a record is larger)"
+    per_shard = min(plan.shard_bytes, -(-plan.nbytes // max(plan.shards, 1)))
     rows = [
         ("records", f"{plan.records:,} ({label}: {plan.estimate_how})"),
         ("bytes", f"{plan.nbytes:,}"),
         ("job shards", f"{plan.shards} (minimum the limits allow: {plan.minimum_shards})"),
-        ("bytes per shard", f"about {plan.shard_bytes:,}"),
-        ("part files", f"{plan.parts} of ≤ {plan.part_bytes:,} bytes"),
+        ("bytes per shard", f"about {per_shard:,}"),
+        ("part files", parts),
         ("quota", f"{plan.quota} concurrent jobs"),
         ("waves", str(plan.waves)),
         ("time estimate", f"{plan.minutes:.0f} min"),

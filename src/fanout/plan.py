@@ -65,6 +65,9 @@ class Plan:
     # counted exactly. False in journals of runs planned before it was (they are cut again on
     # resume as they were first cut).
     by_records: bool = False
+    # Records per part file when they, not `part_bytes`, fill a part (THEME_GENERATION's 100,
+    # a segment job's, or --max-file-records); 0 when bytes do.
+    file_records: int = 0
 
     def __post_init__(self) -> None:  # a list, when read back from the run journal
         object.__setattr__(self, "skipped", tuple(self.skipped))
@@ -207,4 +210,5 @@ def make_plan(estimate: InputEstimate, limits: Limits, timing: Timing, file_reco
         minimum_shards=minimum,
         reason=reason,
         skipped=estimate.skipped,
+        file_records=file_records if file_records < part_bytes // size else 0,
     )
