@@ -364,10 +364,25 @@ def test_write_report_writes_a_private_file_atomically(tmp_path: Path) -> None:
     out = tmp_path / "out" / "report.html"
     out.parent.mkdir()
     out.write_text("old")
-    write_report(tmp_path / "r1", out)
+    write_report(tmp_path / "r1", out, overwrite=True)
     assert out.read_text() == render_html(full_run())
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert os.listdir(out.parent) == ["report.html"]
+
+
+def test_a_report_replaces_an_earlier_report_but_no_other_file(tmp_path: Path) -> None:
+    """Drawing a run again replaces its page; any other file is kept unless overwrite."""
+    write_journal(tmp_path / "r1", full_run())
+    out = tmp_path / "report.html"
+    write_report(tmp_path / "r1", out)
+    write_report(tmp_path / "r1", out)  # an earlier report: replaced
+    page = tmp_path / "index.html"
+    page.write_text("<!DOCTYPE html><title>our dashboard</title>")
+    with pytest.raises(ConfigError, match=r"index.html exists and is not a fanout report"):
+        write_report(tmp_path / "r1", page)
+    assert page.read_text() == "<!DOCTYPE html><title>our dashboard</title>"
+    write_report(tmp_path / "r1", page, overwrite=True)
+    assert page.read_text() == render_html(full_run())
 
 
 def test_write_report_of_a_missing_run_or_into_a_missing_folder_is_a_config_error(

@@ -335,6 +335,9 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         report.add_argument("run_id", metavar="RUN")
         report.add_argument("--html", required=True, type=Path, metavar="FILE", help="the page")
+        report.add_argument(
+            "--overwrite", action="store_true", help="replace a FILE that is not a fanout report"
+        )
         report.add_argument("--state-dir", type=Path, help="where run state lives")
 
     if only in (None, "retry"):
@@ -1806,7 +1809,7 @@ def _run_iam_policy(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace) -> int:
     from .report import write_report
 
-    write_report(_run_dir(args), args.html)
+    write_report(_run_dir(args), args.html, overwrite=args.overwrite)
     print(f"report of run {args.run_id}: {args.html}")
     return EXIT_OK
 

@@ -562,9 +562,15 @@ def render_html(events: list[dict[str, Any]]) -> str:
     return "\n".join(parts)
 
 
-def write_report(run_dir: Path, path: Path) -> None:
-    """Render the run's journal to `path` (0600), atomically: a temporary file, then a rename."""
+def write_report(run_dir: Path, path: Path, overwrite: bool = False) -> None:
+    """Render the run's journal to `path` (0600), atomically: a temporary file, then a rename.
+    A file already there is replaced only if it is a fanout report, or with `overwrite`."""
     page = render_html(read_events(run_dir)).encode()
+    if not overwrite and not _replaceable(path):
+        raise ConfigError(
+            f"{path} exists and is not a fanout report: pass --overwrite to replace it, or "
+            "choose another file"
+        )
     directory = path.parent if str(path.parent) else Path(".")
     try:
         fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
@@ -580,3 +586,15 @@ def write_report(run_dir: Path, path: Path) -> None:
     except OSError as exc:
         Path(temporary).unlink(missing_ok=True)
         raise ConfigError(f"cannot write the report {path}: {exc.strerror}") from exc
+
+
+def _replaceable(path: Path) -> bool:
+    """Whether nothing is at `path`, or an earlier report (its title, near the top, says so)."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(1024)
+    except FileNotFoundError:
+        return True
+    except OSError:  # a folder, or unreadable: the write says what is wrong
+        return True
+    return b"<title>fanout run" in head
