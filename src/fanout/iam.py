@@ -462,7 +462,7 @@ def _list_statements(
     source: S3Uri,
     destination: S3Uri,
     id_sources: list[S3Uri],
-    datasets: Sequence[S3Uri] = (),
+    datasets: list[S3Uri],
 ) -> list[Statement]:
     """One ListBucket per bucket, limited to fanout's own prefixes with `s3:prefix`.
 
