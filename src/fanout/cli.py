@@ -1890,6 +1890,8 @@ def _merge_from(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         _print_rows(list(summary.items()))
+    if not found.results:  # as for a run: not one recommendation is a failure
+        return EXIT_FAILED
     if (found.errors or found.corrupt) and not args.allow_partial:
         return EXIT_PARTIAL
     return EXIT_OK

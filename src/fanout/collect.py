@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from .aws import Aws
 
 CHUNK = 2 << 20
+_SIDES = (".errors.jsonl", ".corrupt.jsonl", ".duplicates.jsonl")  # beside the result
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +84,12 @@ async def _chunks(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
 
 async def _lines(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
     rest = b""
-    async for chunk in _chunks(source, aws):
-        lines = (rest + chunk).split(b"\n")
-        rest = lines.pop()
-        for line in lines:
-            yield line
+    async with contextlib.aclosing(_chunks(source, aws)) as chunks:
+        async for chunk in chunks:
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                yield line
     if rest:
         yield rest
 
@@ -126,13 +128,25 @@ async def collect(
     sources = await _sources(location, aws)
     shape: ResultShape | None = None
     if kind is None:
-        async for line in _lines(sources[0], aws):
-            if line.strip():
-                kind, shape = sniff(line)
-                break
-        else:
+        # Closed here, not left to the garbage collector: closing its file takes a worker
+        # thread, which one started after the event loop's last task would keep the
+        # interpreter from exiting.
+        first = None
+        async with contextlib.aclosing(_lines(sources[0], aws)) as lines_of:
+            async for line in lines_of:
+                if line.strip():
+                    first = line
+                    break
+        if first is None:
             raise MergeError(f"{sources[0]} is empty: give --input-kind")
+        kind, shape = sniff(first)
     result = Path(out)
+    sides = [result.with_name(result.name + side) for side in _SIDES]
+    if not overwrite and (kept := [str(path) for path in sides if path.exists()]):
+        raise ConfigError(
+            f"{', '.join(kept)} already exist beside --out {out} (an earlier merge's): pass "
+            "--overwrite to replace them with this merge's, or choose another --out"
+        )
     results_file = open_results(
         result,
         kind,
@@ -148,9 +162,9 @@ async def collect(
     async with (
         _removed_after(pending),
         results_file as results,
-        FileSink(result.with_name(result.name + ".errors.jsonl")) as error_sink,
-        FileSink(result.with_name(result.name + ".corrupt.jsonl")) as corrupt_sink,
-        FileSink(result.with_name(result.name + ".duplicates.jsonl")) as duplicate_sink,
+        FileSink(sides[0]) as error_sink,
+        FileSink(sides[1]) as corrupt_sink,
+        FileSink(sides[2]) as duplicate_sink,
         FileSink(pending) as pending_sink,
     ):
         for source in sources:

@@ -1280,6 +1280,32 @@ def test_merge_from_writes_each_id_once(user: User, capsys: pytest.CaptureFixtur
     assert not list(user.tmp.glob(".once.jsonl.errors.pending"))
 
 
+def test_merge_from_with_no_recommendation_fails_and_keeps_earlier_side_files(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not one result is a failure (exit 1), as for a run, even with --allow-partial; the
+    errors, corrupt and duplicates files of an earlier merge beside --out are kept unless
+    --overwrite."""
+    folder = user.tmp / "errors-only"
+    folder.mkdir()
+    (folder / "x.out").write_text(
+        '{"input":{"userId":"a"},"output":{"recommendedItems":[]},"error":"User error: nope"}\n'
+    )
+    out = user.tmp / "none.jsonl"
+    for extra in ([], ["--allow-partial", "--overwrite"]):
+        code, _, err = user.cli(["merge", "--from", str(folder), "--out", str(out), *extra], capsys)
+        assert code == 1, err
+    for made in user.tmp.glob("none.jsonl*"):
+        made.unlink()
+    kept = user.tmp / "none.jsonl.errors.jsonl"
+    kept.write_text("precious\n")
+    code, _, err = user.cli(["merge", "--from", str(folder), "--out", str(out)], capsys)
+    assert code == 2
+    assert f"{kept} already exist beside --out {out}" in err
+    assert "--overwrite" in err
+    assert kept.read_text() == "precious\n" and not out.exists()
+
+
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_crash_after_the_result_moved_into_place_resumes(
     user: User, capsys: pytest.CaptureFixture[str], where: str
