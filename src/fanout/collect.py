@@ -16,7 +16,7 @@ held.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,7 +70,7 @@ async def _sources(location: str, aws: Aws | None) -> list[str]:
     return found
 
 
-async def _chunks(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
+async def _chunks(source: str, aws: Aws | None) -> AsyncGenerator[bytes, None]:
     if source.startswith("s3://"):
         assert aws is not None
         uri = S3Uri.parse(source)
@@ -82,7 +82,7 @@ async def _chunks(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _lines(source: str, aws: Aws | None) -> AsyncIterator[bytes]:
+async def _lines(source: str, aws: Aws | None) -> AsyncGenerator[bytes, None]:
     rest = b""
     async with contextlib.aclosing(_chunks(source, aws)) as chunks:
         async for chunk in chunks:
@@ -142,9 +142,9 @@ async def collect(
         kind, shape = sniff(first)
     result = Path(out)
     sides = [result.with_name(result.name + side) for side in _SIDES]
-    if not overwrite and (kept := [str(path) for path in sides if path.exists()]):
+    if not overwrite and (existing := [str(path) for path in sides if path.exists()]):
         raise ConfigError(
-            f"{', '.join(kept)} already exist beside --out {out} (an earlier merge's): pass "
+            f"{', '.join(existing)} already exist beside --out {out} (an earlier merge's): pass "
             "--overwrite to replace them with this merge's, or choose another --out"
         )
     results_file = open_results(
