@@ -290,3 +290,26 @@ def test_a_config_list_for_a_one_value_option_is_refused(
     assert main(["run", "--config", str(config), "--ids", "x", "--out", "y.jsonl"]) == 2
     err = capsys.readouterr().err
     assert "num-results takes one value" in err and "filter-values" not in err
+
+
+def test_the_command_line_replaces_a_config_files_list_and_a_mapping_gives_filter_values(
+    tmp_path: Path,
+) -> None:
+    """A repeatable option on the command line replaces the file's values instead of adding to
+    them (`GENRE is given twice` before); `filter-values` may be a YAML mapping."""
+    from fanout.cli import _parser, _with_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "filter-values: [GENRE=Comedy]\nnum-results: 5\ntags: [Key=a,Value=b]\n"
+        "keep-duplicates: true\n"
+    )
+    argv = ["run", "--config", str(config), "--filter-values", "GENRE=Horror", "--tags", "Key=c"]
+    tokens = _with_config(argv, _parser())
+    assert tokens.count("--filter-values") == 1 and "GENRE=Horror" in tokens
+    assert tokens.count("--tags") == 1 and "Key=a,Value=b" not in tokens
+    assert "--keep-duplicates" in tokens and tokens[tokens.index("--num-results") + 1] == "5"
+    config.write_text('filter-values: {GENRE: [Comedy, "Sci-Fi, Fantasy"], DECADE: 1990s}\n')
+    tokens = _with_config(["run", "--config", str(config)], _parser())
+    values = [tokens[i + 1] for i, token in enumerate(tokens) if token == "--filter-values"]
+    assert values == ['GENRE=["Comedy", "Sci-Fi, Fantasy"]', "DECADE=1990s"]

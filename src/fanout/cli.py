@@ -1974,8 +1974,13 @@ def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None)
         raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     tokens: list[str] = []
     several = _repeatable(parser, commands[0]) if parser is not None else None
+    given = {token.split("=", 1)[0] for token in rest if token.startswith("--")}
     for name, value in loaded.items():
         option = "--" + str(name).removeprefix("--")
+        if option in given:  # the command line's values replace the file's, lists included
+            continue
+        if option == "--filter-values" and isinstance(value, dict):  # {GENRE: [a, b]}
+            value = [f"{key}={_placeholder_values(item)}" for key, item in value.items()]
         scalars = isinstance(value, list) and not (value and isinstance(value[0], dict))
         if scalars and several is not None and option not in several:
             raise ConfigError(
@@ -1997,6 +2002,12 @@ def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None)
         tokens = [t for i, t in enumerate(tokens) if t != "--tags" and tokens[i - 1] != "--tags"]
         tokens += ["--tags", *values]
     return [*argv[: at + 1], *tokens, *rest]
+
+
+def _placeholder_values(value: object) -> str:
+    """A `filter-values` mapping's value in --filter-values form: a YAML list as the JSON list
+    (whose items may hold commas), anything else as written (`a,b`)."""
+    return json.dumps(value) if isinstance(value, list) else str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
