@@ -77,12 +77,15 @@ def check_job_names(prefix: str, run_id: str, shards: int, attempts: int) -> str
     return longest
 
 
+_RETRY_NEEDS = "once the run is merged to a file"  # what `fanout retry` takes (retry.py)
+
+
 def classify_failure(reason: str) -> tuple[bool, str]:
     """(worth retrying, what to do) for a job's failureReason."""
     if _PERMANENT.search(reason):
         return False, (
             "fix the cause the reason names (input data, role permissions, KMS key, options), "
-            "then `fanout retry` or start a new run"
+            f"then `fanout retry` ({_RETRY_NEEDS}) or start a new run"
         )
     return True, "the service reported a transient failure; `fanout resume` retries it"
 
@@ -573,7 +576,7 @@ class Submitter:
             return
         if transient:
             times = "once" if job.attempt == 1 else f"{job.attempt} times"
-            hint = f"failed {times}; `fanout retry` submits it again"
+            hint = f"failed {times}; `fanout retry` sends its IDs again ({_RETRY_NEEDS})"
         self._failed[job.shard] = f"{reason} ({hint})"
         await self._journal.append(
             "shard-failed", shard=job.shard, attempt=job.attempt, arn=job.arn, reason=reason,
