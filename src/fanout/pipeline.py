@@ -1219,7 +1219,9 @@ async def resume(
             return _as_merged(outcome, state)
         if merge is None or outcome.merged is None or not retried:
             return outcome
-        return await _with_retries(run_dir, journal, outcome, merge, retried)
+        outcome = await _with_retries(run_dir, journal, outcome, merge, retried)
+        await _mirror_of(state, journal.path, aws, report).flush()  # `merged`, written after
+        return outcome
 
 
 def _as_merged(outcome: RunOutcome, state: RunState) -> RunOutcome:
@@ -1369,12 +1371,7 @@ async def _drive(
     book = _PartBook(state.parts)
     kms_key = _job_input_of(state).kms_key_arn if template is not None else None
     if template is not None and aws is not None:
-        from .aws import Encryption
-
-        output = template.output
-        key = output.kms_key_arn or _job_input_of(state).kms_key_arn
-        uri = template.output_base(state.run_id).child(MIRROR_KEY)
-        mirror = _Mirror(journal.path, aws, uri, Encryption(key), report)
+        mirror = _mirror_of(state, journal.path, aws, report)
 
     async def prepare_rest() -> None:
         async with send:
@@ -1802,6 +1799,20 @@ class _Mirror:
             self._sent, self._warned = len(data), ""
 
 
+def _mirror_of(
+    state: RunState, path: Path, aws: Aws, report: Callable[[str], None] | None
+) -> _Mirror:
+    """The S3 mirror of a submitted run's journal at `path`: `<job-output path><run>/_fanout/`,
+    encrypted with the output's key, or the input's."""
+    from .aws import Encryption
+
+    assert state.submit is not None
+    template = JobTemplate(state.submit["request"])
+    key = template.output.kms_key_arn or _job_input_of(state).kms_key_arn
+    uri = template.output_base(state.run_id).child(MIRROR_KEY)
+    return _Mirror(path, aws, uri, Encryption(key), report)
+
+
 async def fetch_journal(aws: Aws, output_path: str, run_id: str) -> bytes:
     """The mirrored journal of a run from `<job-output path><run>/_fanout/journal.jsonl`."""
     uri = run_prefix(output_path, run_id, "--job-output").child(MIRROR_KEY)
@@ -1863,6 +1874,7 @@ async def retry(
         state = RunState.replay(events, str(run_dir / JOURNAL_NAME))
         retrying.check_retryable(state, run_dir)
         assert state.merge is not None and state.merged is not None and state.submit is not None
+        mirror = _mirror_of(state, journal.path, aws, report)  # `status --job-output` reads it
         out = Path(state.merged["out"])
         recorded = MergeSettings(**state.merge["settings"])
         fmt = dataclasses.replace(recorded, out=str(out)).result_format
@@ -1914,6 +1926,7 @@ async def retry(
                 await journal.append(
                     "retry-started", child=child, ids=len(ids), missing_only=missing_only
                 )
+                await mirror.flush()
             if not begun:
                 await begin(settings, aws)
             submitted = SubmitSettings(**state.submit["submit"])
@@ -1938,6 +1951,7 @@ async def retry(
         if kept is not None:  # the errors not sent again are still the run's: counted so
             counts = dataclasses.replace(counts, errors=counts.errors + retrying.error_lines(kept))
         await journal.append("retried", child=child, counts=asdict(counts))
+        await mirror.flush()
         earlier = int(state.merged.get("counts", {}).get("results", 0)) + sum(
             int(event["counts"].get("results", 0))
             for event in events

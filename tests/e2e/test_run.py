@@ -474,6 +474,11 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert code == 0 and status["retries"] == ["again-r1"]
         counts = status["reconciliation"]
         assert (counts["results"], counts["errors"], counts["missing"]) == (2000, 0, 0)
+        # So does the journal's S3 mirror, read from another machine (no local state).
+        output = f"s3DataDestination={{path=s3://{user.info.bucket}/out/}}"
+        elsewhere = ["--state-dir", str(tmp_path / "elsewhere"), "--job-output", output]
+        code, stdout, err = user.cli(["status", "again", *elsewhere, "--output", "json"], capsys)
+        assert code == 0 and json.loads(stdout) == status, err
         code, stdout, _ = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
         assert code == 0 and "nothing to retry" in stdout
         # Merged again later: the retry's results are added again, none is "missing" again.
@@ -481,6 +486,9 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         again = tmp_path / "again.csv"
         code, _, err = user.cli(["merge", "again", *state, "--out", str(again)], capsys)
         assert code == 0, err
+        key = "out/again/_fanout/journal.jsonl"  # the mirror has every event, the last too
+        body = user.s3.get_object(Bucket=user.info.bucket, Key=key)["Body"].read()
+        assert body == (user.state / "again" / "journal.jsonl").read_bytes()
         got = sorted(row.split(",", 1)[0] for row in again.read_text().splitlines()[1:])
         assert got == sorted(f"user-{i}" for i in range(2000))
         assert (user.state / "again" / "missing.txt").read_text() == ""
@@ -496,6 +504,8 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         assert summary["result"] == str(again)
         code, stdout, _ = user.cli(["status", "again", *state, "--output", "json"], capsys)
         assert json.loads(stdout)["retries"] == ["again-r1"]  # after the merge too
+        code, mirrored, _ = user.cli(["status", "again", *elsewhere, "--output", "json"], capsys)
+        assert json.loads(mirrored) == json.loads(stdout)
         code, _, err = user.cli(
             ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
         )
