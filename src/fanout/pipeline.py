@@ -1199,6 +1199,7 @@ async def resume(
                     "comes after"
                 )
             _check_retries_fit(state.run_id, retried, merge)
+            _check_fits_parent(run_dir, state.run_id, merge)
             if merge.dataset:
                 check_dataset_outside_jobs(merge.out, state.submit["request"], "the run's ")
             if state.open_merge is not None:  # a merge left unfinished: what it left behind
@@ -1298,6 +1299,30 @@ def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
                 f"{theirs}, are gone: write them again with `fanout merge {event['child']} "
                 f"--out {theirs}`, then merge run {run_id} again"
             )
+
+
+def _check_fits_parent(run_dir: Path, run_id: str, merge: Any) -> None:
+    """A retry's run (`RUN-rN`) merged again is what its parent's merges add to the parent's
+    result: to a file of another format (or a dataset) they could add it no more."""
+    from .merge import ResultFormat
+
+    parent_id, _, number = run_id.rpartition("-r")
+    parent = run_dir.parent / parent_id
+    if not (parent_id and number.isdigit() and (parent / JOURNAL_NAME).exists()):
+        return
+    events = read_events(parent)
+    if not any(e.get("child") == run_id for e in events if e["event"] == "retry-started"):
+        return
+    merged = RunState.replay(events).merged
+    if merged is None:
+        return
+    kind = ResultFormat.for_path(Path(merged["out"])).value
+    if merge.dataset or merge.result_format != kind:
+        raise ConfigError(
+            f"run {run_id} is a retry of run {parent_id}, whose result is {kind}: its results "
+            f"are added to that result (and again whenever {parent_id} is merged), so merge it "
+            f"to a {kind} file"
+        )
 
 
 async def _with_retries(

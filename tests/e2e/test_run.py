@@ -510,6 +510,10 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
             ["merge", "again", *state, "--out", str(tmp_path / "x.jsonl")], capsys
         )
         assert code == 2 and "merge it again to a csv file" in err
+        # Nor can its retry be merged to another format: the run could add it no more.
+        args = ["merge", "again-r1", *state, "--out", str(tmp_path / "r1.parquet")]
+        code, _, err = user.cli(args, capsys)
+        assert code == 2 and "is a retry of run again, whose result is csv" in err, err
         # The retry's result file is gone: refused before anything is written, with the way
         # to write it again, which works.
         code, stdout, _ = user.cli(["status", "again-r1", *state, "--output", "json"], capsys)
