@@ -1287,6 +1287,8 @@ def outcome_summary(outcome: Any) -> dict[str, Any]:
         summary["missing_file"] = str(reports / "missing.txt")
         if outcome.retries:
             summary["retries"] = list(outcome.retries)
+        if outcome.kept_errors:  # --missing-only: in errors.jsonl, not sent again
+            summary["kept_errors"] = outcome.kept_errors
     if (counts := _input_counts(outcome)) is not None:
         summary["input"] = counts
     summary["seconds"] = round(outcome.seconds, 3)
@@ -1418,6 +1420,11 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
                 ("result", outcome.result),
                 ("results", f"{merged.results:,}"),
                 ("errors", f"{merged.errors:,} (errors.jsonl)"),
+                *(
+                    [("errors kept", f"{outcome.kept_errors:,} (errors.jsonl too: not sent again)")]
+                    if outcome.kept_errors
+                    else []
+                ),
                 ("missing", f"{merged.missing:,} (missing.txt)"),
             ]
             if merged.duplicated_in_input:  # --keep-duplicates: answered once in their shard

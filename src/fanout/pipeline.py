@@ -1018,6 +1018,8 @@ class RunOutcome:
     earlier_results: int = 0  # `fanout retry`: results already in the result file before it
     reports_dir: Path | None = None  # `fanout retry`: the run whose errors.jsonl and
     # missing.txt now hold what still fails (else run_dir's)
+    kept_errors: int = 0  # `fanout retry --missing-only`: error lines not sent again, kept
+    # in errors.jsonl (`merged` counts what was sent)
 
     @property
     def ok(self) -> bool:
@@ -1029,7 +1031,7 @@ class RunOutcome:
         """Every ID sent has a result: no failed shard (or its IDs recommended by a retry),
         no error line, none missing."""
         merged = self.merged
-        if merged is None or merged.errors or merged.missing:
+        if merged is None or merged.errors or merged.missing or self.kept_errors:
             return False
         return self.ok or bool(self.retries)
 
@@ -1973,9 +1975,10 @@ async def retry(
                 raise MergeError(message) from exc
         retrying.replace_reports(run_dir, child_dir, kept)
         counts = outcome.merged or Reconciliation(**finished["counts"])
-        if kept is not None:  # the errors not sent again are still the run's: counted so
-            counts = dataclasses.replace(counts, errors=counts.errors + retrying.error_lines(kept))
-        await journal.append("retried", child=child, counts=asdict(counts))
+        kept_errors = retrying.error_lines(kept) if kept is not None else 0
+        # The errors not sent again are still the run's: its journal counts them so.
+        run_counts = dataclasses.replace(counts, errors=counts.errors + kept_errors)
+        await journal.append("retried", child=child, counts=asdict(run_counts))
         await mirror.flush()
         earlier = int(state.merged.get("counts", {}).get("results", 0)) + sum(
             int(event["counts"].get("results", 0))
@@ -1983,5 +1986,10 @@ async def retry(
             if event.get("event") == "retried" and event.get("child") != child
         )
         return dataclasses.replace(
-            outcome, merged=counts, result=str(out), earlier_results=earlier, reports_dir=run_dir
+            outcome,
+            merged=counts,
+            result=str(out),
+            earlier_results=earlier,
+            reports_dir=run_dir,
+            kept_errors=kept_errors,
         )

@@ -616,8 +616,10 @@ def test_retry_missing_only_keeps_the_errors_and_sends_the_missing(
         )
         assert code == 3, err
         summary = json.loads(stdout)  # the retry's own IDs; the run's errors, in its files
-        assert summary["reconciliation"]["sent"] == len(missing)
-        assert summary["reconciliation"]["errors"] == len(unknown)
+        counts = summary["reconciliation"]  # of what was sent: they add up
+        assert counts["sent"] == len(missing) == summary["input"]["lines"]
+        assert counts["sent"] == counts["results"] + counts["errors"] + counts["missing"]
+        assert summary["kept_errors"] and counts["errors"] + summary["kept_errors"] == len(unknown)
         assert summary["errors_file"] == str(run_dir / "errors.jsonl")
         code, _, err = user.cli(["retry", "half-r1", *state], capsys)  # the retry's own run
         assert code == 2 and "run half-r1 is a retry of run half" in err, err
