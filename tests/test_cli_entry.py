@@ -242,11 +242,24 @@ def test_a_state_dir_that_is_a_file_is_a_usage_error(
         ([20, 0, None], "20\t0\tNone"),
         ([[1, "a"], [2, "b"]], "1\ta\n2\tb"),
         ({"results": 20, "errors": 0}, "0\t20"),  # by key, as the AWS CLI does
-        ({"nested": {"a": 1}}, '{\n  "nested": {\n    "a": 1\n  }\n}'),
+        ({"nested": {"a": 1}}, "NESTED\t1"),
+        ({"r": 2000, "j": {"0": "arn:a", "1": "arn:b"}}, "2000\nJ\tarn:a\tarn:b"),
+        ({}, ""),
+        ({"failed": {}}, ""),
+        ([], ""),
+        (
+            {"a": 1, "l": [1, 2], "d": {"x": [{"k": 1, "m": "z"}, {"k": 2, "n": [3]}]}},
+            "1\nX\t1\tz\nX\t2\t\nN\t3\nL\t1\nL\t2",
+        ),
+        ([{"a": 1, "b": 2}, {"a": 3, "c": 4}], "1\t2\t\n3\t\t4"),
+        ([1, [2, 3], [4, [5]]], "1\n2\t3\n4\n5"),
+        (True, "True"),
     ],
 )
 def test_query_results_print_as_the_aws_cli_text_output(data: object, text: str) -> None:
-    """`--output text --query …` gives what `read a b` can take, as the AWS CLI's does."""
+    """`--output text --query …` gives what `read a b` can take, as the AWS CLI's does (each
+    expected text is what awscli.text.format_text printed for the same data, less its last
+    newline)."""
     from fanout.cli import _as_text
 
     assert _as_text(data) == text

@@ -1360,30 +1360,62 @@ def _print_data(data: Any, output: str, query: str | None) -> None:
     elif output == "json":
         print(json.dumps(data, indent=2, ensure_ascii=False))
     elif query:
-        print(_as_text(data))
+        if text := _as_text(data):  # the AWS CLI prints nothing for an empty result
+            print(text)
     else:
         print(data)
 
 
 def _as_text(data: Any) -> str:
-    """A --query result as the AWS CLI's text output prints it: a scalar as is (None, True),
-    a list's scalars tab-separated on one line, a list of lists a line each, an object's
-    scalar values tab-separated by key order; anything deeper as JSON."""
+    """A --query result as the AWS CLI's `--output text` prints it (its `awscli.text` rules):
+    a scalar on a line of its own (None, True as Python writes them); a list of scalars on one
+    line, tab-separated, or inside an object one line each after the key in capitals; an object
+    as one line of its scalar values in key order (after its key in capitals when nested), then
+    each nested value by the same rules under its own key; a list of objects as a line each,
+    with the columns every object's scalar keys give. Nothing for an empty list or object."""
+    lines: list[str] = []
 
-    def scalar(value: Any) -> bool:
-        return value is None or isinstance(value, str | int | float | bool)
+    def nested(value: Any) -> bool:
+        return isinstance(value, dict | list)
 
-    if scalar(data):
-        return str(data)
-    if isinstance(data, dict) and all(map(scalar, data.values())):
-        return "\t".join(str(data[key]) for key in sorted(data))
-    if isinstance(data, list) and all(map(scalar, data)):
-        return "\t".join(map(str, data))
-    if isinstance(data, list) and all(
-        isinstance(row, list) and all(map(scalar, row)) for row in data
-    ):
-        return "\n".join("\t".join(map(str, row)) for row in data)
-    return json.dumps(data, indent=2, ensure_ascii=False)
+    def scalars(values: list[Any], key: str | None) -> None:
+        if key is None:
+            lines.append("\t".join(map(str, values)))
+        else:
+            lines.extend(f"{key.upper()}\t{value}" for value in values)
+
+    def put(item: Any, key: str | None = None, columns: list[str] | None = None) -> None:
+        if isinstance(item, dict):
+            if columns is None:
+                cells = [str(item[k]) for k in sorted(item) if not nested(item[k])]
+                rest = [(k, item[k]) for k in sorted(item) if nested(item[k])]
+            else:
+                cells = [str(item.get(k, "")) for k in columns]
+                rest = [(k, item[k]) for k in sorted(set(item) - set(columns))]
+            if cells:
+                lines.append("\t".join([key.upper(), *cells] if key is not None else cells))
+            for name, value in rest:
+                put(value, name)
+        elif isinstance(item, list):
+            if any(isinstance(element, dict) for element in item):
+                found = {
+                    k for e in item if isinstance(e, dict) for k, v in e.items() if not nested(v)
+                }
+                for element in item:
+                    put(element, key, sorted(found))
+            elif any(isinstance(element, list) for element in item):
+                if flat := [element for element in item if not nested(element)]:
+                    scalars(flat, key)
+                for element in item:
+                    if nested(element):
+                        put(element, key)
+            elif item:
+                scalars(item, key)
+        else:
+            lines.append(str(item))
+
+    put(data)
+    return "\n".join(lines)
 
 
 def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
