@@ -59,13 +59,16 @@ def merged_shard(t: float, shard: int, results: int, errors: int, missing: int) 
               errors=errors, missing=missing)  # fmt: skip
 
 
+SOURCE = {"lines": 311, "blank": 2, "records": 300, "duplicates": 8, "rejected": {"too-long": 1}}
+
+
 def full_run() -> list[dict[str, Any]]:
     """Three shards: 0 goes straight through, 1 fails once and is retried, 2 fails twice."""
     counts = {"sent": 300, "results": 190, "errors": 10, "missing": 100}
     return [
         started(),
         *ready(1.5, 0), *ready(2.5, 1), *ready(3.0, 2),
-        ev(3.1, "prepared", shards=3, records=300, nbytes=3000, source={}),
+        ev(3.1, "prepared", shards=3, records=300, nbytes=3000, source=SOURCE),
         ev(3.2, "submit-started", request={}, output_base="s3://b/out/", submit={}),
         ev(3.3, "merge-started", settings={}),
         created(4.0, 0), created(4.2, 1),
@@ -235,8 +238,19 @@ def test_header_shows_run_phase_records_jobs_and_reconciliation() -> None:
     """The summary table says what `fanout status` says, plus the reconciled counts."""
     text = " ".join(parse(render_html(full_run())).text)
     for expected in ("r1", "merged", "300", "3 ready of 3 planned", "2 active", "1 failed",
-                     "190 results", "10 errors", "100 missing", "recs.csv"):  # fmt: skip
-        assert expected in text
+                     "190 results", "10 errors", "100 missing", "recs.csv",
+                     "311 lines: 1 rejected (rejects.jsonl), 8 duplicates (duplicates.txt), "
+                     "2 blank"):  # fmt: skip
+        assert expected in text, expected
+
+
+def test_header_names_kept_repeats_for_what_they_are() -> None:
+    """`duplicated_in_input` (repeats sent with --keep-duplicates) reads as such, not as an
+    input's duplicates (which prepare removed and counts on the input row)."""
+    counts = {"sent": 300, "duplicated_in_input": 2, "results": 300, "errors": 0, "missing": 0}
+    events = [*full_run()[:-1], ev(14.0, "merged", out="recs.csv", counts=counts)]
+    text = " ".join(parse(render_html(events)).text)
+    assert "2 sent again (--keep-duplicates)" in text and "duplicated in input" not in text
 
 
 def test_header_counts_what_a_retry_added_since_the_merge() -> None:

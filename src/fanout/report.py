@@ -429,6 +429,28 @@ def _summary(events: list[dict[str, Any]]) -> tuple[list[tuple[str, str]], str |
         return rows, None
 
 
+# The reconciled counts whose field names read wrong on their own.
+_COUNTED = {
+    "duplicated_in_input": "sent again (--keep-duplicates)",
+    "duplicated_in_output": "answered twice",
+}
+
+
+def _input_row(state: RunState) -> list[tuple[str, str]]:
+    """What prepare made of every input line (as the run's summary says it), once prepared."""
+    try:
+        counted = state.input_lines()
+    except (KeyError, TypeError, ValueError, AttributeError):  # a journal of another shape
+        return []
+    if not counted:
+        return []
+    text = (
+        f"{counted['lines']:,} lines: {counted['rejected']:,} rejected (rejects.jsonl), "
+        f"{counted['duplicates']:,} duplicates (duplicates.txt), {counted['blank']:,} blank"
+    )
+    return [("input", escape(text))]
+
+
 def _summary_rows(state: RunState) -> tuple[list[tuple[str, str]], str]:
     plan = state.start.get("plan")
     planned = plan.get("shards") if isinstance(plan, Mapping) else None
@@ -440,13 +462,17 @@ def _summary_rows(state: RunState) -> tuple[list[tuple[str, str]], str]:
         ("last event", escape(_utc(state.last_event or state.started))),
         ("duration", f"{max(state.last_event - state.started, 0.0):,.3f} s"),
         ("records", f"{sum(s.records for s in state.shards.values()):,}"),
+        *_input_row(state),
         ("shards", escape(f"{len(state.shards)} ready of {planned or '?'} planned")),
         ("jobs", escape(jobs or "none yet")),
     ]
     if state.merged is not None:
         reconciled = state.reconciled()  # with what `fanout retry` added since the merge
         if isinstance(reconciled, Mapping):
-            text = ", ".join(f"{v:,} {str(k).replace('_', ' ')}" for k, v in reconciled.items())
+            text = ", ".join(
+                f"{v:,} {_COUNTED.get(str(k), str(k).replace('_', ' '))}"
+                for k, v in reconciled.items()
+            )
             rows.append(("reconciled", escape(text)))
         if retries := state.retries():
             text = f"{', '.join(retries)} (fanout retry: their results appended)"
