@@ -1970,15 +1970,35 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return group
 
 
-def _repeatable(parser: argparse.ArgumentParser, command: str) -> set[str]:
-    """The options of `command` that take several values (repeated, or several at once)."""
-    found: set[str] = set()
+def _command_parser(
+    parser: argparse.ArgumentParser, command: str
+) -> argparse.ArgumentParser | None:
+    """The parser of the subcommand `command`, if `parser` has it."""
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction) and command in action.choices:
-            for option in action.choices[command]._actions:
-                if isinstance(option, argparse._AppendAction) or option.nargs in ("+", "*"):
-                    found.update(option.option_strings)
-    return found
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return None
+
+
+def _repeatable(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    """The options of `command` that take several values (repeated, or several at once)."""
+    sub = _command_parser(parser, command)
+    return {
+        name
+        for option in (sub._actions if sub is not None else [])
+        if isinstance(option, argparse._AppendAction) or option.nargs in ("+", "*")
+        for name in option.option_strings
+    }
+
+
+def _known_options(parser: argparse.ArgumentParser, command: str) -> set[str]:
+    sub = _command_parser(parser, command)
+    return {
+        name
+        for option in (sub._actions if sub is not None else [])
+        for name in option.option_strings
+    }
 
 
 def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None) -> list[str]:
@@ -2013,9 +2033,18 @@ def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None)
         raise ConfigError(f"--config {path}: expected a mapping of option names to values")
     tokens: list[str] = []
     several = _repeatable(parser, commands[0]) if parser is not None else None
+    known = _known_options(parser, commands[0]) if parser is not None else None
     given = {token.split("=", 1)[0] for token in rest if token.startswith("--")}
     for name, value in loaded.items():
         option = "--" + str(name).removeprefix("--")
+        if known is not None and option not in known | {"--config"}:
+            import difflib
+
+            close = difflib.get_close_matches(option, sorted(known), n=1)
+            hint = f" (did you mean {close[0].removeprefix('--')}?)" if close else ""
+            raise ConfigError(
+                f"--config {path}: {name} is not an option of fanout {commands[0]}{hint}"
+            )
         if option in given:  # the command line's values replace the file's, lists included
             continue
         if option == "--filter-values" and isinstance(value, dict):  # {GENRE: [a, b]}
@@ -2069,7 +2098,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     parser = _parser(tokens[0] if tokens and tokens[0] in handlers else None)
     try:
-        args = parser.parse_args(_with_config(tokens, parser))
+        args, unknown = parser.parse_known_args(_with_config(tokens, parser))
+        if unknown:  # said by the command's own parser: its usage is the one to show
+            sub = _command_parser(parser, args.command) or parser
+            sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
         return exc.exit_code
