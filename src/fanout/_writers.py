@@ -103,6 +103,14 @@ def _flat(record: OutputRecord, field: str) -> dict[str, Any]:
     return out
 
 
+def temporary_path(path: Path, owner: str | None = None) -> Path:
+    """Where a result is written before it is renamed to `path`: beside it, hidden, and named
+    for the run writing it (`owner`), so that a run clearing what its own unfinished merge
+    left there never removes another run's file in progress."""
+    mark = f"{owner}." if owner else ""
+    return path.with_name(f".{path.name}.{mark}{secrets.token_hex(4)}.tmp")
+
+
 class ResultFile:
     """A result file being written; `async with open_results(...) as results:` then
     `await results.write(records)`. Safe to share between tasks (writes are whole records)."""
@@ -112,7 +120,7 @@ class ResultFile:
         self.kind = kind
         self.overwrite = overwrite
         self.rows = 0
-        self._tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        self._tmp = temporary_path(path)
         self._lock = anyio.Lock()
         self._open = False
 
@@ -555,13 +563,32 @@ def open_results(
     shape: ResultShape | None = None,
     row_group_rows: int = 1_000_000,
     row_group_bytes: int = 32 * 1024 * 1024,
+    owner: str | None = None,
 ) -> ResultFile:
     """A result file for `async with`: format from `fmt` or the name, gzip for `.gz` text files.
 
     `raw` (JSON lines only) keeps the service's lines verbatim. `separator` joins lists in CSV
-    cells. `shape` fixes the CSV/Parquet columns; by default the first result decides.
+    cells. `shape` fixes the CSV/Parquet columns; by default the first result decides. `owner`
+    (a run ID) names its temporary file (`temporary_path`).
     """
-    path = Path(path)
+    result = _open_results(
+        Path(path), kind, fmt, overwrite, raw, separator, shape, row_group_rows, row_group_bytes
+    )
+    result._tmp = temporary_path(result.path, owner)
+    return result
+
+
+def _open_results(
+    path: Path,
+    kind: InputKind,
+    fmt: ResultFormat | None,
+    overwrite: bool,
+    raw: bool,
+    separator: str,
+    shape: ResultShape | None,
+    row_group_rows: int,
+    row_group_bytes: int,
+) -> ResultFile:
     chosen = fmt or ResultFormat.for_path(path)
     gzip = path.name.lower().endswith(".gz")
     if raw and chosen is not ResultFormat.JSONL:

@@ -1207,7 +1207,7 @@ async def resume(
             if state.open_merge is not None:  # a merge left unfinished: what it left behind
                 unfinished = MergeSettings(**state.open_merge["settings"])
                 if not unfinished.dataset:
-                    _remove_temporaries(Path(unfinished.out))
+                    _remove_temporaries(Path(unfinished.out), state.run_id)
             await journal.append("merge-started", settings=merge.to_dict())
         if state.submit is None:
             return await _drive(run_dir, journal, aws, None, None, report, ids)
@@ -1264,14 +1264,19 @@ def _retried(run_dir: Path) -> list[_Retry]:
     return [(e, RunState.replay(read_events(run_dir.parent / e["child"]))) for e in done]
 
 
-def _remove_temporaries(out: Path) -> None:
-    """What a merge killed before it finished left beside its result `out`: its temporary file
-    and the input-order files it held. The caller holds the run journal's lock, so no other
-    writer of this result is alive."""
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+def _remove_temporaries(out: Path, run_id: str) -> None:
+    """What a merge of run `run_id` killed before it finished left beside its result `out`:
+    its temporary file and the input-order files it held, named for the run (another run's
+    merge to the same file may be writing its own there). The caller holds the run journal's
+    lock, so no other merge of this run is alive."""
+    name = glob.escape(out.name)
+    for stale in out.parent.glob(f".{name}.{run_id}.*.tmp"):
         stale.unlink(missing_ok=True)
-    for stale in out.parent.glob(f".{glob.escape(out.name)}.order-*"):
+    for stale in out.parent.glob(f".{name}.{_ORDER}.{run_id}.*"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+_ORDER = "order"  # input-order folders beside a result: `.<result>.order.<run>.<random>`
 
 
 def _check_retries_fit(run_id: str, retried: list[_Retry], merge: Any) -> None:
@@ -1601,7 +1606,8 @@ class _RunMerger:
 
             # Results held back for their turn: beside the result file, which needs that room.
             out = Path(self.out)
-            held = Path(tempfile.mkdtemp(prefix=f".{out.name}.order-", dir=out.parent))
+            prefix = f".{out.name}.{_ORDER}.{state.run_id}."
+            held = Path(tempfile.mkdtemp(prefix=prefix, dir=out.parent))
             self._order = InputOrder(sinks.results, self._kind, held)
 
     @classmethod
@@ -1628,8 +1634,7 @@ class _RunMerger:
                 aws, where, state.run_id, settings.overwrite or state.results_ready
             )
         else:
-            out = Path(settings.out)
-            _remove_temporaries(out)
+            _remove_temporaries(Path(settings.out), state.run_id)
             results = await stack.enter_async_context(
                 open_results(
                     settings.out,
@@ -1639,6 +1644,7 @@ class _RunMerger:
                     overwrite=settings.overwrite or state.results_ready,
                     raw=settings.raw,
                     separator=settings.separator,
+                    owner=state.run_id,
                 )
             )
         errors = await stack.enter_async_context(FileSink(run_dir / "errors.jsonl"))

@@ -1073,15 +1073,19 @@ def test_a_merge_left_unfinished_then_done_to_another_file_leaves_nothing_beside
         args = run_args(user, "left", user.ids(300), out, "--order", "input")
         code, _, _ = user.cli(args, capsys)
     assert code == 130
-    (user.tmp / ".first.jsonl.0a1b2c3d.tmp").write_text("half")  # as kill -9 leaves them
-    (user.tmp / ".first.jsonl.order-x1").mkdir()
-    (user.tmp / ".first.jsonl.order-x1" / "00000").write_text("held")
+    (user.tmp / ".first.jsonl.left.0a1b2c3d.tmp").write_text("half")  # as kill -9 leaves them
+    (user.tmp / ".first.jsonl.order.left.x1").mkdir()
+    (user.tmp / ".first.jsonl.order.left.x1" / "00000").write_text("held")
+    # Another run's merge to the same file, still going: its files are not this run's to remove.
+    theirs = [".first.jsonl.left-2.9f8e7d6c.tmp", ".first.jsonl.order.left-2.y2"]
+    (user.tmp / theirs[0]).write_text("in progress")
+    (user.tmp / theirs[1]).mkdir()
     other = user.tmp / "other.jsonl"
     code, _, err = user.cli(["merge", "left", "--state-dir", str(user.state), "--out",
                              str(other)], capsys)  # fmt: skip
     assert code == 0, err
     assert len(other.read_text().splitlines()) == 300
-    assert sorted(p.name for p in user.tmp.iterdir() if p.name.startswith(".first")) == []
+    assert sorted(p.name for p in user.tmp.iterdir() if p.name.startswith(".first")) == theirs
     assert merge.merge_shard is not killed
 
 
@@ -1356,11 +1360,11 @@ def test_order_input_restores_the_input_order_in_every_format(
     assert code == 0, err
     assert [json.loads(line)["userId"] for line in out.read_text().splitlines()] == wanted
     assert len(user.jobs("ord")) > 2
-    assert [p.name for p in user.tmp.iterdir() if ".order-" in p.name] == []
+    assert [p.name for p in user.tmp.iterdir() if ".order." in p.name] == []
 
     again = ["merge", "ord", "--state-dir", str(user.state), "--order", "input"]
     parquet = user.tmp / "ordered.parquet"
-    stale = user.tmp / ".ordered.parquet.order-k1ll3d"  # what a crash mid-merge leaves
+    stale = user.tmp / ".ordered.parquet.order.ord.k1ll3d"  # what a crash mid-merge leaves
     (stale / "shard-00000").mkdir(parents=True)
     (stale / "shard-00000" / "ordered-0000").write_bytes(b"0" * 16 + b"{}\n")
     code, _, err = user.cli([*again, "--out", str(parquet)], capsys)
