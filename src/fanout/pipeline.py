@@ -1523,32 +1523,65 @@ def dataset_file(run_id: str, shard: int) -> str:
     return f"part-{run_id}-{shard:05d}.parquet"
 
 
-async def _prepare_dataset(aws: Aws, where: S3Uri, run_id: str, overwrite: bool) -> None:
-    """An S3 result folder must hold no other run's dataset, unless --overwrite (which deletes
-    only what fanout writes there: part-*.parquet and _SUCCESS). This run's own files (a merge
-    cut short by a crash) are replaced."""
-    found = [
+def dataset_claim(run_id: str) -> str:
+    """The object a run keeps in a result dataset while it merges into it: another run's merge
+    to the same prefix sees that the dataset is taken (it would mix both runs' rows)."""
+    return f"_fanout-{run_id}"
+
+
+async def _dataset_files(aws: Aws, where: S3Uri) -> list[str]:
+    """The keys directly under the dataset prefix that fanout writes: part files, claims,
+    `_SUCCESS`."""
+    prefix = where.as_prefix().key
+    return [
         item.key
-        async for item in aws.s3.list_objects(where.bucket, where.as_prefix().key)
-        if "/" not in item.key[len(where.as_prefix().key) :]
+        async for item in aws.s3.list_objects(where.bucket, prefix)
+        if "/" not in (name := item.key[len(prefix) :])
         and (
-            Path(item.key).name == "_SUCCESS"
-            or (Path(item.key).name.startswith("part-") and item.key.endswith(".parquet"))
+            name == "_SUCCESS"
+            or name.startswith("_fanout-")
+            or (name.startswith("part-") and name.endswith(".parquet"))
         )
     ]
-    # Another run's part files; a `_SUCCESS` marker alone (this run's own, merged before) is not.
-    others = [
+
+
+def _some(keys: list[str]) -> str:
+    return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+
+def _other_runs(keys: list[str], run_id: str) -> list[str]:
+    """Of a dataset's files, those of other runs: their part files and claims (a `_SUCCESS`
+    marker alone may be this run's own, from a merge before)."""
+    names = {key: key.rsplit("/", 1)[-1] for key in keys}
+    return [
         key
-        for key in found
-        if Path(key).name != "_SUCCESS" and not Path(key).name.startswith(f"part-{run_id}-")
+        for key, name in names.items()
+        if name not in ("_SUCCESS", dataset_claim(run_id))
+        and not name.startswith(f"part-{run_id}-")
     ]
+
+
+async def _prepare_dataset(
+    aws: Aws, where: S3Uri, run_id: str, overwrite: bool, encryption: Any
+) -> None:
+    """An S3 result folder must hold no other run's dataset, finished or being merged, unless
+    --overwrite (which deletes only what fanout writes there: part-*.parquet, _SUCCESS and
+    claims). This run's own files (a merge cut short by a crash) are replaced. Then the run
+    claims the folder until its `_SUCCESS` is written."""
+    found = await _dataset_files(aws, where)
+    others = _other_runs(found, run_id)
     if others and not overwrite:
+        claims = [key.rsplit("/", 1)[-1].removeprefix("_fanout-") for key in others
+                  if key.rsplit("/", 1)[-1].startswith("_fanout-")]  # fmt: skip
+        now = f"; run {', '.join(claims)} is merging into it now" if claims else ""
         raise ConfigError(
-            f"--out {where} already holds another run's result dataset ({len(others)} part "
-            "files): pass --overwrite to replace it, or choose another prefix"
+            f"--out {where} already holds another run's result dataset ({len(others)} "
+            f"files{now}): pass --overwrite to replace it, or choose another prefix"
         )
     if found:
         await aws.s3.delete_objects(where.bucket, found)
+    claim = where.as_prefix().child(dataset_claim(run_id))
+    await aws.s3.put_object(claim.bucket, claim.key, b"", encryption)
 
 
 class _InputsOnly:
@@ -1629,10 +1662,12 @@ class _RunMerger:
         segments = job_type_of(state) == "segment"
         results: Any = None
         if settings.dataset:
+            from .aws import Encryption
+
             where = S3Uri.parse(settings.out)
-            await _prepare_dataset(
-                aws, where, state.run_id, settings.overwrite or state.results_ready
-            )
+            # (Past results-ready too: the run's own files are known by their names.)
+            encryption = Encryption(template.output.kms_key_arn)
+            await _prepare_dataset(aws, where, state.run_id, settings.overwrite, encryption)
         else:
             _remove_temporaries(Path(settings.out), state.run_id)
             results = await stack.enter_async_context(
@@ -1770,9 +1805,20 @@ class _RunMerger:
             return
         from .aws import Encryption
 
-        marker = S3Uri.parse(self.out).child("_SUCCESS")
+        where = S3Uri.parse(self.out)
+        others = _other_runs(await _dataset_files(self._aws, where), self._state.run_id)
+        if others:  # begun at about the same moment as this one: both passed the first check
+            raise MergeError(
+                f"--out {where}: another run wrote to this dataset while run "
+                f"{self._state.run_id} merged into it ({_some(others)}), so it mixes "
+                f"both runs' rows and gets no _SUCCESS: merge this run again to a prefix of its "
+                f"own (`fanout merge {self._state.run_id} --out s3://…/`)"
+            )
+        marker = where.child("_SUCCESS")
         key = self._template.output.kms_key_arn
         await self._aws.s3.put_object(marker.bucket, marker.key, b"", Encryption(key))
+        claim = where.as_prefix().child(dataset_claim(self._state.run_id))
+        await self._aws.s3.delete_objects(claim.bucket, [claim.key])
 
     def reconcile(self, run_dir: Path) -> Reconciliation:
         """The run's totals, checked against prepare's counts of the input."""

@@ -1188,6 +1188,37 @@ def test_results_as_a_parquet_dataset_on_s3(user: User, capsys: pytest.CaptureFi
     assert not (user.state / "ds-r1").exists()
 
 
+def test_two_runs_never_merge_into_one_dataset(
+    user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run merging into a dataset claims it: another run's merge there is refused while it
+    lasts, and one begun at the same moment (both past that check) fails at the end, without
+    a _SUCCESS, rather than leave a dataset holding every ID twice."""
+    from fanout import pipeline
+
+    bucket = user.info.bucket
+    claim = "shared/" + pipeline.dataset_claim("other")
+    user.s3.put_object(Bucket=bucket, Key=claim, Body=b"")  # run "other" is merging there
+    args = run_args(user, "dsa", user.ids(300), Path("unused"))
+    args[args.index("--out") + 1] = f"s3://{bucket}/shared/"
+    code, _, err = user.cli(args, capsys)
+    assert code == 2 and "run other is merging into it now" in err, err
+    assert not user.jobs("dsa")
+    user.s3.delete_object(Bucket=bucket, Key=claim)
+    finish = pipeline._RunMerger.complete
+
+    async def meanwhile(self: pipeline._RunMerger) -> None:
+        user.s3.put_object(Bucket=bucket, Key="shared/part-other-00000.parquet", Body=b"x")
+        await finish(self)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline._RunMerger, "complete", meanwhile)
+        code, _, err = user.cli(["resume", "dsa", "--state-dir", str(user.state)], capsys)
+    assert code == 1 and "another run wrote to this dataset while run dsa merged" in err, err
+    keys = {i["Key"] for i in user.s3.list_objects_v2(Bucket=bucket, Prefix="shared/")["Contents"]}
+    assert "shared/_SUCCESS" not in keys
+
+
 def test_no_secret_in_logs_journal_files_or_debug_output(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
