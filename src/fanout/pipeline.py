@@ -1235,11 +1235,14 @@ def _as_merged(outcome: RunOutcome, state: RunState) -> RunOutcome:
 
     counts = state.reconciled()
     assert state.merged is not None and counts is not None
+    out = str(state.merged["out"])
+    if not out.startswith("s3://") and not Path(out).is_file():
+        raise MergeError(
+            f"run {state.run_id} was merged to {out}, which is gone: `fanout merge "
+            f"{state.run_id} --out {out}` writes it again"
+        )
     return dataclasses.replace(
-        outcome,
-        merged=Reconciliation(**counts),
-        result=state.merged["out"],
-        retries=tuple(state.retries()),
+        outcome, merged=Reconciliation(**counts), result=out, retries=tuple(state.retries())
     )
 
 

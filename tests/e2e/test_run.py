@@ -1374,6 +1374,14 @@ def test_a_crash_after_the_result_moved_into_place_resumes(
     code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
     assert code == 0, err
     assert RunState.replay(read_events(user.state / run)).merged is not None
+    if where == "local":  # the result moved away since: resumed, the run says so (not exit 0)
+        Path(out).rename(user.tmp / "elsewhere.jsonl")
+        code, _, err = user.cli(["resume", run, "--state-dir", str(user.state)], capsys)
+        assert code == 1 and f"which is gone: `fanout merge {run} --out {out}`" in err, err
+        code, _, err = user.cli(
+            ["merge", run, "--state-dir", str(user.state), "--out", out], capsys
+        )
+        assert code == 0 and len(Path(out).read_text().splitlines()) == 500, err
 
 
 def test_order_input_restores_the_input_order_in_every_format(
