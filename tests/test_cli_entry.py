@@ -349,3 +349,20 @@ def test_an_unknown_option_is_refused_with_its_commands_usage_and_a_config_key_b
         f"--config {config}: numresults is not an option of fanout run (did you mean "
         "num-results?)" in capsys.readouterr().err
     )
+
+
+def test_a_path_that_is_not_utf8_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A Latin-1 file name came as a traceback from the journal's JSON (and left an empty
+    journal that blocked the run ID); it is refused up front, naming the bytes."""
+    from fanout.cli import main
+
+    name = os.fsdecode(b"ids_\xe9.txt")  # as the system passes a Latin-1 name
+    (tmp_path / name).write_text("a\n")
+    state = tmp_path / "state"
+    argv = ["prepare", "--ids", str(tmp_path / name), "--local-dir", str(tmp_path / "out")]
+    assert main([*argv, "--state-dir", str(state), "--run-id", "lat"]) == 2
+    err = capsys.readouterr().err
+    assert "ids_\\xe9.txt' is not valid UTF-8" in err and "Traceback" not in err
+    assert not state.exists()

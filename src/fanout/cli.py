@@ -2072,6 +2072,21 @@ def _with_config(argv: list[str], parser: argparse.ArgumentParser | None = None)
     return [*argv[: at + 1], *tokens, *rest]
 
 
+def _check_utf8(tokens: Sequence[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (a file name in another encoding, which the
+    system hands over with its bytes escaped): the run journal, JSON, could not record it."""
+    for token in tokens:
+        try:
+            token.encode()
+        except UnicodeEncodeError:
+            raw = os.fsencode(token)
+            raise ConfigError(
+                f"argument {raw!r} is not valid UTF-8 (a file name in another encoding?): fanout "
+                "records paths in its run journal as JSON text; rename the file, or give a "
+                "symbolic link to it whose name is UTF-8"
+            ) from None
+
+
 def _placeholder_values(value: object) -> str:
     """A `filter-values` mapping's value in --filter-values form: a YAML list as the JSON list
     (whose items may hold commas), anything else as written (`a,b`)."""
@@ -2098,6 +2113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     parser = _parser(tokens[0] if tokens and tokens[0] in handlers else None)
     try:
+        _check_utf8(tokens)
         args, unknown = parser.parse_known_args(_with_config(tokens, parser))
         if unknown:  # said by the command's own parser: its usage is the one to show
             sub = _command_parser(parser, args.command) or parser
