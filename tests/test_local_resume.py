@@ -174,3 +174,25 @@ def test_resume_refuses_an_input_cut_short_after_the_parts_written(
     assert "the input changed since the run started" in capsys.readouterr().err
     state = RunState.replay(read_events(tmp_path / "state" / "short"))
     assert state.prepared is None
+
+
+def test_a_resume_from_stdin_warns_that_the_inputs_end_cannot_be_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run from stdin has no size in its journal: resumed with an input cut short after the
+    parts already written, it cannot tell, and says so rather than stay silent."""
+    import io
+    import sys
+
+    lines = [f"user-{i:06d}\n" for i in range(6000)]
+    with monkeypatch.context() as patched:
+        crash_after(patched, 7)
+        patched.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("".join(lines).encode())))
+        assert main(prepare_args(Path("-"), tmp_path, "piped")) != 0
+    capsys.readouterr()
+    with monkeypatch.context() as patched:  # the export, cut short
+        patched.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("".join(lines[:4000]).encode())))
+        resume = ["resume", "piped", "--state-dir", str(tmp_path / "state"), "--ids", "-"]
+        assert main(resume) == 0
+    err = capsys.readouterr().err
+    assert "warning: run piped reads its input from a pipe, whose size the journal does" in err

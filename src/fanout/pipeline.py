@@ -1418,6 +1418,14 @@ async def _drive(
             if aws is None and needs_aws(state, ids):
                 raise ConfigError(f"run {state.run_id} needs AWS access to finish preparing")
             await _check_same_input(state, prepare_settings.ids, aws.s3 if aws else None)
+            resumed = bool(state.parts)  # some parts were written before: a resume
+            if resumed and state.start.get("input_bytes") is None and report is not None:
+                report(
+                    f"warning: run {state.run_id} reads its input from a pipe, whose size the "
+                    "journal does not know: fanout checks that it begins with the lines already "
+                    "sent, not that it is the whole input the run began with; compare the "
+                    "summary's input lines with your export's"
+                )
             plan = Plan(**state.start["plan"])
             await _prepare(prepare_settings, plan, journal, aws, state, send.send, book)
 
