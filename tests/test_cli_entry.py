@@ -366,3 +366,23 @@ def test_a_path_that_is_not_utf8_is_refused_before_anything_is_written(
     err = capsys.readouterr().err
     assert "ids_\\xe9.txt' is not valid UTF-8" in err and "Traceback" not in err
     assert not state.exists()
+
+
+@pytest.mark.parametrize(
+    ("given", "said"),
+    [
+        ("s3://bkt//out/", "did you mean s3://bkt/out/?"),
+        ("s3DataDestination={path=bkt/out/}", "path must be s3://BUCKET/PREFIX/"),
+    ],
+)
+def test_status_job_output_takes_a_bare_path_and_says_what_is_wrong_with_a_bad_one(
+    capsys: pytest.CaptureFixture[str], given: str, said: str
+) -> None:
+    """A bad --job-output of status/resume was a pydantic traceback; a bare s3://…/ path (as
+    iam-policy takes it) was refused."""
+    from fanout.cli import _job_output_path, main
+
+    assert _job_output_path("s3://bkt/out/") == "s3://bkt/out/"
+    assert main(["status", "r", "--job-output", given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"fanout: ConfigError: --job-output {given}: ") and said in err

@@ -1527,11 +1527,20 @@ def _run_submit(args: argparse.Namespace) -> int:
 
 
 def _job_output_path(text: str | None) -> str | None:
+    """`--job-output` of status and resume (where the journal's mirror is): the job option's
+    shorthand or JSON, or the bare `s3://…/` path, as `fanout iam-policy` takes it."""
     if not text:
         return None
-    from .config import JobOutput
+    from pydantic import ValidationError
 
-    return str(JobOutput.model_validate(_job_option("jobOutput", text)).s3_data_destination.path)
+    from .config import JobOutput, model_errors
+
+    given = {"s3DataDestination": {"path": text}} if text.startswith("s3://") else None
+    option = given or _job_option("jobOutput", text)
+    try:
+        return str(JobOutput.model_validate(option).s3_data_destination.path)
+    except ValidationError as exc:
+        raise ConfigError(f"--job-output {text}: {model_errors(exc)}") from None
 
 
 def _run_resume(args: argparse.Namespace) -> int:
