@@ -491,6 +491,10 @@ def test_tags_and_segments_add_only_their_calls() -> None:
     jobs = _by_sid(full)["PersonalizeCreateAndTrackBatchJobs"]
     prefix = f"arn:aws:personalize:us-east-1:{ACCOUNT}:"
     assert jobs == [prefix + "batch-inference-job/*", prefix + "batch-segment-job/*"]
+    # A segment job names a solution version as an inference job does: allowed on it too.
+    solution = prefix + "solution/movies/8f2b1c3d"
+    assert allows(full, "personalize:CreateBatchSegmentJob", solution)
+    assert not allows(plain, "personalize:CreateBatchSegmentJob", solution)
 
 
 def test_solution_versions_and_filters_are_named_exactly() -> None:

@@ -519,13 +519,12 @@ def _personalize_statements(
         )
     else:
         solutions = [arns.personalize("solution/*")]
+    uses = ["personalize:CreateBatchInferenceJob", "personalize:DescribeSolutionVersion"]
+    if segments:  # a segment job uses its solution version as an inference job does [U]
+        uses.append("personalize:CreateBatchSegmentJob")
     statements = [
         _allow("PersonalizeCreateAndTrackBatchJobs", jobs, job_arns),
-        _allow(
-            "PersonalizeUseSolutionVersions",
-            ["personalize:CreateBatchInferenceJob", "personalize:DescribeSolutionVersion"],
-            solutions,
-        ),
+        _allow("PersonalizeUseSolutionVersions", uses, solutions),
         _allow("PersonalizeDescribeRecipes", ["personalize:DescribeRecipe"], [arns.recipes()]),
     ]
     if filters:
