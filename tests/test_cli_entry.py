@@ -386,3 +386,18 @@ def test_status_job_output_takes_a_bare_path_and_says_what_is_wrong_with_a_bad_o
     assert main(["status", "r", "--job-output", given]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"fanout: ConfigError: --job-output {given}: ") and said in err
+
+
+def test_a_write_error_names_the_file_it_could_not_write() -> None:
+    """`fanout: No space left on device.` said nothing of which disk: an OSError without a
+    file name gets the file being written."""
+    import errno
+
+    from fanout.errors import naming
+
+    with pytest.raises(OSError) as caught, naming("/data/recs.jsonl"):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.filename == "/data/recs.jsonl" and caught.value.errno == errno.ENOSPC
+    with pytest.raises(FileNotFoundError) as found, naming("/data/recs.jsonl"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/other")
+    assert found.value.filename == "/other"  # a name it had is kept

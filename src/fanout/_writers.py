@@ -30,7 +30,7 @@ import orjson
 
 from . import _mergekernels as K
 from ._outputs import CommonLines, OutputRecord
-from .errors import ConfigError, MergeError
+from .errors import ConfigError, MergeError, naming
 from .records import InputKind
 
 _FLUSH_BYTES = 4 * 1024 * 1024
@@ -142,8 +142,9 @@ class ResultFile:
         with anyio.CancelScope(shield=True):
             if exc is None:
                 try:
-                    await self._finish()
-                    await anyio.to_thread.run_sync(self._commit)
+                    with naming(self.path):
+                        await self._finish()
+                        await anyio.to_thread.run_sync(self._commit)
                 except BaseException:
                     await anyio.to_thread.run_sync(self._discard)
                     raise
@@ -154,7 +155,8 @@ class ResultFile:
         if not self._open:
             raise RuntimeError("result file is not open: use `async with`")
         if records:
-            await self._write(records)
+            with naming(self.path):
+                await self._write(records)
             self.rows += len(records)
 
     async def write_common(self, lines: CommonLines) -> None:
@@ -162,7 +164,8 @@ class ResultFile:
         if not self._open:
             raise RuntimeError("result file is not open: use `async with`")
         if len(lines):
-            await self._write_common(lines)
+            with naming(self.path):
+                await self._write_common(lines)
             self.rows += len(lines)
 
     async def _write_common(self, lines: CommonLines) -> None:

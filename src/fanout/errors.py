@@ -15,6 +15,9 @@ Misuse of an object (closed, started twice) is a RuntimeError, not a FanoutError
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 __all__ = [
     "ConfigError",
     "FanoutError",
@@ -26,6 +29,7 @@ __all__ = [
     "RunBusy",
     "SubmitError",
     "UploadError",
+    "naming",
 ]
 
 
@@ -81,3 +85,15 @@ class JobFailed(FanoutError):
 
 class MergeError(FanoutError):
     """Reading or merging batch outputs failed."""
+
+
+@contextlib.contextmanager
+def naming(path: object) -> Iterator[None]:
+    """An OSError raised inside without a file name gets `path` as its own: a write to an open
+    file says only "No space left on device", and the user must know which disk is full."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise

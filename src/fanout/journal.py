@@ -23,7 +23,7 @@ import aiofiles
 import anyio
 import orjson
 
-from .errors import ConfigError, RunBusy
+from .errors import ConfigError, RunBusy, naming
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -137,7 +137,7 @@ class Journal:
         records = [{"t": now, "event": event, **fields} for event, fields in events]
         data = b"".join(orjson.dumps(record) + b"\n" for record in records)
         # Shielded: a cancelled run must not leave half an event behind, or one unsynced.
-        with anyio.CancelScope(shield=True):
+        with anyio.CancelScope(shield=True), naming(self.path):
             async with self._write_lock:
                 await self._file.write(data)
                 await self._file.flush()
@@ -219,7 +219,8 @@ class FileSink:
     async def write(self, data: bytes) -> None:
         if self._file is None:
             raise RuntimeError("sink is not open: use `async with`")
-        await self._file.write(data)
+        with naming(self.path):
+            await self._file.write(data)
 
 
 def write_private(path: Path, data: bytes) -> None:
