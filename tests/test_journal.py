@@ -146,8 +146,15 @@ def test_a_run_another_process_holds_is_busy_with_exit_75(
                 main, ["resume", "busy", "--state-dir", str(tmp_path)]
             )
             assert code == 75
+            # A new run of that ID, while the other process holds it, is busy too (it said
+            # "already exists: `fanout resume` continues it", which was busy as well).
+            assert await anyio.to_thread.run_sync(main, again) == 75
         async with Journal.open(run_dir):
             pass
 
+    again = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "o2"), *state]
     anyio.run(hold)
-    assert "RunBusy: run busy is in use by another fanout process" in capsys.readouterr().err
+    assert main(again) == 2  # once it is let go: it exists, to be resumed
+    err = capsys.readouterr().err
+    assert "RunBusy: run busy is in use by another fanout process" in err
+    assert "`fanout status busy` shows how far it got" in err

@@ -88,10 +88,7 @@ class Journal:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RunBusy(
-                f"run {run_dir.name} is in use by another fanout process (its journal {path} "
-                "is locked); wait for it to finish, or stop it, then run this command again"
-            ) from None
+            raise busy(run_dir.name, path) from None
         try:
             _drop_torn_tail(path)
         except (OSError, ConfigError):
@@ -152,6 +149,29 @@ class Journal:
             for record in records:
                 self.listener(record)
         return records
+
+
+def busy(run_id: str, path: Path) -> RunBusy:
+    """The error for a run another fanout process holds (its journal at `path` is locked)."""
+    return RunBusy(
+        f"run {run_id} is in use by another fanout process (its journal {path} is locked): wait "
+        f"for it to finish, or stop it (`fanout status {run_id}` shows how far it got)"
+    )
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds the journal at `path` (`Journal.open`'s lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing the descriptor lets go of a lock taken here
+    return False
 
 
 # How to recover a damaged or emptied local journal: the run's copy on S3 (`pipeline._Mirror`).

@@ -53,6 +53,8 @@ from .journal import (
     EventLog,
     FileSink,
     Journal,
+    busy,
+    is_locked,
     parse_events,
     private_dir,
     read_events,
@@ -403,6 +405,8 @@ async def begin(
     check_writes_outside_ids(settings)
     run_dir = settings.run_dir
     if (run_dir / JOURNAL_NAME).exists() and read_events(run_dir):
+        if is_locked(run_dir / JOURNAL_NAME):  # begun by a process still at work on it
+            raise busy(settings.run_id, run_dir / JOURNAL_NAME)
         raise ConfigError(
             f"run {settings.run_id} already exists ({run_dir}): `fanout resume "
             f"{settings.run_id}` continues it; or choose another --run-id, or delete that "
