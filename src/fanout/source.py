@@ -655,8 +655,9 @@ class _Cutter:
             if magic.match(data):
                 raise InputError(
                     f"{self._name} is compressed with {name}, which fanout does not read (it "
-                    f"reads gzip): decompress it into fanout, e.g. `{command} FILE | fanout "
-                    "… --ids -`, or compress it with gzip"
+                    f"reads gzip): decompress it into fanout's standard input (`{command} FILE | "
+                    "fanout …` with `-` as the input: `--ids -`, `--items -`), or compress it "
+                    "with gzip"
                 )
         if data.startswith(_BOM):
             data = data[len(_BOM) :]
