@@ -401,3 +401,12 @@ def test_a_write_error_names_the_file_it_could_not_write() -> None:
     with pytest.raises(FileNotFoundError) as found, naming("/data/recs.jsonl"):
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "/other")
     assert found.value.filename == "/other"  # a name it had is kept
+
+
+def test_merge_from_to_an_s3_dataset_says_it_writes_a_local_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fanout.cli import main
+
+    assert main(["merge", "--from", str(tmp_path), "--out", "s3://bkt/results/"]) == 2
+    assert "merge --from writes one local file" in capsys.readouterr().err

@@ -1915,6 +1915,11 @@ def _merge_from(args: argparse.Namespace) -> int:
             "--order input needs the input the outputs answer, and --from has none: merge a "
             "fanout run (fanout merge RUN --order input) to get results in input order"
         )
+    if args.out.startswith("s3://"):
+        raise ConfigError(
+            f"--out {args.out}: merge --from writes one local file (.jsonl, .csv or .parquet); "
+            "an S3 dataset is written by merging a fanout run (fanout merge RUN --out s3://…/)"
+        )
     kind = InputKind(args.input_kind) if args.input_kind else None
     options = {
         "kind": kind,
