@@ -366,6 +366,12 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             "service answered with an error, which mostly come back the same (an item not in the "
             "training data); they stay in errors.jsonl",
         )
+        retry.add_argument(
+            "--poll-interval", type=_positive_float, help="seconds between polls (the run's)"
+        )
+        retry.add_argument(
+            "--job-timeout", type=_positive_float, help="seconds to wait per job (the run's)"
+        )
         _aws_options(retry)
         _text_or_json(retry)
 
@@ -1879,6 +1885,7 @@ def _run_retry(args: argparse.Namespace) -> int:
                 _reporter(args),
                 role_arn=args.role_arn,
                 missing_only=args.missing_only,
+                overrides={"poll_interval": args.poll_interval, "job_timeout": args.job_timeout},
             )
 
     outcome = anyio.run(go)

@@ -1948,10 +1948,12 @@ async def retry(
     *,
     role_arn: str | None = None,
     missing_only: bool = False,
+    overrides: dict[str, Any] | None = None,
 ) -> RunOutcome | None:
     """Send the run's errored and missing IDs again as a run of their own (`<run>-rN`), then
     append its results to the run's result file. None if there is nothing to retry.
-    `role_arn` replaces the run's service role for the retry's jobs. With `missing_only`, the
+    `role_arn` replaces the run's service role for the retry's jobs; `overrides` its
+    `poll_interval` and `job_timeout` (as `resume` takes them). With `missing_only`, the
     errored IDs are not sent again (an error such as an item not in the training data comes
     back the same): they stay in errors.jsonl, and in the counts.
 
@@ -1997,7 +1999,7 @@ async def retry(
                     f"it with `fanout retry {state.run_id}` (no --role-arn), then retry again "
                     "with the new role for what still fails"
                 )
-            outcome = await resume(child_dir, aws, None, report)
+            outcome = await resume(child_dir, aws, overrides, report)
         else:
             ids_path = run_dir / f"retry-{child}.jsonl"
             if not begun:
@@ -2023,7 +2025,8 @@ async def retry(
                 await mirror.flush()
             if not begun:
                 await begin(settings, aws)
-            submitted = SubmitSettings(**state.submit["submit"])
+            given = {k: v for k, v in (overrides or {}).items() if v is not None}
+            submitted = SubmitSettings(**{**state.submit["submit"], **given})
             outcome = await submit(settings.run_dir, request, submitted, aws, report, merge)
         finished = RunState.replay(read_events(child_dir)).merged
         if finished is None:

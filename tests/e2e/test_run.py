@@ -457,8 +457,11 @@ def test_retry_sends_only_what_failed_and_merges_it_in(
         args = ["resume", "again", "--state-dir", str(user.state), "--output", "json"]
         code, stdout, err = user.cli(args, capsys)
         assert code == 3 and json.loads(stdout)["reconciliation"]["missing"] == missing, err
-        code, stdout, err = user.cli(["retry", "again", "--state-dir", str(user.state)], capsys)
+        retry = ["retry", "again", "--state-dir", str(user.state), "--poll-interval", "0.07"]
+        code, stdout, err = user.cli(retry, capsys)
         assert code == 0, err
+        child = RunState.replay(read_events(user.state / "again-r1")).submit
+        assert child is not None and child["submit"]["poll_interval"] == 0.07  # as resume takes it
         rows = out.read_text().splitlines()
         assert rows[0] == "userId,recommendedItems,scores"
         got = sorted(row.split(",", 1)[0] for row in rows[1:])
