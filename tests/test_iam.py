@@ -450,12 +450,8 @@ def test_id_sources_are_read_only_and_exact() -> None:
 def test_result_datasets_are_written_listed_and_cleared_within_their_folder() -> None:
     """`--out s3://…/` grants what a merge to a dataset does (put, delete, abort, list and
     HeadBucket) on exactly that folder; without it, nothing of the kind."""
-    caller = policies(
-        job_input="s3://bkt/in/",
-        job_output="s3://bkt/out/",
-        role_arn=ROLE,
-        datasets=["s3://lake/recs/daily/", "s3://bkt/results/"],
-    ).caller_policy
+    datasets = ["s3://lake/recs/daily/", "s3://bkt/results/"]
+    caller = policies(**GOOD, datasets=datasets).caller_policy  # in s3://bkt/in/, out …/out/
     for key in ("lake/recs/daily/part-r-00000.parquet", "lake/recs/daily/_SUCCESS"):
         for action in ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"):
             assert allows(caller, action, f"arn:aws:s3:::{key}"), (action, key)
