@@ -1586,8 +1586,8 @@ async def _prepare_dataset(
     found = await _dataset_files(aws, where)
     others = _other_runs(found, run_id)
     if others and not overwrite:
-        claims = [key.rsplit("/", 1)[-1].removeprefix("_fanout-") for key in others
-                  if key.rsplit("/", 1)[-1].startswith("_fanout-")]  # fmt: skip
+        names = [key.rsplit("/", 1)[-1] for key in others]
+        claims = [name.removeprefix("_fanout-") for name in names if name.startswith("_fanout-")]
         now = f"; run {', '.join(claims)} is merging into it now" if claims else ""
         raise ConfigError(
             f"--out {where} already holds another run's result dataset ({len(others)} "
