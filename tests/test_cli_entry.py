@@ -331,17 +331,15 @@ def test_the_command_line_replaces_a_config_files_list_and_a_mapping_gives_filte
 def test_an_unknown_option_is_refused_with_its_commands_usage_and_a_config_key_by_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`fanout retry R --poll-interval 1` showed fanout's top-level usage; a key of --config
-    that is no option said "unrecognized arguments: --numresults 5", naming no file."""
+    """`fanout retry R --tps 1` showed fanout's top-level usage; a key of --config that is no
+    option said "unrecognized arguments: --numresults 5", naming no file."""
     from fanout.cli import main
 
     with pytest.raises(SystemExit) as stopped:
-        main(["retry", "r", "--poll-interval", "1"])
+        main(["retry", "r", "--tps", "1"])
     assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert (
-        err.startswith("usage: fanout retry ") and "unrecognized arguments: --poll-interval" in err
-    )
+    assert err.startswith("usage: fanout retry ") and "unrecognized arguments: --tps 1" in err
     config = tmp_path / "run.yaml"
     config.write_text("numresults: 5\n")
     assert main(["run", "--config", str(config), "--ids", "x", "--out", "y.jsonl"]) == 2
