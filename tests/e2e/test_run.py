@@ -302,6 +302,34 @@ def test_a_disabled_output_key_is_refused_before_anything_happens(
     assert code == 2 and "cannot make a data key (DisabledException)" in err, err
 
 
+@pytest.mark.parametrize("where", ["region", "account"])
+def test_a_key_arn_of_another_region_or_account_is_no_key_here(
+    user: User, capsys: pytest.CaptureFixture[str], where: str
+) -> None:
+    """The emulator looked keys up by ID alone: the seeded key's ID under another region or
+    account was taken as that key (S3, KMS and jobs alike). KMS has no such key: refused."""
+    from botocore.exceptions import ClientError
+
+    prefix, key_id = user.info.kms_key_arn.rsplit("/", 1)
+    parts = prefix.split(":")
+    parts[3 if where == "region" else 4] = "us-west-2" if where == "region" else "999999999999"
+    other = ":".join(parts) + "/" + key_id
+    with pytest.raises(ClientError) as caught:
+        user.client("kms").generate_data_key(KeyId=other, KeySpec="AES_256")
+    assert caught.value.response["Error"]["Code"] == "NotFoundException"
+    with pytest.raises(ClientError) as refused:
+        user.s3.put_object(
+            Bucket=user.info.bucket, Key="k", Body=b"x", ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=other,
+        )  # fmt: skip
+    assert refused.value.response["Error"]["Code"] == "KMS.NotFoundException"
+    if where == "account":  # (another region's key fanout names as such before asking KMS)
+        output = f"s3DataDestination={{path=s3://{user.info.bucket}/out/,kmsKeyArn={other}}}"
+        args = run_args(user, "ok", user.ids(20), user.tmp / "x.jsonl", "--dry-run")
+        code, _, err = user.cli([*args, "--job-output", output], capsys)
+        assert code == 2 and "NotFoundException" in err, err
+
+
 def test_a_result_inside_the_input_folder_is_refused(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -72,7 +72,16 @@ _CHECKSUMS: dict[str, tuple[str, Callable[[bytes], bytes]]] = {
     "HTTP_X_AMZ_CHECKSUM_SHA1": ("SHA1", lambda body: hashlib.sha1(body).digest()),
     "HTTP_X_AMZ_CHECKSUM_CRC32": ("CRC32", lambda body: zlib.crc32(body).to_bytes(4, "big")),
 }
-_KEY_ARN = re.compile(r"arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/([0-9A-Za-z-]+)")
+_KEY_ARN = re.compile(
+    r"arn:aws[a-z-]*:kms:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):key/(?P<id>[0-9A-Za-z-]+)"
+)
+
+
+def _elsewhere(region: str, key: str) -> bool:
+    """Whether `key` is the ARN of a key in another region or account than the emulator's:
+    KMS there has no such key, whatever its ID (moto looks keys up by ID alone)."""
+    match = _KEY_ARN.fullmatch(key)
+    return match is not None and (match["region"], match["account"]) != (region, DEFAULT_ACCOUNT_ID)
 
 
 def _s3_error(code: str, message: str, status: str) -> tuple[str, bytes]:
@@ -86,6 +95,8 @@ def _s3_error(code: str, message: str, status: str) -> tuple[str, bytes]:
 
 def kms_key_state(region: str, key_id: str) -> str | None:
     """The KeyState of a KMS key (ID, ARN or alias) in moto's KMS; None if there is none."""
+    if _elsewhere(region, key_id):
+        return None
     backend = kms_backends[DEFAULT_ACCOUNT_ID][region]
     try:
         key = backend.describe_key(key_id)
@@ -106,6 +117,14 @@ class _Front:
     def __call__(self, environ: dict[str, Any], start_response: _StartResponse) -> Iterable[bytes]:
         service = _service_of(environ)
         if service == "kms":
+            named = _key_named(environ)
+            if named is not None and _elsewhere(self._settings.region, named):
+                body = json.dumps(
+                    {"__type": "NotFoundException", "message": f"Key '{named}' does not exist"}
+                ).encode()
+                return _answer(
+                    start_response, "400 Bad Request", body, "application/x-amz-json-1.1"
+                )
             key_id = _key_arn_to_id(environ)
             refusal = self._unusable_key(environ, key_id)
             if refusal is not None:
@@ -246,10 +265,20 @@ def _key_arn_to_id(environ: dict[str, Any]) -> str | None:
     match = _KEY_ARN.fullmatch(key) if isinstance(key, str) else None
     if match is not None:
         assert isinstance(request, dict)
-        key = match[1]
+        key = match["id"]
         body = json.dumps({**request, "KeyId": key}).encode()
         environ["wsgi.input"] = io.BytesIO(body)
         environ["CONTENT_LENGTH"] = str(len(body))
+    return key if isinstance(key, str) else None
+
+
+def _key_named(environ: dict[str, Any]) -> str | None:
+    """The `KeyId` a KMS request names, as it names it."""
+    try:
+        request = json.loads(_request_body(environ) or b"null")
+    except ValueError:
+        return None
+    key = request.get("KeyId") if isinstance(request, dict) else None
     return key if isinstance(key, str) else None
 
 
