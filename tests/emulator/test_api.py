@@ -367,6 +367,7 @@ async def test_inputs_with_one_base_name_fail_rather_than_overwrite(
         ("empty", "Input data not found"),
         ("nested-output", "Invalid S3 output path"),
         ("too-many-files", "files"),
+        ("no-output-bucket", "Failed to write to the output location s3://no-such-bkt/"),
     ],
 )
 async def test_jobs_fail_with_a_reason(
@@ -382,6 +383,9 @@ async def test_jobs_fail_with_a_reason(
             request["jobOutput"]["s3DataDestination"]["path"] = (
                 f"s3://{info.bucket}/{prefix}/in/out/"
             )
+        if layout == "no-output-bucket":  # it said "Internal error in the fanout emulator"
+            await put_lines(s3, info, f"{prefix}/in/x.jsonl", [{"userId": "1"}])
+            request["jobOutput"]["s3DataDestination"]["path"] = "s3://no-such-bkt/o/"
         if layout == "too-many-files":
             for i in range(3):
                 await put_lines(s3, info, f"{prefix}/in/{i}.jsonl", [{"userId": "1"}])

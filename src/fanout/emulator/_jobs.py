@@ -102,6 +102,7 @@ def run_job(
             )
 
     objects = _list_inputs(s3, in_bucket, in_prefix, spec.input_path)
+    _check_output(s3, out_bucket, spec.output_path)
     if len(objects) > settings.max_input_files:
         raise JobFailure(
             f"Input data at {spec.input_path} has {len(objects)} files; the limit for a batch job "
@@ -175,6 +176,18 @@ def _list_inputs(s3: Any, bucket: str, prefix: str, path: str) -> list[tuple[str
             f"Input data not found: no files under {path}. Upload the input JSON lines there."
         )
     return found
+
+
+def _check_output(s3: Any, bucket: str, path: str) -> None:
+    """The output bucket is there to write to (a job fails, with a reason, if not)."""
+    try:
+        s3.head_bucket(Bucket=bucket)
+    except Exception as exc:
+        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
+        raise JobFailure(
+            f"Failed to write to the output location {path} ({code}). Check the bucket exists "
+            "in this region and the role has s3:PutObject on it."
+        ) from exc
 
 
 def _open_input(s3: Any, bucket: str, key: str, region: str) -> Any:
