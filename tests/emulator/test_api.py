@@ -672,6 +672,29 @@ async def test_kms_key_must_exist_for_sse_kms_uploads(
     assert error_code(caught.value) == "KMS.NotFoundException"
 
 
+async def test_sse_headers_are_checked_and_the_key_is_kept_by_its_arn(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """As S3: a key ID without aws:kms, or an unknown method, is InvalidArgument (the object
+    was stored unencrypted, or with 'aws:foo'); a key named by alias or bare ID is kept, and
+    given back, as its ARN (it was echoed as named)."""
+    info = emulator.info
+    key_id = info.kms_key_arn.rsplit("/", 1)[1]
+    async with clients(retries=NO_RETRY) as (s3, _):
+        for wrong in ({"SSEKMSKeyId": info.kms_key_arn}, {"ServerSideEncryption": "aws:foo"}):
+            with pytest.raises(ClientError) as caught:
+                await s3.put_object(Bucket=info.bucket, Key=unique("sse"), Body=b"x", **wrong)
+            assert error_code(caught.value) == "InvalidArgument"
+        for named in ("alias/fanout-emulator", key_id):
+            key = unique("named")
+            await s3.put_object(
+                Bucket=info.bucket, Key=key, Body=b"x", ServerSideEncryption="aws:kms",
+                SSEKMSKeyId=named,
+            )  # fmt: skip
+            head = await s3.head_object(Bucket=info.bucket, Key=key)
+            assert head["SSEKMSKeyId"] == info.kms_key_arn
+
+
 @pytest.mark.parametrize(
     ("algorithm", "right"),
     [

@@ -93,6 +93,17 @@ def _s3_error(code: str, message: str, status: str) -> tuple[str, bytes]:
     return status, body
 
 
+_SSE_METHODS = frozenset({"AES256", "aws:kms", "aws:kms:dsse"})
+
+
+def _key_arn(region: str, key_id: str) -> str:
+    """The ARN of an existing KMS key named by ID, ARN or alias."""
+    try:
+        return str(kms_backends[DEFAULT_ACCOUNT_ID][region].describe_key(key_id).arn)
+    except Exception:  # checked to exist just before: keep the name as given
+        return key_id
+
+
 def kms_key_state(region: str, key_id: str) -> str | None:
     """The KeyState of a KMS key (ID, ARN or alias) in moto's KMS; None if there is none."""
     if _elsewhere(region, key_id):
@@ -166,6 +177,19 @@ class _Front:
         if environ.get("REQUEST_METHOD") in {"PUT", "POST"}:
             sse = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION")
             key_id = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID")
+            if sse is not None and sse not in _SSE_METHODS:
+                return _s3_error(
+                    "InvalidArgument",
+                    "The encryption method specified is not supported",
+                    "400 Bad Request",
+                )
+            if key_id and sse not in ("aws:kms", "aws:kms:dsse"):
+                return _s3_error(
+                    "InvalidArgument",
+                    "Server Side Encryption with AWS KMS managed key requires HTTP header "
+                    "x-amz-server-side-encryption : aws:kms",
+                    "400 Bad Request",
+                )
             if sse == "aws:kms" and key_id:
                 state = kms_key_state(self._settings.region, key_id)
                 if state is None:
@@ -176,6 +200,10 @@ class _Front:
                     return _s3_error(
                         "KMS.DisabledException", f"{key_id} is {state}.", "400 Bad Request"
                     )
+                # S3 keeps (and gives back) the key's ARN, however the request named it.
+                environ["HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_AWS_KMS_KEY_ID"] = _key_arn(
+                    self._settings.region, key_id
+                )
             return _bad_digest(environ)
         return None
 
