@@ -695,6 +695,25 @@ async def test_sse_headers_are_checked_and_the_key_is_kept_by_its_arn(
             assert head["SSEKMSKeyId"] == info.kms_key_arn
 
 
+async def test_a_continuation_token_s3_never_gave_is_invalid_argument(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """moto answered an unknown ListObjectsV2 token with a 500 (retried, with a traceback);
+    S3 says InvalidArgument. A token it gave still pages."""
+    info = emulator.info
+    prefix = unique("paged")
+    async with clients(retries=NO_RETRY) as (s3, _):
+        for i in range(3):
+            await s3.put_object(Bucket=info.bucket, Key=f"{prefix}/{i}", Body=b"x")
+        with pytest.raises(ClientError) as caught:
+            await s3.list_objects_v2(Bucket=info.bucket, ContinuationToken="garbage")
+        assert error_code(caught.value) == "InvalidArgument"
+        first = await s3.list_objects_v2(Bucket=info.bucket, Prefix=prefix, MaxKeys=2)
+        token = first["NextContinuationToken"]
+        rest = await s3.list_objects_v2(Bucket=info.bucket, Prefix=prefix, ContinuationToken=token)
+        assert [o["Key"] for o in rest["Contents"]] == [f"{prefix}/2"]
+
+
 @pytest.mark.parametrize(
     ("algorithm", "right"),
     [

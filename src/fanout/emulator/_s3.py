@@ -171,6 +171,9 @@ class _Front:
             if throttled:
                 return _s3_error("SlowDown", "Please reduce your request rate.", "503 Slow Down")
         if environ.get("REQUEST_METHOD") == "GET":
+            if _unknown_continuation(environ):
+                message = "The continuation token provided is incorrect"
+                return _s3_error("InvalidArgument", message, "400 Bad Request")
             held, under = _object_key_state(self._settings.region, environ)
             if held not in (None, "Enabled"):
                 return _s3_error("KMS.DisabledException", f"{under} is {held}.", "400 Bad Request")
@@ -333,6 +336,17 @@ def _object_key_state(region: str, environ: dict[str, Any]) -> tuple[str | None,
     if getattr(found, "encryption", None) != "aws:kms" or not key_id:
         return None, ""
     return kms_key_state(region, key_id), key_id
+
+
+def _unknown_continuation(environ: dict[str, Any]) -> bool:
+    """Whether a ListObjectsV2 request gives a continuation token S3 never handed out (moto
+    answered it with a 500 and a traceback)."""
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    token = query.get("continuation-token", [""])[0]
+    if not token or query.get("list-type") != ["2"]:
+        return False
+    known = getattr(s3_backends[DEFAULT_ACCOUNT_ID]["global"], "_pagination_tokens", None)
+    return isinstance(known, dict) and token not in known
 
 
 def _service_of(environ: dict[str, Any]) -> str | None:
