@@ -316,6 +316,27 @@ class S3Store:
             raise ConfigError(f"bucket {bucket}: {code}") from exc
         except BotoCoreError as exc:
             raise ConfigError(f"cannot reach S3 for bucket {bucket}: {exc}") from exc
+        where = await self._bucket_region(bucket)
+        here = self._client.meta.region_name
+        if where is not None and here and where != here:
+            raise ConfigError(
+                f"bucket {bucket} is in {where}, the jobs in {here}: Personalize reads and "
+                f"writes buckets of the jobs' region only; use a bucket in {here}, or run the "
+                f"jobs in {where} (--region {where})"
+            )
+
+    async def _bucket_region(self, bucket: str) -> str | None:
+        """The bucket's region, as HeadBucket tells it (`x-amz-bucket-region`, on a redirect
+        too); None if the caller may not ask (a policy without HeadBucket) or S3 does not say."""
+        try:
+            response = await self._client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            response = exc.response
+        except BotoCoreError:
+            return None
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        region = response.get("BucketRegion") or headers.get("x-amz-bucket-region")
+        return str(region) if region else None
 
     async def _send(self, call: Any, data: bytes, sha256: str | None = None, **params: Any) -> Any:
         """`call(Body=data, ChecksumSHA256=…, **params)` on a worker thread, where the checksum

@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -328,6 +329,33 @@ def test_a_key_arn_of_another_region_or_account_is_no_key_here(
         args = run_args(user, "ok", user.ids(20), user.tmp / "x.jsonl", "--dry-run")
         code, _, err = user.cli([*args, "--job-output", output], capsys)
         assert code == 2 and "NotFoundException" in err, err
+
+
+def test_a_bucket_of_another_region_is_refused_before_the_run_and_fails_a_job(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Personalize uses buckets of the jobs' region only: fanout's preflight reads the bucket's
+    region (HeadBucket) and refuses another; the emulator's job fails as the service's would."""
+    s3, bucket = user.s3, "west-bucket"
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    args = run_args(user, "west", user.ids(20), user.tmp / "w.jsonl", "--dry-run")
+    args[args.index("--job-input") + 1] = f"s3DataSource={{path=s3://{bucket}/in/}}"
+    code, _, err = user.cli(args, capsys)
+    assert code == 2 and f"bucket {bucket} is in us-west-2, the jobs in us-east-1" in err, err
+    s3.put_object(Bucket=bucket, Key="in/u.jsonl", Body=b'{"userId": "1"}\n')
+    personalize = user.personalize
+    arn = personalize.create_batch_inference_job(
+        jobName="west", solutionVersionArn=user.info.solution_versions["user-personalization"],
+        roleArn=user.info.role_arn, jobInput={"s3DataSource": {"path": f"s3://{bucket}/in/"}},
+        jobOutput={"s3DataDestination": {"path": f"s3://{user.info.bucket}/west/"}},
+    )["batchInferenceJobArn"]  # fmt: skip
+    for _ in range(200):
+        job = personalize.describe_batch_inference_job(batchInferenceJobArn=arn)
+        if job["batchInferenceJob"]["status"] in {"ACTIVE", "CREATE FAILED"}:
+            break
+        time.sleep(0.05)
+    assert job["batchInferenceJob"]["status"] == "CREATE FAILED"
+    assert "is in us-west-2, not in us-east-1" in job["batchInferenceJob"]["failureReason"]
 
 
 def test_a_result_inside_the_input_folder_is_refused(

@@ -103,6 +103,8 @@ def run_job(
 
     objects = _list_inputs(s3, in_bucket, in_prefix, spec.input_path)
     _check_output(s3, out_bucket, spec.output_path)
+    for bucket in dict.fromkeys((in_bucket, out_bucket)):
+        _check_region(s3, bucket, settings.region)
     if len(objects) > settings.max_input_files:
         raise JobFailure(
             f"Input data at {spec.input_path} has {len(objects)} files; the limit for a batch job "
@@ -176,6 +178,16 @@ def _list_inputs(s3: Any, bucket: str, prefix: str, path: str) -> list[tuple[str
             f"Input data not found: no files under {path}. Upload the input JSON lines there."
         )
     return found
+
+
+def _check_region(s3: Any, bucket: str, region: str) -> None:
+    """A job reads and writes buckets of its own region only (reference §1)."""
+    where = s3.get_bucket_location(Bucket=bucket).get("LocationConstraint") or "us-east-1"
+    if where != region:
+        raise JobFailure(
+            f"S3 bucket {bucket} is in {where}, not in {region}: the bucket must be in the "
+            "same region as the batch inference job."
+        )
 
 
 def _check_output(s3: Any, bucket: str, path: str) -> None:
