@@ -1485,13 +1485,11 @@ def _print_outcome(outcome: Any, args: argparse.Namespace) -> int:
                 ("result", outcome.result),
                 ("results", f"{merged.results:,}"),
                 ("errors", f"{merged.errors:,} (errors.jsonl)"),
-                *(
-                    [("errors kept", f"{outcome.kept_errors:,} (errors.jsonl too: not sent again)")]
-                    if outcome.kept_errors
-                    else []
-                ),
                 ("missing", f"{merged.missing:,} (missing.txt)"),
             ]
+            if outcome.kept_errors:  # --missing-only: errors of the run not sent again
+                kept = f"{outcome.kept_errors:,} (errors.jsonl too: not sent again)"
+                rows.insert(-1, ("errors kept", kept))
             if merged.duplicated_in_input:  # --keep-duplicates: answered once in their shard
                 rows.append(
                     (
