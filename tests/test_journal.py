@@ -158,3 +158,12 @@ def test_a_run_another_process_holds_is_busy_with_exit_75(
     err = capsys.readouterr().err
     assert "RunBusy: run busy is in use by another fanout process" in err
     assert "`fanout status busy` shows how far it got" in err
+
+
+def test_a_journal_that_cannot_be_opened_says_what_to_do(tmp_path: Path) -> None:
+    """helper-28: 'cannot write the run journal … Operation not permitted' gave no next step."""
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "journal.jsonl").mkdir()  # not a file: opening it for appending fails
+    with pytest.raises(ConfigError, match=r"cannot write the run journal .*must be writable"):
+        Journal.open(run_dir)

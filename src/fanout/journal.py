@@ -83,7 +83,11 @@ class Journal:
         try:
             fd = _open_private_append(path)
         except OSError as exc:
-            raise ConfigError(f"cannot write the run journal {path}: {exc.strerror}") from exc
+            raise ConfigError(
+                f"cannot write the run journal {path}: {exc.strerror}; fanout appends every step "
+                "there, so it must be writable by this user (check its permissions and "
+                "attributes, e.g. `lsattr`), or give another --state-dir for a new run"
+            ) from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
