@@ -441,3 +441,25 @@ def test_sigterm_with_sigint_ignored_cancels_the_run_not_the_task_it_lands_in() 
         cli._terminated.clear()
     assert seen == ["went on", "cancelled"]
     assert cli._main_task is None
+
+
+def test_status_prepare_and_merge_from_print_yaml_as_run_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-27: `--output yaml` was run's alone; status, prepare, merge and retry refused it."""
+    import json
+
+    import yaml
+
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a\nb\n")
+    state = ["--state-dir", str(tmp_path / "state")]
+    argv = ["prepare", "--ids", str(ids), "--local-dir", str(tmp_path / "out"), "--run-id", "y"]
+    assert main([*argv, *state, "--output", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["records"] == 2
+    assert main(["status", "y", *state, "--output", "json"]) == 0
+    as_json = json.loads(capsys.readouterr().out)
+    assert main(["status", "y", *state, "--output", "yaml"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == as_json

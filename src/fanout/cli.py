@@ -179,7 +179,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             help="parts uploading at once (8)",
         )
         _aws_options(prepare)
-        prepare.add_argument("--output", choices=["text", "json"], default="text")
+        prepare.add_argument("--output", choices=["text", "json", "yaml"], default="text")
 
     if only in (None, "submit"):
         submit = commands.add_parser(
@@ -420,7 +420,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
             "--job-output", metavar="VALUE", help="the run's --job-output, to read its S3 journal"
         )
         _aws_options(status)
-        status.add_argument("--output", choices=["text", "json"], default="text")
+        status.add_argument("--output", choices=["text", "json", "yaml"], default="text")
     return parser
 
 
@@ -663,7 +663,7 @@ def _aws_options(parser: argparse.ArgumentParser) -> None:
 
 def _text_or_json(parser: argparse.ArgumentParser) -> None:
     """--output for the summary and --log-format for progress, on the commands that run jobs."""
-    parser.add_argument("--output", choices=["text", "json"], default="text")
+    parser.add_argument("--output", choices=["text", "json", "yaml"], default="text")
     parser.add_argument(
         "--log-format", choices=["text", "json"], help="progress on stderr (json: one event a line)"
     )
@@ -1195,8 +1195,8 @@ def _run_prepare(args: argparse.Namespace) -> int:
         settings = _prepare_settings(args, None, args.run_id)
         result = _arun(_resolved, args, settings, prepare)
     summary = result.summary()
-    if args.output == "json":
-        print(json.dumps(summary, indent=2))
+    if args.output != "text":
+        _print_data(summary, args.output, None)
     else:
         _print_plan(result.plan, args.ids)
         print()
@@ -1964,8 +1964,8 @@ def _merge_from(args: argparse.Namespace) -> int:
 
     found = _arun(go)
     summary = dataclasses.asdict(found)
-    if args.output == "json":
-        print(json.dumps(summary, indent=2))
+    if args.output != "text":
+        _print_data(summary, args.output, None)
     else:
         _print_rows(list(summary.items()))
     if not found.results:  # as for a run: not one recommendation is a failure
@@ -1992,8 +1992,8 @@ def _run_status(args: argparse.Namespace) -> int:
             return await load_state(run_dir, aws, output)
 
     state = _arun(go)
-    if args.output == "json":
-        print(json.dumps(status_record(state), indent=2))
+    if args.output != "text":
+        _print_data(status_record(state), args.output, None)
     else:
         _print_rows(status_rows(state))
     return EXIT_OK
