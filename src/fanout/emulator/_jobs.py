@@ -168,10 +168,9 @@ def _list_inputs(s3: Any, bucket: str, prefix: str, path: str) -> list[tuple[str
                 if not obj["Key"].endswith("/")
             )
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         raise JobFailure(
-            f"Failed to read the input location {path} ({code}). Check the bucket exists in "
-            "this region and the role has s3:ListBucket and s3:GetObject on it."
+            f"Failed to read the input location {path} ({_code(exc)}). Check the bucket exists "
+            "in this region and the role has s3:ListBucket and s3:GetObject on it."
         ) from exc
     if not found:
         raise JobFailure(
@@ -195,11 +194,15 @@ def _check_output(s3: Any, bucket: str, path: str) -> None:
     try:
         s3.head_bucket(Bucket=bucket)
     except Exception as exc:
-        code = getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__)
         raise JobFailure(
-            f"Failed to write to the output location {path} ({code}). Check the bucket exists "
-            "in this region and the role has s3:PutObject on it."
+            f"Failed to write to the output location {path} ({_code(exc)}). Check the bucket "
+            "exists in this region and the role has s3:PutObject on it."
         ) from exc
+
+
+def _code(exc: Exception) -> str:
+    """An S3 error's code (a ClientError's), else the exception's type."""
+    return str(getattr(exc, "response", {}).get("Error", {}).get("Code", type(exc).__name__))
 
 
 def _open_input(s3: Any, bucket: str, key: str, region: str) -> Any:
