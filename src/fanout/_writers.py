@@ -574,36 +574,23 @@ def open_results(
     cells. `shape` fixes the CSV/Parquet columns; by default the first result decides. `owner`
     (a run ID) names its temporary file (`temporary_path`).
     """
-    result = _open_results(
-        Path(path), kind, fmt, overwrite, raw, separator, shape, row_group_rows, row_group_bytes
-    )
-    result._tmp = temporary_path(result.path, owner)
-    return result
-
-
-def _open_results(
-    path: Path,
-    kind: InputKind,
-    fmt: ResultFormat | None,
-    overwrite: bool,
-    raw: bool,
-    separator: str,
-    shape: ResultShape | None,
-    row_group_rows: int,
-    row_group_bytes: int,
-) -> ResultFile:
+    path = Path(path)
     chosen = fmt or ResultFormat.for_path(path)
     gzip = path.name.lower().endswith(".gz")
     if raw and chosen is not ResultFormat.JSONL:
         raise ConfigError("raw results (the service's lines verbatim) can only be JSON lines")
+    result: ResultFile
     if chosen is ResultFormat.JSONL:
-        return _JsonlFile(path, kind, overwrite, gzip, raw)
-    if chosen is ResultFormat.CSV:
+        result = _JsonlFile(path, kind, overwrite, gzip, raw)
+    elif chosen is ResultFormat.CSV:
         if not separator or separator in {"\n", "\r"}:
             raise ConfigError("the CSV list separator must be a non-empty string without newlines")
-        return _CsvFile(path, kind, overwrite, gzip, shape, separator)
-    if gzip:
-        raise ConfigError(f"{path.name}: Parquet files are compressed inside; drop the .gz")
-    if row_group_rows <= 0 or row_group_bytes <= 0:
-        raise ConfigError("row_group_rows and row_group_bytes must be positive")
-    return _ParquetFile(path, kind, overwrite, shape, row_group_rows, row_group_bytes)
+        result = _CsvFile(path, kind, overwrite, gzip, shape, separator)
+    else:
+        if gzip:
+            raise ConfigError(f"{path.name}: Parquet files are compressed inside; drop the .gz")
+        if row_group_rows <= 0 or row_group_bytes <= 0:
+            raise ConfigError("row_group_rows and row_group_bytes must be positive")
+        result = _ParquetFile(path, kind, overwrite, shape, row_group_rows, row_group_bytes)
+    result._tmp = temporary_path(path, owner)
+    return result

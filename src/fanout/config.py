@@ -29,6 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .errors import ConfigError
+from .storage import empty_segment
 
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
 KiB = 1024
@@ -88,16 +89,6 @@ def _check_kms_arn(value: str | None) -> str | None:
             f"Personalize requires; got {value!r} (aliases and bare key IDs are not accepted)"
         )
     return value
-
-
-def empty_segment(path: str) -> str | None:
-    """Why the S3 folder `path` (`s3://…`) is refused for its empty name between two slashes,
-    or None. S3 would keep it in every key (`s3://b//in/` is the prefix `/in/`, not `in/`):
-    a typo, almost always, and how Personalize reads such a path is not documented."""
-    if "//" not in path[5:]:
-        return None
-    fixed = "s3://" + "/".join(part for part in path[5:].split("/") if part) + "/"
-    return f"{path!r} has an empty folder name ('//'): did you mean {fixed}?"
 
 
 class S3DataConfig(_Frozen):

@@ -23,9 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .config import empty_segment
 from .errors import ConfigError
-from .storage import S3Uri
+from .storage import S3Uri, empty_segment
 
 __all__ = ["PERSONALIZE_PRINCIPAL", "PolicySet", "policies", "render"]
 

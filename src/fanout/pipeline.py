@@ -39,14 +39,7 @@ import orjson
 from anyio.streams.memory import MemoryObjectSendStream
 
 from ._formats import _PARQUET_MAGIC, _declared_format
-from .config import (
-    Limits,
-    S3DataConfig,
-    Timing,
-    UploadSettings,
-    check_run_id,
-    empty_segment,
-)
+from .config import Limits, S3DataConfig, Timing, UploadSettings, check_run_id
 from .errors import ConfigError, FanoutError, InputError, MergeError
 from .journal import (
     JOURNAL_NAME,
@@ -77,7 +70,7 @@ from .source import (
     s3_objects,
 )
 from .state import JobRecord, RunState, ShardInfo
-from .storage import ObjectInfo, ObjectReader, S3Uri
+from .storage import ObjectInfo, ObjectReader, S3Uri, empty_segment
 from .submit import SubmitOutcome, SubmitSettings, Submitter, check_job_names, job_name
 from .upload import LocalParts, PartWriter, UploadedPart, upload_parts
 
@@ -1319,15 +1312,12 @@ def _check_fits_parent(run_dir: Path, run_id: str, merge: Any) -> None:
     """A retry's run (`RUN-rN`) merged again is what its parent's merges add to the parent's
     result: to a file of another format (or a dataset) they could add it no more."""
     from .merge import ResultFormat
+    from .retry import parent_of
 
-    parent_id, _, number = run_id.rpartition("-r")
-    parent = run_dir.parent / parent_id
-    if not (parent_id and number.isdigit() and (parent / JOURNAL_NAME).exists()):
+    parent_id = parent_of(run_dir)
+    if parent_id is None:
         return
-    events = read_events(parent)
-    if not any(e.get("child") == run_id for e in events if e["event"] == "retry-started"):
-        return
-    merged = RunState.replay(events).merged
+    merged = RunState.replay(read_events(run_dir.parent / parent_id)).merged
     if merged is None:
         return
     kind = ResultFormat.for_path(Path(merged["out"])).value
@@ -1538,10 +1528,13 @@ def dataset_file(run_id: str, shard: int) -> str:
     return f"part-{run_id}-{shard:05d}.parquet"
 
 
+_CLAIM = "_fanout-"  # a run's claim on a result dataset: `_fanout-<run>`
+
+
 def dataset_claim(run_id: str) -> str:
     """The object a run keeps in a result dataset while it merges into it: another run's merge
     to the same prefix sees that the dataset is taken (it would mix both runs' rows)."""
-    return f"_fanout-{run_id}"
+    return _CLAIM + run_id
 
 
 async def _dataset_files(aws: Aws, where: S3Uri) -> list[str]:
@@ -1554,7 +1547,7 @@ async def _dataset_files(aws: Aws, where: S3Uri) -> list[str]:
         if "/" not in (name := item.key[len(prefix) :])
         and (
             name == "_SUCCESS"
-            or name.startswith("_fanout-")
+            or name.startswith(_CLAIM)
             or (name.startswith("part-") and name.endswith(".parquet"))
         )
     ]
@@ -1587,7 +1580,7 @@ async def _prepare_dataset(
     others = _other_runs(found, run_id)
     if others and not overwrite:
         names = [key.rsplit("/", 1)[-1] for key in others]
-        claims = [name.removeprefix("_fanout-") for name in names if name.startswith("_fanout-")]
+        claims = [name.removeprefix(_CLAIM) for name in names if name.startswith(_CLAIM)]
         now = f"; run {', '.join(claims)} is merging into it now" if claims else ""
         raise ConfigError(
             f"--out {where} already holds another run's result dataset ({len(others)} "

@@ -50,6 +50,16 @@ class S3Uri:
         )
 
 
+def empty_segment(path: str) -> str | None:
+    """Why the S3 folder `path` (`s3://…`) is refused for its empty name between two slashes,
+    or None. S3 would keep it in every key (`s3://b//in/` is the prefix `/in/`, not `in/`):
+    a typo, almost always, and how Personalize reads such a path is not documented."""
+    if "//" not in path[5:]:
+        return None
+    fixed = "s3://" + "/".join(part for part in path[5:].split("/") if part) + "/"
+    return f"{path!r} has an empty folder name ('//'): did you mean {fixed}?"
+
+
 @dataclass(frozen=True, slots=True)
 class ObjectInfo:
     key: str
