@@ -410,39 +410,6 @@ def test_merge_from_to_an_s3_dataset_says_it_writes_a_local_file(
     assert "merge --from writes one local file" in capsys.readouterr().err
 
 
-def test_sigterm_with_sigint_ignored_cancels_the_run_not_the_task_it_lands_in() -> None:
-    """A background job of a script ignores SIGINT, so asyncio installs no handler: SIGTERM
-    raised KeyboardInterrupt in whichever task was running, which asyncio logged with a
-    traceback of every task group (1 SIGTERM in 20). The run's main task is cancelled instead,
-    and the command ends with a KeyboardInterrupt as it does for Ctrl-C."""
-    import signal
-
-    import anyio
-
-    from fanout import cli
-
-    seen: list[str] = []
-
-    async def go() -> None:
-        try:
-            cli._on_sigterm(signal.SIGTERM, None)  # as if it came now, inside this task
-            seen.append("went on")
-            await anyio.sleep(10)
-        except anyio.get_cancelled_exc_class():
-            seen.append("cancelled")
-            raise
-
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            cli._arun(go)
-    finally:
-        signal.signal(signal.SIGINT, before)
-        cli._terminated.clear()
-    assert seen == ["went on", "cancelled"]
-    assert cli._main_task is None
-
-
 def test_status_prepare_and_merge_from_print_yaml_as_run_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -16,9 +16,9 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
@@ -30,12 +30,7 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # SIGTERM, as a shell reports a process it ended
 
 
-_T = TypeVar("_T")
-
 _terminated = threading.Event()  # SIGTERM came: the interruption is reported as such (143)
-
-
-_main_task: Any = None  # the asyncio task of the command's `_arun`, while it runs
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -46,39 +41,13 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     task. A KeyboardInterrupt raised here instead surfaced in whichever task was running (a
     merge reading S3, say), and asyncio logged it, with a traceback of every task group it
     went through, as an unhandled exception at shutdown. Where SIGINT is ignored (a background
-    job of a script: the runner then installs no handler), the main task `_arun` knows is
-    cancelled as the runner would; outside one, a KeyboardInterrupt it is."""
+    job of a script), a KeyboardInterrupt it is."""
     _terminated.set()
     on_sigint = signal.getsignal(signal.SIGINT)
     if callable(on_sigint):
         on_sigint(signal.SIGINT, frame)
-    elif (task := _main_task) is not None and not task.done():
-        task.get_loop().call_soon_threadsafe(task.cancel)
     else:
         raise KeyboardInterrupt
-
-
-def _arun(func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-    """`anyio.run(func, *args)`, its main task known to `_on_sigterm`; that task cancelled
-    there ends as a KeyboardInterrupt, as one cancelled by asyncio's SIGINT handler does."""
-    import asyncio
-
-    import anyio
-
-    async def main() -> _T:
-        global _main_task
-        _main_task = asyncio.current_task()
-        try:
-            return await func(*args)
-        finally:
-            _main_task = None
-
-    try:
-        return anyio.run(main)
-    except asyncio.CancelledError:
-        if _terminated.is_set():
-            raise KeyboardInterrupt from None
-        raise
 
 
 class _Version(argparse.Action):
@@ -1125,13 +1094,15 @@ def _print_rows(rows: Sequence[tuple[str, object]]) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     with _importing():
+        import anyio
+
         from .pipeline import new_run_id, plan_input
 
     async def plan(settings: Any, aws: Any) -> Any:
         return await plan_input(args.ids, aws.s3 if aws else None, settings)
 
     settings = _prepare_settings(args, None, new_run_id())
-    result = _arun(_resolved, args, settings, plan)
+    result = anyio.run(_resolved, args, settings, plan)
     if args.json:
         print(json.dumps(_plan_json(result), indent=2))
     else:
@@ -1187,13 +1158,15 @@ def _importing() -> Iterator[None]:
 def _run_prepare(args: argparse.Namespace) -> int:
     with _memory_ahead(args):
         with _importing():
+            import anyio
+
             from .pipeline import new_run_id, prepare
 
         if bool(args.job_input) == bool(args.local_dir):
             raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
         args.run_id = args.run_id or new_run_id()  # an interruption names it
         settings = _prepare_settings(args, None, args.run_id)
-        result = _arun(_resolved, args, settings, prepare)
+        result = anyio.run(_resolved, args, settings, prepare)
     summary = result.summary()
     if args.output != "text":
         _print_data(summary, args.output, None)
@@ -1531,6 +1504,7 @@ def exit_code(outcome: Any, allow_partial: bool) -> int:
 
 
 def _run_submit(args: argparse.Namespace) -> int:
+    import anyio
 
     from .aws import Aws
     from .pipeline import submit
@@ -1553,7 +1527,7 @@ def _run_submit(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await submit(run_dir, request, settings, aws, _reporter(args), merge)
 
-    return _print_outcome(_arun(go), args)
+    return _print_outcome(anyio.run(go), args)
 
 
 def _job_output_path(text: str | None) -> str | None:
@@ -1574,6 +1548,7 @@ def _job_output_path(text: str | None) -> str | None:
 
 
 def _run_resume(args: argparse.Namespace) -> int:
+    import anyio
 
     from .pipeline import adopt_remote_journal, load_state, needs_aws, resume
 
@@ -1591,7 +1566,7 @@ def _run_resume(args: argparse.Namespace) -> int:
                 await adopt_remote_journal(run_dir, aws, output)
             return await resume(run_dir, aws, overrides, _reporter(args), args.ids)
 
-    return _print_outcome(_arun(go), args)
+    return _print_outcome(anyio.run(go), args)
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -1637,6 +1612,8 @@ def execute_run(
 
     None if --dry-run."""
     with _importing():
+        import anyio
+
         from .aws import Aws
         from .pipeline import begin, check_destination, new_run_id, plan_input, submit
         from .preflight import check_request, preflight
@@ -1722,7 +1699,7 @@ def execute_run(
                 ready.run_dir, request, submit_settings, aws, report, merge, listener, ready.ids
             )
 
-    return _arun(go)
+    return anyio.run(go)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -1825,6 +1802,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
+    import anyio
 
     from .aws import Aws
     from .pipeline import resume
@@ -1840,7 +1818,7 @@ def _run_merge(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await resume(run_dir, aws, None, _reporter(args), None, merge)
 
-    return _print_outcome(_arun(go), args)
+    return _print_outcome(anyio.run(go), args)
 
 
 def _iam_path(text: str, member: str) -> tuple[str, str | None]:
@@ -1889,6 +1867,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_retry(args: argparse.Namespace) -> int:
+    import anyio
 
     from .aws import Aws
     from .pipeline import retry
@@ -1907,7 +1886,7 @@ def _run_retry(args: argparse.Namespace) -> int:
                 overrides={"poll_interval": args.poll_interval, "job_timeout": args.job_timeout},
             )
 
-    outcome = _arun(go)
+    outcome = anyio.run(go)
     if outcome is None:
         errors = run_dir / "errors.jsonl"
         left = error_lines(errors) if args.missing_only and errors.exists() else 0
@@ -1929,6 +1908,7 @@ def _run_retry(args: argparse.Namespace) -> int:
 
 
 def _merge_from(args: argparse.Namespace) -> int:
+    import anyio
 
     from .collect import collect
     from .records import InputKind
@@ -1962,7 +1942,7 @@ def _merge_from(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await collect(args.source, args.out, aws, **options)
 
-    found = _arun(go)
+    found = anyio.run(go)
     summary = dataclasses.asdict(found)
     if args.output != "text":
         _print_data(summary, args.output, None)
@@ -1976,6 +1956,7 @@ def _merge_from(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
+    import anyio
 
     from .pipeline import load_state
     from .status import status_record, status_rows
@@ -1991,7 +1972,7 @@ def _run_status(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await load_state(run_dir, aws, output)
 
-    state = _arun(go)
+    state = anyio.run(go)
     if args.output != "text":
         _print_data(status_record(state), args.output, None)
     else:
