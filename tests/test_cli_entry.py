@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -430,3 +431,77 @@ def test_status_prepare_and_merge_from_print_yaml_as_run_does(
     as_json = json.loads(capsys.readouterr().out)
     assert main(["status", "y", *state, "--output", "yaml"]) == 0
     assert yaml.safe_load(capsys.readouterr().out) == as_json
+
+
+def _stop_inside_arun(
+    raises: Exception | None, sigint: Any
+) -> tuple[type[BaseException] | None, list[str]]:
+    """`cli._arun` of a command that sends itself SIGTERM, with SIGINT set to `sigint` around
+    it; what `_arun` raised, and what the command's tasks saw."""
+    import signal
+
+    import anyio
+    import anyio.lowlevel
+
+    from fanout import cli
+
+    seen: list[str] = []
+
+    async def task(name: str) -> None:
+        try:
+            await anyio.sleep(30)
+        except anyio.get_cancelled_exc_class():
+            seen.append(f"{name} cancelled")
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):  # a journal write, say: still done
+                await anyio.lowlevel.checkpoint()
+            seen.append(f"{name} unwound")
+
+    async def command() -> None:
+        async with anyio.create_task_group() as group:
+            group.start_soon(task, "child")
+            await anyio.sleep(0.05)
+            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                await task("main")
+            finally:
+                if raises is not None:
+                    raise raises  # what a merge whose workers were cancelled says
+
+    before_int, before_term = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    signal.signal(signal.SIGINT, sigint)
+    signal.signal(signal.SIGTERM, cli._on_sigterm)
+    try:
+        cli._arun(command)
+    except BaseException as exc:  # what it raised is the result
+        return type(exc), seen
+    finally:
+        assert signal.getsignal(signal.SIGINT) is sigint, "SIGINT's handler was not put back"
+        signal.signal(signal.SIGINT, before_int)
+        signal.signal(signal.SIGTERM, before_term)
+        cli._terminated.clear()
+    return None, seen
+
+
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+@pytest.mark.parametrize("raises", [None, "MergeError"])
+def test_sigterm_cancels_the_commands_tasks_and_ends_as_an_interruption(
+    sigint: str, raises: str | None
+) -> None:
+    """SIGTERM stops a command's async part by cancelling every task under one cancel scope:
+    each task sees the cancellation where it waits and unwinds (a shielded cleanup still runs),
+    and `_arun` raises KeyboardInterrupt after, which `main` reports as 143. Also where SIGINT
+    is ignored (a script's background job), where a KeyboardInterrupt used to be raised in
+    whichever task was running and asyncio printed a traceback of every task group around it;
+    and when the command then fails (a merge whose workers were cancelled): the failure is the
+    stop's doing, not the run's."""
+    import signal
+
+    from fanout.errors import MergeError
+
+    handler = signal.default_int_handler if sigint == "default" else signal.SIG_IGN
+    error = MergeError("8000 input lines but 3457 accounted for") if raises else None
+    raised, seen = _stop_inside_arun(error, handler)
+    assert raised is KeyboardInterrupt
+    assert sorted(seen) == ["child cancelled", "child unwound", "main cancelled", "main unwound"]

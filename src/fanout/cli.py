@@ -16,9 +16,9 @@ import re
 import signal
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar, cast
 
 from ._memory import release_large_buffers
 from .errors import ConfigError, FanoutError
@@ -29,25 +29,90 @@ EXIT_PARTIAL = 3  # results written, but some IDs errored or are missing (--allo
 EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # SIGTERM, as a shell reports a process it ended
 
+_T = TypeVar("_T")
+
 
 _terminated = threading.Event()  # SIGTERM came: the interruption is reported as such (143)
+_stop: Callable[[], None] | None = None  # stops the command's async part (`_arun`), while it runs
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     """SIGTERM (what schedulers, systemd and `timeout` send), handled as Ctrl-C is: the command
-    stops cleanly, removes what it had half written, and says how to continue.
-
-    By SIGINT's own handler: inside `anyio.run`, asyncio's runner then cancels the run's main
-    task. A KeyboardInterrupt raised here instead surfaced in whichever task was running (a
-    merge reading S3, say), and asyncio logged it, with a traceback of every task group it
-    went through, as an unhandled exception at shutdown. Where SIGINT is ignored (a background
-    job of a script), a KeyboardInterrupt it is."""
+    stops cleanly, removes what it had half written, and says how to continue."""
     _terminated.set()
-    on_sigint = signal.getsignal(signal.SIGINT)
-    if callable(on_sigint):
-        on_sigint(signal.SIGINT, frame)
-    else:
+    _stop_command()
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _stop_command()
+
+
+def _stop_command() -> None:
+    """Stop the command: its async part by `_arun`'s cancel scope, anything else (or, a second
+    time, everything at once) by a KeyboardInterrupt where the signal landed."""
+    if _stop is None:
         raise KeyboardInterrupt
+    _stop()
+
+
+_STOPPED: Any = object()  # what `_arun`'s task returns when a signal stopped it
+
+
+def _arun(func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
+    """`anyio.run(func, *args)` inside a cancel scope that SIGINT and SIGTERM cancel; a command
+    stopped so raises KeyboardInterrupt once its tasks have unwound.
+
+    Why not asyncio's own SIGINT handling: it cancels the main task natively, and a native
+    cancellation that lands as a cancel scope of the run exits (a timeout, a task group done
+    early) can be taken for the scope's own and lost (agronholm/anyio#1214): the run then went
+    on with its tasks cancelled, and a SIGTERM during a merge ended `MergeError: 8000 input
+    lines but 3457 accounted for`. Where SIGINT is ignored (a background job of a script),
+    asyncio installs no handler at all, and SIGTERM's KeyboardInterrupt surfaced in whichever
+    task it landed in, with a traceback of every task group around it. A cancel scope is
+    anyio's own way to stop everything under it, shielded steps (journal writes, aborting
+    uploads) included.
+
+    A second signal raises KeyboardInterrupt where it lands, as asyncio does. A failure after
+    the stop was asked for is taken as the stop's doing: the run journal has every finished
+    step, and the command reports the interruption, not the failure."""
+    import asyncio
+
+    import anyio
+
+    async def main() -> Any:
+        global _stop
+        loop = asyncio.get_running_loop()
+        asked = 0
+
+        def stop() -> None:
+            nonlocal asked
+            asked += 1
+            if asked > 1:
+                raise KeyboardInterrupt
+            loop.call_soon_threadsafe(scope.cancel)
+
+        on_main = threading.current_thread() is threading.main_thread()
+        before = signal.getsignal(signal.SIGINT) if on_main else None
+        with anyio.CancelScope() as scope:
+            _stop = stop
+            if callable(before):  # asyncio's: SIGINT is not ignored here
+                signal.signal(signal.SIGINT, _on_sigint)
+            try:
+                return await func(*args)
+            except Exception:
+                if scope.cancel_called:
+                    return _STOPPED
+                raise
+            finally:
+                _stop = None
+                if callable(before):
+                    signal.signal(signal.SIGINT, before)
+        return _STOPPED  # cancelled: the scope caught it
+
+    result = anyio.run(main)
+    if result is _STOPPED:
+        raise KeyboardInterrupt
+    return cast("_T", result)
 
 
 class _Version(argparse.Action):
@@ -1094,15 +1159,13 @@ def _print_rows(rows: Sequence[tuple[str, object]]) -> None:
 
 def _run_plan(args: argparse.Namespace) -> int:
     with _importing():
-        import anyio
-
         from .pipeline import new_run_id, plan_input
 
     async def plan(settings: Any, aws: Any) -> Any:
         return await plan_input(args.ids, aws.s3 if aws else None, settings)
 
     settings = _prepare_settings(args, None, new_run_id())
-    result = anyio.run(_resolved, args, settings, plan)
+    result = _arun(_resolved, args, settings, plan)
     if args.json:
         print(json.dumps(_plan_json(result), indent=2))
     else:
@@ -1158,15 +1221,13 @@ def _importing() -> Iterator[None]:
 def _run_prepare(args: argparse.Namespace) -> int:
     with _memory_ahead(args):
         with _importing():
-            import anyio
-
             from .pipeline import new_run_id, prepare
 
         if bool(args.job_input) == bool(args.local_dir):
             raise ConfigError("give exactly one of --job-input (upload to S3) and --local-dir")
         args.run_id = args.run_id or new_run_id()  # an interruption names it
         settings = _prepare_settings(args, None, args.run_id)
-        result = anyio.run(_resolved, args, settings, prepare)
+        result = _arun(_resolved, args, settings, prepare)
     summary = result.summary()
     if args.output != "text":
         _print_data(summary, args.output, None)
@@ -1504,7 +1565,6 @@ def exit_code(outcome: Any, allow_partial: bool) -> int:
 
 
 def _run_submit(args: argparse.Namespace) -> int:
-    import anyio
 
     from .aws import Aws
     from .pipeline import submit
@@ -1527,7 +1587,7 @@ def _run_submit(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await submit(run_dir, request, settings, aws, _reporter(args), merge)
 
-    return _print_outcome(anyio.run(go), args)
+    return _print_outcome(_arun(go), args)
 
 
 def _job_output_path(text: str | None) -> str | None:
@@ -1548,7 +1608,6 @@ def _job_output_path(text: str | None) -> str | None:
 
 
 def _run_resume(args: argparse.Namespace) -> int:
-    import anyio
 
     from .pipeline import adopt_remote_journal, load_state, needs_aws, resume
 
@@ -1566,7 +1625,7 @@ def _run_resume(args: argparse.Namespace) -> int:
                 await adopt_remote_journal(run_dir, aws, output)
             return await resume(run_dir, aws, overrides, _reporter(args), args.ids)
 
-    return _print_outcome(anyio.run(go), args)
+    return _print_outcome(_arun(go), args)
 
 
 def _run_run(args: argparse.Namespace) -> int:
@@ -1612,8 +1671,6 @@ def execute_run(
 
     None if --dry-run."""
     with _importing():
-        import anyio
-
         from .aws import Aws
         from .pipeline import begin, check_destination, new_run_id, plan_input, submit
         from .preflight import check_request, preflight
@@ -1699,7 +1756,7 @@ def execute_run(
                 ready.run_dir, request, submit_settings, aws, report, merge, listener, ready.ids
             )
 
-    return anyio.run(go)
+    return _arun(go)
 
 
 def _run_bench(args: argparse.Namespace) -> int:
@@ -1802,7 +1859,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    import anyio
 
     from .aws import Aws
     from .pipeline import resume
@@ -1818,7 +1874,7 @@ def _run_merge(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await resume(run_dir, aws, None, _reporter(args), None, merge)
 
-    return _print_outcome(anyio.run(go), args)
+    return _print_outcome(_arun(go), args)
 
 
 def _iam_path(text: str, member: str) -> tuple[str, str | None]:
@@ -1867,7 +1923,6 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_retry(args: argparse.Namespace) -> int:
-    import anyio
 
     from .aws import Aws
     from .pipeline import retry
@@ -1886,7 +1941,7 @@ def _run_retry(args: argparse.Namespace) -> int:
                 overrides={"poll_interval": args.poll_interval, "job_timeout": args.job_timeout},
             )
 
-    outcome = anyio.run(go)
+    outcome = _arun(go)
     if outcome is None:
         errors = run_dir / "errors.jsonl"
         left = error_lines(errors) if args.missing_only and errors.exists() else 0
@@ -1908,7 +1963,6 @@ def _run_retry(args: argparse.Namespace) -> int:
 
 
 def _merge_from(args: argparse.Namespace) -> int:
-    import anyio
 
     from .collect import collect
     from .records import InputKind
@@ -1942,7 +1996,7 @@ def _merge_from(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await collect(args.source, args.out, aws, **options)
 
-    found = anyio.run(go)
+    found = _arun(go)
     summary = dataclasses.asdict(found)
     if args.output != "text":
         _print_data(summary, args.output, None)
@@ -1956,7 +2010,6 @@ def _merge_from(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-    import anyio
 
     from .pipeline import load_state
     from .status import status_record, status_rows
@@ -1972,7 +2025,7 @@ def _run_status(args: argparse.Namespace) -> int:
         async with Aws(_aws_settings(args)) as aws:
             return await load_state(run_dir, aws, output)
 
-    state = anyio.run(go)
+    state = _arun(go)
     if args.output != "text":
         _print_data(status_record(state), args.output, None)
     else:

@@ -564,16 +564,22 @@ def test_jobs_lost_by_the_service_are_reported_then_retried(
         emulator.stop()
 
 
-def test_sigterm_at_any_stage_stops_with_one_line_and_resume_finishes(user: User) -> None:
+@pytest.mark.parametrize("sigint", ["default", "ignored"])
+def test_sigterm_at_any_stage_stops_with_one_line_and_resume_finishes(
+    user: User, sigint: str
+) -> None:
     """SIGTERM (a scheduler's stop) while jobs are tracked and shards merged: exit 143 and one
     line naming `fanout resume`, every time. Raised in whichever task was running (a merge
     reading S3), it used to escape that task, and asyncio logged a traceback through every task
-    group at shutdown; it is handled as SIGINT is now, by cancelling the run's main task."""
-    ids = user.ids(8000, "term.txt")
+    group at shutdown; cancelled natively as asyncio's SIGINT handler does, a merge once went on
+    with its workers cancelled (`MergeError`, exit 1). Also as a script's background job, which
+    ignores SIGINT (asyncio then handles no signal at all)."""
+    ids = user.ids(8000, f"term-{sigint}.txt")
     info = user.info
-    run = "term"
+    run = f"term-{sigint}"
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint == "ignored" else None
     args = [
-        "run", "--ids", str(ids), "--out", str(user.tmp / "term.jsonl"), "--run-id", run,
+        "run", "--ids", str(ids), "--out", str(user.tmp / f"{run}.jsonl"), "--run-id", run,
         "--state-dir", str(user.state),
         "--solution-version-arn", info.solution_versions["user-personalization"],
         "--role-arn", info.role_arn, "--num-results", "5",
@@ -595,7 +601,8 @@ def test_sigterm_at_any_stage_stops_with_one_line_and_resume_finishes(user: User
     for event, more in ((b"job-status", 3), (b"shard-merged", 1), (b"shard-merged", 2)):
         target = count(event) + more
         process = subprocess.Popen(FANOUT + command, env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                   stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=ignore)  # fmt: skip
         deadline = time.monotonic() + 60
         while process.poll() is None and count(event) < target and time.monotonic() < deadline:
             time.sleep(0.003)
@@ -610,4 +617,4 @@ def test_sigterm_at_any_stage_stops_with_one_line_and_resume_finishes(user: User
         command = resume
     result = subprocess.run(FANOUT + resume, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert len((user.tmp / "term.jsonl").read_text().splitlines()) == 8000
+    assert len((user.tmp / f"{run}.jsonl").read_text().splitlines()) == 8000
