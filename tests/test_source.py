@@ -1794,3 +1794,48 @@ async def test_a_read_error_on_the_reader_thread_names_the_file(
     monkeypatch.setattr(source_module, "_line_chunk", failing)
     with pytest.raises(InputError, match=r"cannot read input file .*ids\.txt: Input/output error"):
         await read_spec(str(path), chunk_bytes=256)
+
+
+@pytest.mark.parametrize("name", ["ids.txt", "ids", "-"])
+@pytest.mark.parametrize(
+    ("data", "ids", "lines"),
+    [
+        (b"user_id\n1\n2\n", ["1", "2"], 2),  # a one-column export's header
+        (b"\xef\xbb\xbfUSER_ID\r\n\r\nx\r\n", ["x"], 2),  # any case, after a BOM and CRLF
+        (b"\nuserId\nok\n", ["ok"], 2),  # the first non-blank line
+        (b"userId,x\na,1\n", ["a"], 1),  # a table exported as text: its ID column
+        (b"id\tname\nq\tw\n", ["q"], 1),
+        (b'{"userId":"a"}\n', ["a"], 1),  # JSON lines named .txt
+        (b"a,b\nc\n", ["a,b", "c"], 2),  # an ID list with a comma in an ID: text
+        (b"users\nu1\n", ["users", "u1"], 2),  # not a name fanout knows: an ID
+    ],
+)
+async def test_a_text_files_first_line_is_looked_at_for_a_header_or_json(
+    name: str, data: bytes, ids: list[str], lines: int
+) -> None:
+    """A text input's first non-blank line that names the ID column (`userId`, `user_id`, `id`,
+    any case) is its header, not an ID: alone, the lines after it are IDs (read as text: as CSV
+    an ID would be split at its commas); with other columns, the file is a table. One that is a
+    JSON object makes the file JSON lines. These used to be sent as IDs (`user_id`, `userId,x`,
+    `{"userId":"a"}`), whether the file was called .txt, had no known name, or was stdin."""
+    result = await read([(name, data)])
+    assert result.ids() == ids
+    assert result.stats.lines == lines
+    check_consistent(result)
+
+
+async def test_given_format_text_reads_every_line_as_an_id() -> None:
+    result = await read([("ids.txt", b"user_id\n1\n")], format="text")
+    assert result.ids() == ["user_id", "1"]
+
+
+async def test_a_json_array_is_refused_not_read_a_line_an_id() -> None:
+    """A pretty-printed JSON array would send `[`, each object with its comma, and `]`."""
+    with pytest.raises(ConfigError, match=r"JSON array.*jq -c"):
+        await read([("ids", b'[\n  {"userId": "a"},\n]\n')])
+
+
+async def test_a_header_skipped_still_counts_in_the_line_numbers_of_rejects() -> None:
+    result = await read([("ids.txt", b"\nuser_id\nok\nb\x01d\n")])
+    assert result.ids() == ["ok"]
+    assert result.reasons() == [(4, "control-character")]

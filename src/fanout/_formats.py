@@ -2,7 +2,8 @@
 
 A file's format is declared (`SourceOptions.format`), told by its name, or sniffed: gzip by its
 magic bytes (`_Gunzip` undoes it), Parquet by its own, JSON lines by a first non-blank line that
-starts with `{`, else text (one ID per line). CSV/TSV name their ID column in a header row.
+starts with `{`, else text (one ID per line), unless that line is a header naming the ID column
+(`_FileFormat._sniffed`; `.txt` files too). CSV/TSV name their ID column in a header row.
 
 `_Encoder` is stage 1 of the source: it turns one `_Piece` of text, CSV/TSV, JSON lines or
 Parquet values into an `_Encoded` (records, fingerprints, rejects), in a worker thread.
@@ -10,7 +11,6 @@ Parquet values into an `_Encoded` (records, fingerprints, rejects), in a worker 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import zlib
@@ -446,35 +446,30 @@ class _FileFormat:
         self.fmt = fmt
         self.column: int | None = None
         self.column_name = ""
-        # A text file by its name, with an ID column named: columns if its first line names
-        # that column (a table exported as `.txt`, as a spreadsheet's "Text (Tab delimited)"
-        # is), else text (an ID list among tables, in a folder given as the input).
-        self._header_named = fmt == "text" and options.format == "auto" and bool(options.id_column)
+        # Text by its name (`.txt`) is looked at as a file without a known name is: JSON lines
+        # if its first line is an object, a table if that line is a header naming the ID column
+        # (a table exported as `.txt`, as a spreadsheet's "Text (Tab delimited)" is).
+        self._named_text = fmt == "text" and options.format == "auto"
 
     def pieces(self, cut: bytes) -> Iterator[_Piece]:
         """Sniff the format and read the CSV header where needed; pieces ready for stage 1."""
-        if self.fmt is None:
+        if self.fmt is None or self._named_text:
+            named, self._named_text = self._named_text, False
             line = _first_nonblank(cut)
             if line is None:
                 yield self._piece("text", cut)
                 return
-            first = cut[line[0] : line[1]]
-            self.fmt = "jsonl" if first.lstrip().startswith(b"{") else "text"
+            first = cut[line[0] : line[1]].removeprefix(_BOM).strip()
+            self.fmt = self._sniffed(first, named)
             if self._kind is InputKind.RANKING and self.fmt != "jsonl":
                 raise _ranking_needs_jsonl(self.name, self.fmt)
-            if self._id_column is not None and self.fmt == "text":  # columns, by their name
-                self.fmt = _delimited(first)
-        elif self._header_named:
-            self._header_named = False
-            line = _first_nonblank(cut)
-            if line is not None:
-                first = cut[line[0] : line[1]].removesuffix(b"\r")
-                fmt = _delimited(first)
-                text = first.decode("utf-8", "replace")
-                with contextlib.suppress(csv.Error):
-                    header = next(csv.reader([text], delimiter=_delimiter(fmt)), [])
-                    if self._id_column in [cell.strip() for cell in header]:
-                        self.fmt = fmt
+            if self.fmt == "header":  # one ID column named: read as text after it
+                self.fmt = "text"
+                lo, hi = line
+                if lo:
+                    yield self._piece("text", cut[:lo])
+                yield self._piece("text", cut[hi + 1 :], skip=1)
+                return
         if self.fmt in ("csv", "tsv") and self.column is None:
             line = _first_nonblank(cut)
             if line is None:
@@ -487,6 +482,35 @@ class _FileFormat:
             yield self._piece(self.fmt, cut[hi + 1 :], skip=1)
             return
         yield self._piece(self.fmt, cut)
+
+    def _sniffed(self, first: bytes, named: bool) -> str:
+        """The format of a file whose first non-blank line is `first` (stripped): JSON lines
+        for an object; CSV/TSV for a header with the ID column in it (named by --id-column, or
+        one `_id_column_names` gives); "header" for a line that is only such a name: a
+        one-column table, read as text after that line (as CSV it would split IDs at commas
+        and unquote them); else text. With --id-column, a file not `named` text is a table
+        (whose header must name the column). A JSON array is refused: one ID a line would be
+        `[`, each object with its comma, and `]`."""
+        if first.startswith(b"{"):
+            return "jsonl"
+        if first.startswith(b"["):
+            raise ConfigError(
+                f"{self.name}: its first line is {_shown(first)}: a JSON array, which fanout "
+                "does not read; give JSON lines, one object a line (`jq -c '.[]' FILE`), or "
+                "--format text if that line is an ID"
+            )
+        fmt = _delimited(first)
+        try:
+            cells = next(csv.reader([first.decode("utf-8")], delimiter=_delimiter(fmt)), [])
+        except (csv.Error, UnicodeDecodeError):
+            return "text"
+        names = [cell.strip() for cell in cells]
+        if self._id_column is not None:
+            return fmt if self._id_column in names or not named else "text"
+        known = {name.lower() for name in _id_column_names(self._kind)}
+        if not known.intersection(name.lower() for name in names):
+            return "text"
+        return fmt if len(names) > 1 else "header"
 
     def _piece(self, fmt: str, data: bytes, skip: int = 0) -> _Piece:
         column, column_name = self.column or 0, self.column_name
@@ -513,6 +537,15 @@ class _FileFormat:
                     f"ID; if it is the header, give --id-column {columns[0]!r}"
                 )
         return _pick_column(self.name, columns, self._id_column, self._kind)
+
+
+_BOM = b"\xef\xbb\xbf"
+
+
+def _shown(line: bytes, most: int = 40) -> str:
+    """`line` for a message: decoded, cut to `most` characters."""
+    text = line.decode("utf-8", "replace")
+    return repr(text if len(text) <= most else text[:most] + "…")
 
 
 def _delimited(first: bytes) -> str:

@@ -139,7 +139,8 @@ class SourceOptions:
     `format="auto"` picks the format by file name (after removing `.gz`): `.csv`, `.tsv`/`.tab`,
     `.jsonl`/`.ndjson`/`.json`, `.parquet`/`.pq`, `.txt`/`.text`; any other name, and stdin, is
     sniffed: Parquet magic bytes, else a first non-blank line starting with `{` means JSON lines,
-    else text (one ID per line). `filter_values` (from `--filter-values NAME=v1,v2`) is added to
+    else text (one ID per line; a first line naming the ID column is a header, for `.txt` too).
+    `filter_values` (from `--filter-values NAME=v1,v2`) is added to
     every record. `chunk_bytes` is the size of the pieces the input is cut into: each
     `RecordBatch` holds the records of about that much input, and the source holds about three
     pieces in memory.
