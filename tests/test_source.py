@@ -1240,6 +1240,22 @@ async def test_parquet_integer_ids_and_bad_columns(tmp_path: Path) -> None:
         await read_spec(str(path), id_column="score")
 
 
+@pytest.mark.parametrize(
+    ("column", "said"),
+    [("score", r"'score', is not named for the userId"), ("itemId", r"named for the itemId")],
+)
+async def test_a_one_column_parquet_file_of_another_name_is_refused_not_guessed(
+    tmp_path: Path, column: str, said: str
+) -> None:
+    """Its only column was taken as the IDs whatever its name (helper-30: item IDs and scores
+    went out as user IDs); as for CSV, it is refused, saying what to give if it holds them."""
+    path = tmp_path / "one.parquet"
+    write_parquet(path, {column: ["i1", "i2"]})
+    with pytest.raises(ConfigError, match=f"{said}.*--id-column '{column}'"):
+        await read_spec(str(path))
+    assert (await read_spec(str(path), id_column=column)).ids() == ["i1", "i2"]
+
+
 _ODD_VALUES: list[Any] = [
     "u1",
     None,

@@ -566,7 +566,8 @@ def _pick_column(
     name: str, columns: Sequence[str], wanted: str | None, kind: InputKind
 ) -> tuple[int, str]:
     """The index and name of the ID column: `wanted`, else one named for the kind's ID field
-    (`userId`, `user_id`, `id`, any case), else the only one."""
+    (`userId`, `user_id`, `id`, any case); else a ConfigError, even for a file of one column
+    (an `itemId` or `score` column sent as user IDs would be wrong without a word)."""
     shown = ", ".join(repr(column) for column in columns)
     if wanted is not None:
         if wanted in columns:
@@ -579,8 +580,19 @@ def _pick_column(
         for index, column in enumerate(columns):
             if column.lower() == candidate.lower():
                 return index, column
-    if len(columns) == 1:
-        return 0, columns[0]
+    if len(columns) == 1:  # a Parquet file's (CSV's are refused so before): not guessed
+        other = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)}
+        field_name = other.get(columns[0].lower())
+        why = (
+            f": it is named for the {field_name}, which this solution's recipe does not take"
+            if field_name is not None and field_name != kind.id_field
+            else ""
+        )
+        raise ConfigError(
+            f"{name}: its one column, {columns[0]!r}, is not named for the {kind.id_field} "
+            f"({', '.join(_id_column_names(kind))}, in any case){why}; if it holds the IDs, "
+            f"give --id-column {columns[0]!r}"
+        )
     raise ConfigError(
         f"{name}: cannot tell which column holds the {kind.id_field}; the columns are {shown}: "
         "give the ID column (id_column / --id-column)"
