@@ -555,6 +555,22 @@ class _ParquetFile(ResultFile):
             self._writer = None
 
 
+def result_format(
+    path: Path, fmt: ResultFormat | None, raw: bool = False, separator: str = "|"
+) -> ResultFormat:
+    """The format of a result file at `path` (`fmt`, or from its name), refused with what to
+    change if the options do not fit it: checked before a run starts (`MergeSettings`) as
+    when the file is opened."""
+    chosen = fmt or ResultFormat.for_path(path)
+    if raw and chosen is not ResultFormat.JSONL:
+        raise ConfigError("raw results (the service's lines verbatim) can only be JSON lines")
+    if chosen is ResultFormat.CSV and (not separator or separator in {"\n", "\r"}):
+        raise ConfigError("the CSV list separator must be a non-empty string without newlines")
+    if chosen is ResultFormat.PARQUET and path.name.lower().endswith(".gz"):
+        raise ConfigError(f"{path.name}: Parquet files are compressed inside; drop the .gz")
+    return chosen
+
+
 def open_results(
     path: Path | str,
     kind: InputKind,
@@ -575,20 +591,14 @@ def open_results(
     (a run ID) names its temporary file (`temporary_path`).
     """
     path = Path(path)
-    chosen = fmt or ResultFormat.for_path(path)
+    chosen = result_format(path, fmt, raw, separator)
     gzip = path.name.lower().endswith(".gz")
-    if raw and chosen is not ResultFormat.JSONL:
-        raise ConfigError("raw results (the service's lines verbatim) can only be JSON lines")
     result: ResultFile
     if chosen is ResultFormat.JSONL:
         result = _JsonlFile(path, kind, overwrite, gzip, raw)
     elif chosen is ResultFormat.CSV:
-        if not separator or separator in {"\n", "\r"}:
-            raise ConfigError("the CSV list separator must be a non-empty string without newlines")
         result = _CsvFile(path, kind, overwrite, gzip, shape, separator)
     else:
-        if gzip:
-            raise ConfigError(f"{path.name}: Parquet files are compressed inside; drop the .gz")
         if row_group_rows <= 0 or row_group_bytes <= 0:
             raise ConfigError("row_group_rows and row_group_bytes must be positive")
         result = _ParquetFile(path, kind, overwrite, shape, row_group_rows, row_group_bytes)

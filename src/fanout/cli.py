@@ -505,7 +505,8 @@ def _merge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
         "--out",
         required=required,
         metavar="PATH",
-        help="the result file: .jsonl (default), .csv or .parquet (.gz for text)"
+        help="the result file, in the format its name says: .jsonl, .csv or .parquet (.gz for "
+        "text), or --out-format"
         + ("" if required else "; merged as each job turns ACTIVE"),
     )
     add(

@@ -990,6 +990,11 @@ class MergeSettings:
                 raise ConfigError(f"--out {why}")
         else:  # journalled: a resume or retry from another directory finds the same file
             object.__setattr__(self, "out", str(Path(self.out).absolute()))
+            from ._writers import ResultFormat, result_format
+
+            # Before the run starts: found at the merge, a resume could never get past it.
+            fmt = ResultFormat(self.fmt) if self.fmt else None
+            result_format(Path(self.out), fmt, self.raw, self.separator)
         if self.concurrency < 1:
             raise ConfigError("merge concurrency must be at least 1")
 

@@ -89,6 +89,29 @@ def test_a_run_id_whose_jobs_exist_is_refused_before_the_run_begins(
     assert len(user.jobs("reused")) == 1
 
 
+@pytest.mark.parametrize(
+    ("out", "extra", "said"),
+    [
+        ("recs", [], "cannot tell the result format from 'recs'"),
+        ("raw.parquet", ["--raw"], "raw results (the service's lines verbatim) can only be JSON"),
+        ("r.parquet.gz", [], "cannot tell the result format from 'r.parquet.gz'"),
+        ("r.csv", ["--separator", ""], "separator must be a non-empty string"),
+    ],
+)
+def test_a_result_file_the_merge_could_not_write_is_refused_before_the_run_starts(
+    user: User, capsys: pytest.CaptureFixture[str], out: str, extra: list[str], said: str
+) -> None:
+    """helper-31: these passed --dry-run and stopped the run at its merge, after its jobs, and
+    every resume stopped there again (a resume cannot change --out). Refused up front now, dry
+    run too, before the run exists."""
+    args = run_args(user, "badout", user.ids(10), user.tmp / out, *extra)
+    for dry in (["--dry-run"], []):
+        code, _, err = user.cli([*args, *dry], capsys)
+        assert code == 2 and said in err, err
+    assert not (user.state / "badout").exists()
+    assert "Contents" not in user.s3.list_objects_v2(Bucket=user.info.bucket, Prefix="in/")
+
+
 def test_run_user_personalization_with_filter_tags_and_kms(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -375,7 +398,7 @@ def test_a_result_inside_the_input_folder_is_refused(
     # The input file itself as --out, with --overwrite: the results would replace the IDs.
     ids = folder / "users.txt"
     for given in (ids, Path(os.path.relpath(ids))):
-        args = run_args(user, "same", given, ids, "--overwrite")
+        args = run_args(user, "same", given, ids, "--overwrite", "--out-format", "jsonl")
         code, _, err = user.cli(args, capsys)
         assert code == 2 and "is the input file --ids" in err, err
         assert ids.read_text() == "u1\nu2\n"
