@@ -506,8 +506,7 @@ def _merge_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
         required=required,
         metavar="PATH",
         help="the result file, in the format its name says: .jsonl, .csv or .parquet (.gz for "
-        "text), or --out-format"
-        + ("" if required else "; merged as each job turns ACTIVE"),
+        "text), or --out-format" + ("" if required else "; merged as each job turns ACTIVE"),
     )
     add(
         "--out-format",
