@@ -32,6 +32,8 @@ MAX_SEGMENT_USERS = 5_000_000  # users per segment (reference §3)
 THEME_REGIONS = ("us-east-1", "us-west-2", "ap-northeast-1")  # reference §3
 MAX_TAGS = 50  # per resource (reference §3): TooManyTagsException past it
 LAST_SHARD = 99_999  # the longest shard folder name, shard-99999/, for the request check
+# itemExplorationConfig's keys (User-Personalization, reference §4) and their values' bounds
+EXPLORATION = {"explorationWeight": (0.0, 1.0), "explorationItemAgeCutOff": (0.0, float("inf"))}
 
 
 def check_request(request: dict[str, Any], run_id: str, name: str, job_type: JobType) -> None:
@@ -65,6 +67,7 @@ def check_request(request: dict[str, Any], run_id: str, name: str, job_type: Job
         raise ConfigError(
             f"the service would refuse these jobs: {exc.message}{derived}: fix that option"
         ) from None
+    _check_exploration(request)
     if request.get("themeGenerationConfig") and (
         request.get("batchInferenceJobMode") != "THEME_GENERATION"
     ):
@@ -79,6 +82,36 @@ def check_request(request: dict[str, Any], run_id: str, name: str, job_type: Job
     repeated = sorted({key for key in keys if keys.count(key) > 1}, key=str)
     if repeated:
         raise ConfigError(f"--tags gives the key {repeated[0]!r} twice: give each key once")
+
+
+def _check_exploration(request: dict[str, Any]) -> None:
+    """itemExplorationConfig's keys and values, which the model leaves a free map of strings:
+    a misspelt key is refused by name, with the one meant (the emulator refuses it as the
+    service is taken to; a service that ignored it would run without the exploration asked)."""
+    config = request.get("batchInferenceJobConfig") or {}
+    exploration = config.get("itemExplorationConfig") or {} if isinstance(config, dict) else {}
+    for key, value in exploration.items():
+        bounds = EXPLORATION.get(key)
+        if bounds is None:
+            import difflib
+
+            close = difflib.get_close_matches(str(key), list(EXPLORATION), n=1)
+            meant = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(
+                f"--batch-inference-job-config: itemExplorationConfig has no key {key!r}{meant}; "
+                f"its keys are {' and '.join(EXPLORATION)}"
+            )
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        low, high = bounds
+        if not low <= number <= high:
+            span = f"from {low:g} to {high:g}" if high < float("inf") else f"of at least {low:g}"
+            raise ConfigError(
+                f"--batch-inference-job-config: itemExplorationConfig {key}={value!r} must be a "
+                f"number {span}"
+            )
 
 
 def check_recipe(

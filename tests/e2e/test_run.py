@@ -417,6 +417,27 @@ def test_a_request_the_service_would_refuse_uploads_nothing(
     assert code == 0, err
 
 
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("explorationWieght=0.3", "no key 'explorationWieght' (did you mean explorationWeight?)"),
+        ("explorationWeight=1.5", "explorationWeight='1.5' must be a number from 0 to 1"),
+        ("explorationItemAgeCutOff=soon", "must be a number of at least 0"),
+    ],
+)
+def test_a_misspelt_exploration_key_or_bad_value_is_refused_before_the_upload(
+    user: User, capsys: pytest.CaptureFixture[str], config: str, said: str
+) -> None:
+    """helper-31: itemExplorationConfig is a free map in the model, so a misspelt key passed
+    --dry-run, the shards were uploaded, and CreateBatchInferenceJob refused it (exit 1)."""
+    args = run_args(user, "explore", user.ids(20), user.tmp / "x.jsonl")
+    option = ["--batch-inference-job-config", f"itemExplorationConfig={{{config}}}"]
+    for dry in (["--dry-run"], []):
+        code, _, err = user.cli([*args, *option, *dry], capsys)
+        assert code == 2 and said in err, err
+    assert not (user.state / "explore").exists() and user.sent_ids("explore") == []
+
+
 def test_an_input_of_rejects_and_blank_lines_runs_no_job_and_says_so(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
