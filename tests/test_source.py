@@ -565,6 +565,16 @@ async def test_a_byte_order_mark_is_stripped_on_any_line() -> None:
     assert result.reasons() == []
 
 
+async def test_a_byte_order_mark_is_stripped_on_any_json_line_too() -> None:
+    """helper-30: JSON lines joined with `cat` had their second file's first line rejected
+    (orjson refuses a BOM); stripped as for text now, doubled too, and alone it is blank."""
+    bom = "\ufeff"
+    data = f'{bom}{{"userId":"a"}}\n{bom}{bom}{{"userId":"b"}}\n{bom}\n'.encode()
+    result = await read([("cat.jsonl", data)])
+    assert result.ids() == ["a", "b"]
+    assert result.reasons() == [] and result.stats.blank == 1
+
+
 def test_kernel_strips_exactly_what_the_per_line_path_strips() -> None:
     """Every character Python counts as whitespace, U+FEFF, and their neighbours in code point
     order, at either end or inside an ID, settles as `_check_line` settles it."""

@@ -368,6 +368,8 @@ class _Encoder:
 
     def _jsonl(self, piece: _Piece) -> _Encoded:
         lines = _lines_of(piece.data)
+        if _BOM in piece.data:  # files joined with `cat`: a BOM where each began, as for text
+            lines = [_without_boms(line) for line in lines]
         records: list[bytes] = []
         rec_lines: list[int] = []
         ids: list[bytes] = []
@@ -414,6 +416,12 @@ class _Encoder:
         fps = _fingerprints_of(ids) if self.dedupe else np.empty(0, np.uint64)
         where = np.array(rec_lines, np.int64)
         return _Encoded(piece, len(lines), len(lines), blank, data, ends, fps, where, rejects, None)
+
+
+def _without_boms(line: bytes) -> bytes:
+    while line.startswith(_BOM):
+        line = line[len(_BOM) :]
+    return line
 
 
 def _lines_of(data: bytes) -> list[bytes]:
