@@ -726,9 +726,10 @@ def test_any_bytes_keep_the_invariant_and_never_raise(data: bytes, fmt: str, ded
             magic = data.startswith((b"\x1f\x8b", b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff"))
             assert magic or any(reason in str(exc) for reason in refused), exc
             return None
-        except ConfigError as exc:  # CSV header without a usable column
-            assert fmt in ("csv", "tsv")
-            assert "column" in str(exc)
+        except ConfigError as exc:  # CSV header without a usable column; a JSON array
+            assert fmt in ("csv", "tsv", "auto")
+            said = ("column", "header row") if fmt != "auto" else ("column", "header", "array")
+            assert any(words in str(exc) for words in said), exc
             return None
 
     result = anyio.run(run)
@@ -938,6 +939,53 @@ async def test_jsonl_user_records_are_normalised_and_merged_with_filter_values()
         b'{"userId":"u1","filterValues":{"A":"\\"1\\"","B":"\\"x\\""}}\n'
         b'{"userId":"u2","filterValues":{"A":"\\"1\\"","B":"\\"y\\""}}\n'
     )
+
+
+_NO_FILTER = "the run has no filter (--filter-arn), so the job would ignore it"
+
+
+@pytest.mark.parametrize(
+    ("placeholders", "sent", "said"),
+    [
+        (None, ["ok", "case"], {"many": "at most 25"}),
+        (
+            ("GENRE",),
+            ["ok"],
+            {
+                "case": "has no $genre placeholder (it has $GENRE; names are case-sensitive)",
+                "many": "has no $K0 placeholder",
+            },
+        ),
+        ((), [], {"ok": _NO_FILTER, "case": _NO_FILTER, "many": _NO_FILTER}),
+    ],
+)
+async def test_a_lines_own_filter_values_meet_the_services_limits_and_the_runs_filter(
+    placeholders: tuple[str, ...] | None, sent: list[str], said: dict[str, str]
+) -> None:
+    """helper-30: a line's own filterValues went out unchecked: a name in another case than the
+    filter's placeholder (silently ignored by the job, which then filtered by the run's value
+    alone), names the service refuses, values over its 1000 characters, more than 25 names, and
+    values with no filter at all. Rejected now, each saying why; the filter's placeholders are
+    known in a run (`placeholders`; `()`: no filter), not in a prepare (None)."""
+    one = '\\"x\\"'
+    lines = [
+        '{"userId": "ok", "filterValues": {"GENRE": "\\"a\\""}}',
+        '{"userId": "case", "filterValues": {"genre": "\\"Drama\\""}}',
+        '{"userId": "name", "filterValues": {"bad key!": "\\"a\\""}}',
+        '{"userId": "long", "filterValues": {"GENRE": "\\"' + "a" * 1000 + '\\""}}',
+        '{"userId": "many", "filterValues": {'
+        + ", ".join(f'"K{n}": "{one}"' for n in range(26))
+        + "}}",
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    result = await read([("in.jsonl", data)], placeholders=placeholders)
+    assert result.ids() == sent
+    details = {entry["raw"].split('"')[3]: entry["detail"] for entry in result.rejects}
+    assert "1 to 50 letters, digits or _" in details["name"]
+    assert "its value is 1,002 characters; the service takes 1,000" in details["long"]
+    for user, why in said.items():
+        assert why in details[user], details[user]
+    check_consistent(result)
 
 
 async def test_jsonl_shape_rules_for_users() -> None:
@@ -1855,10 +1903,13 @@ async def test_given_format_text_reads_every_line_as_an_id() -> None:
     assert result.ids() == ["user_id", "1"]
 
 
-async def test_a_json_array_is_refused_not_read_a_line_an_id() -> None:
-    """A pretty-printed JSON array would send `[`, each object with its comma, and `]`."""
+@pytest.mark.parametrize("first", [b"[", b'[{"userId": "a"},', b'["a", "b"]', b"[]", b"[ {"])
+async def test_a_json_array_is_refused_not_read_a_line_an_id(first: bytes) -> None:
+    """A pretty-printed JSON array would send `[`, each object with its comma, and `]`; an ID
+    that starts with `[` is still one."""
     with pytest.raises(ConfigError, match=r"JSON array.*jq -c"):
-        await read([("ids", b'[\n  {"userId": "a"},\n]\n')])
+        await read([("ids", first + b'\n  {"userId": "a"},\n]\n')])
+    assert (await read([("ids", b"[a]\nb\n")])).ids() == ["[a]", "b"]
 
 
 async def test_a_header_skipped_still_counts_in_the_line_numbers_of_rejects() -> None:

@@ -19,7 +19,7 @@ import mmap
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -335,12 +335,14 @@ class _JsonRecords:
         filter_values: Mapping[str, str],
         tpl: _Template,
         max_items: int = MAX_ITEM_LIST,
+        placeholders: Sequence[str] | None = None,
     ) -> None:
         self.kind = kind
         self.field = kind.id_field
         self.limit = limit
         self.max_items = max_items
         self.filter_values = filter_values
+        self.placeholders = placeholders
         self.tpl = tpl
         self.allowed = [self.field]
         if kind is InputKind.RANKING:
@@ -432,8 +434,17 @@ class _JsonRecords:
                         f"filterValues[{name!r}] must be a string of double-quoted values "
                         'separated by commas, e.g. "\\"a\\",\\"b\\""',
                     )
+                why = filter_value_problem(name, spec, self.placeholders)
+                if why is not None:
+                    return (wrong, f"filterValues[{name!r}]: {why}")
             merged = {**merged, **given}
             keys += len(given)
+            if len(merged) > MAX_FILTER_VALUES:
+                return (
+                    wrong,
+                    f"filterValues has {len(merged)} names with the run's --filter-values; the "
+                    f"service takes at most {MAX_FILTER_VALUES}",
+                )
         if merged:
             parts += [b',"filterValues":', orjson.dumps(merged, option=orjson.OPT_SORT_KEYS)]
         parts.append(b"}\n")
@@ -537,6 +548,28 @@ def _json_type(value: object) -> str:
         list: "an array",
         dict: "an object",
     }.get(type(value), type(value).__name__)
+
+
+MAX_FILTER_VALUES = 25  # names in one line's filterValues (reference §1.5)
+MAX_FILTER_VALUE = 1000  # characters of one name's value, its quoted values joined
+_FILTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
+
+
+def filter_value_problem(name: str, spec: str, placeholders: Sequence[str] | None) -> str | None:
+    """Why the service's limits (reference §1.5) or the run's filter would not take filter value
+    `name` with `spec` (its double-quoted values joined), or None: the name is a placeholder's,
+    without `$`, of 1-50 letters, digits or `_`; the value at most 1000 characters; and with
+    `placeholders` known (the filter's, `()` for a run without one), one of them, as cased."""
+    if not _FILTER_NAME.fullmatch(name):
+        return "a name is the placeholder's without $: 1 to 50 letters, digits or _"
+    if len(spec) > MAX_FILTER_VALUE:
+        return f"its value is {len(spec):,} characters; the service takes {MAX_FILTER_VALUE:,}"
+    if placeholders is not None and name not in placeholders:
+        if not placeholders:
+            return "the run has no filter (--filter-arn), so the job would ignore it"
+        have = ", ".join(f"${p}" for p in placeholders)
+        return f"the filter has no ${name} placeholder (it has {have}; names are case-sensitive)"
+    return None
 
 
 def _filter_value_ok(spec: object) -> bool:

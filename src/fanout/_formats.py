@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -150,7 +151,12 @@ class _Encoder:
         encoded = orjson.dumps(filter_values, option=orjson.OPT_SORT_KEYS)
         self.tpl = _Template.make(self.field, encoded if filter_values else None, check)
         self.json = _JsonRecords(
-            options.kind, self.limit, filter_values, self.tpl, options.max_item_list
+            options.kind,
+            self.limit,
+            filter_values,
+            self.tpl,
+            options.max_item_list,
+            options.placeholders,
         )
 
     def encode(self, piece: _Piece) -> _Encoded:
@@ -501,7 +507,7 @@ class _FileFormat:
         `[`, each object with its comma, and `]`."""
         if first.startswith(b"{"):
             return "jsonl"
-        if first.startswith(b"["):
+        if _JSON_ARRAY.match(first):
             raise ConfigError(
                 f"{self.name}: its first line is {_shown(first)}: a JSON array, which fanout "
                 "does not read; give JSON lines, one object a line (`jq -c '.[]' FILE`), or "
@@ -548,6 +554,7 @@ class _FileFormat:
 
 
 _BOM = b"\xef\xbb\xbf"
+_JSON_ARRAY = re.compile(rb"\[\s*(?:[{\"\]]|$)")  # `[`, `[{`, `["…`, `[]`: not an ID like `[a]`
 
 
 def _shown(line: bytes, most: int = 40) -> str:

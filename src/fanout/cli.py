@@ -969,6 +969,17 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
                 f"give every value once, e.g. {name}={','.join([*values[name], *found])}"
             )
         values[name] = found
+    from ._encode import MAX_FILTER_VALUES, filter_value_problem
+
+    for name, found in values.items():
+        why = filter_value_problem(name, ",".join(json.dumps(v) for v in found), None)
+        if why is not None:
+            raise ConfigError(f"--filter-values {name}: {why}")
+    if len(values) > MAX_FILTER_VALUES:
+        raise ConfigError(
+            f"--filter-values gives {len(values)} names; the service takes at most "
+            f"{MAX_FILTER_VALUES} on a line"
+        )
     return values
 
 
@@ -1728,7 +1739,7 @@ def execute_run(
 
     async def go() -> Any:
         async with Aws(_aws_settings(args)) as aws:
-            kind = await preflight(
+            checked = await preflight(
                 aws,
                 request,
                 given_kind,
@@ -1736,9 +1747,10 @@ def execute_run(
                 filter_values=settings.source.filter_values,
                 per_line=_may_carry_filter_values(args.ids, settings.source.format),
             )
-            ready = dataclasses.replace(
-                settings, source=dataclasses.replace(settings.source, kind=kind)
+            source = dataclasses.replace(
+                settings.source, kind=checked.kind, placeholders=checked.placeholders
             )
+            ready = dataclasses.replace(settings, source=source)
             if args.dry_run:
                 plan = await plan_input(ready.ids, aws.s3, ready)
                 await check_destination(ready, aws, request, submit_settings.job_name_prefix)

@@ -846,6 +846,7 @@ def _settings_record(settings: PrepareSettings) -> dict[str, Any]:
             "max_id_length": settings.source.max_id_length,
             "max_item_list": settings.source.max_item_list,
             "chunk_bytes": settings.source.chunk_bytes,
+            "placeholders": settings.source.placeholders,
         },
         "limits": settings.limits.model_dump(),
         "timing": settings.timing.model_dump(),
@@ -860,6 +861,10 @@ def _portable(spec: str) -> str:
     if spec == "-" or spec.startswith("s3://"):
         return spec
     return str(Path(spec).absolute())
+
+
+def _tuple_or_none(values: list[str] | None) -> tuple[str, ...] | None:
+    return None if values is None else tuple(values)
 
 
 def _settings_from_record(state: RunState, state_dir: Path, ids: str | None) -> PrepareSettings:
@@ -897,6 +902,7 @@ def _settings_from_record(state: RunState, state_dir: Path, ids: str | None) -> 
             max_id_length=source["max_id_length"],
             max_item_list=source.get("max_item_list", MAX_ITEM_LIST),
             **({"chunk_bytes": source["chunk_bytes"]} if "chunk_bytes" in source else {}),
+            placeholders=_tuple_or_none(source.get("placeholders")),
         ),
         limits=Limits.model_validate(record["limits"]),
         timing=Timing.model_validate(record["timing"]),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .config import S3DataConfig
@@ -169,6 +170,19 @@ def check_recipe(
     return recipe_kind
 
 
+def placeholders_of(expression: str) -> tuple[str, ...]:
+    """The placeholder names (without `$`) of a filter expression, sorted, each once."""
+    return tuple(sorted(set(re.findall(r"\$([A-Za-z0-9_]+)", expression))))
+
+
+@dataclass(frozen=True, slots=True)
+class Checked:
+    """What preflight found that the run goes on with."""
+
+    kind: InputKind  # the input kind the recipe takes
+    placeholders: tuple[str, ...]  # the filter's placeholder names; () without a filter
+
+
 def check_filter_values(
     arn: str | None, expression: str, values: Collection[str], per_line: bool
 ) -> None:
@@ -185,7 +199,7 @@ def check_filter_values(
             )
         return
     clauses = [clause.strip() for clause in expression.split("|")]
-    found = [set(re.findall(r"\$([A-Za-z0-9_]+)", clause)) for clause in clauses]
+    found = [set(placeholders_of(clause)) for clause in clauses]
     placeholders = set().union(*found)
     for name in sorted(values):
         if name not in placeholders:
@@ -214,8 +228,9 @@ async def preflight(
     *,
     filter_values: Collection[str] = (),
     per_line: bool = True,
-) -> InputKind:
-    """Check the job request against the account; return the input kind the recipe takes.
+) -> Checked:
+    """Check the job request against the account; return the input kind the recipe takes and
+    the filter's placeholders.
     `filter_values`: the names of the run's --filter-values; `per_line`: whether the input's
     lines may carry their own (see `check_filter_values`)."""
     from .aws import describe_solution_version
@@ -263,4 +278,4 @@ async def preflight(
     keys = {key for key in (source.kms_key_arn, destination.kms_key_arn) if key}
     for key in sorted(keys):
         await aws.check_kms_key(key)
-    return recipe_kind
+    return Checked(recipe_kind, placeholders_of(expression))

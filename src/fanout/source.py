@@ -154,6 +154,9 @@ class SourceOptions:
     max_id_length: int = 256
     max_item_list: int = MAX_ITEM_LIST
     chunk_bytes: int = _DEFAULT_CHUNK
+    # The run's filter's placeholder names, `()` for a run without a filter, None if not known
+    # (plan, prepare): a JSON line's own filterValues name one of them, or it is rejected.
+    placeholders: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.format not in _FORMATS:

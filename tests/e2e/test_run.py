@@ -157,6 +157,40 @@ def test_run_user_personalization_with_filter_tags_and_kms(
     assert code == 0 and "merged" in stdout and f"{counts['results']:,} results" in stdout
 
 
+def test_a_lines_filter_value_the_runs_filter_would_not_take_is_rejected(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-30: `{"genre": …}` beside `--filter-values GENRE=Comedy` went out and the job
+    filtered by Comedy alone; per-line values without any --filter-arn went out too. The run
+    knows its filter's placeholders from preflight: such lines are rejected, saying why, and
+    a resume (which prepares again) keeps the rule."""
+    ids = user.tmp / "fv.jsonl"
+    ids.write_text(
+        '{"userId": "ok", "filterValues": {"GENRE": "\\"Drama\\""}}\n'
+        '{"userId": "typo", "filterValues": {"genre": "\\"Drama\\""}}\n'
+        '{"userId": "plain"}\n'
+    )
+    filtered = ["--filter-arn", user.info.filters["fanout-genre-filter"]]
+    for run, extra, sent in (
+        ("fv", [*filtered, "--filter-values", "GENRE=Comedy"], ["ok", "plain"]),
+        ("nofilter", [], ["plain"]),
+    ):
+        out = user.tmp / f"{run}-recs.jsonl"
+        code, _, err = user.cli(run_args(user, run, ids, out, *extra), capsys)
+        assert code == 0, err
+        assert sorted(user.sent_ids(run)) == sorted(sent)
+        rejected = (user.state / run / "rejects.jsonl").read_text().splitlines()
+        rejects = [json.loads(line) for line in rejected]
+        said = {json.loads(r["raw"])["userId"]: r["detail"] for r in rejects}
+        if run == "fv":
+            assert said.keys() == {"typo"} and "has no $genre placeholder" in said["typo"]
+        else:
+            assert said.keys() == {"ok", "typo"}
+            assert all("no filter (--filter-arn)" in why for why in said.values())
+    state = RunState.replay(read_events(user.state / "fv"))
+    assert state.settings["source"]["placeholders"] == ["GENRE"]
+
+
 def test_run_personalized_ranking_to_parquet(
     user: User, capsys: pytest.CaptureFixture[str]
 ) -> None:
