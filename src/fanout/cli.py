@@ -1411,6 +1411,34 @@ def _has_journal(args: argparse.Namespace, run: str) -> bool:
         return False
 
 
+def _say_running_jobs(args: argparse.Namespace) -> None:
+    """After a run stopped on an error: the jobs it created that still run, if any. Personalize
+    cannot stop a batch job, so they run (and cost) to the end whatever fanout does next."""
+    run = getattr(args, "run_id", None)
+    if not run or not _has_journal(args, run):
+        return
+    from .journal import read_events
+    from .state import RunState
+
+    try:
+        state = RunState.replay(read_events(_state_dir(args) / run))
+    except (OSError, FanoutError):
+        return
+    running = [
+        job.name
+        for shard in sorted(state.jobs)
+        if (job := state.job(shard)) is not None and not job.status.terminal
+    ]
+    if running:
+        names = ", ".join(running[:3]) + (f" and {len(running) - 3} more" if running[3:] else "")
+        print(
+            f"fanout: {len(running)} job(s) of run {run} still run ({names}): a batch job cannot "
+            f"be stopped. `fanout resume {run}` waits for them and merges their results once "
+            f"the cause is fixed; `fanout status {run}` lists them",
+            file=sys.stderr,
+        )
+
+
 def _check_query(query: str | None) -> None:
     """A --query that is not JMESPath is refused before the command runs, not after it."""
     if query:
@@ -2227,6 +2255,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise cause from group
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if args.command in {"run", "submit", "resume"}:
+            _say_running_jobs(args)
         return exc.exit_code
     except KeyboardInterrupt:
         run = getattr(args, "run_id", None)

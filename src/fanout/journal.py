@@ -12,10 +12,11 @@ one run at once; the kernel drops the lock when its process dies, even by `kill 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -23,7 +24,7 @@ import aiofiles
 import anyio
 import orjson
 
-from .errors import ConfigError, RunBusy, naming
+from .errors import ConfigError, FanoutError, RunBusy, naming
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -117,6 +118,20 @@ class Journal:
             os.close(self._fd)
             self._fd = -1
 
+    @contextlib.asynccontextmanager
+    async def stop_recorded(self) -> AsyncIterator[None]:
+        """Journal the error that ends the block, if it is fanout's (a bad input found half
+        way, a part that cannot be written...) or the system's, as a `stopped` event: `fanout
+        status` says why the run stopped, not only where. An interruption is not an error."""
+        try:
+            yield
+        except Exception as exc:
+            cause = _first_error(exc)
+            if cause is not None:
+                with anyio.CancelScope(shield=True):
+                    await self.append("stopped", error=type(cause).__name__, reason=str(cause))
+            raise
+
     async def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one event and fsync it; return the event as written.
 
@@ -153,6 +168,16 @@ class Journal:
             for record in records:
                 self.listener(record)
         return records
+
+
+def _first_error(exc: BaseException) -> FanoutError | OSError | None:
+    """`exc`, or the first FanoutError or OSError in its group, if it is one of those."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := _first_error(inner)) is not None:
+                return found
+        return None
+    return exc if isinstance(exc, FanoutError | OSError) else None
 
 
 def busy(run_id: str, path: Path) -> RunBusy:

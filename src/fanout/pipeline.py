@@ -528,7 +528,7 @@ async def prepare(settings: PrepareSettings, aws: Aws | None = None) -> PrepareR
     """Shard and upload the input; journal every step. Needs `aws` unless writing locally."""
     started = time.perf_counter()
     plan = await begin(settings, aws)
-    async with Journal.open(settings.run_dir) as journal:
+    async with Journal.open(settings.run_dir) as journal, journal.stop_recorded():
         shards, stats = await _prepare(settings, plan, journal, aws, None, _ignore_shard)
     return _prepared(settings, plan, shards, stats, time.perf_counter() - started)
 
@@ -1107,7 +1107,7 @@ async def submit(
     journal event (live progress); `ids` is the input, if given again (stdin, which `begin`
     left unread for the run to read once)."""
     read_events(run_dir)  # no such run: say so, and create nothing
-    async with Journal.open(run_dir) as journal:
+    async with Journal.open(run_dir) as journal, journal.stop_recorded():
         journal.listener = listener
         if listener is not None:
             for event in read_events(run_dir):
@@ -1181,7 +1181,7 @@ async def resume(
     `merge` (re-)merges the results (`fanout merge RUN`).
     """
     read_events(run_dir)  # no such run: say so, and create nothing
-    async with Journal.open(run_dir) as journal:
+    async with Journal.open(run_dir) as journal, journal.stop_recorded():
         journal.listener = listener
         if listener is not None:
             for event in read_events(run_dir):

@@ -93,6 +93,7 @@ class RunState:
     results_ready: bool = False  # its result may already be in place (replace it on resume)
     retried: list[dict[str, Any]] = field(default_factory=list)  # `retried` since `merged`
     retrying: dict[str, Any] | None = None  # the retry-started event of a retry not finished
+    stopped: dict[str, Any] | None = None  # the error that stopped the last attempt, until more
     last_event: float = 0.0
 
     @classmethod
@@ -119,6 +120,7 @@ class RunState:
     def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("event")
         self.last_event = float(event["t"])
+        self.stopped = event if kind == "stopped" else None
         if kind == "part-written":
             self.parts[(int(event["shard"]), int(event["part"]))] = event
         elif kind == "shard-ready":

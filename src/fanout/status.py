@@ -74,6 +74,12 @@ def status_record(state: RunState) -> dict[str, Any]:
         "jobs": state.counts(),
         "shards": shards,
     }
+    if state.stopped is not None:
+        record["stopped"] = {
+            "at": _when(float(state.stopped["t"])),
+            "error": state.stopped["error"],
+            "reason": state.stopped["reason"],
+        }
     if state.prepared is not None:
         record["source"] = state.prepared.get("source")
     if state.submit is not None:
@@ -105,6 +111,9 @@ def status_rows(state: RunState) -> list[tuple[str, object]]:
         ("shards", f"{record['shards_ready']} ready of {record['shards_planned'] or '?'} planned"),
         ("jobs", jobs or "none yet"),
     ]
+    if "stopped" in record:
+        stop = record["stopped"]
+        rows.insert(2, ("stopped", f"{stop['at']}: {stop['error']}: {stop['reason']}"))
     if "result" in record:
         counts = record["reconciliation"]
         rows.append(("result", record["result"]))

@@ -28,6 +28,7 @@ from fanout.emulator import Emulator
 from fanout.errors import InputError
 from fanout.journal import read_events
 from fanout.state import RunState
+from fanout.status import status_rows
 from fanout.storage import S3Uri
 
 
@@ -1566,3 +1567,49 @@ def test_order_input_restores_the_input_order_in_every_format(
         capsys,
     )
     assert code == 2 and "--order input needs the input" in err
+
+
+def test_an_input_found_broken_after_jobs_began_says_so_in_status_and_names_the_jobs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-30: a gzip cut short, found so at its end once the first shards' jobs were
+    created, stopped the run (exit 1) with only the gzip error: nothing said that its jobs
+    still ran (a batch job cannot be stopped), and `fanout status` said `submitting`. The error
+    now names the jobs still running, and the journal keeps it (`stopped`) for status."""
+    emulator = start(job_seconds=30)
+    try:
+        user = User(emulator.info, tmp_path, monkeypatch)
+        packed = gzip.compress(b"".join(b"user-%07d\n" % i for i in range(4_000_000)), 1)
+        args = run_args(user, "cut", Path("-"), tmp_path / "cut.jsonl", "--max-job-bytes", "2MB")
+        command = [sys.executable, "-m", "fanout.cli", *args]
+        env = {**os.environ, **user.env}
+        log = tmp_path / "stderr.txt"
+        with log.open("wb") as stderr:  # a file: a pipe left unread would fill and stop it
+            child = subprocess.Popen(
+                command, stdin=subprocess.PIPE, stderr=stderr, stdout=subprocess.DEVNULL, env=env
+            )
+        assert child.stdin is not None
+        # More than one 4 MiB read of stdin (the source's piece), and the gzip's end not yet
+        assert len(packed) > 6_000_000
+        child.stdin.write(packed[:6_000_000])
+        child.stdin.flush()
+        deadline = time.monotonic() + 60
+        while not user.jobs("cut"):
+            assert time.monotonic() < deadline and child.poll() is None, "no job was created"
+            time.sleep(0.02)
+        child.stdin.close()
+        child.wait(timeout=60)
+        err = log.read_text()
+        assert child.returncode == 1, err
+        lines = err.strip().splitlines()
+        assert "gzip data is truncated" in lines[-2]
+        assert re.search(r"job\(s\) of run cut still run \(fanout-cut-00000", lines[-1]), lines
+        assert "`fanout resume cut` waits for them" in lines[-1]
+        code = main(["status", "cut", "--state-dir", str(user.state)])
+        assert code == 0
+    finally:
+        emulator.stop()
+    state = RunState.replay(read_events(user.state / "cut"))
+    assert state.stopped is not None and state.stopped["error"] == "InputError"
+    rows = dict(status_rows(state))
+    assert "InputError: <stdin>: gzip data is truncated" in str(rows["stopped"])
