@@ -8,6 +8,7 @@ import gzip
 import io
 import json
 import lzma
+import random
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -1411,6 +1412,28 @@ async def test_a_prefix_of_parquet_files_is_estimated_from_its_first_whole_file(
     estimate = await pipeline.estimate_input("s3://b/t/", store, SourceOptions())
     assert 350 <= estimate.records <= 450  # from about 100 bytes of 4,400
     assert estimate.how.startswith("extrapolated from the first 10")
+
+
+async def test_a_large_gzip_file_is_estimated_from_its_sample_not_called_unknown(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """helper-30: the plan of a gzip file past the exact-count size read its first bytes, whose
+    gzip member does not end there, took that for a truncated file, and gave no number (no
+    shards, no waves, no time). A sample's unfinished member is expected now."""
+    from fanout import pipeline
+
+    monkeypatch.setattr(pipeline, "EXACT_COUNT_BYTES", 10_000)
+    monkeypatch.setattr(pipeline, "SAMPLE_BYTES", 20_000)
+    lines = b"".join(b"%032x\n" % random.Random(i).getrandbits(128) for i in range(20_000))
+    path = tmp_path / "ids.txt.gz"
+    path.write_bytes(gzip.compress(lines, 1))
+    estimate = await pipeline.estimate_input(str(path), None, SourceOptions(chunk_bytes=4800))
+    assert not estimate.exact and estimate.how.startswith("extrapolated from the first")
+    assert 17_000 <= estimate.records <= 23_000
+    truncated = tmp_path / "cut.txt.gz"
+    truncated.write_bytes(path.read_bytes()[:8000])  # under the exact-count size: counted
+    with pytest.raises(InputError, match="gzip data is truncated"):
+        await pipeline.estimate_input(str(truncated), None, SourceOptions(chunk_bytes=4800))
 
 
 async def test_a_large_local_parquet_file_is_estimated_from_its_footer_and_first_rows(

@@ -275,7 +275,7 @@ async def _limited(
                 return
 
     async for first in files:  # no size: a sample must not size the dedupe set for the whole file
-        yield InputFile(first.name, head(first.chunks), None)
+        yield InputFile(first.name, head(first.chunks), None, sample=True)
         return
 
 
@@ -339,7 +339,7 @@ async def estimate_input(
     except InputError:
         if exact:
             raise
-        # A sample can end inside a gzip member: what was read before still counts.
+        # A sample that is not the input's start (a broken file): estimated from what was read.
     stats = source.stats
     if exact:
         return InputEstimate(stats.records, nbytes, exact=True, how="counted", skipped=skipped)

@@ -212,6 +212,7 @@ class InputFile:
     size: int | None  # stored size, if known
     path: str | None = None
     input_size: int | None = None  # a folder's files: all of their stored sizes together
+    sample: bool = False  # cut short on purpose (a plan's sample): a gzip may end mid-member
 
 
 @dataclass(frozen=True, slots=True)
@@ -998,7 +999,8 @@ class Source:
                 break
             self._bytes_in += len(more)
             gunzip.feed(more)
-        gunzip.finish()
+        if not one.sample:
+            gunzip.finish()
 
     async def _file_pieces(self, file_no: int, one: InputFile) -> AsyncIterator[_Piece]:
         fmt = _declared_format(one.name, self._options.format)
