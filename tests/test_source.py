@@ -9,6 +9,7 @@ import io
 import json
 import lzma
 import random
+import re
 import sys
 import zipfile
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -1919,6 +1920,24 @@ async def test_a_text_files_first_line_is_looked_at_for_a_header_or_json(
     assert result.ids() == ids
     assert result.stats.lines == lines
     check_consistent(result)
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "said"),
+    [
+        ("s.csv", b"userId;score\na;1\n", "separated by ';': fanout reads commas (CSV) and tabs"),
+        ("t.csv", b"userId\tscore\na\t1\n", "separated by tabs: give --format tsv"),
+        ("p.tsv", b"userId|score\na|1\n", "separated by '|'"),
+    ],
+)
+async def test_a_table_separated_by_another_character_is_refused_saying_how(
+    name: str, data: bytes, said: str
+) -> None:
+    """helper-30: `userId;score` in a .csv read as one column, and the advice given (its whole
+    header as --id-column, or --format text) sent rows like `a;1` as IDs."""
+    for column in (None, data.split(b"\n")[0].decode()):
+        with pytest.raises(ConfigError, match=re.escape(said)):
+            await read([(name, data)], id_column=column)
 
 
 async def test_given_format_text_reads_every_line_as_an_id() -> None:
