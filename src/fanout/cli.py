@@ -1782,8 +1782,13 @@ def execute_run(
             if args.dry_run:
                 plan = await plan_input(ready.ids, aws.s3, ready)
                 await check_destination(ready, aws, request, submit_settings.job_name_prefix)
-                _print_plan(plan, args.ids)
-                print("preflight   every check passed; nothing was uploaded or created")
+                passed = "every check passed; nothing was uploaded or created"
+                if args.output != "text" or args.query:
+                    found = {"run_id": run_id, "plan": _plan_json(plan), "preflight": passed}
+                    _print_data(found, args.output, args.query)
+                else:
+                    _print_plan(plan, args.ids)
+                    print(f"preflight   {passed}")
                 return None
             plan = await begin(ready, aws, (request, submit_settings, merge))
             report(

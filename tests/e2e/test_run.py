@@ -499,6 +499,15 @@ def test_dry_run_prints_the_plan_and_creates_nothing(
     assert code == 0, err
     assert "job shards" in out and "every check passed" in out
     assert not (user.state / "dry").exists() and user.jobs("dry") == []
+    # helper-31: --output and --query were ignored (the text plan went to a script).
+    args = run_args(user, "dry", ids, user.tmp / "x.jsonl", "--dry-run", "--output", "json")
+    code, out, err = user.cli(args, capsys)
+    assert code == 0, err
+    found = json.loads(out)
+    assert found["plan"]["records"] == 5000 and "every check passed" in found["preflight"]
+    code, out, err = user.cli([*args, "--query", "plan.records"], capsys)
+    assert code == 0 and out.strip() == "5000", err
+    assert not (user.state / "dry").exists()
 
 
 def test_every_shard_failed_exits_1_with_every_id_listed_as_missing(
