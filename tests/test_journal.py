@@ -167,3 +167,10 @@ def test_a_journal_that_cannot_be_opened_says_what_to_do(tmp_path: Path) -> None
     (run_dir / "journal.jsonl").mkdir()  # not a file: opening it for appending fails
     with pytest.raises(ConfigError, match=r"cannot write the run journal .*must be writable"):
         Journal.open(run_dir)
+
+
+def test_no_journal_says_which_commands_fetch_one_from_s3(tmp_path: Path) -> None:
+    """helper-31: the hint said --job-output as if every command took it (report, merge and
+    retry do not): it names the two that fetch a run's journal from S3."""
+    with pytest.raises(ConfigError, match=r"`fanout status RUN --job-output PATH` or `fanout "):
+        read_events(tmp_path / "nosuch")

@@ -218,7 +218,8 @@ def read_events(run_dir: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise ConfigError(
             f"no run journal at {path}: is the run ID or --state-dir right? (a run submitted "
-            "elsewhere can be read from S3 with --job-output)"
+            "elsewhere: `fanout status RUN --job-output PATH` or `fanout resume RUN --job-output "
+            "PATH` fetches its journal from S3)"
         ) from None
     return parse_events(data, str(path))
 
