@@ -313,7 +313,7 @@ def _parser(only: str | None = None) -> argparse.ArgumentParser:
         )
         bench.add_argument("--users", type=_positive_int, default=100_000, help="users (100000)")
         bench.add_argument("--id-length", type=_positive_int, default=12, help="ID length (12)")
-        bench.add_argument("--num-results", type=_positive_int, default=25)
+        bench.add_argument("--num-results", type=_positive_int, default=25, help="items (25)")
         bench.add_argument(
             "--recipe",
             default="user-personalization",
@@ -781,8 +781,8 @@ def _emulator_options(parser: argparse.ArgumentParser) -> None:
     add("--host", default="127.0.0.1", help="address to bind (127.0.0.1; loopback is the safe one)")
     add("--s3-port", type=int, default=0, help="S3/KMS/IAM/STS port (0 = a free port)")
     add("--personalize-port", type=int, default=0, help="Personalize port (0 = a free port)")
-    add("--region", default="us-east-1")
-    add("--bucket", default="fanout-emulator", help="the bucket to create")
+    add("--region", default="us-east-1", help="the region of every ARN and of S3 (us-east-1)")
+    add("--bucket", default="fanout-emulator", help="the bucket to create (fanout-emulator)")
     add("--quota", type=_positive_int, default=5, help="non-terminal batch inference jobs (5)")
     add("--segment-quota", type=_positive_int, default=5, help="non-terminal segment jobs (5)")
     add("--job-seconds", type=float, default=0.5, help="minimum seconds in each job state (0.5)")
