@@ -1958,3 +1958,37 @@ async def test_a_header_skipped_still_counts_in_the_line_numbers_of_rejects() ->
     result = await read([("ids.txt", b"\nuser_id\nok\nb\x01d\n")])
     assert result.ids() == ["ok"]
     assert result.reasons() == [(4, "control-character")]
+
+
+@pytest.mark.parametrize(
+    ("header", "said"),
+    [
+        (b"userId,userId", "'userId' and 'userId' both name the userId: name them apart"),
+        (b"UserID,USER_ID", "'UserID' and 'USER_ID' both name the userId: give the one"),
+    ],
+)
+async def test_two_columns_naming_the_id_are_refused_not_one_taken(
+    header: bytes, said: str
+) -> None:
+    """helper-30: the first was taken without a word. A row number `id` beside `user_id` is
+    not such a pair: `user_id` is taken."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        await read([("t.csv", header + b"\na,b\n")])
+    assert (await read([("t.csv", b"id,user_id\n1,u1\n")])).ids() == ["u1"]
+
+
+async def test_a_gzipped_parquet_file_is_read_as_from_stdin(tmp_path: Path) -> None:
+    """helper-30: `x.parquet.gz` was read in place as Parquet, its gzip bytes and all, and
+    failed ("magic bytes not found"), while the same bytes on stdin were read."""
+    data = write_parquet(tmp_path / "u.parquet", {"userId": ["p1", "p2"]})
+    path = tmp_path / "u.parquet.gz"
+    path.write_bytes(gzip.compress(data))
+    assert (await read_spec(str(path))).ids() == ["p1", "p2"]
+
+
+async def test_a_null_item_list_says_null_not_missing() -> None:
+    data = b'{"userId": "r9", "itemList": null}\n'
+    result = await read([("r.jsonl", data)], kind=InputKind.RANKING)
+    assert [entry["detail"] for entry in result.rejects] == [
+        "itemList is null: it must be a list of item IDs"
+    ]

@@ -406,9 +406,11 @@ class _JsonRecords:
             return checked
         parts = [self.tpl.head, orjson.dumps(checked)]
         if self.kind is InputKind.RANKING:
-            items = obj.get("itemList")
-            if items is None:
+            if "itemList" not in obj:
                 return (wrong, "missing key 'itemList' (required for personalized ranking)")
+            items = obj["itemList"]
+            if items is None:
+                return (wrong, "itemList is null: it must be a list of item IDs")
             if not isinstance(items, list) or not items:
                 return (wrong, "itemList must be a list of one or more item IDs")
             if len(items) > self.max_items:

@@ -604,11 +604,27 @@ def _pick_column(
     (an `itemId` or `score` column sent as user IDs would be wrong without a word)."""
     shown = ", ".join(repr(column) for column in columns)
     if wanted is not None:
+        if columns.count(wanted) > 1:
+            raise ConfigError(
+                f"{name}: {columns.count(wanted)} columns are named {wanted!r} (the columns are "
+                f"{shown}): which holds the IDs cannot be told; name them apart"
+            )
         if wanted in columns:
             return columns.index(wanted), wanted
         raise ConfigError(
             f"{name}: no column {wanted!r}; the columns are {shown}: "
             "give one of them as the ID column"
+        )
+    field_names = {n.lower() for n in _id_column_names(kind)} - {"id"}  # `id` may be a row's
+    named = [column for column in columns if column.lower() in field_names]
+    if len(named) > 1:
+        then = (
+            "name them apart"
+            if len(set(named)) < len(named)
+            else "give the one that holds the IDs (id_column / --id-column)"
+        )
+        raise ConfigError(
+            f"{name}: {' and '.join(repr(c) for c in named)} both name the {kind.id_field}: {then}"
         )
     for candidate in _id_column_names(kind):
         for index, column in enumerate(columns):

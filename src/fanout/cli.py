@@ -944,7 +944,7 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
         if not sep or not re.fullmatch(r"[A-Za-z0-9_]{1,50}", name):
             raise ConfigError(
                 f"--filter-values {item!r}: use NAME=V1,V2 where NAME is the placeholder "
-                "without $ (letters, digits, _)"
+                "without $ (1 to 50 letters, digits or _)"
             )
         if raw.lstrip().startswith("["):
             try:

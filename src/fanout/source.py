@@ -312,6 +312,13 @@ def _is_parquet(fmt: str | None, head: bytes) -> bool:
     return fmt == "parquet" or (fmt is None and head.startswith(_PARQUET_MAGIC))
 
 
+def _gzipped(path: str) -> bool:
+    try:
+        return _head(path).startswith(_GZIP_MAGIC)
+    except OSError:
+        return False
+
+
 def _head(path: str) -> bytes:
     """The first 4 bytes of the file at `path` (enough for the gzip and Parquet magic)."""
     fd = os.open(path, os.O_RDONLY)
@@ -1033,7 +1040,8 @@ class Source:
         spooled to a temporary file first."""
         _check_parquet(one.name, self._options.kind)
         with contextlib.ExitStack() as cleanup:
-            if one.path is not None and one.size is not None and not first.startswith(_GZIP_MAGIC):
+            # (`first` is gunzipped already: whether the file is gzip, its own bytes say)
+            if one.path is not None and one.size is not None and not _gzipped(one.path):
                 source: str | IO[bytes] = one.path  # in place; `first` is all that was read of it
                 self._bytes_in += one.size - len(first)
             else:
