@@ -541,8 +541,8 @@ class _FileFormat:
                 "its first line must name the columns"
             ) from None
         columns = [cell.strip() for cell in header]
-        if len(columns) == 1 and (other := _other_separator(columns[0], self.fmt)):
-            raise ConfigError(other.format(name=self.name, header=columns[0]))
+        if len(columns) == 1 and (other := _other_separator(self.name, columns[0], self.fmt)):
+            raise ConfigError(other)
         if self._id_column is None and len(columns) == 1:
             names = _id_column_names(self._kind)
             if columns[0].lower() not in {name.lower() for name in names}:  # header or ID?
@@ -555,10 +555,10 @@ class _FileFormat:
         return _pick_column(self.name, columns, self._id_column, self._kind)
 
 
-def _other_separator(header: str, fmt: str) -> str | None:
-    """What to say of a one-column header that is a row of columns another character separates
-    (`userId;score`: the `;` of a spreadsheet in many locales), or None. Read as one column, its
-    IDs would be whole rows (`a;1`)."""
+def _other_separator(name: str, header: str, fmt: str) -> str | None:
+    """What to say of file `name`'s one-column header that is a row of columns another character
+    separates (`userId;score`: the `;` of a spreadsheet in many locales), or None. Read as one
+    column, its IDs would be whole rows (`a;1`)."""
     known = {"csv": ",", "tsv": "\t"}
     for sep, fix in (("\t", "give --format tsv"), (";", None), ("|", None)):
         if sep == known.get(fmt) or len(header.split(sep)) < 2:
@@ -568,7 +568,7 @@ def _other_separator(header: str, fmt: str) -> str | None:
             f"fanout reads commas (CSV) and tabs (TSV): save it with commas, or turn {sep!r} "
             f"into tabs and give --format tsv (`tr '{sep}' '\\t'`, if no value holds a tab)"
         )
-        return f"{{name}}: its header, {{header!r}}, is columns separated by {shown}: {how}"
+        return f"{name}: its header, {header!r}, is columns separated by {shown}: {how}"
     return None
 
 
