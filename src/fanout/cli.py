@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from ._memory import release_large_buffers
-from .errors import ConfigError, FanoutError
+from .errors import ConfigError, FanoutError, first_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # also every FanoutError but usage errors (FanoutError.exit_code)
@@ -2080,11 +2080,7 @@ def _run_status(args: argparse.Namespace) -> int:
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The exception to report for a group: its first FanoutError or interrupt, else itself."""
-    for inner in group.exceptions:
-        found = _first_cause(inner) if isinstance(inner, BaseExceptionGroup) else inner
-        if isinstance(found, FanoutError | KeyboardInterrupt | OSError):
-            return found
-    return group
+    return first_of(group, (FanoutError, KeyboardInterrupt, OSError)) or group
 
 
 def _command_parser(

@@ -97,3 +97,14 @@ def naming(path: object) -> Iterator[None]:
         if exc.filename is None and exc.errno is not None:
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
+
+
+def first_of(exc: BaseException, kinds: tuple[type[BaseException], ...]) -> BaseException | None:
+    """`exc` if it is one of `kinds`, else the first such exception in it, a group (task
+    groups wrap what their tasks raise), or None."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            if (found := first_of(inner, kinds)) is not None:
+                return found
+        return None
+    return exc if isinstance(exc, kinds) else None

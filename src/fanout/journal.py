@@ -24,7 +24,7 @@ import aiofiles
 import anyio
 import orjson
 
-from .errors import ConfigError, FanoutError, RunBusy, naming
+from .errors import ConfigError, FanoutError, RunBusy, first_of, naming
 
 JOURNAL_NAME = "journal.jsonl"
 
@@ -126,9 +126,9 @@ class Journal:
         try:
             yield
         except Exception as exc:
-            cause = _first_error(exc)
-            if cause is not None:
-                with anyio.CancelScope(shield=True):
+            cause = first_of(exc, (FanoutError, OSError))
+            if cause is not None:  # (a journal that cannot be written: the error said is exc)
+                with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
                     await self.append("stopped", error=type(cause).__name__, reason=str(cause))
             raise
 
@@ -168,16 +168,6 @@ class Journal:
             for record in records:
                 self.listener(record)
         return records
-
-
-def _first_error(exc: BaseException) -> FanoutError | OSError | None:
-    """`exc`, or the first FanoutError or OSError in its group, if it is one of those."""
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            if (found := _first_error(inner)) is not None:
-                return found
-        return None
-    return exc if isinstance(exc, FanoutError | OSError) else None
 
 
 def busy(run_id: str, path: Path) -> RunBusy:
