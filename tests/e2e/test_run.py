@@ -1196,7 +1196,9 @@ def test_a_full_disk_stops_the_run_clearly_and_resume_finishes_it(
     assert "No space left on device" in err and "fanout resume full" in err
     assert "Traceback" not in err and not out.exists()
     events = read_events(user.state / "full")  # intact: every line parses
-    assert events[-1]["event"] in {"job-status", "submitted", "shard-ready", "job-created"}
+    assert events[-2]["event"] in {"job-status", "submitted", "shard-ready", "job-created"}
+    assert events[-1]["event"] == "stopped" and events[-1]["error"] == "OSError"  # for status
+    assert "No space left on device" in events[-1]["reason"]
     monkeypatch.setattr("fanout.merge.merge_shard", real)
     code, _, err = user.cli(["resume", "full", "--state-dir", str(user.state)], capsys)
     assert code == 0, err
