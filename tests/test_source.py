@@ -358,10 +358,12 @@ async def test_length_limit_counts_characters_not_bytes() -> None:
 
 
 async def test_reject_raw_is_cut_to_1000_characters() -> None:
-    """The raw line in a reject is cut to 1000 characters."""
-    result = await read(b"y" * 5000 + b"\n")
-    assert result.reasons() == [(1, "too-long")]
-    assert result.rejects[0]["raw"] == "y" * 1000
+    """The raw line in a reject is cut to 1000 characters, and `raw_chars` says it was (how
+    long it was: helper-30 found no mark of the cut); an uncut one has no `raw_chars`."""
+    result = await read(b"y" * 5000 + b"\n" + b"z" * 300 + b"\n")
+    assert result.reasons() == [(1, "too-long"), (2, "too-long")]
+    assert result.rejects[0]["raw"] == "y" * 1000 and result.rejects[0]["raw_chars"] == 5000
+    assert "raw_chars" not in result.rejects[1]
 
 
 async def test_line_longer_than_the_hard_limit_is_rejected_without_buffering(

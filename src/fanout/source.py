@@ -554,6 +554,8 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
             "detail": detail,
             "raw": text[:_RAW_CHARS],
         }
+        if len(text) > _RAW_CHARS:  # cut: how long it was
+            entry["raw_chars"] = len(text)
         reject_out.append(orjson.dumps(entry) + b"\n")
     batch = RecordBatch(data, ends) if len(ends) else None
     return _Outcome(
