@@ -1942,6 +1942,19 @@ async def test_a_table_separated_by_another_character_is_refused_saying_how(
             await read([(name, data)], id_column=column)
 
 
+@pytest.mark.parametrize("quoted", [False, True])
+async def test_a_csv_header_row_again_is_rejected_not_sent(quoted: bool) -> None:
+    """helper-30: two CSV exports joined with `cat` sent the second one's header (its BOM and
+    all) as the ID `userId`; it is rejected as the header row again."""
+    one = b'\xef\xbb\xbfuserId,name\na,"x, y"\n' if quoted else b"\xef\xbb\xbfuserId,name\na,x\n"
+    result = await read([("cat.csv", one + one.replace(b"a,", b"b,"))])
+    assert result.ids() == ["a", "b"]
+    assert [(r["line"], r["detail"]) for r in result.rejects] == [
+        (3, "the header row again (its 'userId' column): files joined with cat?")
+    ]
+    check_consistent(result)
+
+
 async def test_given_format_text_reads_every_line_as_an_id() -> None:
     result = await read([("ids.txt", b"user_id\n1\n")], format="text")
     assert result.ids() == ["user_id", "1"]

@@ -336,6 +336,8 @@ class _Encoder:
                 id_lines.append(index)
                 raws.append(line)
             index += 1
+        if piece.column_name.encode() in piece.data:
+            _header_again(found)
         return self._rows(piece, len(lines), rows, blank, found)
 
     def _parquet(self, piece: _Piece) -> _Encoded:
@@ -422,6 +424,24 @@ class _Encoder:
         fps = _fingerprints_of(ids) if self.dedupe else np.empty(0, np.uint64)
         where = np.array(rec_lines, np.int64)
         return _Encoded(piece, len(lines), len(lines), blank, data, ends, fps, where, rejects, None)
+
+
+def _header_again(found: _Rows) -> None:
+    """Rejects, not IDs, the rows whose ID field is the column's name: the header row again,
+    as files joined with `cat` (or exports appended to one another) carry it."""
+    header = found.column_name.encode()
+    again = [i for i, value in enumerate(found.ids) if _without_boms(value).strip() == header]
+    if not again:
+        return
+    detail = f"the header row again (its {found.column_name!r} column): files joined with cat?"
+    for i in again:
+        found.rejects.append((found.lines[i], RejectReason.WRONG_SHAPE, detail, found.raws[i]))
+    found.rejects.sort(key=lambda reject: reject[0])
+    skip = set(again)
+    kept = [i for i in range(len(found.ids)) if i not in skip]
+    found.ids[:] = [found.ids[i] for i in kept]
+    found.lines[:] = [found.lines[i] for i in kept]
+    found.raws[:] = [found.raws[i] for i in kept]
 
 
 def _without_boms(line: bytes) -> bytes:
