@@ -481,6 +481,7 @@ def _stop_inside_arun(
         signal.signal(signal.SIGINT, before_int)
         signal.signal(signal.SIGTERM, before_term)
         cli._terminated.clear()
+        cli._stop_asked.clear()
     return None, seen
 
 
@@ -505,3 +506,54 @@ def test_sigterm_cancels_the_commands_tasks_and_ends_as_an_interruption(
     raised, seen = _stop_inside_arun(error, handler)
     assert raised is KeyboardInterrupt
     assert sorted(seen) == ["child cancelled", "child unwound", "main cancelled", "main unwound"]
+
+
+def test_a_stop_asked_before_the_async_part_began_is_honoured_there() -> None:
+    """helper-32: SIGTERM in the first second raised KeyboardInterrupt inside a `__del__`,
+    where Python only prints it, and the run went on to exit 0. The stop is remembered: the
+    command's async part does not begin, and the command ends as interrupted."""
+    from fanout import cli
+
+    began: list[bool] = []
+
+    async def command() -> None:
+        began.append(True)
+
+    cli._stop_asked.set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            cli._arun(command)
+    finally:
+        cli._stop_asked.clear()
+    assert began == []
+
+
+def test_an_interruption_says_how_to_go_on_only_where_that_works(tmp_path: Path) -> None:
+    """helper-32: a run interrupted before its journal began was told `fanout resume RUN`,
+    which then found no journal (exit 2); a `fanout merge RUN --out NEW` interrupted before
+    it journalled its start was told the same, and the resume finished the run's earlier merge
+    (exit 0, no NEW)."""
+    import argparse
+
+    from fanout import cli
+
+    state = tmp_path / "state"
+    (state / "begun").mkdir(parents=True)
+    (state / "begun" / "journal.jsonl").write_text('{"event":"run-started"}\n')
+    (state / "empty").mkdir()
+    (state / "empty" / "journal.jsonl").write_text("")
+
+    def said(command: str, run: str) -> str:
+        args = argparse.Namespace(command=command, run_id=run, state_dir=state)
+        return cli._how_to_go_on(args)
+
+    assert said("run", "begun").endswith("`fanout resume begun` continues")
+    for run in ("empty", "none"):
+        assert (
+            said("run", run)
+            == f"; run {run} had not begun (nothing was uploaded): run the command again"
+        )
+    assert (
+        said("merge", "begun") == "; run the same `fanout merge begun …` again to write its results"
+    )
+    assert said("retry", "begun") == "; `fanout status begun` says how to finish the retry"

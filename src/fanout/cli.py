@@ -33,6 +33,7 @@ _T = TypeVar("_T")
 
 
 _terminated = threading.Event()  # SIGTERM came: the interruption is reported as such (143)
+_stop_asked = threading.Event()  # SIGINT or SIGTERM came during this command
 _stop: Callable[[], None] | None = None  # stops the command's async part (`_arun`), while it runs
 
 
@@ -48,19 +49,31 @@ def _on_sigint(signum: int, frame: Any) -> None:
 
 
 def _stop_command() -> None:
-    """Stop the command: its async part by `_arun`'s cancel scope, anything else (or, a second
-    time, everything at once) by a KeyboardInterrupt where the signal landed."""
-    if _stop is None:
-        raise KeyboardInterrupt
-    _stop()
+    """Stop the command: its async part by `_arun`'s cancel scope; before it (imports, the
+    settings) by a KeyboardInterrupt where the signal landed. One that lands in a `__del__` is
+    lost (Python only prints it; helper-32 saw a run go on to exit 0), so the stop is also
+    remembered (`_stop_asked`), for `_arun` to honour; and an object whose making it cut
+    short may complain when collected: noise after a stop, not printed."""
+    _stop_asked.set()
+    if _stop is not None:
+        _stop()
+        return
+    sys.unraisablehook = _after_stop
+    raise KeyboardInterrupt
+
+
+def _after_stop(unraisable: Any) -> None:
+    """`sys.unraisablehook` once a stop was asked: what a half-made object says when it is
+    collected is a consequence of the stop, not news."""
 
 
 _STOPPED: Any = object()  # what `_arun`'s task returns when a signal stopped it
 
 
 def _arun(func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
-    """`anyio.run(func, *args)` inside a cancel scope that SIGINT and SIGTERM cancel; a command
-    stopped so raises KeyboardInterrupt once its tasks have unwound.
+    """`anyio.run(func, *args)` inside a cancel scope that SIGINT and SIGTERM cancel (`main`
+    installs their handlers); a command stopped so raises KeyboardInterrupt once its tasks
+    have unwound, and one whose stop was asked before it began does not begin.
 
     Why not asyncio's own SIGINT handling: it cancels the main task natively, and a native
     cancellation that lands as a cancel scope of the run exits (a timeout, a task group done
@@ -91,12 +104,10 @@ def _arun(func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
                 raise KeyboardInterrupt
             loop.call_soon_threadsafe(scope.cancel)
 
-        on_main = threading.current_thread() is threading.main_thread()
-        before = signal.getsignal(signal.SIGINT) if on_main else None
         with anyio.CancelScope() as scope:
+            if _stop_asked.is_set():  # before this began (its KeyboardInterrupt lost)
+                return _STOPPED
             _stop = stop
-            if callable(before):  # asyncio's: SIGINT is not ignored here
-                signal.signal(signal.SIGINT, _on_sigint)
             try:
                 return await func(*args)
             except Exception:
@@ -105,8 +116,6 @@ def _arun(func: Callable[..., Awaitable[_T]], *args: Any) -> _T:
                 raise
             finally:
                 _stop = None
-                if callable(before):
-                    signal.signal(signal.SIGINT, before)
         return _STOPPED  # cancelled: the scope caught it
 
     result = anyio.run(main)
@@ -1411,6 +1420,31 @@ def _has_journal(args: argparse.Namespace, run: str) -> bool:
         return False
 
 
+def _how_to_go_on(args: argparse.Namespace) -> str:
+    """What to add to "interrupted": how the command's work goes on, if it began. A merge is
+    run again (a resume would finish the run's last merge, which may not be this one); a
+    retry is finished as `fanout status` says; a run, prepare, submit or segment resumes once
+    its journal has its first event (before, nothing was uploaded: the command is run again)."""
+    run = getattr(args, "run_id", None)
+    if not run:
+        return ""
+    if args.command == "merge":
+        return f"; run the same `fanout merge {run} …` again to write its results"
+    if args.command == "retry":
+        return f"; `fanout status {run}` says how to finish the retry"
+    if args.command not in {"prepare", "submit", "resume", "run", "segment"}:
+        return ""
+    from .journal import JOURNAL_NAME
+
+    try:
+        begun = (_state_dir(args) / run / JOURNAL_NAME).stat().st_size > 0
+    except (OSError, FanoutError):
+        begun = False
+    if not begun:
+        return f"; run {run} had not begun (nothing was uploaded): run the command again"
+    return f"; every finished step is in the run journal: `fanout resume {run}` continues"
+
+
 def _say_running_jobs(args: argparse.Namespace) -> None:
     """After a run stopped on an error: the jobs it created that still run, if any. Personalize
     cannot stop a batch job, so they run (and cost) to the end whatever fanout does next."""
@@ -2242,13 +2276,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(name)s %(message)s")
         install()  # botocore logs headers: keys, signatures and tokens are masked
     release_large_buffers()
-    if args.command != "emulator" and threading.current_thread() is threading.main_thread():
-        _terminated.clear()
-        signal.signal(signal.SIGTERM, _on_sigterm)
+    with _stop_signals(args.command != "emulator"):
+        return _dispatch(args, handlers)
+
+
+@contextlib.contextmanager
+def _stop_signals(install: bool) -> Iterator[None]:
+    """SIGTERM, and SIGINT unless it is ignored (a script's background job: then Ctrl-C at
+    the terminal is not for this process), handled by `_stop_command` while the command runs;
+    the handlers before, and the unraisable hook, are put back after it (tests and embedders
+    call `main` again). Only the main thread may set handlers."""
+    _terminated.clear()
+    _stop_asked.clear()
+    if not install or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    hook = sys.unraisablehook
+    if before[0] is signal.default_int_handler:
+        signal.signal(signal.SIGINT, _on_sigint)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+        sys.unraisablehook = hook
+
+
+def _dispatch(args: argparse.Namespace, handlers: dict[str, Callable[..., int]]) -> int:
+    """The command's handler, what it raised said in one line with its exit code."""
     try:
         try:
             _check_query(getattr(args, "query", None))
-            return handlers[args.command](args)
+            return int(handlers[args.command](args))
         except BaseExceptionGroup as group:  # task groups wrap what their tasks raise
             cause = _first_cause(group)
             if cause is group:
@@ -2260,15 +2321,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say_running_jobs(args)
         return exc.exit_code
     except KeyboardInterrupt:
-        run = getattr(args, "run_id", None)
-        journaled = args.command in {"prepare", "submit", "resume", "run", "segment", "merge"}
-        then = (
-            f"; every finished step is in the run journal: `fanout resume {run}` continues"
-            if run and journaled
-            else ""
-        )
         terminated = _terminated.is_set()
-        print(f"fanout: {'terminated' if terminated else 'interrupted'}{then}", file=sys.stderr)
+        said = "terminated" if terminated else "interrupted"
+        print(f"fanout: {said}{_how_to_go_on(args)}", file=sys.stderr)
         return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # `fanout status … | head`: the reader left; that is fine
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
