@@ -1955,6 +1955,26 @@ async def test_a_csv_header_row_again_is_rejected_not_sent(quoted: bool) -> None
     check_consistent(result)
 
 
+@pytest.mark.parametrize(
+    ("name", "data", "kind", "said"),
+    [
+        ("b5.txt", b"userId;score\nu1;3\n", InputKind.USER, "separated by ';'"),
+        ("-", b"userid|score\nu1|3\n", InputKind.USER, "separated by '|'"),
+        ("it.txt", b"itemId\ni1\n", InputKind.USER, "names the itemId column, and the input is"),
+        ("u", b"user_id\nu1\n", InputKind.ITEM, "names the userId column, and the input is"),
+    ],
+)
+async def test_a_text_header_that_cannot_be_read_as_one_is_refused(
+    name: str, data: bytes, kind: InputKind, said: str
+) -> None:
+    """helper-32: `userId;score` atop a .txt or stdin, or another kind's ID column name, was
+    sent as an ID with the rows after it (`u1;3`). An ID list whose IDs hold `;` is still
+    one."""
+    with pytest.raises(ConfigError, match=re.escape(said)):
+        await read([(name, data)], kind=kind)
+    assert (await read([("ids.txt", b"a;b\nc;d\n")])).ids() == ["a;b", "c;d"]
+
+
 async def test_given_format_text_reads_every_line_as_an_id() -> None:
     result = await read([("ids.txt", b"user_id\n1\n")], format="text")
     assert result.ids() == ["user_id", "1"]

@@ -543,8 +543,29 @@ class _FileFormat:
             return fmt if self._id_column in names or not named else "text"
         known = {name.lower() for name in _id_column_names(self._kind)}
         if not known.intersection(name.lower() for name in names):
+            if len(names) == 1:
+                self._refuse_header(names[0])
             return "text"
         return fmt if len(names) > 1 else "header"
+
+    def _refuse_header(self, line: str) -> None:
+        """Refuse a text file whose first line is a header it cannot read as one: columns
+        another character separates (`userId;score`), or the ID column of another kind
+        (`itemId` where the recipe takes userId). Sent as text, the header would be an ID."""
+        fields = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)[:2]}
+        for sep in ";|":
+            if sep in line and any(cell.strip().lower() in fields for cell in line.split(sep)):
+                said = _other_separator(self.name, line, "text")
+                assert said is not None
+                raise ConfigError(said)
+        field_name = fields.get(line.lower())
+        if field_name is not None and field_name != self._kind.id_field:
+            raise ConfigError(
+                f"{self.name}: its first line, {line!r}, names the {field_name} column, and "
+                f"the input is of {self._kind.id_field} (the solution's recipe, or "
+                "--input-kind): give the input the recipe takes, or --format text if that line "
+                "is an ID"
+            )
 
     def _piece(self, fmt: str, data: bytes, skip: int = 0) -> _Piece:
         column, column_name = self.column or 0, self.column_name
@@ -654,7 +675,8 @@ def _pick_column(
         other = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)}
         field_name = other.get(columns[0].lower())
         why = (
-            f": it is named for the {field_name}, which this solution's recipe does not take"
+            f": it is named for the {field_name}, and the input is of {kind.id_field} (the "
+            "solution's recipe, or --input-kind)"
             if field_name is not None and field_name != kind.id_field
             else ""
         )
