@@ -76,6 +76,7 @@ class Journal:
         self._written = 0  # writes flushed to the OS (one per append_all)
         self._synced = 0  # of those, the ones known to be on disk
         self.listener: Callable[[dict[str, Any]], None] | None = None  # sees each event
+        self._stopped_by: BaseException | None = None  # the error journalled as `stopped`
 
     @classmethod
     def open(cls, run_dir: Path) -> Journal:
@@ -127,7 +128,8 @@ class Journal:
             yield
         except Exception as exc:
             cause = first_of(exc, (FanoutError, OSError))
-            if cause is not None:  # (a journal that cannot be written: the error said is exc)
+            if cause is not None and cause is not self._stopped_by:  # (once, if blocks nest)
+                self._stopped_by = cause
                 with anyio.CancelScope(shield=True), contextlib.suppress(OSError):
                     await self.append("stopped", error=type(cause).__name__, reason=str(cause))
             raise

@@ -1442,8 +1442,8 @@ async def _drive(
             assert state.merge is not None and template is not None and aws is not None
             merger = await _RunMerger.open(stack, state, run_dir, template, aws, journal, report)
             stack.callback(merger.close)
-        try:
-            async with anyio.create_task_group() as outer:
+        try:  # (a stop journalled inside, so that the mirror flushed after has it too)
+            async with journal.stop_recorded(), anyio.create_task_group() as outer:
                 if mirror is not None:
                     outer.start_soon(mirror.run)
                 async with anyio.create_task_group() as group:

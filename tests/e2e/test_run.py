@@ -1618,9 +1618,15 @@ def test_an_input_found_broken_after_jobs_began_says_so_in_status_and_names_the_
         assert "`fanout resume cut` waits for them" in lines[-1]
         code = main(["status", "cut", "--state-dir", str(user.state)])
         assert code == 0
+        # helper-32: the journal's copy on S3 (status --job-output elsewhere) lacked the stop.
+        key = "out/cut/_fanout/journal.jsonl"
+        mirrored = user.s3.get_object(Bucket=user.info.bucket, Key=key)["Body"].read()
+        assert b'"event":"stopped"' in mirrored.splitlines()[-1]
     finally:
         emulator.stop()
-    state = RunState.replay(read_events(user.state / "cut"))
+    events = read_events(user.state / "cut")
+    assert [e["event"] for e in events].count("stopped") == 1
+    state = RunState.replay(events)
     assert state.stopped is not None and state.stopped["error"] == "InputError"
     rows = dict(status_rows(state))
     assert "InputError: <stdin>: gzip data is truncated" in str(rows["stopped"])
