@@ -566,6 +566,11 @@ def result_format(
         raise ConfigError("raw results (the service's lines verbatim) can only be JSON lines")
     if chosen is ResultFormat.CSV and (not separator or separator in {"\n", "\r"}):
         raise ConfigError("the CSV list separator must be a non-empty string without newlines")
+    if chosen is not ResultFormat.CSV and separator != "|":
+        raise ConfigError(
+            f"--separator {separator!r} joins lists in CSV results; {path.name} is "
+            f"{chosen.value}, which keeps lists as lists: leave --separator out"
+        )
     if chosen is ResultFormat.PARQUET and path.name.lower().endswith(".gz"):
         raise ConfigError(f"{path.name}: Parquet files are compressed inside; drop the .gz")
     return chosen

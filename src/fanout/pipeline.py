@@ -989,8 +989,10 @@ class MergeSettings:
                     f"--out {self.out}: an S3 result is a Parquet dataset, a folder: end it "
                     "with / (e.g. s3://bucket/results/)"
                 )
-            if self.fmt not in {None, "parquet"} or self.raw:
-                raise ConfigError(f"--out {self.out}: an S3 result is Parquet only")
+            if self.fmt not in {None, "parquet"} or self.raw or self.separator != "|":
+                raise ConfigError(
+                    f"--out {self.out}: an S3 result is Parquet only (no --raw, --separator)"
+                )
             S3Uri.parse(self.out, what="--out")
             if (why := empty_segment(self.out)) is not None:
                 raise ConfigError(f"--out {why}")

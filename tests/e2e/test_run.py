@@ -97,6 +97,7 @@ def test_a_run_id_whose_jobs_exist_is_refused_before_the_run_begins(
         ("raw.parquet", ["--raw"], "raw results (the service's lines verbatim) can only be JSON"),
         ("r.parquet.gz", [], "cannot tell the result format from 'r.parquet.gz'"),
         ("r.csv", ["--separator", ""], "separator must be a non-empty string"),
+        ("r.jsonl", ["--separator", ";"], "--separator ';' joins lists in CSV results"),
     ],
 )
 def test_a_result_file_the_merge_could_not_write_is_refused_before_the_run_starts(
