@@ -1190,6 +1190,9 @@ def _run_plan(args: argparse.Namespace) -> int:
         print(json.dumps(_plan_json(result), indent=2))
     else:
         _print_plan(result, args.ids)
+    if result.exact and not result.records:  # as prepare and run end on it: a failure
+        print("fanout: the input holds no ID to send: a run of it would fail", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK
 
 

@@ -153,6 +153,19 @@ def test_plan_json_counts_exactly(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert plan["shards"] == 1
 
 
+@pytest.mark.parametrize("data", [b"", b"\n  \n", b"bad\x01id\n"])
+def test_plan_of_an_input_with_no_id_to_send_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], data: bytes
+) -> None:
+    """helper-30: plan exited 0 where prepare and run exit 1 (an empty export is a failure
+    for a nightly job); it still prints the plan."""
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(data)
+    code, out, err = run_cli(["plan", "--ids", str(ids), "--json"], capsys)
+    assert code == 1 and json.loads(out)["records"] == 0
+    assert "the input holds no ID to send" in err
+
+
 def test_plan_json_of_stdin_says_unknown_with_null(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
