@@ -1536,6 +1536,10 @@ async def test_a_local_directory_is_read_as_an_s3_prefix_is(tmp_path: Path) -> N
     assert [Path(path).name for path, _ in files] == names
     hidden = [str(root / ".a.txt.crc"), str(root / "_SUCCESS"), f"{root / '_temporary'}/"]
     assert left == sorted(hidden)
+    # helper-30: a link to nothing gave a bare "[Errno 2] No such file or directory".
+    (root / "gone.txt").symlink_to(tmp_path / "gone")
+    with pytest.raises(InputError, match=r"gone.txt is a symbolic link to .*which does not exist"):
+        source_module.directory_files(str(root))
 
 
 async def test_stdin_is_read_as_binary(monkeypatch: pytest.MonkeyPatch) -> None:

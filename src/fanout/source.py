@@ -446,8 +446,10 @@ def directory_files(root: str) -> tuple[list[tuple[str, int]], list[str]]:
                 path = os.path.join(folder, name)
                 if hidden(name):
                     left.append(path)
-                elif stat.S_ISREG((info := os.stat(path)).st_mode):
+                elif stat.S_ISREG((info := _stat_input(path)).st_mode):
                     found.append((prefix + name, path, info.st_size))
+    except InputError:
+        raise
     except OSError as exc:
         raise InputError(f"cannot read the input directory {root}: {exc}") from exc
     if not found:
@@ -456,6 +458,19 @@ def directory_files(root: str) -> tuple[list[tuple[str, int]], list[str]]:
             + (f" but {len(left)} left out (names starting with _ or .)" if left else "")
         )
     return [(path, size) for _, path, size in sorted(found)], sorted(left)
+
+
+def _stat_input(path: str) -> os.stat_result:
+    """`os.stat(path)`, a symbolic link to nothing named as one (not a bare `[Errno 2]`)."""
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if not os.path.islink(path):
+            raise
+        raise InputError(
+            f"{path} is a symbolic link to {os.readlink(path)}, which does not exist: fix or "
+            "remove the link, or rename it to start with _ or . to leave it out"
+        ) from None
 
 
 def _raise(exc: OSError) -> None:
