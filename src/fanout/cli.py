@@ -1641,7 +1641,6 @@ def exit_code(outcome: Any, allow_partial: bool) -> int:
 
 
 def _run_submit(args: argparse.Namespace) -> int:
-
     from .aws import Aws
     from .pipeline import submit
     from .submit import SubmitSettings
@@ -1684,7 +1683,6 @@ def _job_output_path(text: str | None) -> str | None:
 
 
 def _run_resume(args: argparse.Namespace) -> int:
-
     from .pipeline import adopt_remote_journal, load_state, needs_aws, resume
 
     run_dir = _run_dir(args)
@@ -1941,7 +1939,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-
     from .aws import Aws
     from .pipeline import resume
 
@@ -2005,7 +2002,6 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_retry(args: argparse.Namespace) -> int:
-
     from .aws import Aws
     from .pipeline import retry
     from .retry import error_lines
@@ -2045,7 +2041,6 @@ def _run_retry(args: argparse.Namespace) -> int:
 
 
 def _merge_from(args: argparse.Namespace) -> int:
-
     from .collect import collect
     from .records import InputKind
 
@@ -2092,7 +2087,6 @@ def _merge_from(args: argparse.Namespace) -> int:
 
 
 def _run_status(args: argparse.Namespace) -> int:
-
     from .pipeline import load_state
     from .status import status_record, status_rows
 
@@ -2312,7 +2306,7 @@ def _dispatch(args: argparse.Namespace, handlers: dict[str, Callable[..., int]])
     try:
         try:
             _check_query(getattr(args, "query", None))
-            return int(handlers[args.command](args))
+            return handlers[args.command](args)
         except BaseExceptionGroup as group:  # task groups wrap what their tasks raise
             cause = _first_cause(group)
             if cause is group:
