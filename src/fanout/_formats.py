@@ -552,13 +552,12 @@ class _FileFormat:
         """Refuse a text file whose first line is a header it cannot read as one: columns
         another character separates (`userId;score`), or the ID column of another kind
         (`itemId` where the recipe takes userId). Sent as text, the header would be an ID."""
-        fields = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)[:2]}
         for sep in ";|":
-            if sep in line and any(cell.strip().lower() in fields for cell in line.split(sep)):
+            if sep in line and any(_named_for(cell.strip()) for cell in line.split(sep)):
                 said = _other_separator(self.name, line, "text")
                 assert said is not None
                 raise ConfigError(said)
-        field_name = fields.get(line.lower())
+        field_name = _named_for(line)
         if field_name is not None and field_name != self._kind.id_field:
             raise ConfigError(
                 f"{self.name}: its first line, {line!r}, names the {field_name} column, and "
@@ -637,6 +636,15 @@ def _id_column_names(kind: InputKind) -> tuple[str, ...]:
     return (field_name, snake[field_name], "id")
 
 
+_FIELD_OF_COLUMN = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)[:2]}
+
+
+def _named_for(column: str) -> str | None:
+    """The ID field (`userId`, `itemId`, `itemAttributes`) a column is named for, in any case
+    and in snake case too; None for any other name, `id` included (it names every kind's)."""
+    return _FIELD_OF_COLUMN.get(column.lower())
+
+
 def _pick_column(
     name: str, columns: Sequence[str], wanted: str | None, kind: InputKind
 ) -> tuple[int, str]:
@@ -656,9 +664,8 @@ def _pick_column(
             f"{name}: no column {wanted!r}; the columns are {shown}: "
             "give one of them as the ID column"
         )
-    field_names = {n.lower() for n in _id_column_names(kind)} - {"id"}  # `id` may be a row's
-    named = [column for column in columns if column.lower() in field_names]
-    if len(named) > 1:
+    named = [column for column in columns if _named_for(column) == kind.id_field]
+    if len(named) > 1:  # (`id` beside them may be a row's number: not counted)
         then = (
             "name them apart"
             if len(set(named)) < len(named)
@@ -672,8 +679,7 @@ def _pick_column(
             if column.lower() == candidate.lower():
                 return index, column
     if len(columns) == 1:  # a Parquet file's (CSV's are refused so before): not guessed
-        other = {n.lower(): k.id_field for k in InputKind for n in _id_column_names(k)}
-        field_name = other.get(columns[0].lower())
+        field_name = _named_for(columns[0])
         why = (
             f": it is named for the {field_name}, and the input is of {kind.id_field} (the "
             "solution's recipe, or --input-kind)"
