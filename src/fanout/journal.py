@@ -90,11 +90,9 @@ class Journal:
                 "there, so it must be writable by this user (check its permissions and "
                 "attributes, e.g. `lsattr`), or give another --state-dir for a new run"
             ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        if not _lock(fd):
             os.close(fd)
-            raise busy(run_dir.name, path) from None
+            raise busy(run_dir.name, path)
         try:
             _drop_torn_tail(path)
         except (OSError, ConfigError):
@@ -187,12 +185,19 @@ def is_locked(path: Path) -> bool:
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
+        return not _lock(fd)
     finally:
         os.close(fd)  # closing the descriptor lets go of a lock taken here
-    return False
+
+
+def _lock(fd: int) -> bool:
+    """Take the run's lock on the journal open at `fd`, without waiting: False if another
+    process holds it. The kernel lets go of it when the descriptor is closed."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
 
 
 # How to recover a damaged or emptied local journal: the run's copy on S3 (`pipeline._Mirror`).
