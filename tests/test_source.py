@@ -28,7 +28,7 @@ from fanout import _formats as formats_module
 from fanout import _relay
 from fanout import source as source_module
 from fanout._dedupe import _FingerprintSet
-from fanout._encode import _encode_lines, _Template
+from fanout._encode import _encode_lines, _LineGuess, _Template
 from fanout.errors import ConfigError, InputError
 from fanout.records import InputKind, RecordBatch
 from fanout.source import InputFile, Source, SourceOptions, SourceStats, open_input
@@ -507,25 +507,56 @@ def assert_same_core(fast: Any, slow: Any) -> None:
     assert fast.count == slow.count
 
 
+class FixedGuess(_LineGuess):
+    """A guess of so many lines, whatever the piece."""
+
+    def __init__(self, lines: int) -> None:
+        super().__init__()
+        self.guessed = lines
+
+    def lines(self, nbytes: int) -> int:
+        return self.guessed
+
+
 @settings(FAST, max_examples=300)
 @given(
     st.lists(st.lists(st.sampled_from(LINE_PARTS), max_size=5).map(b"".join), max_size=30),
     st.sampled_from([b"\n", b"\r\n"]),
     st.booleans(),
     st.sampled_from([1, 3, 24]),
+    st.integers(0, 70),
 )
 def test_kernel_and_per_line_encoding_agree(
-    lines: list[bytes], end: bytes, last_end: bool, limit: int
+    lines: list[bytes], end: bytes, last_end: bool, limit: int, guessed: int
 ) -> None:
     """Any lines encode to the same records, fingerprints and rejects in the C pass as one by
-    one through `_check_line`, whatever the line ends and the length limit."""
+    one through `_check_line`, whatever the line ends and the length limit, and whatever the
+    guess of the lines the arrays are sized for (too few: the pass starts again, counted)."""
     buf = end.join(lines) + (end if last_end else b"")
     tpl = _Template.make("userId", None)
     fast = _encode_lines(buf, tpl, limit)
     slow = _encode_lines(buf, tpl, limit, slow=True)
     assert_same_core(fast, slow)
+    assert_same_core(_encode_lines(buf, tpl, limit, guess=FixedGuess(guessed)), slow)
     without = _encode_lines(buf, tpl, limit, fingerprint=False)
     assert bytes(without.data) == bytes(fast.data) and not len(without.fps)
+
+
+def test_line_guess_follows_the_last_piece_with_room_to_spare() -> None:
+    """The guess is the last long-enough piece's lines per byte, a quarter more and 64; a piece
+    with more lines than that is still encoded whole (counted, after the guess fell short)."""
+    tpl = _Template.make("userId", None)
+    guess = _LineGuess()
+    assert guess.lines(1000) is None
+    piece = b"0123456789abcdef\n" * 8192  # 17 bytes a line, 139,264 bytes
+    assert _encode_lines(piece, tpl, 256, guess=guess).count == 8192
+    assert guess.lines(len(piece)) == int(8192 * 1.25) + 64
+    denser = b"a\n" * 50_000
+    core = _encode_lines(denser, tpl, 256, guess=guess)
+    assert core.count == 50_000 and bytes(core.data) == b'{"userId":"a"}\n' * 50_000
+    assert guess.lines(len(denser)) == int(50_000 * 1.25) + 64
+    guess.saw(100, 90)  # too short a piece to guess from
+    assert guess.lines(len(denser)) == int(50_000 * 1.25) + 64
 
 
 @FAST
@@ -636,7 +667,8 @@ def test_output_pool_reuses_only_buffers_nothing_refers_to() -> None:
 
 
 def test_kernel_refuses_arrays_too_small() -> None:
-    """Arrays that could not hold the output raise, before anything is written."""
+    """An output buffer that could not hold the records raises, before anything is written;
+    arrays with room for fewer lines than there are give None (the lines were guessed)."""
     from fanout import _native
 
     big = np.empty(100, np.int64)
@@ -644,10 +676,11 @@ def test_kernel_refuses_arrays_too_small() -> None:
         _native.encode_lines(
             b"a\nb\n", 8, False, b"{", b"}", np.empty(10, np.uint8), big, big, big, big, big
         )
-    with pytest.raises(ValueError, match="too small"):
-        out = np.empty(100, np.uint8)
-        small = np.empty(1, np.int64)
-        _native.encode_lines(b"a\nb\n", 8, False, b"{", b"}", out, small, big, big, big, big)
+    out = np.empty(100, np.uint8)
+    small = np.empty(1, np.int64)
+    args = (8, False, b"{", b"}", out, small, big, big, big, big)
+    assert _native.encode_lines(b"a\nb\n", *args) is None
+    assert _native.encode_lines(b"a\n", *args) == (1, 1, 0, 0, 3)  # "{a}"
     counts = [_native.count_lines(b) for b in (b"", b"a", b"a\n", b"\n\n", b"a\nb")]
     assert counts == [0, 1, 1, 2, 2]
 

@@ -53,6 +53,8 @@ OUTPUTS_FROM = 64 * 1024 * 1024  # ...for a file over this size (`pipeline.EXACT
 PROBE = 64 * 1024  # a piece runs up to this far past its size to end at a line end (`source`)
 LINE_BYTES = 48  # what `_encode._encode_lines` asks per line besides the records' room: ends,
 # fingerprints, record numbers and marks (8 bytes each) and spans (16)
+GUESS_MARGIN = 1.25  # `_encode._LineGuess`: a piece's arrays have room for this many times the
+# lines per byte of the piece before it (and 64 lines more)
 
 
 def records_room(nbytes: int, lines: int, template: int) -> int:
@@ -175,12 +177,13 @@ class _Outputs:
         """`OUTPUTS` buffers for pieces of `SAMPLE` bytes of lines like the sample's: as long
         as the encoder asks for (room for twice the lines, a template of up to 64 bytes), and
         written over where such a piece's records, their ends and fingerprints go
-        (`_encode._encode_lines`: 16 bytes a line, then each ID with ~16 bytes around it)."""
+        (`_encode._encode_lines`: 16 bytes for each line the arrays have room for, then each
+        ID with ~16 bytes around it)."""
         if size <= OUTPUTS_FROM:
             return
         most = 2 * lines
         room = records_room(SAMPLE + PROBE, most, 64) + LINE_BYTES * most
-        written = min(room, 32 * lines + sampled)
+        written = min(room, 16 * int(lines * GUESS_MARGIN + 64) + 16 * lines + sampled)
         for _ in range(OUTPUTS):
             memory = _zeroed(anonymous(room), written)
             with _lock:

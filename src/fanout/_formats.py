@@ -28,6 +28,7 @@ from ._encode import (
     _decode,
     _encode_lines,
     _JsonRecords,
+    _LineGuess,
     _OutputPool,
     _Reject,
     _Template,
@@ -134,11 +135,12 @@ class _Rows:
 
 class _Encoder:
     """Stage 1: pieces to encoded records, fingerprints and rejects. Thread-safe; the only
-    state is the pool of output buffers."""
+    state is the pool of output buffers and the guess of the lines in a text piece."""
 
     def __init__(self, options: SourceOptions, *, slow: bool = False) -> None:
         self.dedupe = options.dedupe
         self.outputs = _OutputPool()
+        self.lines = _LineGuess()  # of text pieces (a guess of one thread at a time is enough)
         self.limit = options.max_id_length
         # Item-attribute queries have rules of their own: each is checked, one by one.
         check = query_problem if options.kind is InputKind.ITEM_ATTRIBUTES else None
@@ -172,7 +174,9 @@ class _Encoder:
         raise AssertionError(f"unknown piece format {piece.fmt}")
 
     def _text(self, piece: _Piece) -> _Encoded:
-        core = _encode_lines(piece.data, self.tpl, self.limit, self.slow, self.dedupe, self.outputs)
+        core = _encode_lines(
+            piece.data, self.tpl, self.limit, self.slow, self.dedupe, self.outputs, self.lines
+        )
         return _Encoded(
             piece,
             core.count,

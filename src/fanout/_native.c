@@ -490,7 +490,7 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
 }
 
 /* encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)
- *   -> (lines, records, blank, slow, size)
+ *   -> (lines, records, blank, slow, size) | None
  *
  * Validate and encode every line of buf as fanout._encode._check_line and _Template.record
  * would. A line (its \r\n or \n left off; the last may have neither) is stripped of ASCII
@@ -502,9 +502,10 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
  * record: else rec is left as it was) and its fingerprint in `fps` (unless `fps` is empty).
  * Any other line, and with `slow` every line, is left to the caller: its index goes to the
  * back of `marks` and its span of buf to `spans` (pairs of int64).
- * The other arrays need one entry per line (count_lines) and `out` 2 * len(buf) + lines *
- * (len(prefix) + len(suffix)) + 16 bytes for the lines they have room for; a line more raises
- * ValueError. Returns the counts and the bytes of `out` used. */
+ * The other arrays need one entry per line and `out` 2 * len(buf) + lines * (len(prefix) +
+ * len(suffix)) + 16 bytes for the lines they have room for (less raises ValueError). Returns
+ * the counts and the bytes of `out` used; or None, having stopped at the first line more than
+ * the arrays have room for (the caller guessed the lines too few: nothing written is of use). */
 static PyObject *py_encode_lines(PyObject *self, PyObject *args) {
     Py_buffer buf, prefix, suffix, out, ends, fps, rec, marks, spans;
     Py_ssize_t limit;
@@ -536,8 +537,7 @@ static PyObject *py_encode_lines(PyObject *self, PyObject *args) {
                      spans.buf, room);
     Py_END_ALLOW_THREADS
     if (r.lines > room) {
-        PyErr_Format(PyExc_ValueError, "encode_lines: arrays too small for the lines (room for %zd)",
-                     room);
+        result = Py_NewRef(Py_None);
         goto done;
     }
     result = Py_BuildValue("nnnnn", r.lines, r.records, r.blanks, r.slows, r.size);
@@ -589,7 +589,7 @@ static PyMethodDef methods[] = {
     {"rehash", py_rehash, METH_VARARGS, "rehash(old, new): old's fingerprints into new."},
     {"encode_lines", py_encode_lines, METH_VARARGS,
      "encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)"
-     " -> (lines, records, blank, slow, size): see _native.c."},
+     " -> (lines, records, blank, slow, size) | None: see _native.c."},
     {"count_lines", py_count_lines, METH_VARARGS, "count_lines(buf) -> the number of lines."},
     {"use_simd", py_use_simd, METH_VARARGS,
      "use_simd(on) -> whether the AVX2 loops are used from now on (for tests)."},
