@@ -11,10 +11,12 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     EndpointConnectionError,
+    NoCredentialsError,
     ParamValidationError,
+    TokenRetrievalError,
 )
 
-from fanout.aws import BatchJobs, Encryption, S3Store, raise_s3_error
+from fanout.aws import AwsOptions, BatchJobs, Encryption, S3Store, raise_s3_error
 from fanout.errors import FanoutError, MergeError, RetryLater, SubmitError, UploadError
 
 KEY = "arn:aws:kms:us-east-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -141,6 +143,59 @@ async def test_a_request_botocore_refuses_is_a_submit_error_not_retry_later() ->
     assert "Unknown parameter in batchInferenceJobConfig" in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    "error",
+    [NoCredentialsError(), TokenRetrievalError(provider="sso", error_msg="expired")],
+    ids=["none", "sso-expired"],
+)
+async def test_missing_credentials_say_to_refresh_them_not_to_retry(error: Exception) -> None:
+    """Without usable credentials no retry can help: Personalize calls fail at once (not
+    RetryLater, which the submitter waits out for up to half an hour) and neither they nor S3
+    calls blame the network."""
+    with pytest.raises(SubmitError) as caught:
+        await BatchJobs(AsyncRaising(error)).list_jobs_page(None)
+    assert not isinstance(caught.value, RetryLater)
+    with pytest.raises(UploadError) as uploading:
+        await store(error).put_object("b", "k/x", b"data", Encryption(KEY))
+    for message in (str(caught.value), str(uploading.value)):
+        assert "no usable AWS credentials" in message and "aws sso login" in message
+        assert "network" not in message and "did not answer" not in message
+
+
+class Deleting:
+    """An aioboto3 client double whose DeleteObjects leaves some keys, as S3 does (200, with
+    `Errors`)."""
+
+    def __init__(self, refused: set[str]) -> None:
+        self.refused = refused
+        self.requests: list[list[str]] = []
+
+    async def delete_objects(self, Bucket: str, Delete: dict[str, Any]) -> dict[str, Any]:
+        keys = [item["Key"] for item in Delete["Objects"]]
+        self.requests.append(keys)
+        errors = [
+            {"Key": key, "Code": "AccessDenied", "Message": "Access Denied"}
+            for key in keys
+            if key in self.refused
+        ]
+        return {"Errors": errors} if errors else {}
+
+
+async def test_objects_s3_did_not_delete_are_an_error() -> None:
+    """DeleteObjects answers 200 even for keys it could not delete: those are a MergeError
+    naming the first, how many more, and the permission; a clean answer is no error."""
+    keys = [f"out/part-{k:05d}.parquet" for k in range(1500)]
+    fine = Deleting(set())
+    await S3Store(fine, None).delete_objects("b", keys)
+    assert [len(batch) for batch in fine.requests] == [1000, 500]
+    refused = Deleting({keys[1200], keys[1300]})
+    with pytest.raises(MergeError) as caught:
+        await S3Store(refused, None).delete_objects("b", keys)
+    message = str(caught.value)
+    assert f"could not delete s3://b/{keys[1200]} and 1 more: AccessDenied" in message
+    assert "s3:DeleteObject" in message
+
+
 async def test_the_two_s3_clients_share_one_data_loader(monkeypatch: pytest.MonkeyPatch) -> None:
     """The writes' boto3 client reads S3's model through the async clients' loader: held once
     (~12 MiB), parsed once. No request is sent."""
@@ -153,3 +208,70 @@ async def test_the_two_s3_clients_share_one_data_loader(monkeypatch: pytest.Monk
         AwsOptions(region="us-east-1", s3_endpoint_url=nowhere, endpoint_url=nowhere)
     ) as aws:
         assert aws.s3._sync._loader is aws.s3._client._loader
+
+
+def no_configured_endpoints(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No AWS_ENDPOINT_URL* variables and an empty config file: botocore finds no endpoint."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL") or name == "AWS_PROFILE":
+            monkeypatch.delenv(name)
+    empty = tmp_path / "aws-config"
+    empty.write_text("")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(empty))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(empty))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+
+
+async def test_checks_never_leave_endpoints_given_on_the_command_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With the run's endpoints given as flags, the KMS and IAM checks go to the endpoint
+    configured for KMS and IAM, and are skipped when there is none (not sent to AWS)."""
+    from fanout.aws import Aws
+
+    no_configured_endpoints(monkeypatch, tmp_path)
+    local = "http://127.0.0.1:9"
+    flags = AwsOptions(region="us-east-1", endpoint_url=local, s3_endpoint_url=local)
+    async with Aws(flags) as aws:
+        assert aws._client("kms") is None and aws._client("iam") is None
+        await aws.check_kms_key(KEY)  # skipped: nothing to reach
+        await aws.check_role("arn:aws:iam::111122223333:role/r")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_KMS", "http://127.0.0.1:10")
+    async with Aws(flags) as aws:
+        client = aws._client("kms")
+        assert client is not None
+        async with client as kms:
+            assert kms.meta.endpoint_url == "http://127.0.0.1:10"
+        assert aws._client("iam") is None
+    async with Aws(AwsOptions(region="us-east-1")) as aws:  # no flags: botocore's own choice
+        client = aws._client("iam")
+        assert client is not None
+        async with client as iam:  # made, never called
+            assert iam.meta.endpoint_url == "https://iam.amazonaws.com"
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (AwsOptions(region="us-east-1", s3_endpoint_url="127.0.0.1:4566"),
+         "--s3-endpoint-url '127.0.0.1:4566'"),
+        (AwsOptions(region="us-east-1", endpoint_url="localhost:4566"),
+         "--endpoint-url 'localhost:4566'"),
+    ],
+)  # fmt: skip
+async def test_a_malformed_endpoint_is_a_config_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, options: AwsOptions, named: str
+) -> None:
+    """An endpoint without its scheme is refused with the flag and an example, not a
+    traceback (botocore raises ValueError)."""
+    from fanout.aws import Aws
+    from fanout.errors import ConfigError
+
+    no_configured_endpoints(monkeypatch, tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        async with Aws(options):
+            pass
+    assert named in str(caught.value) and "http://127.0.0.1:4566" in str(caught.value)

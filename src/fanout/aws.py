@@ -35,7 +35,18 @@ import botocore
 import botocore.session
 from botocore import UNSIGNED, xform_name
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
+from botocore.configprovider import ConfiguredEndpointProvider
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    CredentialRetrievalError,
+    NoAuthTokenError,
+    NoCredentialsError,
+    ParamValidationError,
+    PartialCredentialsError,
+    SSOError,
+    TokenRetrievalError,
+)
 
 from .awsargs import use_newer_model
 from .errors import (
@@ -137,6 +148,29 @@ def _kms_advice(code: str, detail: str, operation: str, key: str | None) -> str 
     return None
 
 
+# The caller's credentials are missing or expired (an SSO session, a credential process): no
+# retry can help, unlike a service that does not answer.
+_CREDENTIALS = (
+    NoCredentialsError,
+    PartialCredentialsError,
+    CredentialRetrievalError,
+    TokenRetrievalError,
+    SSOError,
+    NoAuthTokenError,
+)
+
+
+def credentials_advice(exc: BaseException) -> str | None:
+    """What to do when `exc` says the caller has no usable credentials; None if it does not."""
+    if not isinstance(exc, _CREDENTIALS):
+        return None
+    return (
+        f"no usable AWS credentials ({exc}): refresh them (`aws sso login`, the profile's "
+        "keys, or the AWS_* variables), then resume the run (`fanout resume RUN`) or run the "
+        "command again"
+    )
+
+
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Message", ""))
@@ -167,6 +201,8 @@ def raise_s3_error(
         message = f"{uri} does not exist"
     elif isinstance(exc, ClientError):
         message = f"{operation} on {uri} failed: {code}: {detail}"
+    elif (advice := credentials_advice(exc)) is not None:
+        message = f"{operation} on {uri} failed: {advice}"
     elif isinstance(exc, BotoCoreError):
         message = f"{operation} on {uri} failed: S3 did not answer ({exc}): check the network"
     else:
@@ -287,12 +323,27 @@ class S3Store:
                 raise
 
     async def delete_objects(self, bucket: str, keys: list[str]) -> None:
+        """Delete the objects, 1,000 a request; raise MergeError if S3 could not delete one
+        (DeleteObjects answers 200 and lists those keys under `Errors`)."""
         for start in range(0, len(keys), 1000):
             batch = [{"Key": key} for key in keys[start : start + 1000]]
             try:
-                await self._client.delete_objects(Bucket=bucket, Delete={"Objects": batch})
+                response = await self._client.delete_objects(
+                    Bucket=bucket, Delete={"Objects": batch, "Quiet": True}
+                )
             except (ClientError, BotoCoreError) as exc:
                 raise_s3_error(exc, "DeleteObjects", f"s3://{bucket}/", MergeError)
+            if failed := response.get("Errors"):
+                first = failed[0]
+                code, said = first.get("Code", ""), first.get("Message", "")
+                more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+                hint = (
+                    " (the caller needs s3:DeleteObject on them)" if code == "AccessDenied" else ""
+                )
+                raise MergeError(
+                    f"could not delete s3://{bucket}/{first.get('Key', '')}{more}: {code}: "
+                    f"{said}{hint}"
+                )
 
     async def check_bucket(self, bucket: str, prefix: str = "") -> None:
         """Raise ConfigError, saying what to do, unless the bucket exists and is reachable.
@@ -441,6 +492,7 @@ class Aws:
         self._stack = contextlib.AsyncExitStack()
         self._s3: S3Store | None = None
         self._personalize: Any = None
+        self._session: aioboto3.Session | None = None
         self.region: str | None = None  # the clients', once open
 
     def _config(self, max_attempts: int | None = None) -> Config:
@@ -469,19 +521,26 @@ class Aws:
                 "profile (the bucket and the jobs must be in the same region)"
             )
         self.region = session.region_name
+        self._session = session
         verify: bool | str = options.ca_bundle or options.verify_ssl
         common = {"config": self._config(), "verify": verify}
         try:
-            s3 = await self._stack.enter_async_context(
-                session.client("s3", endpoint_url=options.s3_endpoint_url, **common)
+            s3 = await self._open(
+                session.client("s3", endpoint_url=options.s3_endpoint_url, **common),
+                "S3",
+                options.s3_endpoint_url,
+                "--s3-endpoint-url",
             )
-            self._personalize = await self._stack.enter_async_context(
+            self._personalize = await self._open(
                 session.client(
                     "personalize",
                     endpoint_url=options.endpoint_url,
                     config=self._config(PERSONALIZE_ATTEMPTS),
                     verify=verify,
-                )
+                ),
+                "Personalize",
+                options.endpoint_url,
+                "--endpoint-url",
             )
             # Its writes carry a signed SHA-256 checksum: no second hash of every body (S3Store).
             unsigned_payload = Config(s3={"payload_signing_enabled": False})
@@ -499,12 +558,27 @@ class Aws:
                 config=self._config().merge(unsigned_payload),
                 verify=verify,
             )
-        except BotoCoreError as exc:
-            await self._stack.aclose()
-            raise ConfigError(f"AWS configuration: {exc}") from exc
+        except BaseException as exc:
+            with anyio.CancelScope(shield=True):
+                await self._stack.aclose()
+            if isinstance(exc, BotoCoreError):
+                raise ConfigError(f"AWS configuration: {exc}") from exc
+            raise
         self._stack.callback(sync_s3.close)
         self._s3 = S3Store(s3, sync_s3)
         return self
+
+    async def _open(self, client: Any, service: str, endpoint: str | None, flag: str) -> Any:
+        """Enter the client `session.client(...)` made; a malformed endpoint URL (given as
+        `flag`, or configured: AWS_ENDPOINT_URL_*) is a ConfigError that names it."""
+        try:
+            return await self._stack.enter_async_context(client)
+        except ValueError as exc:  # botocore's "Invalid endpoint: …"
+            given = f"{flag} {endpoint!r}" if endpoint else "the configured endpoint"
+            raise ConfigError(
+                f"{service}: {exc}: {given} must be a URL such as http://127.0.0.1:4566 "
+                f"(check {flag} and the AWS_ENDPOINT_URL* variables)"
+            ) from exc
 
     async def __aexit__(self, *exc: object) -> None:
         await self._stack.aclose()
@@ -529,11 +603,23 @@ class Aws:
         """Batch inference jobs, or batch segment jobs (same calls, other names)."""
         return BatchJobs(self.personalize, job_type)
 
-    def _client(self, service: str) -> Any:
-        """A client of `service` for a check or two (KMS, IAM), with the run's options: use it
-        as `async with`."""
+    def _client(self, service: str) -> Any | None:
+        """A client of `service` for a check or two (KMS, IAM), with the run's options and
+        session: use it as `async with`. None (skip the check) when the run's endpoints were
+        given on the command line (`--endpoint-url`, `--s3-endpoint-url`: the emulator, MinIO,
+        LocalStack) and `service` has none configured (AWS_ENDPOINT_URL_<SERVICE>,
+        AWS_ENDPOINT_URL, the config file's `services` section): AWS's own endpoint would be
+        another world than the one the run talks to, and a run against a local endpoint must
+        not reach AWS."""
         options = self.options
-        session = aioboto3.Session(profile_name=options.profile, region_name=options.region)
+        session = self._session
+        if session is None:
+            raise RuntimeError("Aws is not open: use `async with Aws(...)`")
+        core = session._session  # the botocore session under aioboto3's
+        if (options.endpoint_url or options.s3_endpoint_url) and not _configured_endpoint(
+            core, service
+        ):
+            return None
         verify: bool | str = options.ca_bundle or options.verify_ssl
         return session.client(service, config=self._config(), verify=verify)
 
@@ -548,8 +634,10 @@ class Aws:
                 "Personalize use a key in the bucket's and the jobs' region; give a key of "
                 f"{self.region}, or --region {region} if the bucket and the jobs are there"
             )
+        if (client := self._client("kms")) is None:
+            return
         try:
-            async with self._client("kms") as kms:
+            async with client as kms:
                 await kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")
         except ClientError as exc:
             code = error_code(exc)
@@ -564,8 +652,10 @@ class Aws:
         """Raise ConfigError if IAM says the role does not exist: no role of that name, or one
         whose ARN is not this one (another account's, or another path). A caller that may not
         read IAM (AccessDenied), or cannot reach it, is not stopped: creating the job checks."""
+        if (client := self._client("iam")) is None:
+            return
         try:
-            async with self._client("iam") as iam:
+            async with client as iam:
                 found = await iam.get_role(RoleName=role_arn.rsplit("/", 1)[-1])
         except ClientError as exc:
             if error_code(exc) == "NoSuchEntity":
@@ -601,6 +691,18 @@ class Aws:
         if found.get("status") != "ACTIVE":
             raise ConfigError(f"filter {arn} is {found.get('status')}: wait until it is ACTIVE")
         return str(found.get("filterExpression") or "")
+
+
+def _configured_endpoint(core: Any, service: str) -> str | None:
+    """The endpoint botocore's session `core` has configured for `service` (environment or
+    config file), as its clients would find it; None if none, or if told to ignore them."""
+    if core.get_config_variable("ignore_configured_endpoint_urls"):
+        return None
+    provider = ConfiguredEndpointProvider(
+        full_config=core.full_config, scoped_config=core.get_scoped_config(), client_name=service
+    )
+    found = provider.provide()
+    return str(found) if found else None
 
 
 def _epoch(value: Any) -> float | None:
@@ -643,6 +745,8 @@ def _job_error(exc: Exception, operation: str) -> NoReturn:
             f"{operation}: the request does not fit botocore {botocore.__version__}'s model of "
             f"Personalize: {exc} (upgrade fanout's botocore, or leave that member out)"
         ) from exc
+    if (advice := credentials_advice(exc)) is not None:
+        raise SubmitError(f"{operation} failed: {advice}") from exc
     if isinstance(exc, BotoCoreError):  # no answer after botocore's retries
         raise RetryLater(f"{operation}: Personalize did not answer: {exc}") from exc
     response: dict[str, Any] = exc.response if isinstance(exc, ClientError) else {}
