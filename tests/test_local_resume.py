@@ -91,6 +91,45 @@ def test_resume_checks_the_parts_written_and_writes_the_rest(
     assert state.prepared is not None and len(state.parts) == len(whole)
 
 
+async def test_a_failed_prepare_stops_its_source_threads_before_it_returns(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A caller of `pipeline.prepare` whose event loop goes on after a failure (a library user,
+    not the CLI, whose loop's end closes every generator) gets the source's reader, encoder and
+    deduper threads stopped by then, not left to the garbage collector with their buffers."""
+    from fanout._relay import Relay
+    from fanout.config import Limits
+    from fanout.errors import UploadError, first_of
+    from fanout.pipeline import PrepareSettings, prepare
+    from fanout.source import SourceOptions
+
+    def relay_threads() -> list[threading.Thread]:
+        return [
+            thread
+            for thread in threading.enumerate()
+            if getattr(getattr(thread, "_target", None), "__func__", None) is Relay._run
+        ]
+
+    ids = ids_file(tmp_path / "ids.txt", 200_000)
+
+    async def write(self: Any, chunk: Any) -> None:  # fails as it is handed its first chunk
+        raise UploadError("cannot write: No space left on device")
+
+    monkeypatch.setattr(upload.LocalParts, "write", write)
+    settings = PrepareSettings(
+        ids=str(ids),
+        run_id="fails",
+        state_dir=tmp_path / "state",
+        local_dir=tmp_path / "out",
+        source=SourceOptions(chunk_bytes=16 * 1024),  # many pieces: the threads have more
+        limits=Limits(part_bytes=64 * 1024),
+    )
+    with pytest.raises(BaseException) as caught:
+        await prepare(settings)
+    assert "No space left on device" in str(first_of(caught.value, (UploadError,)))
+    assert not relay_threads()
+
+
 def test_resume_refuses_an_input_that_changed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -14,6 +14,7 @@ from fanout._outputs import (
     LineBlocks,
     OutputRecord,
     ParsedBlock,
+    blocks,
     parse_block,
     parse_output_line,
 )
@@ -356,3 +357,24 @@ def test_odd_lines_in_a_batch_agree_with_the_parser(line: bytes) -> None:
 def test_mixed_batches_agree_with_the_parser(lines: list[bytes], noise: bytes) -> None:
     """However common, odd and random lines mix, a batch parses as its lines one by one."""
     _same_as_one_by_one([*lines, noise.replace(b"\n", b"")])
+
+
+async def test_blocks_closes_its_chunks_when_it_is_closed() -> None:
+    """A reader stopped after its first block (a failure downstream) closes the stream of
+    chunks under it at once (an S3 body, a file), not when the garbage collector runs."""
+    import contextlib
+    from collections.abc import AsyncGenerator
+
+    closed: list[bool] = []
+
+    async def chunks() -> AsyncGenerator[bytes, None]:
+        try:
+            for _ in range(3):
+                yield b"a\nb\n"
+        finally:
+            closed.append(True)
+
+    async with contextlib.aclosing(blocks(chunks(), 1024)) as read:
+        async for _ in read:
+            break
+    assert closed == [True]

@@ -18,7 +18,7 @@ it).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -229,15 +229,21 @@ class LineBlocks:
         return None
 
 
-async def blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator[Block]:
-    """The lines of a stream of chunks, in blocks of whole lines (`LineBlocks`)."""
+async def blocks(chunks: AsyncIterator[bytes], max_line: int) -> AsyncGenerator[Block, None]:
+    """The lines of a stream of chunks, in blocks of whole lines (`LineBlocks`). `chunks` (an
+    async generator: an S3 body, a file) is closed when this one is: iterate it inside
+    `contextlib.aclosing`, so that a failure does not leave them to the garbage collector."""
     splitter = LineBlocks(max_line)
-    async for chunk in chunks:
-        for block in splitter.feed(chunk):
-            yield block
-    last = splitter.finish()
-    if last is not None:
-        yield last
+    try:
+        async for chunk in chunks:
+            for block in splitter.feed(chunk):
+                yield block
+        last = splitter.finish()
+        if last is not None:
+            yield last
+    finally:
+        if (close := getattr(chunks, "aclose", None)) is not None:
+            await close()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -256,7 +256,9 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise_s3_error(exc, "ListObjectsV2", uri, InputError)
 
-    async def read_chunks(self, bucket: str, key: str, chunk_size: int) -> AsyncIterator[bytes]:
+    async def read_chunks(
+        self, bucket: str, key: str, chunk_size: int
+    ) -> AsyncGenerator[bytes, None]:
         """The object's bytes in chunks. A body cut off mid-way (a reset connection, a truncated
         response) is picked up where it stopped, with a ranged GET of the same version (If-Match
         its ETag), up to `READ_ATTEMPTS` times: botocore retries requests, not bodies."""

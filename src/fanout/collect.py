@@ -74,8 +74,9 @@ async def _chunks(source: str, aws: Aws | None) -> AsyncGenerator[bytes, None]:
     if source.startswith("s3://"):
         assert aws is not None
         uri = S3Uri.parse(source)
-        async for chunk in aws.s3.read_chunks(uri.bucket, uri.key, CHUNK):
-            yield chunk
+        async with contextlib.aclosing(aws.s3.read_chunks(uri.bucket, uri.key, CHUNK)) as body:
+            async for chunk in body:
+                yield chunk
         return
     async with await anyio.open_file(source, "rb") as handle:
         while chunk := await handle.read(CHUNK):
@@ -169,49 +170,53 @@ async def collect(
     ):
         for source in sources:
             number = 0  # lines read so far
-            async for block in blocks(_chunks(source, aws), MAX_LINE_BYTES):
-                parsed = await anyio.to_thread.run_sync(
-                    parse_block, number, block, kind, MAX_LINE_BYTES
-                )
-                number += parsed.count
-                lines += parsed.lines
-                corrupt += len(parsed.bad)
-                if parsed.bad:
-                    await corrupt_sink.write(
-                        b"".join(
-                            orjson.dumps({"object": source, "line": at, "reason": reason}) + b"\n"
-                            for at, reason in parsed.bad
-                        )
+            read = blocks(_chunks(source, aws), MAX_LINE_BYTES)
+            async with contextlib.aclosing(read) as source_blocks:
+                async for block in source_blocks:
+                    parsed = await anyio.to_thread.run_sync(
+                        parse_block, number, block, kind, MAX_LINE_BYTES
                     )
-                failed = [record for record in parsed.records if record.error is not None]
-                if failed:
-                    await pending_sink.write(
-                        b"".join(
-                            orjson.dumps({"id": r.key, "error": r.error, "object": source}) + b"\n"
-                            for r in failed
+                    number += parsed.count
+                    lines += parsed.lines
+                    corrupt += len(parsed.bad)
+                    if parsed.bad:
+                        await corrupt_sink.write(
+                            b"".join(
+                                orjson.dumps({"object": source, "line": at, "reason": reason})
+                                + b"\n"
+                                for at, reason in parsed.bad
+                            )
                         )
-                    )
-                usable = [record for record in parsed.records if record.error is None]
-                at = [
-                    i
-                    for i, r in zip(parsed.record_at.tolist(), parsed.records, strict=True)
-                    if r.error is None
-                ]
-                kept, common, repeated = _first_seen(
-                    seen, usable, at, parsed.common, parsed.common_at
-                )
-                if repeated:
-                    duplicates += len(repeated)
-                    await duplicate_sink.write(
-                        b"".join(
-                            orjson.dumps({"id": key, "object": source, "why": "result again"})
-                            + b"\n"
-                            for key in repeated
+                    failed = [record for record in parsed.records if record.error is not None]
+                    if failed:
+                        await pending_sink.write(
+                            b"".join(
+                                orjson.dumps({"id": r.key, "error": r.error, "object": source})
+                                + b"\n"
+                                for r in failed
+                            )
                         )
+                    usable = [record for record in parsed.records if record.error is None]
+                    at = [
+                        i
+                        for i, r in zip(parsed.record_at.tolist(), parsed.records, strict=True)
+                        if r.error is None
+                    ]
+                    kept, common, repeated = _first_seen(
+                        seen, usable, at, parsed.common, parsed.common_at
                     )
-                found += len(kept) + len(common)
-                await results.write(kept)
-                await results.write_common(common)
+                    if repeated:
+                        duplicates += len(repeated)
+                        await duplicate_sink.write(
+                            b"".join(
+                                orjson.dumps({"id": key, "object": source, "why": "result again"})
+                                + b"\n"
+                                for key in repeated
+                            )
+                        )
+                    found += len(kept) + len(common)
+                    await results.write(kept)
+                    await results.write_common(common)
         await pending_sink.close()  # every error is in it: read it back
         errors, again = await anyio.to_thread.run_sync(_settle_errors, pending, seen)
         await error_sink.write(b"".join(errors))

@@ -37,6 +37,7 @@ counted as missing too, and missing IDs can be sent again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import shutil
@@ -657,15 +658,16 @@ async def _merge(
     for part in input_parts:
         source = _chunks(reader, part, options.chunk_bytes)
         number = 0  # lines read so far
-        async for block in blocks(source, options.max_line_bytes):
-            fps, lines = await anyio.to_thread.run_sync(
-                _sent_block, number, block, kind, part, sent_spill
-            )
-            number += lines
-            pieces.append(fps)
-            counts.input_lines += len(fps)
-            if sent_spill.full:
-                await sent_spill.flush()
+        async with contextlib.aclosing(blocks(source, options.max_line_bytes)) as sent_blocks:
+            async for block in sent_blocks:
+                fps, lines = await anyio.to_thread.run_sync(
+                    _sent_block, number, block, kind, part, sent_spill
+                )
+                number += lines
+                pieces.append(fps)
+                counts.input_lines += len(fps)
+                if sent_spill.full:
+                    await sent_spill.flush()
     sent, spills.positions = _sorted_unique(pieces, positions=ordered is not None)
     spills.written = np.zeros(len(sent), np.uint8)
     if ordered is not None:
@@ -680,18 +682,19 @@ async def _merge(
         uri = f"s3://{prefix.bucket}/{info.key}"
         chunks = reader.read_chunks(prefix.bucket, info.key, options.chunk_bytes)
         number = 0  # lines read so far
-        async for block in blocks(chunks, options.max_line_bytes):
-            routed = await anyio.to_thread.run_sync(
-                _route, number, block, kind, uri, shard, sent, spills, options
-            )
-            number += routed.count
-            counts.lines += routed.lines
-            counts.corrupt += routed.corrupt
-            await _deliver(routed, sinks, kind)
-            if out_spill.full:
-                await out_spill.flush()
-            if ordered is not None and ordered.full:
-                await ordered.flush()
+        async with contextlib.aclosing(blocks(chunks, options.max_line_bytes)) as out_blocks:
+            async for block in out_blocks:
+                routed = await anyio.to_thread.run_sync(
+                    _route, number, block, kind, uri, shard, sent, spills, options
+                )
+                number += routed.count
+                counts.lines += routed.lines
+                counts.corrupt += routed.corrupt
+                await _deliver(routed, sinks, kind)
+                if out_spill.full:
+                    await out_spill.flush()
+                if ordered is not None and ordered.full:
+                    await ordered.flush()
     sent_spill.close()
     out_spill.close()
 

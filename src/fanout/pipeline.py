@@ -614,11 +614,12 @@ async def _prepare(
             # A local disk needs no parallel requests to be fast: each part is written as it is
             # cut (on the writer's thread), and a batch is let go once written.
             async with (
+                contextlib.aclosing(source.batches()) as batches,
                 LocalParts(Path(base), verify_only=known) as local,
                 anyio.create_task_group() as group,
             ):
                 group.start_soon(_report_written, local, written)
-                await _produce(stream_parts(source.batches(), layout), local.write, tracker)
+                await _produce(stream_parts(batches, layout), local.write, tracker)
                 await local.finish()
         else:
             from .aws import Encryption
@@ -636,8 +637,11 @@ async def _prepare(
             if known:
                 writer = _SkipWritten(writer, known)
             parts, receive = anyio.create_memory_object_stream[PartFile](settings.upload.queue)
-            async with anyio.create_task_group() as group:
-                cut = cut_shards(source.batches(), layout, join=True)
+            async with (
+                contextlib.aclosing(source.batches()) as batches,
+                anyio.create_task_group() as group,
+            ):
+                cut = cut_shards(batches, layout, join=True)
                 group.start_soon(_produce_into, cut, parts, tracker)
                 group.start_soon(
                     upload_parts, receive, writer, settings.upload.concurrency, written
