@@ -329,6 +329,34 @@ def test_the_command_line_replaces_a_config_files_list_and_a_mapping_gives_filte
     assert values == ['GENRE=["Comedy", "Sci-Fi, Fantasy"]', "DECADE=1990s"]
 
 
+@pytest.mark.parametrize("command", ["prepare", "run", "segment"])
+def test_an_empty_run_id_is_refused_not_replaced_by_a_new_one(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--run-id "$RUN"` with RUN unset made a new run every night instead of an error."""
+    from fanout.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main([command, "--ids", "x", "--local-dir", "y", "--run-id", ""])
+    assert stopped.value.code == 2
+    assert "argument --run-id: empty: give 1 to 32 letters" in capsys.readouterr().err
+
+
+def test_spaces_around_filter_values_are_not_part_of_them() -> None:
+    """`GENRE=comedy, drama` sent " drama", which matches no item: the spaces around each value
+    go; a JSON list keeps every character; a value of spaces only is an empty value."""
+    from fanout.cli import _filter_values
+    from fanout.errors import ConfigError
+
+    assert _filter_values(["GENRE=comedy, drama ", "DECADE= 1990s"]) == {
+        "GENRE": ["comedy", "drama"],
+        "DECADE": ["1990s"],
+    }
+    assert _filter_values(['GENRE=["comedy", " drama"]']) == {"GENRE": ["comedy", " drama"]}
+    with pytest.raises(ConfigError, match="empty value"):
+        _filter_values(["GENRE=comedy, ,drama"])
+
+
 def test_an_unknown_option_is_refused_with_its_commands_usage_and_a_config_key_by_name(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -680,8 +680,20 @@ def _limits(args: argparse.Namespace) -> tuple[Any, Any]:
     return limits, timing
 
 
+def _given_run_id(text: str) -> str:
+    """--run-id's value: an empty one (a script's unset $RUN) is refused, not replaced by a new
+    ID each time."""
+    if not text:
+        raise argparse.ArgumentTypeError(
+            "empty: give 1 to 32 letters, digits or -, or leave --run-id out for a new ID"
+        )
+    return text
+
+
 def _run_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-id", help="name the run (default: a new timestamped ID)")
+    parser.add_argument(
+        "--run-id", type=_given_run_id, help="name the run (default: a new timestamped ID)"
+    )
     parser.add_argument(
         "--state-dir",
         type=Path,
@@ -966,10 +978,13 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
         else:
             if "\\" in raw:
                 raise ConfigError(
-                    f"--filter-values {item!r}: a backslash does not escape a comma here; give "
-                    f"values with commas or backslashes as a JSON list: {name}='[\"a,b\"]'"
+                    f"--filter-values {item!r}: NAME=V1,V2 takes no backslash (it would not "
+                    "escape a comma); give values with commas, backslashes or spaces at their "
+                    f"ends as a JSON list: {name}='[\"a,b\"]'"
                 )
-            found = raw.split(",")
+            # "comedy, drama" means "drama": a space after a comma is not part of a value
+            # (a JSON list keeps every character).
+            found = [value.strip() for value in raw.split(",")]
         if not found or any(not v for v in found):
             raise ConfigError(f"--filter-values {name}: empty value in {raw!r}")
         if name in values:

@@ -225,7 +225,7 @@ def test_prepare_from_stdin(
         ),
         (
             ["--local-dir", "x", "--filter-values", "G=a\\,b,c"],
-            "a backslash does not escape a comma here",
+            "takes no backslash (it would not escape a comma)",
         ),
         ([], "exactly one of"),
     ],
