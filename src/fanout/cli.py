@@ -921,6 +921,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, _on_signal)
     signal.signal(signal.SIGTERM, _on_signal)
 
+    if args.info_file is not None:  # a stale one would send a waiting script to dead ports
+        args.info_file.unlink(missing_ok=True)
     emulator = Emulator(settings)
     try:
         info = emulator.start()
@@ -946,6 +948,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
             pass
     finally:
         emulator.stop()
+        if args.info_file is not None:
+            args.info_file.unlink(missing_ok=True)
     return EXIT_OK
 
 

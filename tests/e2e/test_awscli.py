@@ -112,9 +112,11 @@ def cli_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningEm
 
 
 def test_emulator_prints_exports_and_stops_cleanly(tmp_path: Path) -> None:
-    """`fanout emulator` prints export lines for every endpoint and exits 0 on SIGTERM."""
+    """`fanout emulator` prints export lines for every endpoint and exits 0 on SIGTERM, taking
+    its info file with it (a script waiting for the file would read dead ports)."""
     running = start_emulator(tmp_path)
     out = stop_emulator(running)
+    assert not (tmp_path / "emulator.json").exists(), "a stopped emulator's info file was left"
     assert f"export AWS_ENDPOINT_URL_S3={running.info['s3_endpoint']}" in out
     assert f"export AWS_ENDPOINT_URL_PERSONALIZE={running.info['personalize_endpoint']}" in out
     assert "export AWS_DEFAULT_REGION=us-east-1" in out
