@@ -1201,7 +1201,8 @@ def _run_plan(args: argparse.Namespace) -> int:
         from .pipeline import new_run_id, plan_input
 
     async def plan(settings: Any, aws: Any) -> Any:
-        return await plan_input(args.ids, aws.s3 if aws else None, settings)
+        # stdin or a pipe is read to its end: a plan is all it is read for
+        return await plan_input(args.ids, aws.s3 if aws else None, settings, whole=True)
 
     settings = _prepare_settings(args, None, new_run_id())
     result = _arun(_resolved, args, settings, plan)

@@ -310,21 +310,32 @@ async def _stored(spec: str, store: ObjectReader | None) -> _Stored:
 
 
 async def estimate_input(
-    spec: str, store: ObjectReader | None, options: SourceOptions, stored: _Stored | None = None
+    spec: str,
+    store: ObjectReader | None,
+    options: SourceOptions,
+    stored: _Stored | None = None,
+    *,
+    whole: bool = False,
 ) -> InputEstimate:
     """Count the input exactly if it is small (or one Parquet file on S3 or stdin), else
     extrapolate from a sample: its first 4 MiB; the first file of a prefix of Parquet files; or
-    the first 4 MiB of records of a large local Parquet file, by the rows its footer counts."""
+    the first 4 MiB of records of a large local Parquet file, by the rows its footer counts.
+    An input of unknown size (stdin, a pipe) can be read only once: it is counted to its end
+    with `whole` (`fanout plan`, which reads it for nothing else), else not read at all."""
     if stored is None:
         stored = await _stored(spec, store)
     size, skipped = stored.size, stored.skipped
-    if size is None:
+    if size is None and not whole:
         return InputEstimate(0, 0, exact=False, how="input size unknown (stdin or a pipe)")
     parquet = options.format == "parquet" or spec.endswith((".parquet", ".pq"))
     rows = None
-    if size > EXACT_COUNT_BYTES and not stored.folder and "://" not in spec:
+    if size is not None and size > EXACT_COUNT_BYTES and not stored.folder and "://" not in spec:
         rows = await anyio.to_thread.run_sync(_parquet_rows, spec, options.format)
-    exact = size <= EXACT_COUNT_BYTES or (parquet and not stored.folder and rows is None)
+    exact = (
+        size is None
+        or size <= EXACT_COUNT_BYTES
+        or (parquet and not stored.folder and rows is None)
+    )
     files = open_input(spec, store, chunk_bytes=options.chunk_bytes)
     if not exact and rows is None:
         files = _limited(files, SAMPLE_BYTES, parquet)
@@ -342,7 +353,9 @@ async def estimate_input(
         # A sample that is not the input's start (a broken file): estimated from what was read.
     stats = source.stats
     if exact:
-        return InputEstimate(stats.records, nbytes, exact=True, how="counted", skipped=skipped)
+        how = "counted" if size is not None else "counted to its end (stdin or a pipe)"
+        return InputEstimate(stats.records, nbytes, exact=True, how=how, skipped=skipped)
+    assert size is not None
     if rows is not None:
         scale = rows / max(1, stats.lines)
         how = f"extrapolated from the first {stats.lines:,} of {rows:,} rows (Parquet footer)"
@@ -374,10 +387,16 @@ def _parquet_rows(path: str, fmt: str) -> int | None:
 
 
 async def plan_input(
-    spec: str, store: ObjectReader | None, settings: PrepareSettings, stored: _Stored | None = None
+    spec: str,
+    store: ObjectReader | None,
+    settings: PrepareSettings,
+    stored: _Stored | None = None,
+    *,
+    whole: bool = False,
 ) -> Plan:
-    """The plan for `spec` (`stored`: how it is stored, if the caller looked already)."""
-    estimate = await estimate_input(spec, store, settings.source, stored)
+    """The plan for `spec` (`stored`: how it is stored, if the caller looked already; `whole`:
+    read an input of unknown size to its end, see `estimate_input`)."""
+    estimate = await estimate_input(spec, store, settings.source, stored, whole=whole)
     return make_plan(estimate, settings.limits, settings.timing, settings.file_records)
 
 

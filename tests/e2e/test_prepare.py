@@ -166,16 +166,20 @@ def test_plan_of_an_input_with_no_id_to_send_exits_1(
     assert "the input holds no ID to send" in err
 
 
-def test_plan_json_of_stdin_says_unknown_with_null(
+def test_plan_of_stdin_counts_it_to_its_end(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """`fanout plan --ids - --json`: stdin's size is unknown, so its counts are null, not 0."""
-    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"u1\nu2\n")))
+    """`fanout plan --ids -` reads stdin to its end and counts it (a plan is all it is read
+    for: it printed no records, shards or time before, helper-33); an empty one exits 1."""
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"u1\nu2\nu1\n")))
     code, out, err = run_cli(["plan", "--ids", "-", "--json"], capsys)
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["records"] is None and plan["shards"] is None and plan["minutes"] is None
-    assert plan["exact"] is False and "unknown" in plan["estimate_how"]
+    assert plan["records"] == 2 and plan["shards"] == 1 and plan["minutes"] > 0
+    assert plan["exact"] is True and "counted to its end" in plan["estimate_how"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    code, out, err = run_cli(["plan", "--ids", "-", "--json"], capsys)
+    assert code == 1 and json.loads(out)["records"] == 0
 
 
 def test_prepare_from_stdin(
