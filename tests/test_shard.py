@@ -257,12 +257,14 @@ def test_a_file_limit_closing_a_shard_short_does_not_add_a_shard(
 
 def test_record_larger_than_a_job_is_a_config_error() -> None:
     """A single record over the per-job byte limit cannot be sent: the limit is too low for
-    the input (exit 2), and the message says which option to raise."""
+    the input (exit 2), and the message says which option to raise, and that the run is to
+    be prepared again as a new one (a resume keeps its limits: helper-33 found no way out)."""
     layout = ShardLayout(
         shard_bytes=50, max_job_bytes=50, part_bytes=50, max_job_files=1, max_file_records=10
     )
-    with pytest.raises(ConfigError, match=r"more than a whole job .*raise --max-job-bytes"):
+    with pytest.raises(ConfigError, match=r"more than a whole job .*raise --max-job-bytes") as e:
         run_cut([batch_of([b"x" * 60 + b"\n"])], layout)
+    assert "again as a new run (another --run-id" in str(e.value)
 
 
 def test_part_names_follow_the_s3_layout() -> None:

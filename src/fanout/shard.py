@@ -224,7 +224,9 @@ class _Cutter:
                 raise ConfigError(
                     f"a record of {size} bytes is more than a whole job may hold "
                     f"(--max-job-bytes {layout.max_job_bytes}): raise --max-job-bytes (the "
-                    "service takes up to 1 GB a job)"
+                    "service takes up to 1 GB a job) and prepare the input again as a new run "
+                    "(another --run-id, or after deleting this run's state directory): a "
+                    "resume keeps the limits the run began with"
                 )
             reached = self.shard_bytes >= self.target and self.shard_records >= self.record_target
             if self.shard_records and (reached or self.shard_bytes + size > layout.max_job_bytes):
