@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import stat
+import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -121,6 +123,55 @@ async def test_a_mirror_write_s3_refuses_is_a_warning_and_the_next_one_catches_u
     sync.error = None  # the key is enabled again: the next flush sends the whole journal
     await mirror.flush()
     assert sync.bodies == [journal.path.read_bytes()] and len(warnings) == 1
+
+
+class _StalledS3:
+    """A boto3 S3 client double whose `put_object` waits (as for an S3 that does not answer,
+    through botocore's retries) until `release` is set."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def put_object(self, **params: Any) -> dict[str, str]:
+        self.release.wait(60)
+        return {"ETag": '"e"'}
+
+
+async def test_a_stopping_run_does_not_wait_for_s3_that_does_not_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A write S3 does not answer is abandoned when its caller is cancelled (botocore's own
+    retries would hold a stopping run for minutes), and the journal's mirror, which a stopping
+    run still flushes (shielded), gives up after `MIRROR_DEADLINE` with a warning."""
+    from fanout import pipeline
+    from fanout.aws import Encryption, S3Store
+    from fanout.pipeline import _Mirror
+    from fanout.storage import S3Uri
+
+    stalled = _StalledS3()
+    store = S3Store(None, stalled)
+    try:
+        started = time.monotonic()
+        with anyio.move_on_after(0.3):
+            await store.put_object(
+                "b", "in/run/shard-00000/part-00000.jsonl", b"x", Encryption(None)
+            )
+        assert time.monotonic() - started < 5
+        monkeypatch.setattr(pipeline, "MIRROR_DEADLINE", 0.3)
+        async with Journal.open(tmp_path / "run") as journal:
+            await journal.append("prepared", shards=1)
+        warnings: list[str] = []
+        aws: Any = SimpleNamespace(s3=store)
+        mirror = _Mirror(journal.path, aws, S3Uri("b", "k"), Encryption(None), warnings.append)
+        started = time.monotonic()
+        with anyio.CancelScope() as scope:
+            scope.cancel()  # the run is being stopped: the flush still tries, within its limit
+            await mirror.flush()
+        assert time.monotonic() - started < 5
+        assert warnings == ["warning: could not mirror the journal to s3://b/k: S3 did not "
+                            "answer within 0.3 s"]  # fmt: skip
+    finally:
+        stalled.release.set()
 
 
 def test_a_run_another_process_holds_is_busy_with_exit_75(

@@ -401,7 +401,11 @@ class S3Store:
             checksum = sha256_checksum(sha256 or hashlib.sha256(data).hexdigest())
             return call(Body=data, ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum, **params)
 
-        return await anyio.to_thread.run_sync(send)
+        # Abandoned if the caller is cancelled: a stopping run does not wait for botocore's
+        # retries of a request S3 does not answer (minutes). The request may still land; an
+        # object or part it leaves is one the run never recorded, rewritten by a resume, and
+        # multipart uploads are aborted.
+        return await anyio.to_thread.run_sync(send, abandon_on_cancel=True)
 
     # Writes. Each public method raises UploadError, saying what to do, for any S3 failure; the
     # private twins raise botocore's errors, for `upload_file` to translate as a MergeError.

@@ -950,6 +950,7 @@ def _stats_record(stats: SourceStats) -> dict[str, Any]:
 # -- submit and resume ----------------------------------------------------------------------------
 
 MIRROR_SECONDS = 10.0
+MIRROR_DEADLINE = 20.0  # one copy of the journal to S3 is given up after this many seconds
 MIRROR_KEY = "_fanout/" + JOURNAL_NAME
 
 
@@ -1904,8 +1905,11 @@ class _Mirror:
 
     async def flush(self) -> None:
         """Copy the journal if it grew; a failure is a warning (once while it lasts), never an
-        error: the local journal is the one that counts."""
-        with anyio.CancelScope(shield=True):
+        error: the local journal is the one that counts. Not cancelled part way (a run being
+        stopped still mirrors its last events), but given up after `MIRROR_DEADLINE` seconds:
+        S3 not answering must not hold a stopping run for botocore's retries (minutes)."""
+        failure = ""
+        with anyio.move_on_after(MIRROR_DEADLINE, shield=True) as scope:
             try:
                 data = await anyio.Path(self._path).read_bytes()
                 if len(data) == self._sent:
@@ -1914,12 +1918,16 @@ class _Mirror:
                     self._uri.bucket, self._uri.key, data, self._encryption
                 )
             except (FanoutError, OSError) as exc:
-                warning = f"warning: could not mirror the journal to {self._uri}: {exc}"
-                if warning != self._warned:
-                    self._report(warning)
-                self._warned = warning
-                return
-            self._sent, self._warned = len(data), ""
+                failure = str(exc)
+        if scope.cancelled_caught:
+            failure = f"S3 did not answer within {MIRROR_DEADLINE:g} s"
+        if failure:
+            warning = f"warning: could not mirror the journal to {self._uri}: {failure}"
+            if warning != self._warned:
+                self._report(warning)
+            self._warned = warning
+            return
+        self._sent, self._warned = len(data), ""
 
 
 def _mirror_of(
