@@ -46,6 +46,9 @@ class FakeClock:
     def now(self) -> float:
         return self.t
 
+    def elapsed(self) -> float:
+        return self.t
+
     def _timer(self, seconds: float) -> tuple[float, int, anyio.Event]:
         self._seq += 1
         timer = (self.t + max(0.0, seconds), self._seq, anyio.Event())
@@ -553,6 +556,31 @@ async def test_token_bucket_spaces_calls() -> None:
 
     await driven(clock, take)
     assert clock.now() - start == pytest.approx(4.0)  # 2 at once, then one every 0.5 s
+
+
+class SteppedClock(FakeClock):
+    """Virtual time whose time of day is stepped back (NTP, a VM resumed) by `step` seconds."""
+
+    step = 0.0
+
+    def now(self) -> float:
+        return self.t - self.step
+
+
+async def test_a_step_back_of_the_time_of_day_does_not_stall_calls() -> None:
+    """The rate limit measures intervals on a clock that only goes forward: with the time of
+    day stepped back 300 s, the next call waited 300.5 s (helper-35), now the usual 0.5 s."""
+    clock = SteppedClock()
+    bucket = TokenBucket(2.0, 1.0, clock)
+
+    async def take() -> float:
+        await bucket.acquire()
+        clock.step = 300.0
+        start = clock.t
+        await bucket.acquire()
+        return clock.t - start
+
+    assert await driven(clock, take) == pytest.approx(0.5)
 
 
 def test_job_names_are_checked_before_anything_is_created() -> None:

@@ -93,7 +93,16 @@ def classify_failure(reason: str) -> tuple[bool, str]:
 class Clock(Protocol):
     """Where time comes from: the system in production, a fake in tests."""
 
-    def now(self) -> float: ...
+    def now(self) -> float:
+        """The time of day (epoch seconds): for what is journalled or compared with the
+        service's timestamps (a job's creation, a job timeout across resumes)."""
+        ...
+
+    def elapsed(self) -> float:
+        """Seconds on a clock that only goes forward, for intervals within this process (the
+        rate limit, polls, an outage): a step of the time of day (NTP, a VM resumed) must not
+        stall every call or cut a wait short."""
+        ...
 
     async def sleep(self, seconds: float) -> None: ...
 
@@ -108,6 +117,9 @@ ADOPT_SLACK = 60.0  # seconds a job's creation may seem to precede its run's sta
 class SystemClock:
     def now(self) -> float:
         return time.time()
+
+    def elapsed(self) -> float:
+        return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
         await anyio.sleep(max(0.0, seconds))
@@ -127,13 +139,13 @@ class TokenBucket:
         self._burst = burst
         self._tokens = burst
         self._clock = clock
-        self._last = clock.now()
+        self._last = clock.elapsed()
         self._lock = anyio.Lock()
 
     async def acquire(self) -> None:
         async with self._lock:
             while True:
-                now = self._clock.now()
+                now = self._clock.elapsed()
                 self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
                 self._last = now
                 if self._tokens >= 1:
@@ -276,19 +288,19 @@ class Submitter:
         self._wake.set()
 
     async def _loop(self) -> None:
-        next_poll = self._clock.now()
+        next_poll = self._clock.elapsed()
         while True:
             self._wake = anyio.Event()
-            if self._clock.now() >= next_poll:
+            if self._clock.elapsed() >= next_poll:
                 await self._poll()
-                next_poll = self._clock.now() + self._settings.poll_interval
+                next_poll = self._clock.elapsed() + self._settings.poll_interval
             if self._polled:  # admission needs one listing first: adopt before creating
                 await self._admit()
             if self._halted is not None and not self._creating:
                 raise self._halted
             if self._finished():
                 return
-            await self._clock.wait(self._wake, next_poll - self._clock.now())
+            await self._clock.wait(self._wake, next_poll - self._clock.elapsed())
 
     def _finished(self) -> bool:
         if not self._inputs_done or self._pending or self._creating:
@@ -480,7 +492,7 @@ class Submitter:
             try:
                 page, token = await self._service.list_jobs_page(token)
             except RetryLater as exc:
-                now = self._clock.now()
+                now = self._clock.elapsed()
                 self._outage_since = self._outage_since or now
                 if now - self._outage_since > self._settings.max_outage:
                     raise SubmitError(
