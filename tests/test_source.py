@@ -674,11 +674,11 @@ def test_kernel_refuses_arrays_too_small() -> None:
     big = np.empty(100, np.int64)
     with pytest.raises(ValueError, match="too small"):
         _native.encode_lines(
-            b"a\nb\n", 8, False, b"{", b"}", np.empty(10, np.uint8), big, big, big, big, big
+            b"a\nb\n", 8, False, b"{", b"}", b"", np.empty(10, np.uint8), big, big, big, big, big
         )
     out = np.empty(100, np.uint8)
     small = np.empty(1, np.int64)
-    args = (8, False, b"{", b"}", out, small, big, big, big, big)
+    args = (8, False, b"{", b"}", b"", out, small, big, big, big, big)
     assert _native.encode_lines(b"a\nb\n", *args) is None
     assert _native.encode_lines(b"a\n", *args) == (1, 1, 0, 0, 3)  # "{a}"
     counts = [_native.count_lines(b) for b in (b"", b"a", b"a\n", b"\n\n", b"a\nb")]
@@ -1988,6 +1988,22 @@ async def test_a_csv_header_row_again_is_rejected_not_sent(quoted: bool) -> None
     assert result.ids() == ["a", "b"]
     assert [(r["line"], r["detail"]) for r in result.rejects] == [
         (3, "the header row again (its 'userId' column): files joined with cat?")
+    ]
+    check_consistent(result)
+
+
+@pytest.mark.parametrize("dedupe", [True, False])
+@pytest.mark.parametrize("chunk", [8, 1 << 20])
+async def test_a_text_header_line_again_is_rejected_not_sent(dedupe: bool, chunk: int) -> None:
+    """helper-33: two ID lists with a header line, joined with `cat`, sent the second header as
+    the ID `userId` (a CSV's is rejected): it is rejected the same way, from any piece, with
+    dedupe or without; an ID that only contains the name is an ID."""
+    one = b"userId\na\nuserIds\n"
+    result = await read([("cat.txt", one + b"\xef\xbb\xbf userId \r\nb\n")], dedupe=dedupe,
+                        chunk_bytes=chunk)  # fmt: skip
+    assert result.ids() == ["a", "userIds", "b"]
+    assert [(r["line"], r["reason"], r["detail"]) for r in result.rejects] == [
+        (4, "wrong-shape", "the header line again ('userId'): files joined with cat?")
     ]
     check_consistent(result)
 

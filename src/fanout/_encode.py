@@ -224,6 +224,7 @@ def _encode_lines(
     fingerprint: bool = True,
     pool: _OutputPool | None = None,
     guess: _LineGuess | None = None,
+    header: str = "",
 ) -> _Core:
     """Encode `buf`, one candidate ID per line (`\\r\\n` or `\\n`; the last may have none).
 
@@ -236,14 +237,16 @@ def _encode_lines(
     tested against, and the path for a kind with a rule of its own). Fingerprints are left
     empty unless `fingerprint`. The records and their ends are written into a buffer of `pool`
     if given. The arrays are sized for the lines `guess` says `buf` may hold, if it has a
-    guess; else (or if the guess was short) for the lines counted first.
+    guess; else (or if the guess was short) for the lines counted first. A line that is
+    `header` (the file's header line, skipped at its start) is rejected: the header again,
+    where files were joined with `cat`.
     """
     if not buf:
         return _Core(b"", _NO_INTS, _NO_INTS, None, [], [], 0)
     guessed = guess.lines(len(buf)) if guess is not None else None
-    core = _encode_counted(buf, tpl, limit, slow, fingerprint, pool, guessed)
+    core = _encode_counted(buf, tpl, limit, slow, fingerprint, pool, guessed, header)
     if core is None:  # more lines than guessed
-        core = _encode_counted(buf, tpl, limit, slow, fingerprint, pool, None)
+        core = _encode_counted(buf, tpl, limit, slow, fingerprint, pool, None, header)
         assert core is not None  # counted: the arrays have room for every line
     if guess is not None:
         guess.saw(len(buf), core.count)
@@ -258,6 +261,7 @@ def _encode_counted(
     fingerprint: bool,
     pool: _OutputPool | None,
     count: int | None,
+    header: str,
 ) -> _Core | None:
     """`_encode_lines` with arrays for `count` lines (None: the lines of `buf`, counted
     first); None if `buf` has more."""
@@ -277,8 +281,9 @@ def _encode_counted(
     rec, marks = space[2 * line + room :][:line], space[3 * line + room :][:line]
     spans = space[4 * line + room :][: 2 * line]  # two per line: where each slow line is
     counts = _native.encode_lines(
-        buf, limit, slow, tpl.prefix, tpl.suffix, out, ends, fps, rec, marks, spans
-    )
+        buf, limit, slow, tpl.prefix, tpl.suffix, header.encode(), out, ends, fps, rec, marks,
+        spans,
+    )  # fmt: skip
     if counts is None:
         return None
     lines, records, blanks, slows, size = counts
@@ -296,7 +301,7 @@ def _encode_counted(
         slow_lines = marks.cast("q")[first:count].tolist()[::-1]
         flat = spans.cast("q")[2 * first : 2 * count].tolist()
         slow_spans = [flat[k : k + 2] for k in range(0, 2 * slows, 2)][::-1]
-        _settle(core, buf, tpl, limit, slow_lines, slow_spans, fingerprint)
+        _settle(core, buf, tpl, limit, slow_lines, slow_spans, fingerprint, header)
     if core.rec is not None and len(core.rec) == lines:
         core.rec = None
     return core
@@ -317,9 +322,11 @@ def _settle(
     lines: list[int],
     spans: list[list[int]],
     fingerprint: bool,
+    header: str = "",
 ) -> None:
     """The kernel's slow `lines` (ascending, at `spans` of `buf`) one by one: their records put
-    into `core` in line order, their rejects and blanks listed."""
+    into `core` in line order, their rejects and blanks listed (a line that is `header`, if
+    given, among the rejects)."""
     assert core.rec is not None
     kept_lines: list[int] = []
     kept_records: list[bytes] = []
@@ -327,7 +334,10 @@ def _settle(
     for index, (lo, hi) in zip(lines, spans, strict=True):
         raw = buf[lo:hi]
         outcome = _check_line(raw, limit, tpl.check)
-        if isinstance(outcome, str):
+        if header and outcome == header:
+            detail = f"the header line again ({header!r}): files joined with cat?"
+            core.rejects.append((index, RejectReason.WRONG_SHAPE, detail, raw))
+        elif isinstance(outcome, str):
             kept_lines.append(index)
             kept_records.append(tpl.record(outcome))
             kept_ids.append(outcome.encode())

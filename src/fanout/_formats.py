@@ -90,6 +90,7 @@ class _Piece:
     column: int = 0  # csv/tsv/parquet: the ID column
     column_name: str = ""
     scale: float = 0.0  # first piece of the first file: about how many such pieces the file has
+    header: str = ""  # text: the header line skipped at the file's start (rejected if again)
     joined: _Joined | None = None  # ...or parquet: the values joined into lines (`_joined`)
 
 
@@ -175,7 +176,14 @@ class _Encoder:
 
     def _text(self, piece: _Piece) -> _Encoded:
         core = _encode_lines(
-            piece.data, self.tpl, self.limit, self.slow, self.dedupe, self.outputs, self.lines
+            piece.data,
+            self.tpl,
+            self.limit,
+            self.slow,
+            self.dedupe,
+            self.outputs,
+            self.lines,
+            piece.header,
         )
         return _Encoded(
             piece,
@@ -488,6 +496,7 @@ class _FileFormat:
         # if its first line is an object, a table if that line is a header naming the ID column
         # (a table exported as `.txt`, as a spreadsheet's "Text (Tab delimited)" is).
         self._named_text = fmt == "text" and options.format == "auto"
+        self._text_header = ""  # a text file's header line, once sniffed
 
     def pieces(self, cut: bytes) -> Iterator[_Piece]:
         """Sniff the format and read the CSV header where needed; pieces ready for stage 1."""
@@ -503,6 +512,7 @@ class _FileFormat:
                 raise _ranking_needs_jsonl(self.name, self.fmt)
             if self.fmt == "header":  # one ID column named: read as text after it
                 self.fmt = "text"
+                self._text_header = first.decode()
                 lo, hi = line
                 if lo:
                     yield self._piece("text", cut[:lo])
@@ -572,7 +582,9 @@ class _FileFormat:
 
     def _piece(self, fmt: str, data: bytes, skip: int = 0) -> _Piece:
         column, column_name = self.column or 0, self.column_name
-        return _Piece(self.file_no, self.name, fmt, data, None, skip, column, column_name)
+        piece = _Piece(self.file_no, self.name, fmt, data, None, skip, column, column_name)
+        piece.header = self._text_header
+        return piece
 
     def _header(self, line: bytes) -> tuple[int, str]:
         assert self.fmt is not None

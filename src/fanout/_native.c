@@ -3,8 +3,8 @@
  * - fingerprints(buf, starts, lens, out): the 64-bit fingerprint of each ID
  *   buf[starts[i] : starts[i] + lens[i]] into out[i] (the function `fanout._dedupe` documents;
  *   tests/test_dedupe.py holds it to a plain-Python copy of the definition).
- * - encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans): validate,
- *   JSON-encode and fingerprint one ID per line (below, before py_encode_lines).
+ * - encode_lines(buf, limit, slow, prefix, suffix, other, out, ends, fps, rec, marks, spans):
+ *   validate, JSON-encode and fingerprint one ID per line (below, before py_encode_lines).
  * - insert(table, fps, dup): add each of fps to the open-addressing hash set `table`, in order;
  *   dup[i] = 1 if fps[i] was already in it (earlier in fps included), else 0. Returns how many
  *   were new.
@@ -362,7 +362,8 @@ static inline int number(int64_t *rec, Py_ssize_t n) {
  * returning lines + 1. */
 static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssize_t limit,
                               int slow, const unsigned char *prefix, Py_ssize_t n_prefix,
-                              const unsigned char *suffix, Py_ssize_t n_suffix, unsigned char *out,
+                              const unsigned char *suffix, Py_ssize_t n_suffix,
+                              const unsigned char *other, Py_ssize_t n_other, unsigned char *out,
                               int64_t *ends, uint64_t *fps, int64_t *rec, int64_t *marks,
                               int64_t *spans, Py_ssize_t lines) {
     encoded_t r = {0, 0, 0, 0, 0};
@@ -462,6 +463,8 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
                 bad = chars > limit;
             }
             if (!bad && high) bad = wide_space_around(buf + first, last - first);
+            if (!bad && n_other && last - first == n_other && !memcmp(buf + first, other, n_other))
+                bad = 1; /* the caller's to settle (a file's header line again) */
             if (bad) {
                 r.slows++;
                 marks[lines - r.slows] = line;
@@ -489,14 +492,15 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
     return r;
 }
 
-/* encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)
+/* encode_lines(buf, limit, slow, prefix, suffix, other, out, ends, fps, rec, marks, spans)
  *   -> (lines, records, blank, slow, size) | None
  *
  * Validate and encode every line of buf as fanout._encode._check_line and _Template.record
  * would. A line (its \r\n or \n left off; the last may have neither) is stripped of ASCII
  * whitespace; then it is blank (its index goes to the front of `marks`), or clean: valid UTF-8
  * without control characters, at most `limit` characters, not starting or ending in other
- * whitespace. A clean line becomes prefix + ID + suffix in `out` (" and \ escaped as JSON
+ * whitespace, and not `other` (unless that is empty: a file's header line, which the caller
+ * rejects). A clean line becomes prefix + ID + suffix in `out` (" and \ escaped as JSON
  * does: the ID is copied as it is checked, and the copy of a line that is not clean is
  * overwritten by the next), its end in `ends`, its index in `rec` (only if some line is not a
  * record: else rec is left as it was) and its fingerprint in `fps` (unless `fps` is empty).
@@ -507,11 +511,11 @@ static encoded_t encode_lines(const unsigned char *buf, Py_ssize_t size, Py_ssiz
  * the counts and the bytes of `out` used; or None, having stopped at the first line more than
  * the arrays have room for (the caller guessed the lines too few: nothing written is of use). */
 static PyObject *py_encode_lines(PyObject *self, PyObject *args) {
-    Py_buffer buf, prefix, suffix, out, ends, fps, rec, marks, spans;
+    Py_buffer buf, prefix, suffix, other, out, ends, fps, rec, marks, spans;
     Py_ssize_t limit;
     int slow;
-    if (!PyArg_ParseTuple(args, "y*npy*y*w*w*w*w*w*w*", &buf, &limit, &slow, &prefix, &suffix,
-                          &out, &ends, &fps, &rec, &marks, &spans))
+    if (!PyArg_ParseTuple(args, "y*npy*y*y*w*w*w*w*w*w*", &buf, &limit, &slow, &prefix, &suffix,
+                          &other, &out, &ends, &fps, &rec, &marks, &spans))
         return NULL;
     PyObject *result = NULL;
     if (check_items(&ends, 8, "ends") || check_items(&fps, 8, "fps") ||
@@ -533,8 +537,8 @@ static PyObject *py_encode_lines(PyObject *self, PyObject *args) {
     encoded_t r;
     Py_BEGIN_ALLOW_THREADS
     r = encode_lines(buf.buf, buf.len, limit, slow, prefix.buf, prefix.len, suffix.buf,
-                     suffix.len, out.buf, ends.buf, fps.len ? fps.buf : NULL, rec.buf, marks.buf,
-                     spans.buf, room);
+                     suffix.len, other.buf, other.len, out.buf, ends.buf, fps.len ? fps.buf : NULL,
+                     rec.buf, marks.buf, spans.buf, room);
     Py_END_ALLOW_THREADS
     if (r.lines > room) {
         result = Py_NewRef(Py_None);
@@ -545,6 +549,7 @@ done:
     PyBuffer_Release(&buf);
     PyBuffer_Release(&prefix);
     PyBuffer_Release(&suffix);
+    PyBuffer_Release(&other);
     PyBuffer_Release(&out);
     PyBuffer_Release(&ends);
     PyBuffer_Release(&fps);
@@ -588,7 +593,7 @@ static PyMethodDef methods[] = {
      "insert(table, fps, dup) -> new: add fps to the set; dup[i] = 1 if already there."},
     {"rehash", py_rehash, METH_VARARGS, "rehash(old, new): old's fingerprints into new."},
     {"encode_lines", py_encode_lines, METH_VARARGS,
-     "encode_lines(buf, limit, slow, prefix, suffix, out, ends, fps, rec, marks, spans)"
+     "encode_lines(buf, limit, slow, prefix, suffix, other, out, ends, fps, rec, marks, spans)"
      " -> (lines, records, blank, slow, size) | None: see _native.c."},
     {"count_lines", py_count_lines, METH_VARARGS, "count_lines(buf) -> the number of lines."},
     {"use_simd", py_use_simd, METH_VARARGS,

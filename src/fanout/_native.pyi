@@ -15,6 +15,7 @@ def encode_lines(
     slow: bool,
     prefix: bytes,
     suffix: bytes,
+    other: bytes,
     out: _Buffer,
     ends: _Buffer,
     fps: _Buffer,
