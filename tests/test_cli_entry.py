@@ -4,6 +4,7 @@ collector paused only while modules load, no pydantic plugins unless asked for."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -340,6 +341,22 @@ def test_an_empty_run_id_is_refused_not_replaced_by_a_new_one(
         main([command, "--ids", "x", "--local-dir", "y", "--run-id", ""])
     assert stopped.value.code == 2
     assert "argument --run-id: empty: give 1 to 32 letters" in capsys.readouterr().err
+
+
+def test_prepares_text_summary_shows_the_rejects_by_reason_as_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rejects by reason were printed as a Python dict (`{'wrong-shape': 1}`)."""
+    from fanout.cli import main
+
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(b"u1\nbad\x01\n\xff\nu2\n")
+    out, state = str(tmp_path / "out"), str(tmp_path / "state")
+    assert main(["prepare", "--ids", str(ids), "--local-dir", out, "--state-dir", state]) == 0
+    text = capsys.readouterr().out
+    assert re.search(r"rejected_by_reason +(control-character 1, invalid-utf8 1|"
+                     r"invalid-utf8 1, control-character 1)\n", text), text  # fmt: skip
+    assert "{" not in text
 
 
 def test_spaces_around_filter_values_are_not_part_of_them() -> None:

@@ -1190,6 +1190,13 @@ async def _resolved(args: argparse.Namespace, settings: Any, action: Any) -> Any
         return await run(aws)
 
 
+def _shown(value: object) -> object:
+    """A summary's value as text shows it: a mapping as `key n, key n` (not a Python dict)."""
+    if isinstance(value, dict):
+        return ", ".join(f"{key} {count}" for key, count in value.items()) or "none"
+    return value
+
+
 def _print_rows(rows: Sequence[tuple[str, object]]) -> None:
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
@@ -1277,7 +1284,7 @@ def _run_prepare(args: argparse.Namespace) -> int:
     else:
         _print_plan(result.plan, args.ids)
         print()
-        _print_rows(list(summary.items()))
+        _print_rows([(name, _shown(value)) for name, value in summary.items()])
     if not summary["records"]:  # for a nightly job, an empty export is a failure (as for run)
         print(
             f"fanout: the input held no ID to send ({summary['lines']:,} lines: "
