@@ -2080,3 +2080,27 @@ async def test_a_null_item_list_says_null_not_missing() -> None:
     assert [entry["detail"] for entry in result.rejects] == [
         "itemList is null: it must be a list of item IDs"
     ]
+
+
+def test_listed_formats_the_duplicates_lines_as_python_would() -> None:
+    """`_native.listed` (the duplicates sink's lines for 8M repeats took 8.8 s in Python,
+    1.1 s with it) gives each record's middle, the middle text and the number, and refuses a
+    record outside the data."""
+    from fanout import _native
+
+    records = [b'{"userId":"a\\\\"}\n', b'{"userId":"\xc3\xa9"}\n', b'{"userId":"z"}\n']
+    data = b"".join(records)
+    ends = np.cumsum([len(r) for r in records]).astype(np.int64)
+    starts = np.concatenate(([0], ends[:-1])).astype(np.int64)
+    numbers = np.array([0, 7, 1234567890123], np.int64)
+    head, tail = len(b'{"userId":'), len(b"}\n")
+    expected = b"".join(
+        b"%s\tf.txt:%d\n" % (r[head : len(r) - tail], n)
+        for r, n in zip(records, numbers.tolist(), strict=True)
+    )
+    assert _native.listed(data, starts, ends, head, tail, numbers, b"\tf.txt:") == expected
+    assert _native.listed(data, starts[:0], ends[:0], head, tail, numbers[:0], b"x") == b""
+    with pytest.raises(ValueError, match="outside the data"):
+        _native.listed(data[:-1], starts, ends, head, tail, numbers, b"\t")
+    with pytest.raises(ValueError, match="differ in length"):
+        _native.listed(data, starts, ends[:2], head, tail, numbers, b"\t")

@@ -9,6 +9,7 @@
  *   dup[i] = 1 if fps[i] was already in it (earlier in fps included), else 0. Returns how many
  *   were new.
  * - rehash(old, new): every fingerprint of `old` into the empty `new`.
+ * - listed(data, starts, ends, head, tail, numbers, middle): the duplicates sink's lines.
  * - use_simd(on): whether the loops that have an AVX2 form use it (for tests).
  *
  * Arrays are passed as buffers (numpy arrays of the right dtype, C-contiguous): int64 for starts
@@ -559,6 +560,63 @@ done:
     return result;
 }
 
+/* listed(data, starts, ends, head, tail, numbers, middle) -> bytes: for each i, the field
+ * data[starts[i] + head : ends[i] - tail], then `middle`, then numbers[i] in decimal, then a
+ * newline (the duplicates sink's `<ID as JSON>\t<file>:<line>` lines, from the records). */
+static PyObject *py_listed(PyObject *self, PyObject *args) {
+    Py_buffer data, starts, ends, numbers, middle;
+    Py_ssize_t head, tail;
+    if (!PyArg_ParseTuple(args, "y*y*y*nny*y*", &data, &starts, &ends, &head, &tail, &numbers,
+                          &middle))
+        return NULL;
+    PyObject *result = NULL;
+    if (check_items(&starts, 8, "starts") || check_items(&ends, 8, "ends") ||
+        check_items(&numbers, 8, "numbers"))
+        goto done;
+    Py_ssize_t count = starts.len / 8;
+    if (ends.len / 8 != count || numbers.len / 8 != count || head < 0 || tail < 0) {
+        PyErr_SetString(PyExc_ValueError, "listed: starts, ends and numbers differ in length");
+        goto done;
+    }
+    const int64_t *s = starts.buf, *e = ends.buf, *num = numbers.buf;
+    Py_ssize_t total = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (s[i] < 0 || e[i] > data.len || e[i] - tail < s[i] + head || num[i] < 0) {
+            PyErr_Format(PyExc_ValueError, "listed: record %zd (%lld to %lld) is outside the data",
+                         i, (long long)s[i], (long long)e[i]);
+            goto done;
+        }
+        Py_ssize_t digits = 1;
+        for (int64_t n = num[i]; n >= 10; n /= 10) digits++;
+        total += (e[i] - tail) - (s[i] + head) + middle.len + digits + 1;
+    }
+    result = PyBytes_FromStringAndSize(NULL, total);
+    if (result == NULL) goto done;
+    char *out = PyBytes_AS_STRING(result);
+    const char *from = data.buf;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_ssize_t len = (e[i] - tail) - (s[i] + head);
+        memcpy(out, from + s[i] + head, len);
+        out += len;
+        memcpy(out, middle.buf, middle.len);
+        out += middle.len;
+        char digits[24];
+        int k = 0;
+        int64_t n = num[i];
+        do digits[k++] = (char)('0' + n % 10);
+        while ((n /= 10) > 0);
+        while (k) *out++ = digits[--k];
+        *out++ = '\n';
+    }
+done:
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&ends);
+    PyBuffer_Release(&numbers);
+    PyBuffer_Release(&middle);
+    return result;
+}
+
 /* count_lines(buf) -> the number of lines: of \n, plus one if the last byte is not one. */
 static PyObject *py_count_lines(PyObject *self, PyObject *args) {
     Py_buffer buf;
@@ -596,6 +654,8 @@ static PyMethodDef methods[] = {
      "encode_lines(buf, limit, slow, prefix, suffix, other, out, ends, fps, rec, marks, spans)"
      " -> (lines, records, blank, slow, size) | None: see _native.c."},
     {"count_lines", py_count_lines, METH_VARARGS, "count_lines(buf) -> the number of lines."},
+    {"listed", py_listed, METH_VARARGS,
+     "listed(data, starts, ends, head, tail, numbers, middle) -> bytes: see _native.c."},
     {"use_simd", py_use_simd, METH_VARARGS,
      "use_simd(on) -> whether the AVX2 loops are used from now on (for tests)."},
     {NULL, NULL, 0, NULL},

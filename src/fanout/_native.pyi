@@ -24,4 +24,13 @@ def encode_lines(
     spans: _Buffer,
 ) -> tuple[int, int, int, int, int] | None: ...
 def count_lines(buf: _Buffer) -> int: ...
+def listed(
+    data: _Buffer,
+    starts: _Buffer,
+    ends: _Buffer,
+    head: int,
+    tail: int,
+    numbers: _Buffer,
+    middle: bytes,
+) -> bytes: ...
 def use_simd(on: bool) -> bool: ...

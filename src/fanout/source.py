@@ -48,6 +48,7 @@ import anyio
 import anyio.to_thread
 import orjson
 
+from . import _native
 from ._dedupe import _FingerprintSet
 from ._encode import _true_runs
 from ._formats import (
@@ -544,17 +545,24 @@ def _finish(enc: _Encoded, base: int, seen: _FingerprintSet | None, id_field: st
             starts = _starts(all_ends)
             lines = dup_idx if enc.rec_lines is None else np.asarray(enc.rec_lines)[dup_idx]
             origin = name.encode()
-            out: list[bytes] = []
-            for lo, hi, line in zip(
-                starts[dup_idx].tolist(), all_ends[dup_idx].tolist(), lines.tolist(), strict=True
-            ):
-                record = data[lo:hi]
-                if enc.id_span is not None:
-                    value = record[enc.id_span[0] : len(record) - enc.id_span[1]]
-                else:
-                    value = orjson.dumps(orjson.loads(record)[id_field])
-                out.append(b"%s\t%s:%d\n" % (value, origin, base + line + 1))
-            dup_lines = b"".join(out)
+            if enc.id_span is not None:  # the ID is the record's middle: one C pass lists them
+                dup_lines = _native.listed(
+                    data,
+                    np.ascontiguousarray(starts[dup_idx]),
+                    np.ascontiguousarray(all_ends[dup_idx]),
+                    *enc.id_span,
+                    np.ascontiguousarray(lines + (base + 1), np.int64),
+                    b"\t" + origin + b":",
+                )
+            else:
+                out: list[bytes] = []
+                for lo, hi, line in zip(
+                    starts[dup_idx].tolist(), all_ends[dup_idx].tolist(), lines.tolist(),
+                    strict=True,
+                ):  # fmt: skip
+                    value = orjson.dumps(orjson.loads(data[lo:hi])[id_field])
+                    out.append(b"%s\t%s:%d\n" % (value, origin, base + line + 1))
+                dup_lines = b"".join(out)
             data, ends = _select(data, all_ends, ~dup)
     rejected: dict[RejectReason, int] = {}
     reject_out: list[bytes] = []
