@@ -16,6 +16,7 @@ held.
 from __future__ import annotations
 
 import contextlib
+import itertools
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,14 +218,21 @@ async def collect(
                     found += len(kept) + len(common)
                     await results.write(kept)
                     await results.write_common(common)
-        await pending_sink.close()  # every error is in it: read it back
-        errors, again = await anyio.to_thread.run_sync(_settle_errors, pending, seen)
-        await error_sink.write(b"".join(errors))
-        if again:
-            duplicates += len(again)
-            await duplicate_sink.write(b"".join(again))
+        await pending_sink.close()  # every error is in it: read it back, a batch at a time
+        errors = 0
+        settle = _PendingErrors(pending, seen)
+        try:
+            while (batch := await anyio.to_thread.run_sync(settle.next_batch)) is not None:
+                first_errors, again, repeats = batch
+                errors += first_errors.count(b"\n")
+                await error_sink.write(first_errors)
+                if repeats:
+                    duplicates += repeats
+                    await duplicate_sink.write(again)
+        finally:
+            settle.close()
     where = str(await anyio.Path(result).absolute())
-    return Collected(len(sources), lines, found, len(errors), corrupt, duplicates, where)
+    return Collected(len(sources), lines, found, errors, corrupt, duplicates, where)
 
 
 @contextlib.asynccontextmanager
@@ -268,24 +276,43 @@ def _first_seen(
     return kept, taken, [keys[i].decode() for i in np.flatnonzero(repeated).tolist()]
 
 
-def _settle_errors(pending: Path, seen: _FingerprintSet) -> tuple[list[bytes], list[bytes]]:
-    """The error lines to keep (an ID without a result, its first error) and those that are
-    duplicates (listed with why), streamed from the file they waited in."""
-    errors: list[bytes] = []
-    again: list[bytes] = []
-    erred = _FingerprintSet()
-    with pending.open("rb") as handle:
-        for line in handle:
-            entry = orjson.loads(line)
-            fp = _fingerprints_of([str(entry["id"]).encode()])
-            if erred.add(fp) is not None:
-                why = "error again"
-            elif seen.add(fp) is not None:  # (`seen` is done with: adding to it is harmless)
-                why = "error, but a result was written"
-            else:
-                errors.append(line)
-                continue
-            again.append(
+class _PendingErrors:
+    """The error lines waiting in `pending`, settled `BATCH` lines at a time (millions of them
+    are never all in memory): an ID's first error is kept unless a result was written for it;
+    the others are duplicates, listed with why."""
+
+    BATCH = 65_536
+
+    def __init__(self, pending: Path, seen: _FingerprintSet) -> None:
+        self._handle = pending.open("rb")
+        self._seen = seen  # done with for results: adding to it is harmless
+        self._erred = _FingerprintSet()
+
+    def next_batch(self) -> tuple[bytes, bytes, int] | None:
+        """(error lines kept, duplicate lines, how many) of the next lines; None at the end."""
+        import numpy as np
+
+        lines = list(itertools.islice(self._handle, self.BATCH))
+        if not lines:
+            return None
+        entries = [orjson.loads(line) for line in lines]
+        fps = _fingerprints_of([str(entry["id"]).encode() for entry in entries])
+        again = np.zeros(len(lines), np.bool_)  # an earlier error of the same ID
+        if (found := self._erred.add(fps)) is not None:
+            again = np.frombuffer(found, np.bool_)
+        first = np.flatnonzero(~again)
+        answered = np.zeros(len(lines), np.bool_)  # a first error of an ID with a result
+        if len(first) and (found := self._seen.add(np.ascontiguousarray(fps[first]))) is not None:
+            answered[first] = np.frombuffer(found, np.bool_)
+        kept = b"".join(lines[i] for i in np.flatnonzero(~again & ~answered).tolist())
+        listed = []
+        for i in np.flatnonzero(again | answered).tolist():
+            why = "error again" if again[i] else "error, but a result was written"
+            entry = entries[i]
+            listed.append(
                 orjson.dumps({"id": entry["id"], "object": entry["object"], "why": why}) + b"\n"
             )
-    return errors, again
+        return kept, b"".join(listed), len(listed)
+
+    def close(self) -> None:
+        self._handle.close()
