@@ -8,9 +8,11 @@ import gzip
 import io
 import json
 import lzma
+import os
 import random
 import re
 import sys
+import time
 import zipfile
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -2104,3 +2106,40 @@ def test_listed_formats_the_duplicates_lines_as_python_would() -> None:
         _native.listed(data[:-1], starts, ends, head, tail, numbers, b"\t")
     with pytest.raises(ValueError, match="differ in length"):
         _native.listed(data, starts, ends[:2], head, tail, numbers, b"\t")
+
+
+def test_a_pipe_is_closed_by_whichever_comes_last_close_or_the_read_in_flight() -> None:
+    """A read abandoned by a cancelled caller may start after the source closed the pipe (it
+    then reads nothing, never from a file given the same number since) or still be waiting in
+    it (the pipe is closed when it returns)."""
+    import threading
+
+    from fanout.source import _Pipe
+
+    def is_open(fd: int) -> bool:
+        try:
+            os.fstat(fd)
+        except OSError:
+            return False
+        return True
+
+    read_end, write_end = os.pipe()
+    pipe = _Pipe(read_end)
+    pipe.close()
+    assert not is_open(read_end) and pipe.read(10) == b""
+    pipe.close()  # twice: nothing more
+    os.close(write_end)
+
+    read_end, write_end = os.pipe()
+    pipe = _Pipe(read_end)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read(10)))
+    reader.start()
+    while not pipe._reading:
+        time.sleep(0.001)
+    pipe.close()
+    assert is_open(read_end)  # the read in flight still holds it
+    os.write(write_end, b"late")
+    reader.join(10)
+    assert got == [b"late"] and not is_open(read_end)
+    os.close(write_end)

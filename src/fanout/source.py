@@ -352,16 +352,49 @@ async def _pipe_chunks(path: str, chunk_bytes: int) -> AsyncIterator[bytes]:
     """A pipe's bytes as they come, up to `chunk_bytes` at a time (it cannot be read at an
     offset, as `_file_chunks` does a file)."""
     try:
-        fd = await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY)
+        pipe = _Pipe(await anyio.to_thread.run_sync(os.open, path, os.O_RDONLY))
         try:
             while chunk := await anyio.to_thread.run_sync(
-                os.read, fd, chunk_bytes, abandon_on_cancel=True
+                pipe.read, chunk_bytes, abandon_on_cancel=True
             ):
                 yield chunk
         finally:
-            os.close(fd)
+            pipe.close()
     except OSError as exc:
         raise InputError(f"cannot read input {path}: {exc.strerror or exc}") from exc
+
+
+class _Pipe:
+    """A pipe's file descriptor, read on worker threads that a cancelled caller abandons: it is
+    closed by whichever comes last, `close` or the read in flight, so that an abandoned read
+    never reads from another file that was given the same number meanwhile."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._lock = threading.Lock()  # guards both flags
+        self._reading = False
+        self._closed = threading.Event()  # (set by another thread while a read is in flight)
+
+    def read(self, size: int) -> bytes:
+        with self._lock:
+            if self._closed.is_set():
+                return b""
+            self._reading = True
+        try:
+            return os.read(self._fd, size)
+        finally:
+            with self._lock:
+                self._reading = False
+                if self._closed.is_set():
+                    os.close(self._fd)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            self._closed.set()
+            if not self._reading:
+                os.close(self._fd)
 
 
 async def _stdin_chunks(chunk_bytes: int) -> AsyncIterator[bytes]:
