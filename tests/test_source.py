@@ -2143,3 +2143,31 @@ def test_a_pipe_is_closed_by_whichever_comes_last_close_or_the_read_in_flight() 
     reader.join(10)
     assert got == [b"late"] and not is_open(read_end)
     os.close(write_end)
+
+
+@pytest.mark.parametrize("change", ["cut short", "grown", "rewritten, same size"])
+def test_a_file_changed_while_it_is_read_is_an_input_error(tmp_path: Path, change: str) -> None:
+    """helper-34: an export cut short or rewritten while prepare read it lost its IDs (or sent
+    a half line as one) and exited 0; the reader now checks at the end that the file is the
+    one it opened, whole."""
+    from fanout.errors import InputError
+    from fanout.source import _line_chunks
+
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"user-%06d\n" % i for i in range(20_000)))
+    chunks = _line_chunks(str(path), 64 * 1024)
+    first = next(chunks)
+    if change == "cut short":
+        os.truncate(path, 100_000 + 5)  # mid-line
+    elif change == "grown":
+        with path.open("ab") as grown:
+            grown.write(b"user-late\n")
+    else:
+        time.sleep(0.01)  # a later modification time, whatever the file system's granularity
+        path.write_bytes(b"".join(b"user-%06d\n" % (i + 7) for i in range(20_000)))
+    with pytest.raises(InputError, match=r"changed while it was read \(240,000 bytes when it"):
+        for _ in chunks:
+            pass
+    assert first.endswith(b"\n")
+    whole = list(_line_chunks(str(path), 64 * 1024))  # untouched: no error
+    assert b"".join(whole) == path.read_bytes()
