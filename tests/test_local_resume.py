@@ -64,7 +64,9 @@ def test_resume_checks_the_parts_written_and_writes_the_rest(
 
     crash_after(monkeypatch, 7)
     assert main(prepare_args(ids, tmp_path, "halfway")) != 0
-    assert "No space left on device" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "No space left on device" in err
+    assert "once the cause is fixed, `fanout resume halfway` continues" in err  # helper-34
     state = RunState.replay(read_events(tmp_path / "state" / "halfway"))
     written = {(p["shard"], p["part"]) for p in state.parts.values()}
     assert 0 < len(written) < len(whole) and state.prepared is None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar, cast
 
 from ._memory import release_large_buffers
-from .errors import ConfigError, FanoutError, first_of
+from .errors import ConfigError, FanoutError, UploadError, first_of
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # also every FanoutError but usage errors (FanoutError.exit_code)
@@ -1475,6 +1475,18 @@ def _how_to_go_on(args: argparse.Namespace) -> str:
     return f"; every finished step is in the run journal: `fanout resume {run}` continues"
 
 
+def _say_how_to_resume(args: argparse.Namespace) -> None:
+    """After an upload or a local write failed: how the run goes on, if it began."""
+    run = getattr(args, "run_id", None)
+    commands = {"prepare", "run", "submit", "resume", "segment"}
+    if args.command in commands and run and _has_journal(args, run):
+        print(
+            f"fanout: every finished step is in the run journal: once the cause is fixed, "
+            f"`fanout resume {run}` continues",
+            file=sys.stderr,
+        )
+
+
 def _say_running_jobs(args: argparse.Namespace) -> None:
     """After a run stopped on an error: the jobs it created that still run, if any. Personalize
     cannot stop a batch job, so they run (and cost) to the end whatever fanout does next."""
@@ -2341,6 +2353,8 @@ def _dispatch(args: argparse.Namespace, handlers: dict[str, Callable[..., int]])
             raise cause from group
     except FanoutError as exc:
         print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if isinstance(exc, UploadError) and "fanout resume" not in str(exc):
+            _say_how_to_resume(args)  # S3 or a disk that failed: nothing of the run is lost
         if args.command in {"run", "submit", "resume"}:
             _say_running_jobs(args)
         return exc.exit_code
