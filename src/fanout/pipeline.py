@@ -645,8 +645,10 @@ async def _prepare(
             from .upload_s3 import S3PartWriter
 
             assert aws is not None, "prepare to S3 needs an Aws"
-            if done is not None:
-                await aws.s3.abort_uploads(S3Uri.parse(base))
+            # Unfinished multipart uploads under the run's prefix: a crashed run's (resumed),
+            # or one whose state directory was deleted to start it again. They hold no object
+            # (the prefix was found empty) but S3 keeps, and bills, their parts until aborted.
+            await aws.s3.abort_uploads(S3Uri.parse(base))
             writer: PartWriter = S3PartWriter(
                 aws.s3,
                 S3Uri.parse(base),

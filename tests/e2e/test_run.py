@@ -918,6 +918,20 @@ def test_a_run_stopped_right_after_it_began_is_resumed_as_a_run(
     assert user.jobs("begun") and len(out.read_text().splitlines()) == 300
 
 
+def test_a_new_run_aborts_multipart_uploads_left_under_its_prefix(
+    user: User, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """helper-34: a run killed mid multipart upload, its state directory deleted to prepare it
+    again as the message says, left the upload open (billed) for good: a resume aborted it, a
+    fresh prepare did not."""
+    info, s3 = user.info, user.s3
+    key = "in/again/shard-00000/part-00000.jsonl"
+    s3.create_multipart_upload(Bucket=info.bucket, Key=key, ChecksumAlgorithm="SHA256")
+    code, _, err = user.cli(user.prepare_args("again", user.ids(100)), capsys)
+    assert code == 0, err
+    assert not s3.list_multipart_uploads(Bucket=info.bucket, Prefix="in/again/").get("Uploads")
+
+
 def test_a_relative_out_is_the_same_file_for_a_resume_from_elsewhere(
     user: User, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
