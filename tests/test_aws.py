@@ -275,3 +275,26 @@ async def test_a_malformed_endpoint_is_a_config_error_naming_it(
         async with Aws(options):
             pass
     assert named in str(caught.value) and "http://127.0.0.1:4566" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [client_error("LimitExceededException", "Rate exceeded"), client_error("SlowDown", "Reduce")],
+    ids=["throttled", "slow-down"],
+)
+async def test_a_check_the_service_throttles_is_not_a_configuration_error(error: Exception) -> None:
+    """helper-34: DescribeSolutionVersion throttled during the checks before a run was a
+    ConfigError (exit 2, which a scheduler takes as a usage error for good); a throttling or
+    busy service fails the command for now (exit 1) and says to run it again."""
+    from fanout.aws import describe_solution_version
+
+    arn = "arn:aws:personalize:us-east-1:111122223333:solution/s/1"
+    with pytest.raises(RetryLater, match="run the command again in a minute") as caught:
+        await describe_solution_version(AsyncRaising(error), arn)
+    assert caught.value.exit_code == 1
+    with pytest.raises(RetryLater):
+        await store(error).check_bucket("b")
+    not_found = client_error("ResourceNotFoundException", "no such version")
+    with pytest.raises(FanoutError) as missing:
+        await describe_solution_version(AsyncRaising(not_found), arn)
+    assert missing.value.exit_code == 2

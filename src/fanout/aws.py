@@ -171,6 +171,31 @@ def credentials_advice(exc: BaseException) -> str | None:
     )
 
 
+# Codes of a service that is throttling or busy: a check that meets one after botocore's own
+# retries failed for now, not for good (not a configuration error, exit 2).
+_BUSY = {
+    "LimitExceededException",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "Throttling",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "ServiceUnavailable",
+    "InternalError",
+}
+
+
+def raise_if_busy(exc: ClientError, what: str) -> None:
+    """Raise RetryLater (exit 1) if `exc` says the service is throttling or failing for now."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    code = error_code(exc)
+    if code in _BUSY or (isinstance(status, int) and status >= 500):
+        raise RetryLater(
+            f"{what}: {code or status}: the service is throttling or busy (after botocore's "
+            "retries): run the command again in a minute"
+        ) from exc
+
+
 def error_message(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return str(exc.response.get("Error", {}).get("Message", ""))
@@ -356,6 +381,7 @@ class S3Store:
         try:
             await self._client.list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1)
         except ClientError as exc:
+            raise_if_busy(exc, f"cannot check bucket {bucket}")
             code = error_code(exc)
             if code in {"404", "NoSuchBucket", "NotFound"}:
                 raise ConfigError(
@@ -646,6 +672,7 @@ class Aws:
             async with client as kms:
                 await kms.generate_data_key(KeyId=key_arn, KeySpec="AES_256")
         except ClientError as exc:
+            raise_if_busy(exc, f"cannot check KMS key {key_arn}")
             code = error_code(exc)
             raise ConfigError(
                 f"KMS key {key_arn} cannot make a data key ({code}): it must exist, be enabled, "
@@ -684,6 +711,7 @@ class Aws:
         try:
             found = (await self.personalize.describe_filter(filterArn=arn))["filter"]
         except ClientError as exc:
+            raise_if_busy(exc, f"cannot describe filter {arn}")
             if error_code(exc) == "ResourceNotFoundException":
                 raise ConfigError(
                     f"filter {arn} does not exist in this account and region: check --filter-arn"
@@ -834,6 +862,7 @@ async def describe_solution_version(personalize: Any, arn: str) -> SolutionVersi
         recipe_arn = str(version["recipeArn"])
         recipe = (await personalize.describe_recipe(recipeArn=recipe_arn))["recipe"]
     except ClientError as exc:
+        raise_if_busy(exc, f"cannot describe solution version {arn}")
         code = error_code(exc)
         detail = exc.response.get("Error", {}).get("Message", "")
         if code == "ResourceNotFoundException":
