@@ -721,9 +721,11 @@ ID_TEXT = st.text(
 @FAST
 @given(st.lists(ID_TEXT.filter(bool), max_size=40), st.sampled_from([1, 64, 1 << 20]))
 def test_any_text_id_round_trips_in_order(ids: list[str], chunk: int) -> None:
-    """Arbitrary IDs without control characters decode back from the batches, in order."""
+    """Arbitrary IDs without control characters decode back from the batches, in order (in a
+    file declared text: sniffed, a first line such as `{` or `userId` says JSON lines or a
+    header, as `test_unknown_extension_is_sniffed` holds)."""
     data = "\n".join(ids).encode() + b"\n"
-    result = anyio.run(lambda: read(data, dedupe=False, chunk_bytes=chunk))
+    result = anyio.run(lambda: read(data, dedupe=False, chunk_bytes=chunk, format="text"))
     assert result.ids() == ids
     check_consistent(result)
 
