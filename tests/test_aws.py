@@ -298,3 +298,50 @@ async def test_a_check_the_service_throttles_is_not_a_configuration_error(error:
     with pytest.raises(FanoutError) as missing:
         await describe_solution_version(AsyncRaising(not_found), arn)
     assert missing.value.exit_code == 2
+
+
+async def test_a_request_that_gets_no_answer_is_said_each_time_it_is_sent_again(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """helper-34: with S3 not answering (a network that drops its answers), prepare showed
+    nothing for 7.6 minutes (8 attempts of a 60 s read timeout) before it failed; each attempt
+    that got no answer is now said, with how many were made."""
+    import socket
+    import threading
+
+    from fanout.aws import Aws
+
+    no_configured_endpoints(monkeypatch, tmp_path)
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:  # takes every connection, answers none
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except TimeoutError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    said: list[str] = []
+    endpoint = f"http://127.0.0.1:{server.getsockname()[1]}"
+    options = AwsOptions(
+        region="us-east-1", s3_endpoint_url=endpoint, read_timeout=0.3, max_attempts=3
+    )
+    try:
+        async with Aws(options, said.append) as aws:
+            with pytest.raises(UploadError, match="S3 did not answer"):
+                await aws.s3.put_object("b", "k", b"x", Encryption(None))
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        server.close()
+    assert [line.split("(")[0] for line in said] == ["warning: PutObject got no answer "] * 2
+    assert said[-1].endswith("(2 of 3 attempts so far)")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -39,11 +39,15 @@ from botocore.configprovider import ConfiguredEndpointProvider
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
     CredentialRetrievalError,
+    EndpointConnectionError,
     NoAuthTokenError,
     NoCredentialsError,
     ParamValidationError,
     PartialCredentialsError,
+    ReadTimeoutError,
     SSOError,
     TokenRetrievalError,
 )
@@ -147,6 +151,9 @@ def _kms_advice(code: str, detail: str, operation: str, key: str | None) -> str 
         )
     return None
 
+
+# A request that got no answer: the network, or a service that stopped answering.
+_NO_ANSWER = (ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError, EndpointConnectionError)
 
 # The caller's credentials are missing or expired (an SSO session, a credential process): no
 # retry can help, unlike a service that does not answer.
@@ -519,8 +526,11 @@ class S3Store:
 class Aws:
     """The clients of one run. `async with Aws(options) as aws: aws.s3, aws.personalize`."""
 
-    def __init__(self, options: AwsOptions | None = None) -> None:
+    def __init__(
+        self, options: AwsOptions | None = None, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.options = options or AwsOptions()
+        self._warn = warn  # told when a request got no answer and is sent again
         self._stack = contextlib.AsyncExitStack()
         self._s3: S3Store | None = None
         self._personalize: Any = None
@@ -598,7 +608,30 @@ class Aws:
             raise
         self._stack.callback(sync_s3.close)
         self._s3 = S3Store(s3, sync_s3)
+        if self._warn is not None:
+            for client, service in (
+                (s3, "s3"),
+                (sync_s3, "s3"),
+                (self._personalize, "personalize"),
+            ):
+                client.meta.events.register_first(f"needs-retry.{service}", self._no_answer)
         return self
+
+    def _no_answer(
+        self, caught_exception: object = None, attempts: int = 0, operation: Any = None, **_: Any
+    ) -> None:
+        """botocore's `needs-retry` event: say that a request got no answer and is tried again
+        (a network that drops S3's answers otherwise shows nothing for minutes: 8 attempts of
+        a 60 s read timeout). Decides nothing: botocore's retry handler, after it, does."""
+        if not isinstance(caught_exception, _NO_ANSWER):
+            return
+        limit = self.options.max_attempts
+        name = getattr(operation, "name", "a request")
+        if attempts < limit and self._warn is not None:
+            self._warn(
+                f"warning: {name} got no answer ({caught_exception}); trying again "
+                f"({attempts} of {limit} attempts so far)"
+            )
 
     async def _open(self, client: Any, service: str, endpoint: str | None, flag: str) -> Any:
         """Enter the client `session.client(...)` made; a malformed endpoint URL (given as

@@ -1034,6 +1034,11 @@ def _aws_settings(args: argparse.Namespace) -> Any:
     )
 
 
+def _warn(message: str) -> None:
+    """What the AWS clients say while a command waits on them (a request sent again)."""
+    print(f"fanout: {message}", file=sys.stderr, flush=True)
+
+
 def _needs_aws(args: argparse.Namespace) -> bool:
     return bool(
         args.ids.startswith("s3://")
@@ -1186,7 +1191,7 @@ async def _resolved(args: argparse.Namespace, settings: Any, action: Any) -> Any
         return await run(None)
     from .aws import Aws
 
-    async with Aws(_aws_settings(args)) as aws:
+    async with Aws(_aws_settings(args), _warn) as aws:
         return await run(aws)
 
 
@@ -1698,7 +1703,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     merge = _merge_settings(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             return await submit(run_dir, request, settings, aws, _reporter(args), merge)
 
     return _print_outcome(_arun(go), args)
@@ -1733,7 +1738,7 @@ def _run_resume(args: argparse.Namespace) -> int:
             return await resume(run_dir, None, overrides, _reporter(args), args.ids)
         from .aws import Aws
 
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             if output:
                 await adopt_remote_journal(run_dir, aws, output)
             return await resume(run_dir, aws, overrides, _reporter(args), args.ids)
@@ -1840,7 +1845,7 @@ def execute_run(
     given_kind = InputKind(args.input_kind) if args.input_kind else None
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             checked = await preflight(
                 aws,
                 request,
@@ -1989,7 +1994,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     merge = _merge_settings(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             return await resume(run_dir, aws, None, _reporter(args), None, merge)
 
     return _print_outcome(_arun(go), args)
@@ -2048,7 +2053,7 @@ def _run_retry(args: argparse.Namespace) -> int:
     run_dir = _run_dir(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             return await retry(
                 run_dir,
                 aws,
@@ -2109,7 +2114,7 @@ def _merge_from(args: argparse.Namespace) -> int:
             return await collect(args.source, args.out, None, **options)
         from .aws import Aws
 
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             return await collect(args.source, args.out, aws, **options)
 
     found = _arun(go)
@@ -2137,7 +2142,7 @@ def _run_status(args: argparse.Namespace) -> int:
             return await load_state(run_dir)
         from .aws import Aws
 
-        async with Aws(_aws_settings(args)) as aws:
+        async with Aws(_aws_settings(args), _warn) as aws:
             return await load_state(run_dir, aws, output)
 
     state = _arun(go)
