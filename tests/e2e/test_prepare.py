@@ -381,6 +381,11 @@ async def test_multipart_parts_upload_and_read_back(
     assert uploaded.uri == f"s3://{info.bucket}/{key}"
     assert s3.get_object(Bucket=info.bucket, Key=key)["Body"].read() == data
     assert s3.list_multipart_uploads(Bucket=info.bucket).get("Uploads", []) == []
+    head = s3.head_object(
+        Bucket=info.bucket, Key=key
+    )  # SSE-KMS with the Bucket Key, as S3 keeps it
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", info.kms_key_arn)
+    assert head["BucketKeyEnabled"] is True
     # each chunk went with its own SHA-256, as a signed header, and no second hash of the body
     chunks = [
         data[at : at + settings.multipart_chunk]

@@ -695,6 +695,32 @@ async def test_sse_headers_are_checked_and_the_key_is_kept_by_its_arn(
             assert head["SSEKMSKeyId"] == info.kms_key_arn
 
 
+async def test_a_bucket_key_asked_for_a_multipart_upload_is_kept(
+    emulator: Emulator, clients: Callable[..., Any]
+) -> None:
+    """helper-33: an object uploaded in parts with BucketKeyEnabled showed none in HEAD (moto
+    drops it when the upload completes), one PUT did; S3 keeps it either way. An upload that
+    did not ask has none."""
+    info = emulator.info
+    sse = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": info.kms_key_arn}
+    async with clients(retries=NO_RETRY) as (s3, _):
+        for asked in (True, False):
+            key = unique("bucket-key")
+            extra = {"BucketKeyEnabled": True} if asked else {}
+            upload = await s3.create_multipart_upload(Bucket=info.bucket, Key=key, **sse, **extra)
+            part = await s3.upload_part(
+                Bucket=info.bucket, Key=key, UploadId=upload["UploadId"], PartNumber=1,
+                Body=b"x" * 10,
+            )  # fmt: skip
+            await s3.complete_multipart_upload(
+                Bucket=info.bucket, Key=key, UploadId=upload["UploadId"],
+                MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part["ETag"]}]},
+            )  # fmt: skip
+            head = await s3.head_object(Bucket=info.bucket, Key=key)
+            assert head["SSEKMSKeyId"] == info.kms_key_arn
+            assert head.get("BucketKeyEnabled", False) is asked
+
+
 async def test_a_continuation_token_s3_never_gave_is_invalid_argument(
     emulator: Emulator, clients: Callable[..., Any]
 ) -> None:

@@ -23,6 +23,7 @@ seeding is idempotent for that reason.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import io
 import json
@@ -147,6 +148,8 @@ class _Front:
                 return _answer(start_response, *refusal, "application/xml")
             if environ.get("REQUEST_METHOD") in {"GET", "HEAD"}:
                 start_response = _composite_checksums(start_response)
+            if environ.get("REQUEST_METHOD") == "POST":
+                return _keeping_bucket_key(self._app, environ, start_response)
         return self._app(environ, start_response)  # type: ignore[no-any-return]
 
     def _unusable_key(
@@ -320,6 +323,36 @@ def _request_body(environ: dict[str, Any]) -> bytes:
     body = stream.read(length) if stream is not None and length else b""
     environ["wsgi.input"] = io.BytesIO(body)
     return body
+
+
+def _keeping_bucket_key(
+    app: Any, environ: dict[str, Any], start_response: _StartResponse
+) -> Iterable[bytes]:
+    """`app` for a POST, keeping S3 Bucket Keys through a multipart upload, which moto drops: an
+    upload created with `x-amz-server-side-encryption-bucket-key-enabled: true` is marked, and
+    the object its CompleteMultipartUpload makes has the Bucket Key on, as S3 gives it back."""
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    path = unquote(str(environ.get("PATH_INFO", ""))).lstrip("/")
+    bucket_name, _, key = path.partition("/")
+    try:
+        bucket = s3_backends[DEFAULT_ACCOUNT_ID]["global"].get_bucket(bucket_name)
+    except Exception:  # no such bucket: moto answers for it
+        return app(environ, start_response)  # type: ignore[no-any-return]
+    uploads: dict[str, Any] = bucket.multiparts
+    if "uploads" in query:  # CreateMultipartUpload
+        asked = environ.get("HTTP_X_AMZ_SERVER_SIDE_ENCRYPTION_BUCKET_KEY_ENABLED", "")
+        before = set(uploads)
+        answer = app(environ, start_response)
+        if str(asked).lower() == "true":
+            for upload_id in set(uploads) - before:
+                uploads[upload_id].fanout_bucket_key = True
+        return answer  # type: ignore[no-any-return]
+    upload = uploads.get(query.get("uploadId", [""])[0])
+    answer = app(environ, start_response)
+    if upload is not None and getattr(upload, "fanout_bucket_key", False):
+        with contextlib.suppress(Exception):  # not completed: nothing to mark
+            bucket.keys[key].bucket_key_enabled = "true"
+    return answer  # type: ignore[no-any-return]
 
 
 def _object_key_state(region: str, environ: dict[str, Any]) -> tuple[str | None, str]:
