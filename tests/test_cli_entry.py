@@ -15,6 +15,16 @@ import pytest
 _FANOUT = [sys.executable, "-m", "fanout.cli"]
 
 
+def usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """What `main(argv)` says on stderr as argparse refuses it (exit 2)."""
+    from fanout.cli import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    return capsys.readouterr().err
+
+
 def test_piped_output_is_complete_and_the_exit_code_is_kept(tmp_path: Path) -> None:
     """Output written just before the quick exit reaches a pipe, and the process exits with
     the code `main` returns (0 on success, an input error's own code)."""
@@ -214,12 +224,9 @@ def test_a_query_that_is_not_jmespath_is_refused_before_the_command_runs(
 def test_options_are_never_abbreviated(capsys: pytest.CaptureFixture[str]) -> None:
     """`fanout resume RUN --out FILE` is refused: argparse took --out for --output (a choice
     of text or json) and failed with a confusing message, or worse, accepted it."""
-    from fanout.cli import main
-
-    with pytest.raises(SystemExit) as stopped:
-        main(["resume", "run-x", "--out", "text"])
-    assert stopped.value.code == 2
-    assert "unrecognized arguments: --out text" in capsys.readouterr().err
+    assert "unrecognized arguments: --out text" in usage_error(
+        ["resume", "run-x", "--out", "text"], capsys
+    )
 
 
 def test_a_state_dir_that_is_a_file_is_a_usage_error(
@@ -335,12 +342,8 @@ def test_an_empty_run_id_is_refused_not_replaced_by_a_new_one(
     command: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`--run-id "$RUN"` with RUN unset made a new run every night instead of an error."""
-    from fanout.cli import main
-
-    with pytest.raises(SystemExit) as stopped:
-        main([command, "--ids", "x", "--local-dir", "y", "--run-id", ""])
-    assert stopped.value.code == 2
-    assert "argument --run-id: empty: give 1 to 32 letters" in capsys.readouterr().err
+    argv = [command, "--ids", "x", "--local-dir", "y", "--run-id", ""]
+    assert "argument --run-id: empty: give 1 to 32 letters" in usage_error(argv, capsys)
 
 
 def test_prepares_text_summary_shows_the_rejects_by_reason_as_text(
@@ -381,10 +384,7 @@ def test_an_unknown_option_is_refused_with_its_commands_usage_and_a_config_key_b
     option said "unrecognized arguments: --numresults 5", naming no file."""
     from fanout.cli import main
 
-    with pytest.raises(SystemExit) as stopped:
-        main(["retry", "r", "--tps", "1"])
-    assert stopped.value.code == 2
-    err = capsys.readouterr().err
+    err = usage_error(["retry", "r", "--tps", "1"], capsys)
     assert err.startswith("usage: fanout retry ") and "unrecognized arguments: --tps 1" in err
     config = tmp_path / "run.yaml"
     config.write_text("numresults: 5\n")
