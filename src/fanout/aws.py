@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
@@ -609,23 +610,29 @@ class Aws:
         self._stack.callback(sync_s3.close)
         self._s3 = S3Store(s3, sync_s3)
         if self._warn is not None:
-            for client, service in (
-                (s3, "s3"),
-                (sync_s3, "s3"),
-                (self._personalize, "personalize"),
+            for client, service, limit in (
+                (s3, "s3", options.max_attempts),
+                (sync_s3, "s3", options.max_attempts),
+                (self._personalize, "personalize", PERSONALIZE_ATTEMPTS),
             ):
-                client.meta.events.register_first(f"needs-retry.{service}", self._no_answer)
+                handler = functools.partial(self._no_answer, limit)
+                client.meta.events.register_first(f"needs-retry.{service}", handler)
         return self
 
     def _no_answer(
-        self, caught_exception: object = None, attempts: int = 0, operation: Any = None, **_: Any
+        self,
+        limit: int,
+        caught_exception: object = None,
+        attempts: int = 0,
+        operation: Any = None,
+        **_: Any,
     ) -> None:
-        """botocore's `needs-retry` event: say that a request got no answer and is tried again
-        (a network that drops S3's answers otherwise shows nothing for minutes: 8 attempts of
-        a 60 s read timeout). Decides nothing: botocore's retry handler, after it, does."""
+        """botocore's `needs-retry` event of a client that makes `limit` attempts: say that a
+        request got no answer and is tried again (a network that drops S3's answers otherwise
+        shows nothing for minutes: 8 attempts of a 60 s read timeout). Decides nothing:
+        botocore's retry handler, after it, does."""
         if not isinstance(caught_exception, _NO_ANSWER):
             return
-        limit = self.options.max_attempts
         name = getattr(operation, "name", "a request")
         if attempts < limit and self._warn is not None:
             self._warn(
