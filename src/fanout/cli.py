@@ -1039,6 +1039,14 @@ def _warn(message: str) -> None:
     print(f"fanout: {message}", file=sys.stderr, flush=True)
 
 
+def _aws(args: argparse.Namespace) -> Any:
+    """The command's AWS clients (`aws.Aws`, to open with `async with`), saying what they wait
+    on."""
+    from .aws import Aws
+
+    return Aws(_aws_settings(args), _warn)
+
+
 def _needs_aws(args: argparse.Namespace) -> bool:
     return bool(
         args.ids.startswith("s3://")
@@ -1189,9 +1197,8 @@ async def _resolved(args: argparse.Namespace, settings: Any, action: Any) -> Any
 
     if not _needs_aws(args):
         return await run(None)
-    from .aws import Aws
 
-    async with Aws(_aws_settings(args), _warn) as aws:
+    async with _aws(args) as aws:
         return await run(aws)
 
 
@@ -1685,7 +1692,6 @@ def exit_code(outcome: Any, allow_partial: bool) -> int:
 
 
 def _run_submit(args: argparse.Namespace) -> int:
-    from .aws import Aws
     from .pipeline import submit
     from .submit import SubmitSettings
 
@@ -1703,7 +1709,7 @@ def _run_submit(args: argparse.Namespace) -> int:
     merge = _merge_settings(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             return await submit(run_dir, request, settings, aws, _reporter(args), merge)
 
     return _print_outcome(_arun(go), args)
@@ -1736,9 +1742,8 @@ def _run_resume(args: argparse.Namespace) -> int:
     async def go() -> Any:
         if not output and not needs_aws(await load_state(run_dir), args.ids):
             return await resume(run_dir, None, overrides, _reporter(args), args.ids)
-        from .aws import Aws
 
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             if output:
                 await adopt_remote_journal(run_dir, aws, output)
             return await resume(run_dir, aws, overrides, _reporter(args), args.ids)
@@ -1789,7 +1794,6 @@ def execute_run(
 
     None if --dry-run."""
     with _importing():
-        from .aws import Aws
         from .pipeline import begin, check_destination, new_run_id, plan_input, submit
         from .preflight import check_request, preflight
         from .records import InputKind
@@ -1845,7 +1849,7 @@ def execute_run(
     given_kind = InputKind(args.input_kind) if args.input_kind else None
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             checked = await preflight(
                 aws,
                 request,
@@ -1983,7 +1987,6 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _run_merge(args: argparse.Namespace) -> int:
-    from .aws import Aws
     from .pipeline import resume
 
     if args.source is not None:
@@ -1994,7 +1997,7 @@ def _run_merge(args: argparse.Namespace) -> int:
     merge = _merge_settings(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             return await resume(run_dir, aws, None, _reporter(args), None, merge)
 
     return _print_outcome(_arun(go), args)
@@ -2046,14 +2049,13 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _run_retry(args: argparse.Namespace) -> int:
-    from .aws import Aws
     from .pipeline import retry
     from .retry import error_lines
 
     run_dir = _run_dir(args)
 
     async def go() -> Any:
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             return await retry(
                 run_dir,
                 aws,
@@ -2112,9 +2114,8 @@ def _merge_from(args: argparse.Namespace) -> int:
     async def go() -> Any:
         if not args.source.startswith("s3://"):
             return await collect(args.source, args.out, None, **options)
-        from .aws import Aws
 
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             return await collect(args.source, args.out, aws, **options)
 
     found = _arun(go)
@@ -2140,9 +2141,8 @@ def _run_status(args: argparse.Namespace) -> int:
     async def go() -> Any:
         if output is None:
             return await load_state(run_dir)
-        from .aws import Aws
 
-        async with Aws(_aws_settings(args), _warn) as aws:
+        async with _aws(args) as aws:
             return await load_state(run_dir, aws, output)
 
     state = _arun(go)
