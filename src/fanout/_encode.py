@@ -620,7 +620,7 @@ def _json_type(value: object) -> str:
 
 MAX_FILTER_VALUES = 25  # names in one line's filterValues (reference §1.5)
 MAX_FILTER_VALUE = 1000  # characters of one name's value, its quoted values joined
-_FILTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
+FILTER_NAME = re.compile(r"[A-Za-z0-9_]{1,50}")
 
 
 def filter_value_problem(name: str, spec: str, placeholders: Sequence[str] | None) -> str | None:
@@ -628,7 +628,7 @@ def filter_value_problem(name: str, spec: str, placeholders: Sequence[str] | Non
     `name` with `spec` (its double-quoted values joined), or None: the name is a placeholder's,
     without `$`, of 1-50 letters, digits or `_`; the value at most 1000 characters; and with
     `placeholders` known (the filter's, `()` for a run without one), one of them, as cased."""
-    if not _FILTER_NAME.fullmatch(name):
+    if not FILTER_NAME.fullmatch(name):
         return "a name is the placeholder's without $: 1 to 50 letters, digits or _"
     if len(spec) > MAX_FILTER_VALUE:
         return f"its value is {len(spec):,} characters; the service takes {MAX_FILTER_VALUE:,}"

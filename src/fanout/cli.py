@@ -963,10 +963,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
+    from ._encode import FILTER_NAME, MAX_FILTER_VALUES, filter_value_problem
+
     values: dict[str, list[str]] = {}
     for item in items:
         name, sep, raw = item.partition("=")
-        if not sep or not re.fullmatch(r"[A-Za-z0-9_]{1,50}", name):
+        if not sep or not FILTER_NAME.fullmatch(name):
             raise ConfigError(
                 f"--filter-values {item!r}: use NAME=V1,V2 where NAME is the placeholder "
                 "without $ (1 to 50 letters, digits or _)"
@@ -997,8 +999,6 @@ def _filter_values(items: Sequence[str]) -> dict[str, list[str]]:
                 f"give every value once, e.g. {name}={','.join([*values[name], *found])}"
             )
         values[name] = found
-    from ._encode import MAX_FILTER_VALUES, filter_value_problem
-
     for name, found in values.items():
         why = filter_value_problem(name, ",".join(json.dumps(v) for v in found), None)
         if why is not None:
@@ -1462,6 +1462,20 @@ def _has_journal(args: argparse.Namespace, run: str) -> bool:
         return False
 
 
+# The commands whose work a run journal holds, for `fanout resume` to continue.
+_RESUMABLE = frozenset({"prepare", "submit", "resume", "run", "segment"})
+
+
+def _begun(args: argparse.Namespace, run: str) -> bool:
+    """Whether run `run` has begun: its journal holds an event (before, nothing was uploaded)."""
+    from .journal import JOURNAL_NAME
+
+    try:
+        return (_state_dir(args) / run / JOURNAL_NAME).stat().st_size > 0
+    except (OSError, FanoutError):
+        return False
+
+
 def _how_to_go_on(args: argparse.Namespace) -> str:
     """What to add to "interrupted": how the command's work goes on, if it began. A merge is
     run again (a resume would finish the run's last merge, which may not be this one); a
@@ -1474,15 +1488,9 @@ def _how_to_go_on(args: argparse.Namespace) -> str:
         return f"; run the same `fanout merge {run} …` again to write its results"
     if args.command == "retry":
         return f"; `fanout status {run}` says how to finish the retry"
-    if args.command not in {"prepare", "submit", "resume", "run", "segment"}:
+    if args.command not in _RESUMABLE:
         return ""
-    from .journal import JOURNAL_NAME
-
-    try:
-        begun = (_state_dir(args) / run / JOURNAL_NAME).stat().st_size > 0
-    except (OSError, FanoutError):
-        begun = False
-    if not begun:
+    if not _begun(args, run):
         return f"; run {run} had not begun (nothing was uploaded): run the command again"
     return f"; every finished step is in the run journal: `fanout resume {run}` continues"
 
@@ -1490,8 +1498,7 @@ def _how_to_go_on(args: argparse.Namespace) -> str:
 def _say_how_to_resume(args: argparse.Namespace) -> None:
     """After an upload or a local write failed: how the run goes on, if it began."""
     run = getattr(args, "run_id", None)
-    commands = {"prepare", "run", "submit", "resume", "segment"}
-    if args.command in commands and run and _has_journal(args, run):
+    if args.command in _RESUMABLE and run and _begun(args, run):
         print(
             f"fanout: every finished step is in the run journal: once the cause is fixed, "
             f"`fanout resume {run}` continues",
