@@ -193,14 +193,20 @@ _BUSY = {
 }
 
 
+def _busy(exc: ClientError) -> bool:
+    """Whether `exc` says the service is throttling or failing for now (a code of `_BUSY`, or
+    a 5xx)."""
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+    return error_code(exc) in _BUSY or (isinstance(status, int) and status >= 500)
+
+
 def raise_if_busy(exc: ClientError, what: str) -> None:
     """Raise RetryLater (exit 1) if `exc` says the service is throttling or failing for now."""
-    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    code = error_code(exc)
-    if code in _BUSY or (isinstance(status, int) and status >= 500):
+    if _busy(exc):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         raise RetryLater(
-            f"{what}: {code or status}: the service is throttling or busy (after botocore's "
-            "retries): run the command again in a minute"
+            f"{what}: {error_code(exc) or status}: the service is throttling or busy (after "
+            "botocore's retries): run the command again in a minute"
         ) from exc
 
 
@@ -827,12 +833,10 @@ def _job_error(exc: Exception, operation: str) -> NoReturn:
     code = error_code(exc)
     detail = response.get("Error", {}).get("Message", "")
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in {"LimitExceededException", "ThrottlingException", "TooManyRequestsException"}:
-        raise RetryLater(f"{operation}: {code}: {detail}") from exc
+    if isinstance(exc, ClientError) and _busy(exc):  # the rate, the quota, a 5xx
+        raise RetryLater(f"{operation}: {code or status}: {detail}") from exc
     if code == "ResourceAlreadyExistsException":
         raise JobExists(f"{operation}: {detail}") from exc
-    if isinstance(status, int) and status >= 500:
-        raise RetryLater(f"{operation}: {code or status}: {detail}") from exc
     hint = _JOB_HINTS.get(code, "see the message")
     raise SubmitError(f"{operation} failed: {code}: {detail} ({hint})") from exc
 
